@@ -1,0 +1,243 @@
+// Command liveobjects is the single binary of the project: it mounts a
+// folder of live distributed objects, runs the relay and the QSM services,
+// and offers scripts a way in without FUSE. Run "liveobjects help".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// Exit codes, stable for scripts.
+const (
+	exitOK       = 0 // success
+	exitFailure  = 1 // the command ran and failed
+	exitUsage    = 2 // bad command line
+	exitProblems = 3 // check found problems in the root
+)
+
+// command is one subcommand. Each lives in a file of its own and registers
+// itself from init with register.
+type command struct {
+	// Name is the word after "liveobjects"; for nested commands, the
+	// words joined by spaces ("qsm service").
+	Name string
+	// Args is the synopsis after the name, e.g. "ROOT MOUNTPOINT".
+	Args string
+	// Summary is one line for the command list.
+	Summary string
+	// Help is the longer text shown by --help, after the synopsis.
+	Help string
+	// Flags declares the command's flags on fs; it may be nil.
+	Flags func(fs *flag.FlagSet)
+	// Run runs the command with the arguments left after the flags.
+	Run func(ctx context.Context, args []string) error
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) {
+	if _, dup := commands[c.Name]; dup {
+		panic("liveobjects: command registered twice: " + c.Name)
+	}
+	commands[c.Name] = c
+}
+
+// usageError marks an error in the command line; it exits with exitUsage.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// exitError carries a specific exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// global flags
+var (
+	logLevel = new(slog.LevelVar)
+)
+
+func run(args []string, stdout, stderr io.Writer) int {
+	// Global flags come before the command.
+	gfs := flag.NewFlagSet("liveobjects", flag.ContinueOnError)
+	gfs.SetOutput(stderr)
+	verbose := gfs.Bool("v", false, "log debug messages")
+	quiet := gfs.Bool("q", false, "log only errors")
+	gfs.Usage = func() { printTopHelp(stderr) }
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	switch {
+	case *verbose:
+		logLevel.Set(slog.LevelDebug)
+	case *quiet:
+		logLevel.Set(slog.LevelError)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel})))
+
+	rest := gfs.Args()
+	if len(rest) == 0 {
+		printTopHelp(stderr)
+		return exitUsage
+	}
+	if rest[0] == "help" || rest[0] == "--help" || rest[0] == "-h" {
+		if len(rest) > 1 {
+			if c, _ := findCommand(rest[1:]); c != nil {
+				printCommandHelp(stdout, c)
+				return exitOK
+			}
+		}
+		printTopHelp(stdout)
+		return exitOK
+	}
+	c, n := findCommand(rest)
+	if c == nil {
+		fmt.Fprintf(stderr, "liveobjects: unknown command %q; run 'liveobjects help' for the list\n", strings.Join(rest, " "))
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("liveobjects "+c.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { printCommandHelp(stderr, c) }
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	if err := fs.Parse(interspersed(fs, rest[n:])); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(stdout, c)
+			return exitOK
+		}
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := c.Run(ctx, fs.Args())
+	if err == nil {
+		return exitOK
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "liveobjects %s: %s\nusage: liveobjects %s %s\n", c.Name, ue.msg, c.Name, c.Args)
+		return exitUsage
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintf(stderr, "liveobjects %s: %v\n", c.Name, ee.err)
+		}
+		return ee.code
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return exitOK // interrupted by the user after a clean shutdown
+	}
+	fmt.Fprintf(stderr, "liveobjects %s: %v\n", c.Name, err)
+	return exitFailure
+}
+
+// findCommand finds the longest registered name that prefixes args and
+// returns the command and the number of words it took.
+func findCommand(args []string) (*command, int) {
+	for n := min(len(args), 3); n > 0; n-- {
+		if c, ok := commands[strings.Join(args[:n], " ")]; ok {
+			return c, n
+		}
+	}
+	return nil, 0
+}
+
+// interspersed reorders args so that flags after positional arguments are
+// parsed too ("mount ROOT MNT --relay X"). A lone "--" ends flags.
+func interspersed(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			if f := fs.Lookup(name); f != nil {
+				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+					continue
+				}
+				if i+1 < len(args) {
+					flags = append(flags, args[i+1])
+					i++
+				}
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, append([]string{"--"}, pos...)...)
+}
+
+func sortedNames() []string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func printTopHelp(w io.Writer) {
+	fmt.Fprintf(w, `liveobjects: live distributed objects as files.
+
+usage: liveobjects [-v|-q] COMMAND [flags] [args]
+
+commands:
+`)
+	for _, n := range sortedNames() {
+		fmt.Fprintf(w, "  %-18s %s\n", n, commands[n].Summary)
+	}
+	fmt.Fprintf(w, `
+Run 'liveobjects COMMAND --help' for a command's flags.
+Exit codes: 0 success, 1 failure, 2 bad usage, 3 check found problems.
+`)
+}
+
+func printCommandHelp(w io.Writer, c *command) {
+	fmt.Fprintf(w, "usage: liveobjects %s [flags] %s\n\n%s\n", c.Name, c.Args, c.Summary)
+	if c.Help != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.Help))
+	}
+	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	has := false
+	fs.VisitAll(func(*flag.Flag) { has = true })
+	if has {
+		fmt.Fprintf(w, "\nflags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+}
