@@ -1,0 +1,18 @@
+// Package channels is the per-process communication client: a Hub holds
+// one driver per substrate and address (one relay connection carries every
+// channel of the process), and one live object per channel, shared by
+// every local user of it (the open files of a mount, a script) and left
+// when the last of them lets go.
+//
+// The Hub does not know drivers by type: the program gives it a DialFunc
+// (cmd/liveobjects wires in transport/relay and transport/qsm), so this
+// package depends only on transport and objects/logic.
+//
+// # Concurrency
+//
+// A Hub is safe for concurrent use. Hub.mu protects the maps of drivers
+// and live objects; it is never held across a network call. Concurrent
+// Acquire calls for one channel wait for the first one's join (a
+// per-entry ready channel) instead of joining twice. Lock order: Hub.mu
+// before Live.mu.
+package channels

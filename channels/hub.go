@@ -1,0 +1,333 @@
+package channels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/liveobjects/liveobjects/objects/logic"
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// DialFunc connects to a communication substrate. driver is "relay" or
+// "qsm"; params are the driver's parameters from the object's definition
+// (e.g. "address").
+type DialFunc func(ctx context.Context, driver string, params map[string]string) (transport.Driver, error)
+
+// Spec says which channel a live object runs over and with what logic.
+type Spec struct {
+	// Object names the object in messages (e.g. "examples/chat").
+	Object string
+	// Driver and Params select the substrate.
+	Driver string
+	Params map[string]string
+	// Channel is the channel's key on the substrate.
+	Channel string
+	// ChannelName is the channel's human name, for messages.
+	ChannelName string
+	// Logic configures the object logic.
+	Logic logic.Config
+	// Check, when set, is called with the driver's guarantees before
+	// joining; an error refuses the join.
+	Check func(driver string, provides transport.Guarantee) error
+}
+
+func (s Spec) driverKey() string {
+	keys := make([]string, 0, len(s.Params))
+	for k := range s.Params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(s.Driver)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\x00%s=%s", k, s.Params[k])
+	}
+	return b.String()
+}
+
+func (s Spec) key() string {
+	return fmt.Sprintf("%s\x01%s\x01%s\x01%d", s.driverKey(), s.Channel, s.Logic.Kind, s.Logic.History)
+}
+
+// Errors returned by a Hub.
+var (
+	// ErrClosed is returned by a closed Hub.
+	ErrClosed = errors.New("channels: hub closed")
+)
+
+// Options tune a Hub.
+type Options struct {
+	// JoinTimeout bounds dialing and joining (0: 10s).
+	JoinTimeout time.Duration
+	// Logger receives the Hub's messages (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Hub is a process's communication client.
+type Hub struct {
+	dial DialFunc
+	opts Options
+
+	mu      sync.Mutex // protects drivers, live, closed
+	drivers map[string]*driverEntry
+	live    map[string]*Live
+	closed  bool
+}
+
+type driverEntry struct {
+	ready chan struct{} // closed when d or err is set
+	d     transport.Driver
+	err   error
+}
+
+// NewHub returns a Hub that dials substrates with dial.
+func NewHub(dial DialFunc, opts Options) *Hub {
+	if opts.JoinTimeout <= 0 {
+		opts.JoinTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Hub{dial: dial, opts: opts, drivers: map[string]*driverEntry{}, live: map[string]*Live{}}
+}
+
+// Driver returns the driver for spec's substrate, dialing it on first use.
+// A failed dial is not cached: the next call dials again.
+func (h *Hub) Driver(ctx context.Context, spec Spec) (transport.Driver, error) {
+	key := spec.driverKey()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	e, ok := h.drivers[key]
+	if !ok {
+		e = &driverEntry{ready: make(chan struct{})}
+		h.drivers[key] = e
+		h.mu.Unlock()
+		dctx, cancel := context.WithTimeout(ctx, h.opts.JoinTimeout)
+		e.d, e.err = h.dial(dctx, spec.Driver, spec.Params)
+		cancel()
+		if e.err != nil {
+			e.err = fmt.Errorf("channels: connect to %s %s: %w", spec.Driver, spec.Params["address"], e.err)
+			h.mu.Lock()
+			delete(h.drivers, key)
+			h.mu.Unlock()
+		}
+		close(e.ready)
+	} else {
+		h.mu.Unlock()
+	}
+	select {
+	case <-e.ready:
+		return e.d, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Live is one joined live object shared by its local users.
+type Live struct {
+	hub    *Hub
+	key    string
+	spec   Spec
+	ready  chan struct{} // closed once the join finished (err or member set)
+	err    error
+	obj    *logic.Object
+	member transport.Member
+	driver transport.Driver
+
+	mu   sync.Mutex // protects refs, left
+	refs int
+	left bool
+}
+
+// Acquire joins spec's channel, or shares the live object already joined
+// for it. Every successful Acquire must be matched by one Release.
+func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
+	key := spec.key()
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, ErrClosed
+		}
+		l, ok := h.live[key]
+		if !ok {
+			l = &Live{hub: h, key: key, spec: spec, ready: make(chan struct{}), refs: 1}
+			h.live[key] = l
+			h.mu.Unlock()
+			l.join(ctx)
+			if l.err != nil {
+				h.mu.Lock()
+				if h.live[key] == l {
+					delete(h.live, key)
+				}
+				h.mu.Unlock()
+				return nil, l.err
+			}
+			return l, nil
+		}
+		h.mu.Unlock()
+		select {
+		case <-l.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if l.err != nil {
+			return nil, l.err
+		}
+		l.mu.Lock()
+		if l.left {
+			l.mu.Unlock()
+			continue // released meanwhile: join afresh
+		}
+		l.refs++
+		l.mu.Unlock()
+		return l, nil
+	}
+}
+
+func (l *Live) join(ctx context.Context) {
+	defer close(l.ready)
+	ctx, cancel := context.WithTimeout(ctx, l.hub.opts.JoinTimeout)
+	defer cancel()
+	d, err := l.hub.Driver(ctx, l.spec)
+	if err != nil {
+		l.err = err
+		return
+	}
+	if l.spec.Check != nil {
+		if err := l.spec.Check(d.Name(), d.Provides()); err != nil {
+			l.err = err
+			return
+		}
+	}
+	l.obj = logic.New(l.spec.Logic)
+	m, err := d.Join(ctx, l.spec.Channel, l.obj)
+	if err != nil {
+		name := l.spec.ChannelName
+		if name == "" {
+			name = l.spec.Channel
+		}
+		l.err = fmt.Errorf("%s: join channel %q over %s: %w", l.spec.Object, name, d.Name(), err)
+		return
+	}
+	l.member, l.driver = m, d
+	l.hub.opts.Logger.Debug("joined", "object", l.spec.Object, "channel", l.spec.Channel, "driver", d.Name())
+}
+
+// Object returns the live object's local replica.
+func (l *Live) Object() *logic.Object { return l.obj }
+
+// Spec returns what the live object was acquired with.
+func (l *Live) Spec() Spec { return l.spec }
+
+// DriverName returns the name of the driver carrying the object.
+func (l *Live) DriverName() string { return l.driver.Name() }
+
+// Publish sends one event and returns its sequence number.
+func (l *Live) Publish(ctx context.Context, data []byte) (uint64, error) {
+	return l.member.Publish(ctx, data)
+}
+
+// PublishBatch sends events in order and returns once all are in the
+// channel's order. It implements logic.Publisher.
+func (l *Live) PublishBatch(ctx context.Context, events [][]byte) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if bp, ok := l.member.(transport.BatchPublisher); ok {
+		_, err := bp.PublishBatch(ctx, events)
+		return err
+	}
+	for _, ev := range events {
+		if _, err := l.member.Publish(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ logic.Publisher = (*Live)(nil)
+
+// Release drops one reference; the last one leaves the channel and closes
+// the local replica (its readers reach end of file).
+func (l *Live) Release() {
+	h := l.hub
+	h.mu.Lock()
+	l.mu.Lock()
+	l.refs--
+	last := l.refs == 0 && !l.left
+	if last {
+		l.left = true
+		if h.live[l.key] == l {
+			delete(h.live, l.key)
+		}
+	}
+	l.mu.Unlock()
+	h.mu.Unlock()
+	if last {
+		if err := l.member.Leave(); err != nil && !errors.Is(err, transport.ErrClosed) {
+			h.opts.Logger.Warn("leave failed", "object", l.spec.Object, "err", err)
+		}
+		l.obj.Close()
+	}
+}
+
+// Joined returns the live objects currently joined, by object name.
+func (h *Hub) Joined() []*Live {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*Live
+	for _, l := range h.live {
+		select {
+		case <-l.ready:
+			if l.err == nil {
+				out = append(out, l)
+			}
+		default:
+		}
+	}
+	return out
+}
+
+// Close leaves every channel, closes every replica and every driver.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	lives := h.live
+	drivers := h.drivers
+	h.live, h.drivers = map[string]*Live{}, map[string]*driverEntry{}
+	h.mu.Unlock()
+	for _, l := range lives {
+		<-l.ready
+		if l.err == nil {
+			l.mu.Lock()
+			l.left = true
+			l.mu.Unlock()
+			l.member.Leave()
+			l.obj.Close()
+		}
+	}
+	var errs []error
+	for _, e := range drivers {
+		<-e.ready
+		if e.d != nil {
+			if err := e.d.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/registry"
+)
+
+var checkMax int
+
+func init() {
+	register(&command{
+		Name:    "check",
+		Args:    "ROOT",
+		Summary: "validate every definition and channel of a root; print each problem as file:line",
+		Help: `check reads every *.liveobject file below ROOT (deep folders, names with
+spaces and hidden files included) and every channels/<ID>/metadata.xml, and
+prints every problem as "file:line: message", sorted: XML errors, missing
+ids, bad values, registry keys with no or several definitions, dangling
+keys and cycles in From chains, objects whose channel cannot be bound.
+
+Objects of classes this project does not implement are listed in the
+summary but are not problems.
+
+Exit status: 0 when there is no problem, 3 when there are problems, 1 when
+ROOT cannot be read.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.IntVar(&checkMax, "max", 0, "print at most this many problems (0: all)")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want one argument, the root folder")
+			}
+			return runCheck(args[0], os.Stdout, os.Stderr, checkMax)
+		},
+	})
+}
+
+// runCheck prints the problems of the root at dir to out and a summary to
+// summary.
+func runCheck(dir string, out, summary io.Writer, maxProblems int) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w (give the root folder, e.g. one written by 'liveobjects init')", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s is not a folder (give the root folder)", dir)
+	}
+	r, err := registry.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	probs := r.Problems()
+	for i, p := range probs {
+		if maxProblems > 0 && i >= maxProblems {
+			fmt.Fprintf(out, "... and %d more\n", len(probs)-i)
+			break
+		}
+		fmt.Fprintln(out, p.String())
+	}
+	objs := r.Objects()
+	unknown, null := 0, 0
+	for _, e := range objs {
+		if e.Def == nil {
+			continue
+		}
+		if e.Def.Nil {
+			null++
+			continue
+		}
+		if _, known := objects.ClassOf(e.Def); !known && e.Def.From == nil {
+			unknown++
+		}
+	}
+	fmt.Fprintf(summary, "%d definitions (%d of classes not implemented here, %d switched off), %d channels, %d problems\n",
+		len(objs), unknown, null, len(r.Channels()), len(probs))
+	if len(probs) > 0 {
+		return exitError{exitProblems, fmt.Errorf("%d problems in %s", len(probs), dir)}
+	}
+	return nil
+}

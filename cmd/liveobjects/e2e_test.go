@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bin is the liveobjects binary built once for these tests.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "liveobjects-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "liveobjects")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needFUSE(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse: the end-to-end mount tests need FUSE")
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			t.Skip("not root and no fusermount3 (apt-get install fuse3)")
+		}
+	}
+}
+
+// daemon is a liveobjects process started by a test; it is killed and
+// its mount (if any) detached at cleanup.
+type daemon struct {
+	cmd    *exec.Cmd
+	stderr *strings.Builder
+	done   chan error
+}
+
+func start(t *testing.T, mnt string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var sb strings.Builder
+	pr, pw, _ := os.Pipe()
+	cmd.Stderr = pw
+	cmd.Stdout = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	d := &daemon{cmd: cmd, stderr: &sb, done: make(chan error, 1)}
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	go func() {
+		for l := range lines {
+			sb.WriteString(l + "\n")
+		}
+		d.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-d.done
+		if mnt != "" {
+			exec.Command("umount", "-l", mnt).Run()
+		}
+		if t.Failed() {
+			t.Logf("%s %s output:\n%s", filepath.Base(bin), strings.Join(args, " "), sb.String())
+		}
+	})
+	return d
+}
+
+func sh(t *testing.T, script string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "bash", "-c", script).CombinedOutput()
+	return string(out), err
+}
+
+func waitFor(t *testing.T, within time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func mounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/mounts")
+	return strings.Contains(string(b), " "+dir+" fuse")
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestUp runs the main job as a user would: up, cat, echo, Ctrl-C.
+func TestUp(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "live")
+	root := filepath.Join(dir, "root")
+	d := start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
+	waitFor(t, 20*time.Second, func() error {
+		if !mounted(mnt) {
+			return fmt.Errorf("not mounted yet")
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(root, "services")); err != nil {
+		t.Fatalf("up did not create a root: %v", err)
+	}
+	out, err := sh(t, fmt.Sprintf("cd %s && (timeout 10 head -n 2 channels/chat.liveobject > /tmp/lo-up-%d.out &) ; sleep 0.5; echo one >> channels/chat.liveobject; echo two >> channels/chat.liveobject; sleep 0.5; for i in $(seq 50); do [ $(wc -l < /tmp/lo-up-%d.out) -ge 2 ] && break; sleep 0.1; done; cat /tmp/lo-up-%d.out; rm -f /tmp/lo-up-%d.out", mnt, os.Getpid(), os.Getpid(), os.Getpid(), os.Getpid()))
+	if err != nil || !strings.HasSuffix(out, "one\ntwo\n") {
+		t.Fatalf("cat through up's mount got %q (%v)", out, err)
+	}
+	st, err := sh(t, "cat "+mnt+"/services/*.liveobject")
+	if err != nil || !strings.Contains(st, "state: running") {
+		t.Fatalf("services/ does not show a running relay: %q %v", st, err)
+	}
+	d.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("up exited with %v after Ctrl-C", err)
+		}
+		d.done <- err
+	case <-time.After(15 * time.Second):
+		t.Fatal("up did not stop on Ctrl-C")
+	}
+	if mounted(mnt) {
+		t.Fatal("up left its mount behind")
+	}
+}
+
+// TestKilledDaemonRemount: SIGKILL of a mount daemon leaves a stale
+// mountpoint; a new mount on it recovers.
+func TestKilledDaemonRemount(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	addr := freePort(t)
+	start(t, "", "relay", "--root", root, "--listen", addr)
+	mnt := filepath.Join(dir, "live")
+	d := start(t, mnt, "mount", "--relay", addr, root, mnt)
+	waitFor(t, 20*time.Second, func() error {
+		if !mounted(mnt) {
+			return fmt.Errorf("not mounted yet")
+		}
+		return nil
+	})
+	d.cmd.Process.Kill()
+	<-d.done
+	d.done <- nil
+	if _, err := os.Stat(mnt); err == nil {
+		t.Log("mountpoint answers after SIGKILL (kernel tore it down already)")
+	}
+	start(t, mnt, "mount", "--relay", addr, root, mnt)
+	waitFor(t, 20*time.Second, func() error {
+		out, err := sh(t, "ls "+mnt+"/channels")
+		if err != nil || !strings.Contains(out, "chat.liveobject") {
+			return fmt.Errorf("new mount not serving: %q %v", out, err)
+		}
+		return nil
+	})
+	out, err := sh(t, "cd "+mnt+" && echo after-kill >> channels/chat.liveobject && timeout 10 head -n 100 channels/chat.liveobject | tail -n 1")
+	if err != nil || !strings.Contains(out, "after-kill") {
+		t.Fatalf("remounted chat: %q %v", out, err)
+	}
+}
+
+// TestCLIConventions: --help everywhere, exit codes, completion.
+func TestCLIConventions(t *testing.T) {
+	out, err := exec.Command(bin, "help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("help: %v", err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "  ") && len(strings.Fields(l)) > 1 {
+			names = append(names, strings.Fields(l)[0])
+		}
+	}
+	if len(names) < 5 {
+		t.Fatalf("help lists %d commands:\n%s", len(names), out)
+	}
+	for name := range commands {
+		args := append(strings.Fields(name), "--help")
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "usage: liveobjects "+name) {
+			t.Errorf("%s --help: %v\n%s", name, err, out)
+		}
+	}
+	cmd := exec.Command(bin, "no-such-command")
+	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != exitUsage {
+		t.Errorf("unknown command exit code %d, want %d", cmd.ProcessState.ExitCode(), exitUsage)
+	}
+	comp, err := exec.Command(bin, "completion", "bash").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "c.bash")
+	os.WriteFile(f, comp, 0o644)
+	if out, err := exec.Command("bash", "-n", f).CombinedOutput(); err != nil {
+		t.Fatalf("completion script is not valid bash: %v %s", err, out)
+	}
+	// The completion offers the commands.
+	script := fmt.Sprintf("source %s; COMP_WORDS=(liveobjects mo); COMP_CWORD=1; _liveobjects; echo ${COMPREPLY[*]}", f)
+	out, err = exec.Command("bash", "-c", script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "mount") {
+		t.Fatalf("completion of 'mo': %q %v", out, err)
+	}
+}

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/liveobjects/liveobjects/objects/micro"
+)
+
+// moClientFlags are the flags every mo client command shares.
+type moClientFlags struct {
+	data    string
+	keys    string
+	timeout time.Duration
+}
+
+func (o *moClientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.data, "data", defaultMODataDir(), "data directory of the running 'mo serve' (its local socket is DATA/mo.sock)")
+	fs.StringVar(&o.keys, "keys", defaultMOKeyFile(), "key file of the application (created with fresh keys if missing)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+}
+
+func defaultMODataDir() string { return micro.DefaultDataDir() }
+
+func defaultMOKeyFile() string { return micro.DefaultKeyFile() }
+
+// lib connects to the local server and loads the keys.
+func (o *moClientFlags) lib(ctx context.Context) (*micro.Lib, func(), error) {
+	keys, err := micro.LoadOrCreateKeys(o.keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc, err := micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
+	if err != nil {
+		return nil, nil, err
+	}
+	lib := micro.NewLib(lc, keys)
+	return lib, func() { lib.Close(); lc.Close() }, nil
+}
+
+func parseTokenArg(s string) (micro.Token, error) {
+	t, err := micro.ParseToken(strings.TrimSpace(s))
+	if err != nil {
+		return t, usagef("%q is not a token (79 characters as printed by 'mo put'): %v", s, err)
+	}
+	return t, nil
+}
+
+var moServeOpts struct {
+	listen, advertise, data string
+	cacheMiB                int64
+	grace, floodEvery       time.Duration
+}
+
+var (
+	moPutOpts struct {
+		moClientFlags
+		expire time.Duration
+		sealed bool
+	}
+	moGetOpts    moClientFlags
+	moAddOpts    moClientFlags
+	moPolicyOpts moClientFlags
+	moLsOpts     struct {
+		moClientFlags
+		long, noSync bool
+	}
+)
+
+func init() {
+	register(&command{
+		Name:    "mo serve",
+		Summary: "run a micro-object (MO) server: store, cache, peers, policies",
+		Help: `Runs an MO server. Its store (objects it is home for) and cache (objects it
+fetched, least recently used out first) live in one bbolt file, DATA/mo.db,
+and survive restarts. Peers reach it over TCP at --listen (FETCH, ASSENT,
+BUSY); applications on this host reach it over the unix socket DATA/mo.sock
+(mode 0600: only this user). The other mo commands use that socket.
+
+The address peers reach is written into the token of every object this
+server is home for: keep --listen (or --advertise) stable across restarts.
+On start the server prints "listening ADDR" on stdout and writes ADDR to
+DATA/mo.addr. It runs until interrupted.
+
+Example:
+  liveobjects mo serve --listen 127.0.0.1:4750`,
+		Flags: func(fs *flag.FlagSet) {
+			o := &moServeOpts
+			fs.StringVar(&o.listen, "listen", "127.0.0.1:4750", "TCP address for peers (port 0: any free port)")
+			fs.StringVar(&o.advertise, "advertise", "", "address written into tokens and sent to peers (default: the listening address)")
+			fs.StringVar(&o.data, "data", defaultMODataDir(), "data directory (mo.db, mo.sock, mo.addr)")
+			fs.Int64Var(&o.cacheMiB, "cache", 64, "cache size bound in MiB")
+			fs.DurationVar(&o.grace, "grace", time.Minute, "how long objects outlive their copy-expire date")
+			fs.DurationVar(&o.floodEvery, "flood-interval", 30*time.Second, "how often every flooding policy runs again")
+		},
+		Run: runMOServe,
+	})
+	register(&command{
+		Name:    "mo put",
+		Args:    "FILE",
+		Summary: "create a micro object from FILE (- for stdin) and print its token",
+		Help: `Seals FILE with the keys of --keys, asks the local MO server to adopt it
+(become its home) and prints the new token. The server keeps the object
+until its copy-expire date (--expire from now) plus its grace period.
+
+Keys: the key file (default CONFIG/liveobjects/mo.keys, or
+$LIVEOBJECTS_MO_KEYS) holds the group's payload key and writer key; it is
+created on first use (mode 0600). Give a copy to the people who should
+read your objects and add to their clusters; servers never see it.`,
+		Flags: func(fs *flag.FlagSet) {
+			moPutOpts.register(fs)
+			fs.DurationVar(&moPutOpts.expire, "expire", 30*24*time.Hour, "copy-expire date, from now")
+			fs.BoolVar(&moPutOpts.sealed, "sealed-cluster", false, "seal the cluster's members too (servers cannot read it; flooding above level 0 cannot follow it)")
+		},
+		Run: runMOPut,
+	})
+	register(&command{
+		Name:    "mo get",
+		Args:    "TOKEN",
+		Summary: "write the payload of a micro object to stdout",
+		Help: `Asks the local MO server for the object (from its store or cache, or
+fetched from the home server named in the token, then from servers on
+ditto-lists), checks it against the token and opens it with --keys.`,
+		Flags: moGetOpts.register,
+		Run:   runMOGet,
+	})
+	register(&command{
+		Name:    "mo add",
+		Args:    "TOKEN CHILD...",
+		Summary: "add tokens to the cluster of a micro object",
+		Help: `Signs each CHILD as a member of TOKEN's cluster with the writer key of
+--keys and sends the UPDATE to the local server, which runs the object's
+replication policies (flooding forwards the additions to its peers).`,
+		Flags: moAddOpts.register,
+		Run:   runMOAdd,
+	})
+	register(&command{
+		Name:    "mo ls",
+		Args:    "[TOKEN]",
+		Summary: "list the cluster of a micro object, or the objects this server shares",
+		Help: `With TOKEN: harmonizes the cluster with the object's home and known peers
+(unless --no-sync), then prints its members in copy-expire order, one token
+a line (-l adds the expire date and home server).
+
+Without TOKEN: lists the local copies with replication policies: token,
+policies and the peers the server knows for each.`,
+		Flags: func(fs *flag.FlagSet) {
+			moLsOpts.register(fs)
+			fs.BoolVar(&moLsOpts.long, "l", false, "also print each member's copy-expire date and home server")
+			fs.BoolVar(&moLsOpts.noSync, "no-sync", false, "list the local copy without asking the home server")
+		},
+		Run: runMOLs,
+	})
+	register(&command{
+		Name:    "mo policy",
+		Args:    "TOKEN POLICY",
+		Summary: "start or stop a replication policy (flooding:LEVEL, sustain:DURATION, ...:off)",
+		Help: `POLICY is one of
+  flooding[:LEVEL]   forward cluster additions to the servers sharing the object;
+                     LEVEL > 0 follows referenced objects (1: members, 2: their
+                     clusters, 3: their members, ...)
+  flooding:off       stop flooding
+  sustain:DURATION   keep the local copy that long past its expiry (e.g. 720h);
+                     repeat before it runs out
+  sustain:off        stop sustaining
+A server accepts flooded items only for objects it floods itself.`,
+		Flags: moPolicyOpts.register,
+		Run:   runMOPolicy,
+	})
+}
+
+func runMOServe(ctx context.Context, args []string) error {
+	if len(args) != 0 {
+		return usagef("mo serve takes no arguments")
+	}
+	o := moServeOpts
+	if o.cacheMiB <= 0 {
+		return usagef("--cache must be positive (MiB)")
+	}
+	srv, err := micro.NewServer(micro.ServerConfig{
+		Listen: o.listen, Advertise: o.advertise, DataDir: o.data, CacheBytes: o.cacheMiB << 20,
+		Grace: o.grace, FloodInterval: o.floodEvery, Logger: slog.Default(),
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	addr := srv.Addr().String()
+	if err := os.WriteFile(filepath.Join(o.data, "mo.addr"), []byte(addr+"\n"), 0o600); err != nil {
+		return fmt.Errorf("mo serve: %w", err)
+	}
+	fmt.Printf("listening %s\n", addr)
+	fmt.Fprintf(os.Stderr, "mo server at %s; local socket %s\n", addr, srv.LocalSocket())
+	<-ctx.Done()
+	return srv.Close()
+}
+
+func runMOPut(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return usagef("want one FILE (- for stdin)")
+	}
+	var data []byte
+	var err error
+	if args[0] == "-" {
+		data, err = io.ReadAll(io.LimitReader(os.Stdin, micro.MaxPayload))
+	} else {
+		data, err = os.ReadFile(args[0])
+	}
+	if err != nil {
+		return err
+	}
+	if moPutOpts.expire <= 0 {
+		return usagef("--expire must be positive")
+	}
+	ctx, cancel := context.WithTimeout(ctx, moPutOpts.timeout)
+	defer cancel()
+	lib, done, err := moPutOpts.lib(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	m, err := lib.CreateNewWith(ctx, time.Now().Add(moPutOpts.expire), data, micro.CreateOptions{SealedCluster: moPutOpts.sealed})
+	if err != nil {
+		return err
+	}
+	fmt.Println(m.Token())
+	return nil
+}
+
+func runMOGet(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return usagef("want one TOKEN")
+	}
+	t, err := parseTokenArg(args[0])
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, moGetOpts.timeout)
+	defer cancel()
+	lib, done, err := moGetOpts.lib(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	m, err := lib.Get(ctx, t)
+	if err != nil {
+		if errors.Is(err, micro.ErrBadKeys) {
+			return fmt.Errorf("%w (is --keys the key file of the object's group?)", err)
+		}
+		return err
+	}
+	_, err = os.Stdout.Write(m.Payload())
+	return err
+}
+
+func runMOAdd(ctx context.Context, args []string) error {
+	if len(args) < 2 {
+		return usagef("want TOKEN and at least one CHILD")
+	}
+	t, err := parseTokenArg(args[0])
+	if err != nil {
+		return err
+	}
+	var kids []micro.Token
+	for _, a := range args[1:] {
+		k, err := parseTokenArg(a)
+		if err != nil {
+			return err
+		}
+		kids = append(kids, k)
+	}
+	ctx, cancel := context.WithTimeout(ctx, moAddOpts.timeout)
+	defer cancel()
+	lib, done, err := moAddOpts.lib(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	m, err := lib.Get(ctx, t)
+	if err != nil {
+		return err
+	}
+	n, err := m.AddMany(ctx, kids)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "added %d new member(s) of %d\n", n, len(kids))
+	return nil
+}
+
+func runMOLs(ctx context.Context, args []string) error {
+	if len(args) > 1 {
+		return usagef("want at most one TOKEN")
+	}
+	ctx, cancel := context.WithTimeout(ctx, moLsOpts.timeout)
+	defer cancel()
+	lib, done, err := moLsOpts.lib(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if len(args) == 0 {
+		sh, err := lib.Local().Shared(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range sh {
+			var pol []string
+			if s.Flood >= 0 {
+				pol = append(pol, fmt.Sprintf("flooding:%d", s.Flood))
+			}
+			if !s.SustainUntil.IsZero() {
+				pol = append(pol, "sustained-until:"+s.SustainUntil.UTC().Format(time.RFC3339))
+			}
+			fmt.Printf("%s\t%s\tpeers=%s\n", s.Token, strings.Join(pol, ","), strings.Join(s.Peers, ","))
+		}
+		return nil
+	}
+	t, err := parseTokenArg(args[0])
+	if err != nil {
+		return err
+	}
+	if !moLsOpts.noSync {
+		if err := lib.Local().Sync(ctx, t); err != nil {
+			fmt.Fprintf(os.Stderr, "warning: could not harmonize with the home server, listing the local copy: %v\n", err)
+		}
+	}
+	var ts []micro.Token
+	if m, gerr := lib.Get(ctx, t); gerr == nil {
+		ts, err = m.Cluster(ctx) // opens a sealed cluster
+	} else {
+		fmt.Fprintf(os.Stderr, "warning: %v; listing member ids as the server holds them\n", gerr)
+		ts, err = lib.ClusterOf(ctx, t)
+	}
+	if err != nil {
+		return err
+	}
+	for _, c := range ts {
+		if moLsOpts.long {
+			fmt.Printf("%s\t%s\t%s\n", c, c.Expire().UTC().Format(time.RFC3339), c.Home())
+		} else {
+			fmt.Println(c)
+		}
+	}
+	return nil
+}
+
+func runMOPolicy(ctx context.Context, args []string) error {
+	if len(args) != 2 {
+		return usagef("want TOKEN and POLICY (e.g. flooding:2)")
+	}
+	t, err := parseTokenArg(args[0])
+	if err != nil {
+		return err
+	}
+	p, err := micro.ParsePolicy(args[1])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, moPolicyOpts.timeout)
+	defer cancel()
+	lib, done, err := moPolicyOpts.lib(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return lib.Local().Replicate(ctx, t, p)
+}

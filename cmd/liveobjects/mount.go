@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/fs"
+	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/registry"
+	"github.com/liveobjects/liveobjects/services"
+)
+
+// defaultRoot is where "up" keeps its root folder when none is given:
+// $LIVEOBJECTS_ROOT, else $XDG_DATA_HOME/liveobjects/root, else
+// ~/.local/share/liveobjects/root.
+func defaultRoot() string {
+	if r := os.Getenv("LIVEOBJECTS_ROOT"); r != "" {
+		return r
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "liveobjects", "root")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "liveobjects", "root")
+	}
+	return "liveobjects-root"
+}
+
+type mountFlags struct {
+	relay  string
+	debug  bool
+	listen string
+	root   string
+}
+
+func init() {
+	var up mountFlags
+	register(&command{
+		Name:    "up",
+		Args:    "[MOUNTPOINT]",
+		Summary: "run the default setup: a root with examples, its services (the relay on loopback) and a mount (default ./live)",
+		Help: `Creates a root folder with examples if there is none (--root, default
+$LIVEOBJECTS_ROOT or ~/.local/share/liveobjects/root), starts the services it
+declares in services/ (by default the relay on 127.0.0.1:60000), mounts it at
+MOUNTPOINT (default ./live) and serves until Ctrl-C or SIGTERM, then unmounts.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&up.root, "root", defaultRoot(), "root folder (created with examples if missing)")
+			fs.StringVar(&up.listen, "listen", "", "relay listen address, overriding the root's services/ definition (e.g. 127.0.0.1:0)")
+			fs.BoolVar(&up.debug, "debug", false, "log every FUSE request")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			mnt := "live"
+			switch len(args) {
+			case 0:
+			case 1:
+				mnt = args[0]
+			default:
+				return usagef("want at most one mountpoint")
+			}
+			return runUp(ctx, up, mnt)
+		},
+	})
+	var mf mountFlags
+	register(&command{
+		Name:    "mount",
+		Args:    "ROOT MOUNTPOINT",
+		Summary: "mount a root folder against a running relay (no services hosted)",
+		Help: `Mounts ROOT at MOUNTPOINT and serves until Ctrl-C, SIGTERM or umount.
+Live objects join over the relay named by --relay, or the address in the root's
+registry (the relay client entry). Start the relay with 'liveobjects relay' or
+'liveobjects up' elsewhere.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&mf.relay, "relay", "", "relay address host:port (default: from the root's registry)")
+			fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 2 {
+				return usagef("want ROOT and MOUNTPOINT")
+			}
+			reg, err := openRoot(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			defer reg.Close()
+			return runMount(ctx, mf, args[1], reg, nil)
+		},
+	})
+	var lazy bool
+	register(&command{
+		Name:    "umount",
+		Args:    "MOUNTPOINT",
+		Summary: "unmount a mount (also one left stale by a daemon that died)",
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&lazy, "lazy", false, "detach even while files are open")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want one MOUNTPOINT")
+			}
+			if ok, err := fs.RecoverStale(args[0]); err != nil {
+				return err
+			} else if ok {
+				fmt.Fprintf(os.Stderr, "%s was stale (its daemon died); detached\n", args[0])
+				return nil
+			}
+			if err := fs.Unmount(args[0], lazy); err != nil {
+				return fmt.Errorf("%s: %w (files still open? try --lazy)", args[0], err)
+			}
+			return nil
+		},
+	})
+}
+
+// runUp hosts the root's services and mounts it.
+func runUp(ctx context.Context, f mountFlags, mnt string) error {
+	if _, err := os.Stat(filepath.Join(f.root, "services")); errors.Is(err, os.ErrNotExist) {
+		if err := registry.Init(f.root); err != nil {
+			return fmt.Errorf("create root %s: %w", f.root, err)
+		}
+		slog.Info("created a root folder with examples", "root", f.root)
+	}
+	reg, err := openRoot(ctx, f.root)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	host := services.NewHost(reg, serviceFactories(reg, f.listen), slog.Default())
+	defer host.Close()
+	if err := host.Start(ctx); err != nil {
+		return fmt.Errorf("start services: %w", err)
+	}
+	host.Follow()
+	relayAddr := ""
+	for _, s := range host.All() {
+		if s.State == services.Running && s.Class == relayClassName() {
+			relayAddr = s.Addr
+		}
+	}
+	if relayAddr == "" {
+		slog.Warn("no relay service is running in this root; live objects will use the relay address in the registry")
+	}
+	f.relay = relayAddr
+	return runMount(ctx, f, mnt, reg, host)
+}
+
+func relayClassName() string {
+	c, _ := objects.LookupClass(objects.ClassRelayServer)
+	return c.Name
+}
+
+func openRoot(ctx context.Context, dir string) (*registry.Root, error) {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("root folder %s does not exist; create one with 'liveobjects init %s'", dir, dir)
+	}
+	reg, err := registry.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range reg.Problems() {
+		slog.Warn("root: " + p.String())
+	}
+	if err := reg.Watch(ctx); err != nil {
+		reg.Close()
+		return nil, fmt.Errorf("watch %s: %w", dir, err)
+	}
+	return reg, nil
+}
+
+// runMount mounts and serves until ctx ends or the mount is unmounted.
+func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root, host *services.Host) error {
+	params := relayClientParams(reg)
+	if f.relay != "" {
+		params["address"] = f.relay
+	}
+	hub := channels.NewHub(dialDriver, channels.Options{})
+	defer hub.Close()
+	cfg := fs.Config{
+		Root:          reg,
+		Hub:           hub,
+		ChannelDriver: "relay",
+		ChannelParams: params,
+		Debug:         f.debug,
+		OnCreateChannel: func(ctx context.Context, md objects.Metadata) error {
+			return createRemoteChannel(ctx, hub, params, md)
+		},
+		OnRemoveChannel: func(ctx context.Context, md objects.Metadata) error {
+			return removeRemoteChannel(ctx, hub, params, md)
+		},
+	}
+	if host != nil {
+		cfg.ServiceStatus = host.StatusText
+	}
+	m, err := fs.New(mnt, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "live objects from %s mounted at %s (relay %s). Try:\n", reg.Dir(), mnt, params["address"])
+	fmt.Fprintf(os.Stderr, "  ls %s/examples %s/channels\n", mnt, mnt)
+	fmt.Fprintf(os.Stderr, "  cat %s/channels/chat.liveobject &    # joins: state, then every event\n", mnt)
+	fmt.Fprintf(os.Stderr, "  echo hello >> %s/channels/chat.liveobject    # publishes one event; Ctrl-C here unmounts\n", mnt)
+	waited := make(chan struct{})
+	go func() { m.Wait(); close(waited) }()
+	select {
+	case <-ctx.Done():
+		slog.Info("unmounting", "mountpoint", m.Dir())
+	case <-waited:
+		slog.Info("unmounted from outside", "mountpoint", m.Dir())
+	}
+	return m.Close()
+}
+
+// relayClientParams reads the relay client's settings from the root's
+// registry (the entry at objects.KeyRelayClient).
+func relayClientParams(reg *registry.Root) map[string]string {
+	params := map[string]string{}
+	if e, ok := reg.Key(objects.KeyRelayClient); ok && e.Def != nil {
+		for k, v := range services.Settings(reg, e.Def) {
+			params[k] = v
+		}
+	}
+	params["address"] = normalizeAddr(params["address"], params["mainport"])
+	return params
+}
+
+// normalizeAddr makes host:port from the forms definitions use.
+func normalizeAddr(addr, port string) string {
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	if port == "" {
+		port = "60000"
+	}
+	return net.JoinHostPort(addr, port)
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/liveobjects/liveobjects/transport/qsm"
+)
+
+// qsmSettings collects "-set name=value" flags and the named shortcuts
+// into the name/value pairs qsm.ParseConfig reads.
+type qsmSettings map[string]string
+
+func (s qsmSettings) String() string { return "" }
+
+func (s qsmSettings) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("want name=value, got %q", v)
+	}
+	s[strings.TrimSpace(k)] = val
+	return nil
+}
+
+// shortcut is a flag that sets one setting.
+type shortcut struct {
+	s    qsmSettings
+	name string
+}
+
+func (f shortcut) String() string { return "" }
+func (f shortcut) Set(v string) error {
+	f.s[f.name] = v
+	return nil
+}
+
+var qsmFlags = qsmSettings{}
+
+func qsmCommonFlags(fs *flag.FlagSet) {
+	d := qsm.DefaultConfig()
+	fs.Var(qsmFlags, "set", "set any QSM setting, name=value (repeatable); see 'liveobjects help qsm service'")
+	fs.Var(shortcut{qsmFlags, "gms_address"}, "gms", "coordinator address host:port (gms_address; default "+d.GMSAddress+")")
+	fs.Var(shortcut{qsmFlags, "port"}, "port", fmt.Sprintf("UDP port of region multicast (port; default %d)", d.Port))
+	fs.Var(shortcut{qsmFlags, "subnet"}, "subnet", "adapter for multicast: prefix such as 198.18.0.0/24 or interface name (subnet; default loopback)")
+	fs.Var(shortcut{qsmFlags, "name"}, "name", "node name in views (name; default host/address)")
+}
+
+const qsmSettingsHelp = `
+Settings (-set name=value; the same names as in a services definition):
+  qsm, qsm_application, qsm_controller, uplink_controller   roles (booleans)
+  uplink_address, uplink_port, uplink_subnet    where in-process clients connect
+  subnet, port                                  adapter and UDP port of multicast traffic
+  gms_address                                   the coordinator's host:port
+  multicast          prefix of region multicast addresses (default 239.255.64.0/18)
+  mtu                largest datagram payload (default 1472)
+  max_event          largest event in bytes (default 1048576)
+  credits            flow-control window: unstable messages per sender and region (default 8192)
+  client_credits     publishes in flight per client membership (default 1024)
+  rate               messages per second a service multicasts, 0 = no cap
+  token_rate         token rounds per second (default 50)
+  partition_size     nodes per token ring (default 5)
+  heartbeat_interval, missed_heartbeats   failure detection (default 500ms x 4)
+  view_delay         how long the coordinator gathers changes into one view (default 5ms)
+  delivery_queue     bytes queued per client before data is refused (default 32 MiB)
+  drop_rate          fault injection: drop this fraction of received datagrams
+Multicast TTL is always 1: all nodes must share one LAN.`
+
+func init() {
+	register(&command{
+		Name:    "qsm service",
+		Summary: "run a QSM local service (one per machine; in-process clients connect to it)",
+		Help: `Runs the QSM protocol stack of this machine: it joins the coordinator's
+membership service, multicasts into the regions of the channels its clients
+use (TTL 1), repairs loss with the region's token ring, and serves the
+in-process clients of this machine on the uplink (uplink_address:uplink_port).
+
+Example, on each machine of a LAN:
+  liveobjects qsm service -gms 198.18.0.1:12346 -subnet 198.18.0.0/24 \
+      -set uplink_address=127.0.0.1
+` + qsmSettingsHelp,
+		Flags: qsmCommonFlags,
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return usagef("unexpected arguments %q", args)
+			}
+			cfg, err := qsm.ParseConfig(qsmFlags)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			s, err := qsm.NewService(cfg)
+			if err != nil {
+				return err
+			}
+			if err := s.Start(ctx); err != nil {
+				return err
+			}
+			defer s.Close()
+			slog.Info("qsm service ready", "uplink", s.Addr(), "gms", cfg.GMSAddress)
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+	register(&command{
+		Name:    "qsm coordinator",
+		Summary: "run the QSM coordinator (channels and the global membership service)",
+		Help: `Runs the QSM coordinator on gms_address: local services report the
+channels they join and leave and send heartbeats; the coordinator issues
+numbered membership views to all of them and removes a service silent for
+heartbeat_interval x missed_heartbeats. One per network.
+
+Example:
+  liveobjects qsm coordinator -gms 198.18.0.1:12346
+` + qsmSettingsHelp,
+		Flags: qsmCommonFlags,
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return usagef("unexpected arguments %q", args)
+			}
+			cfg, err := qsm.ParseConfig(qsmFlags)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			c, err := qsm.NewCoordinator(cfg)
+			if err != nil {
+				return err
+			}
+			if err := c.Start(ctx); err != nil {
+				return err
+			}
+			defer c.Close()
+			slog.Info("qsm coordinator ready", "gms", c.Addr())
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+}

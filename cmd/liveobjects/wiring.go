@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/objects/micro"
+	"github.com/liveobjects/liveobjects/registry"
+	"github.com/liveobjects/liveobjects/services"
+	"github.com/liveobjects/liveobjects/transport"
+	"github.com/liveobjects/liveobjects/transport/qsm"
+	"github.com/liveobjects/liveobjects/transport/relay"
+)
+
+// This file wires the drivers and services into the generic layers
+// (channels.Hub, services.Host): the only place that knows them all.
+
+// dialDriver connects to a substrate for channels.Hub.
+func dialDriver(ctx context.Context, driver string, params map[string]string) (transport.Driver, error) {
+	switch driver {
+	case "relay":
+		return relay.Dial(ctx, relay.ClientConfig{
+			Addr:   normalizeAddr(params["address"], params["mainport"]),
+			Secret: os.Getenv("LIVEOBJECTS_RELAY_SECRET"),
+		})
+	case "qsm":
+		addr := params["uplink_address"]
+		if addr == "" {
+			addr = params["address"]
+		}
+		if addr == "" {
+			addr = qsm.DefaultConfig().UplinkAddress
+		}
+		return qsm.Dial(ctx, normalizeAddr(addr, params["uplink_port"]))
+	}
+	return nil, fmt.Errorf("no communication driver named %q in this build (relay, qsm)", driver)
+}
+
+// relayOf returns the relay client of the hub for params, for channel
+// management.
+func relayOf(ctx context.Context, hub *channels.Hub, params map[string]string) (*relay.Client, error) {
+	d, err := hub.Driver(ctx, channels.Spec{Driver: "relay", Params: params})
+	if err != nil {
+		return nil, err
+	}
+	c, ok := d.(*relay.Client)
+	if !ok {
+		return nil, errors.New("the channels folder is not carried by a relay")
+	}
+	return c, nil
+}
+
+func channelInfo(md objects.Metadata) transport.ChannelInfo {
+	return transport.ChannelInfo{ID: md.ID, Name: md.Name, Comment: md.Comment, Members: -1}
+}
+
+// createRemoteChannel tells the relay about a channel made from the shell.
+func createRemoteChannel(ctx context.Context, hub *channels.Hub, params map[string]string, md objects.Metadata) error {
+	c, err := relayOf(ctx, hub, params)
+	if err != nil {
+		return err
+	}
+	err = c.CreateChannel(ctx, channelInfo(md))
+	if err != nil && errors.Is(err, relay.ErrExists) {
+		return nil
+	}
+	return err
+}
+
+// removeRemoteChannel tells the relay a channel was removed from the shell.
+func removeRemoteChannel(ctx context.Context, hub *channels.Hub, params map[string]string, md objects.Metadata) error {
+	c, err := relayOf(ctx, hub, params)
+	if err != nil {
+		return err
+	}
+	key := md.ID
+	if key == "" {
+		key = md.Name
+	}
+	err = c.RemoveChannel(ctx, key)
+	if err != nil && errors.Is(err, transport.ErrNoChannel) {
+		return nil
+	}
+	return err
+}
+
+// rootChannels lists a root's channels for a relay server.
+func rootChannels(reg *registry.Root) []transport.ChannelInfo {
+	var out []transport.ChannelInfo
+	for _, md := range reg.Channels() {
+		out = append(out, channelInfo(md))
+	}
+	return out
+}
+
+// stateDir is where services hosted for a root keep their data.
+func stateDir(root, name string) string {
+	return filepath.Join(root, ".state", name)
+}
+
+func boolParam(p map[string]string, k string, def bool) bool {
+	v, ok := p[k]
+	if !ok || v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return def
+	}
+	return b
+}
+
+// serviceFactories maps service classes to their makers, for a daemon
+// hosting the services of root. listen, if set, overrides the relay's
+// address.
+func serviceFactories(reg *registry.Root, listen string) map[string]services.Factory {
+	root := reg.Dir()
+	return map[string]services.Factory{
+		objects.ClassRelayServer: func(def services.Definition) (services.Service, error) {
+			addr := normalizeAddr(def.Params["address"], def.Params["mainport"])
+			if listen != "" {
+				addr = listen
+			}
+			cfg := relay.ServerConfig{
+				Listen:      addr,
+				Channels:    rootChannels(reg),
+				AllowCreate: true,
+				Secret:      os.Getenv("LIVEOBJECTS_RELAY_SECRET"),
+			}
+			if boolParam(def.Params, "durable", true) {
+				cfg.DataDir = stateDir(root, "relay")
+			}
+			s, err := relay.NewServer(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return relayService{s}, nil
+		},
+		objects.ClassQSMLocalService: func(def services.Definition) (services.Service, error) {
+			cfg, err := qsm.ParseConfig(def.Params)
+			if err != nil {
+				return nil, err
+			}
+			return qsm.NewService(cfg)
+		},
+		objects.ClassQSMCoordinator: func(def services.Definition) (services.Service, error) {
+			cfg, err := qsm.ParseConfig(def.Params)
+			if err != nil {
+				return nil, err
+			}
+			return qsm.NewCoordinator(cfg)
+		},
+		objects.ClassMOServer: func(def services.Definition) (services.Service, error) {
+			cfg := micro.ServerConfig{Listen: def.Params["address"], DataDir: stateDir(root, "mo")}
+			if v, err := strconv.ParseInt(def.Params["cache"], 10, 64); err == nil && v > 0 {
+				cfg.CacheBytes = v << 20 // the "cache" setting is in MiB
+			}
+			s, err := micro.NewServer(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return moService{s}, nil
+		},
+	}
+}
+
+// relayService adapts *relay.Server to services.Service.
+type relayService struct{ *relay.Server }
+
+func (r relayService) Addr() string { return addrString(r.Server.Addr()) }
+
+// moService adapts *micro.Server to services.Service.
+type moService struct{ *micro.Server }
+
+func (m moService) Addr() string { return addrString(m.Server.Addr()) }
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

@@ -1,0 +1,35 @@
+// Package fs adapts live objects to a FUSE mount with go-fuse: folders of
+// the root become directories, every .liveobject definition becomes a
+// file, channels/ lists the root's channels, and services/ shows each
+// service's state. Opening a live file for reading joins the object (via
+// channels.Hub) and reads stream its state and events; writing publishes.
+// The file semantics (what a read returns, what a write publishes) live in
+// objects/logic; this package only maps them onto FUSE calls, and maps
+// errors onto errno values in one place (errno.go).
+//
+// # Parallelism
+//
+// The kernel sends requests in parallel and go-fuse serves each in its own
+// goroutine. Directory listings and attributes are answered from the
+// registry's in-memory model and never touch the network; only Open (the
+// join) and Read/Write/Flush/Release of live files do. Mount.mu protects
+// the set of open handles, used to end readers when an object goes away or
+// the mount shuts down. A handle's reader and writer are used by one
+// request at a time (the kernel serialises writes on one file description;
+// reads on a stream file are serialised by FOPEN_STREAM semantics, and the
+// reader tolerates concurrent calls anyway).
+//
+// # Interrupts
+//
+// A FUSE interrupt (Ctrl-C on a blocked cat) cancels the request's context;
+// a blocked Read then returns EINTR at once. Writes do not honour
+// interrupts, because the Go runtime's SIGURG preemption signals generate
+// interrupts too and a retried write must never publish twice; a write is
+// bounded by a publish timeout instead.
+//
+// # Deadlocks
+//
+// A process that serves a mount must not touch that mount itself (see
+// go-fuse's package documentation): the daemon never opens paths below its
+// own mountpoint, and tests drive the mount through separate processes.
+package fs

@@ -1,0 +1,133 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/objects/logic"
+)
+
+// handle is one open file description.
+type handle struct {
+	m   *Mount
+	rel string
+
+	static []byte // content of a non-live file
+
+	live *channels.Live // nil for static files
+	r    *logic.Reader  // nil unless opened for reading
+	mu   sync.Mutex     // serialises use of w, and release
+	w    *logic.Writer  // nil unless opened for writing
+	done bool           // released
+}
+
+var (
+	_ gofs.FileReader   = (*handle)(nil)
+	_ gofs.FileWriter   = (*handle)(nil)
+	_ gofs.FileFlusher  = (*handle)(nil)
+	_ gofs.FileReleaser = (*handle)(nil)
+	_ gofs.FileFsyncer  = (*handle)(nil)
+)
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.live == nil {
+		if off >= int64(len(h.static)) {
+			return fuse.ReadResultData(nil), 0
+		}
+		return fuse.ReadResultData(h.static[off:min(int64(len(h.static)), off+int64(len(dest)))]), 0
+	}
+	if h.r == nil {
+		return nil, syscall.EBADF
+	}
+	n, err := h.r.Read(ctx, dest)
+	switch {
+	case err == nil:
+		return fuse.ReadResultData(dest[:n]), 0
+	case errors.Is(err, logic.ErrClosed):
+		return fuse.ReadResultData(nil), 0 // end of file
+	case ctx.Err() != nil:
+		return nil, syscall.EINTR
+	}
+	return nil, errno("read", h.rel, err)
+}
+
+// publishCtx bounds a publish by the mount's timeout, not by the request:
+// see the package doc on interrupts.
+func (h *handle) publishCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), h.m.cfg.PublishTimeout)
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.w == nil {
+		return 0, syscall.EBADF
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pctx, cancel := h.publishCtx()
+	defer cancel()
+	n, err := h.w.Write(pctx, data)
+	if err != nil {
+		return 0, errno("write", h.rel, err)
+	}
+	return uint32(n), 0
+}
+
+// Flush publishes a variable's or text's value at close(2), so that its
+// failure reaches the closing process. A stream's partial line waits for
+// Release.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if h.w == nil {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pctx, cancel := h.publishCtx()
+	defer cancel()
+	return errno("flush", h.rel, h.w.Flush(pctx))
+}
+
+// Fsync has nothing to do: every write returned once its events were in
+// the channel's order.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.m.removeHandle(h)
+	h.closeAll()
+	return 0
+}
+
+// endRead ends the handle's reader: a blocked or later read sees end of
+// file.
+func (h *handle) endRead() {
+	if h.r != nil {
+		h.r.Close()
+	}
+}
+
+// closeAll publishes what a writer has left, ends the reader and drops the
+// live object.
+func (h *handle) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return
+	}
+	h.done = true
+	if h.w != nil {
+		pctx, cancel := h.publishCtx()
+		if err := h.w.Close(pctx); err != nil {
+			errno("publish at close", h.rel, err)
+		}
+		cancel()
+	}
+	h.endRead()
+	if h.live != nil {
+		h.live.Release()
+	}
+}

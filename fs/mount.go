@@ -1,0 +1,299 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/registry"
+)
+
+// Config says what to mount.
+type Config struct {
+	// Root is the loaded root folder; the mount follows its changes.
+	Root *registry.Root
+	// Hub joins live objects.
+	Hub *channels.Hub
+	// ChannelDriver and ChannelParams select the substrate for the files
+	// in channels/ (default "relay" with the root's relay client address).
+	ChannelDriver string
+	ChannelParams map[string]string
+	// ServiceStatus, if set, gives the text shown when a file in services/
+	// is read.
+	ServiceStatus func(rel string) ([]byte, bool)
+	// OnCreateChannel and OnRemoveChannel, if set, are called after a
+	// channel was created or removed from the shell (touch, mkdir, rm), to
+	// tell the substrate.
+	OnCreateChannel func(ctx context.Context, md objects.Metadata) error
+	OnRemoveChannel func(ctx context.Context, md objects.Metadata) error
+	// PublishTimeout bounds a write's wait for the driver (0: 15s).
+	PublishTimeout time.Duration
+	// Debug logs every FUSE request.
+	Debug bool
+	// Logger receives messages (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Mount is a mounted folder of live objects.
+type Mount struct {
+	cfg    Config
+	dir    string
+	server *fuse.Server
+	start  time.Time
+	idx    *index
+
+	mu      sync.Mutex // protects handles, closed
+	handles map[string]map[*handle]struct{}
+	closed  bool
+
+	errMu sync.Mutex        // protects errs
+	errs  map[string]string // rel -> last join error, for user.liveobject.error
+
+	stopWatch func()
+	watchDone chan struct{}
+}
+
+// ErrStale reports a mountpoint left behind by a daemon that died.
+var ErrStale = errors.New("fs: mountpoint is stale (its daemon died)")
+
+// RecoverStale detaches a mountpoint whose daemon died ("Transport
+// endpoint is not connected"). It reports whether it did.
+func RecoverStale(dir string) (bool, error) {
+	_, err := os.Stat(dir)
+	if err == nil || !errors.Is(err, syscall.ENOTCONN) {
+		return false, nil
+	}
+	if uerr := unmount(dir, true); uerr != nil {
+		return false, fmt.Errorf("fs: %s: %w; unmounting it failed: %v (try: fusermount3 -uz %s)", dir, ErrStale, uerr, dir)
+	}
+	return true, nil
+}
+
+// unmount detaches dir: directly when root, else with fusermount3.
+func unmount(dir string, lazy bool) error {
+	flags := 0
+	if lazy {
+		flags = syscall.MNT_DETACH
+	}
+	err := syscall.Unmount(dir, flags)
+	if err == nil {
+		return nil
+	}
+	for _, prog := range []string{"fusermount3", "fusermount"} {
+		if p, lerr := exec.LookPath(prog); lerr == nil {
+			args := []string{"-u", dir}
+			if lazy {
+				args = []string{"-uz", dir}
+			}
+			if out, ferr := exec.Command(p, args...).CombinedOutput(); ferr != nil {
+				return fmt.Errorf("%s: %v: %s", prog, ferr, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}
+	}
+	return err
+}
+
+// Unmount detaches a mountpoint served by another process (liveobjects
+// umount). With lazy it detaches even while files are open.
+func Unmount(dir string, lazy bool) error { return unmount(dir, lazy) }
+
+// New mounts cfg.Root at dir and starts serving it.
+func New(dir string, cfg Config) (*Mount, error) {
+	if cfg.Root == nil || cfg.Hub == nil {
+		return nil, errors.New("fs: Config needs Root and Hub")
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ChannelDriver == "" {
+		cfg.ChannelDriver = "relay"
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if recovered, err := RecoverStale(abs); err != nil {
+		return nil, err
+	} else if recovered {
+		cfg.Logger.Warn("mountpoint was left by a daemon that died; detached it", "mountpoint", abs)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("fs: create mountpoint: %w", err)
+	}
+	m := &Mount{cfg: cfg, dir: abs, start: time.Now(), handles: map[string]map[*handle]struct{}{}, watchDone: make(chan struct{})}
+	m.idx = newIndex(cfg.Root)
+
+	sec := time.Second
+	neg := 500 * time.Millisecond
+	opts := &gofs.Options{
+		EntryTimeout:    &sec,
+		AttrTimeout:     &sec,
+		NegativeTimeout: &neg,
+		MountOptions: fuse.MountOptions{
+			FsName:        "liveobjects",
+			Name:          "liveobjects",
+			DirectMount:   os.Geteuid() == 0,
+			Debug:         cfg.Debug,
+			MaxBackground: 64,
+		},
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			if _, err2 := exec.LookPath("fusermount"); err2 != nil {
+				return nil, errors.New("fs: mounting as a user needs fusermount3: install it (Debian: apt-get install fuse3), or run as root")
+			}
+		}
+	}
+	root := &dirNode{m: m, rel: ""}
+	server, err := gofs.Mount(abs, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
+	}
+	m.server = server
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
+	}
+	ch, stop := cfg.Root.Subscribe()
+	m.stopWatch = stop
+	go m.follow(ch)
+	return m, nil
+}
+
+// Dir returns the mountpoint.
+func (m *Mount) Dir() string { return m.dir }
+
+// Wait blocks until the mount is unmounted.
+func (m *Mount) Wait() { m.server.Wait() }
+
+// follow applies the root's changes: the listing is rebuilt, readers of a
+// removed object reach end of file.
+func (m *Mount) follow(ch <-chan registry.Change) {
+	defer close(m.watchDone)
+	for c := range ch {
+		m.idx.invalidate()
+		if c.Kind == registry.Removed {
+			m.endReaders(c.Path)
+			if strings.HasPrefix(c.Path, "channels/") {
+				// A channel's metadata went away: its file's readers end.
+				m.endChannelReaders()
+			}
+		}
+	}
+}
+
+// endChannelReaders ends the readers of channel files whose channel no
+// longer exists.
+func (m *Mount) endChannelReaders() {
+	m.mu.Lock()
+	var gone []string
+	for rel := range m.handles {
+		if name, ok := strings.CutPrefix(rel, "channels/"); ok {
+			if _, exists := m.idx.channel(name); !exists {
+				gone = append(gone, rel)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, rel := range gone {
+		m.endReaders(rel)
+	}
+}
+
+func (m *Mount) endReaders(rel string) {
+	m.mu.Lock()
+	var hs []*handle
+	for h := range m.handles[rel] {
+		hs = append(hs, h)
+	}
+	m.mu.Unlock()
+	for _, h := range hs {
+		h.endRead()
+	}
+}
+
+func (m *Mount) addHandle(h *handle) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	if m.handles[h.rel] == nil {
+		m.handles[h.rel] = map[*handle]struct{}{}
+	}
+	m.handles[h.rel][h] = struct{}{}
+	return true
+}
+
+func (m *Mount) removeHandle(h *handle) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.handles[h.rel], h)
+	if len(m.handles[h.rel]) == 0 {
+		delete(m.handles, h.rel)
+	}
+}
+
+// Close ends every reader (they see end of file), unmounts and waits for
+// the server to stop. Files still held open by processes do not keep the
+// mount alive: after a short grace the mount is detached lazily.
+func (m *Mount) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	var hs []*handle
+	for _, set := range m.handles {
+		for h := range set {
+			hs = append(hs, h)
+		}
+	}
+	m.mu.Unlock()
+	for _, h := range hs {
+		h.endRead()
+	}
+	m.stopWatch()
+	<-m.watchDone
+	var err error
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err = m.server.Unmount()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		m.cfg.Logger.Warn("unmount busy; detaching lazily", "mountpoint", m.dir, "err", err)
+		if lerr := unmount(m.dir, true); lerr != nil {
+			return fmt.Errorf("fs: unmount %s: %v; lazy unmount: %w", m.dir, err, lerr)
+		}
+	}
+	done := make(chan struct{})
+	go func() { m.server.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("fs: %s: server did not stop after unmount", m.dir)
+	}
+	return nil
+}

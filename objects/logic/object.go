@@ -1,0 +1,414 @@
+package logic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// Kind names the logic of an object.
+type Kind int
+
+// The kinds this package implements.
+const (
+	// Stream is a sequence of events (lines), with an optional bounded
+	// history that joiners receive.
+	Stream Kind = iota + 1
+	// Variable is a replicated value; the last write in the order wins.
+	Variable
+	// Text is a shared text note; each update replaces the text.
+	Text
+)
+
+// String returns the kind's name as used in files and messages.
+func (k Kind) String() string {
+	switch k {
+	case Stream:
+		return "stream"
+	case Variable:
+		return "variable"
+	case Text:
+		return "text"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// ParseKind maps a category name to a Kind.
+func ParseKind(s string) (Kind, error) {
+	switch s {
+	case "stream", "channel":
+		return Stream, nil
+	case "variable":
+		return Variable, nil
+	case "text":
+		return Text, nil
+	}
+	return 0, fmt.Errorf("logic: no object logic for category %q (this build implements stream, variable and text)", s)
+}
+
+// Errors returned by readers and writers.
+var (
+	// ErrOverrun ends a stream reader that fell further behind than its
+	// bound allows; the events it missed are not hidden from it.
+	ErrOverrun = errors.New("logic: reader fell behind the stream and was ended; reopen to continue from the current state")
+	// ErrClosed is returned by Read after the object was closed and the
+	// reader has consumed everything queued before that.
+	ErrClosed = errors.New("logic: object closed")
+)
+
+// DefaultReaderLimit bounds the bytes queued for one reader.
+const DefaultReaderLimit = 64 << 20
+
+// Config sets up an Object.
+type Config struct {
+	// Kind selects the logic.
+	Kind Kind
+	// History is how many recent events a Stream keeps and gives to
+	// joiners and new readers (0: none; a pure stream).
+	History int
+	// ReaderLimit bounds the bytes queued for one reader (0: DefaultReaderLimit).
+	ReaderLimit int
+	// MaxValue bounds a variable's or text's size (0: 16 MiB).
+	MaxValue int
+}
+
+// Object is the local replica of one live object. It implements
+// transport.Handler.
+type Object struct {
+	cfg Config
+
+	mu      sync.Mutex // protects everything below
+	seq     uint64     // last applied sequence number
+	history [][]byte   // Stream: retained events, oldest first (ring by slicing)
+	value   []byte     // Variable, Text: current value
+	hasVal  bool       // Variable, Text: a value was ever set
+	readers map[*Reader]struct{}
+	closed  bool
+	mtime   time.Time // time of the last applied event or restore
+	events  uint64    // events applied since creation
+}
+
+var _ transport.Handler = (*Object)(nil)
+
+// New returns an empty Object.
+func New(cfg Config) *Object {
+	if cfg.ReaderLimit <= 0 {
+		cfg.ReaderLimit = DefaultReaderLimit
+	}
+	if cfg.MaxValue <= 0 {
+		cfg.MaxValue = 16 << 20
+	}
+	return &Object{cfg: cfg, readers: map[*Reader]struct{}{}, mtime: time.Now()}
+}
+
+// Kind returns the object's kind.
+func (o *Object) Kind() Kind { return o.cfg.Kind }
+
+// Deliver applies one event and passes it to every reader.
+func (o *Object) Deliver(ev transport.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	o.seq = ev.Seq
+	o.events++
+	o.mtime = time.Now()
+	switch o.cfg.Kind {
+	case Stream:
+		if o.cfg.History > 0 {
+			o.history = append(o.history, ev.Data)
+			if len(o.history) > o.cfg.History {
+				// Drop the oldest, copying down now and then so the
+				// backing array does not grow without bound.
+				o.history = o.history[len(o.history)-o.cfg.History:]
+				if cap(o.history) > 4*o.cfg.History+16 {
+					o.history = append([][]byte(nil), o.history...)
+				}
+			}
+		}
+	default:
+		o.value = ev.Data
+		o.hasVal = true
+	}
+	out := o.render(ev.Data)
+	for r := range o.readers {
+		r.push(out, o)
+	}
+}
+
+// render formats one event or value for readers.
+func (o *Object) render(data []byte) []byte {
+	if len(data) > 0 && data[len(data)-1] == '\n' {
+		return data
+	}
+	out := make([]byte, len(data)+1)
+	copy(out, data)
+	out[len(data)] = '\n'
+	return out
+}
+
+// snapshotLocked returns what a new reader sees first; nil when nothing.
+func (o *Object) snapshotLocked() []byte {
+	switch o.cfg.Kind {
+	case Stream:
+		var n int
+		for _, e := range o.history {
+			n += len(e) + 1
+		}
+		if n == 0 {
+			return nil
+		}
+		out := make([]byte, 0, n)
+		for _, e := range o.history {
+			out = append(out, o.render(e)...)
+		}
+		return out
+	default:
+		if !o.hasVal {
+			return nil
+		}
+		return o.render(o.value)
+	}
+}
+
+// Snapshot returns the current state as a reader would first see it.
+func (o *Object) Snapshot() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.snapshotLocked()
+}
+
+// Seq returns the sequence number of the last applied event.
+func (o *Object) Seq() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seq
+}
+
+// ModTime returns when the object last changed.
+func (o *Object) ModTime() time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.mtime
+}
+
+// Checkpoint encodes the state after every delivered event.
+func (o *Object) Checkpoint() ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch o.cfg.Kind {
+	case Stream:
+		if o.cfg.History == 0 {
+			return nil, nil
+		}
+		return encodeList(o.history), nil
+	default:
+		if !o.hasVal {
+			return nil, nil
+		}
+		return encodeValue(o.value), nil
+	}
+}
+
+// Restore replaces the state with a checkpoint taken after event seq.
+// Readers that are open see the restored state as if they had just joined
+// (for a stream: the retained history they have not seen is not replayed,
+// since they cannot tell which part they saw; a marker line is not
+// invented either — events simply continue from seq+1).
+func (o *Object) Restore(cp []byte, seq uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch o.cfg.Kind {
+	case Stream:
+		var hist [][]byte
+		if len(cp) > 0 {
+			var err error
+			hist, err = decodeList(cp)
+			if err != nil {
+				return fmt.Errorf("logic: restore stream at %d: %w", seq, err)
+			}
+		}
+		if o.cfg.History > 0 && len(hist) > o.cfg.History {
+			hist = hist[len(hist)-o.cfg.History:]
+		}
+		if o.cfg.History == 0 {
+			hist = nil
+		}
+		o.history = hist
+	default:
+		if len(cp) == 0 {
+			o.value, o.hasVal = nil, false
+		} else {
+			v, err := decodeValue(cp)
+			if err != nil {
+				return fmt.Errorf("logic: restore %s at %d: %w", o.cfg.Kind, seq, err)
+			}
+			changed := !o.hasVal || string(v) != string(o.value)
+			o.value, o.hasVal = v, true
+			if changed && o.seq != 0 {
+				// Readers that were open saw an older value; show them
+				// the one the object holds now.
+				out := o.render(v)
+				for r := range o.readers {
+					r.push(out, o)
+				}
+			}
+		}
+	}
+	o.seq = seq
+	o.mtime = time.Now()
+	return nil
+}
+
+// Close ends the object: readers get end of file after what is queued.
+func (o *Object) Close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	o.closed = true
+	for r := range o.readers {
+		r.end(ErrClosed)
+	}
+}
+
+// NewReader registers a reader that first sees the current snapshot, then
+// every later event. Call Reader.Close when done.
+func (o *Object) NewReader() *Reader {
+	r := &Reader{obj: o, wake: make(chan struct{}, 1)}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if snap := o.snapshotLocked(); len(snap) > 0 {
+		r.queue = [][]byte{snap}
+		r.queued = len(snap)
+	}
+	if o.closed {
+		r.err = ErrClosed
+	} else {
+		o.readers[r] = struct{}{}
+	}
+	return r
+}
+
+// Readers returns the number of open readers.
+func (o *Object) Readers() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.readers)
+}
+
+// Reader is one reader's view of an Object: the snapshot, then events.
+type Reader struct {
+	obj  *Object
+	wake chan struct{} // has a token when queue or err changed
+
+	// Protected by obj.mu:
+	queue  [][]byte
+	off    int // bytes of queue[0] already read
+	queued int // bytes in queue not yet read
+	err    error
+}
+
+// push queues data; called with obj.mu held.
+func (r *Reader) push(b []byte, o *Object) {
+	if r.err != nil {
+		return
+	}
+	if r.queued+len(b) > o.cfg.ReaderLimit {
+		if o.cfg.Kind == Stream {
+			r.err = ErrOverrun
+			delete(o.readers, r)
+		} else {
+			// A value is whole: the newest one replaces what is queued.
+			r.queue, r.off, r.queued = [][]byte{b}, 0, len(b)
+		}
+	} else {
+		r.queue = append(r.queue, b)
+		r.queued += len(b)
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// end stops the reader after what is queued; called with obj.mu held.
+func (r *Reader) end(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Ready reports whether a Read would return without blocking.
+func (r *Reader) Ready() bool {
+	r.obj.mu.Lock()
+	defer r.obj.mu.Unlock()
+	return r.queued > 0 || r.err != nil
+}
+
+// Read fills p with queued bytes, whole events first: it returns as many
+// whole events as fit, or part of one event when the first does not fit.
+// It blocks until there is data, the reader ends (ErrClosed, ErrOverrun)
+// or ctx ends (ctx.Err()).
+func (r *Reader) Read(ctx context.Context, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		r.obj.mu.Lock()
+		if r.queued > 0 {
+			n := 0
+			for len(r.queue) > 0 {
+				chunk := r.queue[0][r.off:]
+				if len(chunk) > len(p)-n {
+					if n > 0 {
+						break // whole events only, after the first
+					}
+					c := copy(p, chunk)
+					r.off += c
+					n += c
+					break
+				}
+				n += copy(p[n:], chunk)
+				r.queue[0] = nil
+				r.queue = r.queue[1:]
+				r.off = 0
+			}
+			r.queued -= n
+			if len(r.queue) == 0 {
+				r.queue = nil
+			}
+			r.obj.mu.Unlock()
+			return n, nil
+		}
+		if r.err != nil {
+			err := r.err
+			r.obj.mu.Unlock()
+			return 0, err
+		}
+		r.obj.mu.Unlock()
+		select {
+		case <-r.wake:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Close unregisters the reader. A blocked Read returns ErrClosed.
+func (r *Reader) Close() {
+	r.obj.mu.Lock()
+	defer r.obj.mu.Unlock()
+	delete(r.obj.readers, r)
+	r.end(ErrClosed)
+}

@@ -1,0 +1,335 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/registry"
+)
+
+// Service is one running service.
+type Service interface {
+	// Start starts serving and returns once the service is ready.
+	Start(ctx context.Context) error
+	// Addr is the address the service listens on, for its status.
+	Addr() string
+	// Close stops the service. It is idempotent.
+	Close() error
+}
+
+// Definition is a service's definition, resolved through the registry.
+type Definition struct {
+	// Path is the definition's path in the root ("services/cc.liveobject").
+	Path string
+	// Class is the service's class.
+	Class objects.Class
+	// Params are the definition's settings, flattened: parameters with
+	// simple values by id, Configuration entries by name; settings of an
+	// outer object override those of the registry object it refers to.
+	Params map[string]string
+}
+
+// Factory makes a service from its definition.
+type Factory func(def Definition) (Service, error)
+
+// State is a service's state.
+type State string
+
+// The states a service can be in.
+const (
+	Disabled State = "disabled" // a null object: switched off
+	Running  State = "running"
+	Failed   State = "failed"
+	Unknown  State = "unknown" // no factory for its class in this program
+)
+
+// Status is what a service's file shows.
+type Status struct {
+	Path  string
+	Class string
+	State State
+	Addr  string
+	Since time.Time
+	Err   string
+}
+
+// String renders the status as the lines a service file shows.
+func (s Status) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "service: %s\nclass: %s\nstate: %s\n", s.Path, s.Class, s.State)
+	if s.Addr != "" {
+		fmt.Fprintf(&b, "address: %s\n", s.Addr)
+	}
+	if !s.Since.IsZero() {
+		fmt.Fprintf(&b, "since: %s\n", s.Since.UTC().Format(time.RFC3339))
+	}
+	if s.Err != "" {
+		fmt.Fprintf(&b, "error: %s\n", s.Err)
+	}
+	return b.String()
+}
+
+type entry struct {
+	status Status
+	svc    Service
+	params string // the definition's settings, to tell a change
+}
+
+// Host runs the services of a root.
+type Host struct {
+	root      *registry.Root
+	factories map[string]Factory
+	log       *slog.Logger
+
+	mu       sync.Mutex // protects services, closed
+	services map[string]*entry
+	closed   bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewHost returns a Host for root that makes services with factories,
+// keyed by class id.
+func NewHost(root *registry.Root, factories map[string]Factory, log *slog.Logger) *Host {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Host{root: root, factories: factories, log: log, services: map[string]*entry{}}
+}
+
+// Start starts every enabled service of the root. Services that fail are
+// shown as failed; the joined error names each.
+func (h *Host) Start(ctx context.Context) error {
+	var errs []error
+	for _, e := range h.root.Objects() {
+		if !strings.HasPrefix(e.Path, "services/") {
+			continue
+		}
+		if err := h.apply(ctx, e.Path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Follow applies the root's changes until Close: a changed definition
+// restarts its service, a removed one stops it.
+func (h *Host) Follow() {
+	ch, cancel := h.root.Subscribe()
+	h.stop = make(chan struct{})
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		defer cancel()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case c, ok := <-ch:
+				if !ok {
+					return
+				}
+				if !strings.HasPrefix(c.Path, "services/") && !strings.HasPrefix(c.Path, "registry/") {
+					continue
+				}
+				// A registry entry can change any service's settings:
+				// re-apply every service; unchanged ones are left alone.
+				for _, p := range h.paths() {
+					if err := h.apply(context.Background(), p); err != nil {
+						h.log.Error("service", "path", p, "err", err)
+					}
+				}
+			}
+		}
+	}()
+}
+
+// paths returns the service definitions in the root and those running.
+func (h *Host) paths() []string {
+	set := map[string]bool{}
+	for _, e := range h.root.Objects() {
+		if strings.HasPrefix(e.Path, "services/") {
+			set[e.Path] = true
+		}
+	}
+	h.mu.Lock()
+	for p := range h.services {
+		set[p] = true
+	}
+	h.mu.Unlock()
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// apply brings the service at path in line with its definition.
+func (h *Host) apply(ctx context.Context, path string) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	old := h.services[path]
+	h.mu.Unlock()
+
+	e, ok := h.root.Lookup(path)
+	var def Definition
+	var derr error
+	disabled := false
+	switch {
+	case !ok:
+		disabled = true
+	case e.Def == nil:
+		derr = fmt.Errorf("%s: %v", path, e.Err)
+	case e.Def.Nil:
+		disabled = true
+	default:
+		def, derr = Resolve(h.root, path, e.Def)
+	}
+	sig := ""
+	if derr == nil && !disabled {
+		sig = def.Class.ID + "\x00" + flatten(def.Params)
+	}
+	if old != nil && old.params == sig && sig != "" && old.status.State == Running {
+		return nil // unchanged
+	}
+	if old != nil && old.svc != nil {
+		if err := old.svc.Close(); err != nil {
+			h.log.Warn("service stop", "path", path, "err", err)
+		}
+		h.log.Info("service stopped", "path", path)
+	}
+	if !ok {
+		h.mu.Lock()
+		delete(h.services, path)
+		h.mu.Unlock()
+		return nil
+	}
+	n := &entry{status: Status{Path: path, Since: time.Now()}, params: sig}
+	var err error
+	switch {
+	case derr != nil:
+		n.status.State, n.status.Err = Failed, derr.Error()
+		err = derr
+	case disabled:
+		n.status.State = Disabled
+	default:
+		n.status.Class = def.Class.Name
+		f := h.factories[def.Class.ID]
+		if f == nil {
+			n.status.State = Unknown
+			n.status.Err = "this program does not host " + def.Class.Name
+			break
+		}
+		svc, ferr := f(def)
+		if ferr == nil {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			ferr = svc.Start(sctx)
+			cancel()
+		}
+		if ferr != nil {
+			n.status.State, n.status.Err = Failed, ferr.Error()
+			err = fmt.Errorf("%s (%s): %w", path, def.Class.Name, ferr)
+			if svc != nil {
+				svc.Close()
+			}
+			break
+		}
+		n.svc = svc
+		n.status.State, n.status.Addr = Running, svc.Addr()
+		h.log.Info("service started", "path", path, "class", def.Class.Name, "addr", svc.Addr())
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		if n.svc != nil {
+			n.svc.Close()
+		}
+		return nil
+	}
+	h.services[path] = n
+	h.mu.Unlock()
+	return err
+}
+
+func flatten(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + m[k] + "\x00")
+	}
+	return b.String()
+}
+
+// Status returns the state of the service defined at path.
+func (h *Host) Status(path string) (Status, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.services[path]
+	if !ok {
+		return Status{}, false
+	}
+	return e.status, true
+}
+
+// StatusText is Status as the text a service file shows.
+func (h *Host) StatusText(path string) ([]byte, bool) {
+	s, ok := h.Status(path)
+	if !ok {
+		return nil, false
+	}
+	return []byte(s.String()), true
+}
+
+// All returns the status of every service, by path.
+func (h *Host) All() []Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Status, 0, len(h.services))
+	for _, e := range h.services {
+		out = append(out, e.status)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Close stops following the root and stops every service.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	svcs := h.services
+	h.services = map[string]*entry{}
+	h.mu.Unlock()
+	if h.stop != nil {
+		close(h.stop)
+		<-h.done
+	}
+	var errs []error
+	for p, e := range svcs {
+		if e.svc != nil {
+			if err := e.svc.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,667 @@
+package qsm
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// Client is the in-process QSM client: one per process, one TCP link to
+// the node's local service carrying every QSM channel of the process. It
+// implements transport.Driver.
+//
+// Guarantees (Provides): reliable delivery to the current members, FIFO
+// per sender, numbered membership views. No total order and no state
+// transfer: a joiner receives the events published after its join.
+type Client struct {
+	conn     net.Conn
+	w        *connWriter
+	node     uint64
+	nodeName string
+	maxEvent int
+	credits  int
+
+	quit   chan struct{}
+	wg     sync.WaitGroup
+	closed sync.Once
+
+	mu      sync.Mutex // protects the fields below
+	members map[uint32]*Member
+	joins   map[uint32]chan error
+	stats   map[uint32]chan []byte
+	nextID  uint32
+	err     error // why the link closed
+}
+
+var _ transport.Driver = (*Client)(nil)
+
+// maxQueue caps the events queued for one member's handler; above it the
+// client stops reading from the service (which then slows the senders).
+const maxQueue = 1 << 16
+
+// Dial connects to the local service at serviceAddr (host:port, the
+// service's uplink) and returns a client.
+func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", serviceAddr)
+	if err != nil {
+		return nil, fmt.Errorf("qsm: dial service %s: %w (is 'liveobjects qsm service' running there?)", serviceAddr, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetReadBuffer(4 << 20)
+		tc.SetWriteBuffer(4 << 20)
+	}
+	e := encoder{}
+	e.b = append(e.b, cliMagic...)
+	e.u8(ProtocolVersionMin)
+	e.u8(ProtocolVersionMax)
+	e.str("pid " + strconv.Itoa(os.Getpid()))
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	} else {
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	if _, err := conn.Write(appendFrame(nil, cliHello, e.b)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("qsm: hello to service %s: %w", serviceAddr, err)
+	}
+	fr := newFrameReader(conn, maxFrame)
+	t, body, err := fr.next()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("qsm: welcome from service %s: %w", serviceAddr, err)
+	}
+	d2 := decoder{b: body}
+	switch t {
+	case cliWelcome:
+	case cliError:
+		d2.u32()
+		d2.u32()
+		code := d2.u16()
+		conn.Close()
+		return nil, fmt.Errorf("qsm: service %s refused: %w", serviceAddr, codeError(code, d2.str()))
+	default:
+		conn.Close()
+		return nil, fmt.Errorf("%w: service %s sent frame type %d before welcome", ErrMalformed, serviceAddr, t)
+	}
+	ver := d2.u8()
+	c := &Client{
+		conn:     conn,
+		w:        newConnWriter(conn),
+		node:     d2.u64(),
+		nodeName: d2.str(),
+		maxEvent: int(d2.u32()),
+		credits:  int(d2.u32()),
+		quit:     make(chan struct{}),
+		members:  map[uint32]*Member{},
+		joins:    map[uint32]chan error{},
+		stats:    map[uint32]chan []byte{},
+	}
+	if err := d2.done(); err != nil || ver < ProtocolVersionMin || c.credits < 1 {
+		conn.Close()
+		return nil, fmt.Errorf("%w: bad welcome from service %s", ErrMalformed, serviceAddr)
+	}
+	conn.SetDeadline(time.Time{})
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		c.w.loop(c.quit)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.readLoop(fr)
+	}()
+	return c, nil
+}
+
+// Name returns "qsm".
+func (c *Client) Name() string { return "qsm" }
+
+// Provides returns Reliable|FIFO|Membership.
+func (c *Client) Provides() transport.Guarantee {
+	return transport.Reliable | transport.FIFO | transport.Membership
+}
+
+// NodeID returns the id of the service's node.
+func (c *Client) NodeID() uint64 { return c.node }
+
+// NodeName returns the name of the service's node.
+func (c *Client) NodeName() string { return c.nodeName }
+
+// MaxEvent returns the largest event the service accepts.
+func (c *Client) MaxEvent() int { return c.maxEvent }
+
+// Join joins channel and starts delivering its events to h, from one
+// goroutine, in FIFO order per sender. It returns once the service is a
+// member of the channel in the current view: every event published after
+// that reaches h.
+func (c *Client) Join(ctx context.Context, channel string, h transport.Handler) (transport.Member, error) {
+	m, err := c.JoinMember(ctx, channel, h)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// JoinMember is Join returning the concrete *Member (for View,
+// PublishAsync and Flush).
+func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Handler) (*Member, error) {
+	if channel == "" || len(channel) > maxString {
+		return nil, fmt.Errorf("qsm: join %q: %w: channel name must be 1-%d bytes", channel, ErrMalformed, maxString)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, fmt.Errorf("qsm: join %s: %w", channel, err)
+	}
+	c.nextID++
+	id := c.nextID
+	m := &Member{
+		c: c, id: id, channel: channel, h: h,
+		credits: make(chan struct{}, c.credits),
+		done:    make(chan struct{}),
+		exited:  make(chan struct{}),
+	}
+	m.cond = sync.NewCond(&m.mu)
+	ch := make(chan error, 1)
+	c.members[id] = m
+	c.joins[id] = ch
+	c.mu.Unlock()
+	body := encoder{}
+	body.u32(id)
+	body.u32(id)
+	body.str(channel)
+	fail := func(err error) (*Member, error) {
+		c.mu.Lock()
+		delete(c.members, id)
+		delete(c.joins, id)
+		c.mu.Unlock()
+		m.stop(err)
+		close(m.exited)
+		c.w.frame(func(b []byte) []byte {
+			e := encoder{b: b}
+			e.u32(5)
+			e.u8(cliLeave)
+			e.u32(id)
+			return e.b
+		})
+		return nil, fmt.Errorf("qsm: join %s: %w", channel, err)
+	}
+	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, cliJoin, body.b) }); err != nil {
+		return fail(err)
+	}
+	select {
+	case err := <-ch:
+		if err != nil {
+			return fail(err)
+		}
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		m.dispatch()
+	}()
+	return m, nil
+}
+
+// ServiceStats asks the service for its counters.
+func (c *Client) ServiceStats(ctx context.Context) (Stats, error) {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return Stats{}, err
+	}
+	c.nextID++
+	req := c.nextID
+	ch := make(chan []byte, 1)
+	c.stats[req] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.stats, req)
+		c.mu.Unlock()
+	}()
+	body := encoder{}
+	body.u32(req)
+	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, cliStatsReq, body.b) }); err != nil {
+		return Stats{}, fmt.Errorf("qsm: stats: %w", err)
+	}
+	select {
+	case js, ok := <-ch:
+		if !ok {
+			return Stats{}, fmt.Errorf("qsm: stats: %w", transport.ErrClosed)
+		}
+		var s Stats
+		if err := json.Unmarshal(js, &s); err != nil {
+			return Stats{}, fmt.Errorf("qsm: stats: %w", err)
+		}
+		return s, nil
+	case <-ctx.Done():
+		return Stats{}, ctx.Err()
+	}
+}
+
+// Close leaves every channel and closes the link. It is idempotent.
+func (c *Client) Close() error {
+	c.closed.Do(func() {
+		c.shutdown(transport.ErrClosed)
+		close(c.quit)
+		c.conn.Close()
+	})
+	c.wg.Wait()
+	return nil
+}
+
+// shutdown fails everything pending with err.
+func (c *Client) shutdown(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	members := c.members
+	c.members = map[uint32]*Member{}
+	for _, ch := range c.joins {
+		ch <- err
+	}
+	c.joins = map[uint32]chan error{}
+	for _, ch := range c.stats {
+		close(ch)
+	}
+	c.stats = map[uint32]chan []byte{}
+	c.mu.Unlock()
+	for _, m := range members {
+		m.stop(err)
+	}
+}
+
+func (c *Client) member(id uint32) *Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[id]
+}
+
+func (c *Client) readLoop(fr *frameReader) {
+	senders := map[[2]uint64]string{}
+	err := func() error {
+		for {
+			t, body, err := fr.next()
+			if err != nil {
+				return err
+			}
+			switch t {
+			case cliDeliver:
+				if len(body) < 24 {
+					return fmt.Errorf("%w: short deliver frame", ErrMalformed)
+				}
+				id := binary.BigEndian.Uint32(body)
+				node := binary.BigEndian.Uint64(body[4:])
+				source := binary.BigEndian.Uint32(body[12:])
+				seq := binary.BigEndian.Uint64(body[16:])
+				key := [2]uint64{node, uint64(source)}
+				name, ok := senders[key]
+				if !ok {
+					name = fmt.Sprintf("%016x/%d", node, source)
+					if len(senders) < 1<<16 {
+						senders[key] = name
+					}
+				}
+				if m := c.member(id); m != nil {
+					m.enqueue(transport.Event{Seq: seq, Sender: name, Data: append([]byte(nil), body[24:]...)})
+				}
+			case cliPubAck:
+				d := decoder{b: body}
+				id, seq := d.u32(), d.u64()
+				if err := d.done(); err != nil {
+					return err
+				}
+				if m := c.member(id); m != nil {
+					m.acked(seq, nil)
+				}
+			case cliJoined:
+				d := decoder{b: body}
+				req, _ := d.u32(), d.u32()
+				if err := d.done(); err != nil {
+					return err
+				}
+				c.mu.Lock()
+				if ch := c.joins[req]; ch != nil {
+					ch <- nil
+					delete(c.joins, req)
+				}
+				c.mu.Unlock()
+			case cliError:
+				d := decoder{b: body}
+				req, id, code, msg := d.u32(), d.u32(), d.u16(), d.str()
+				if err := d.done(); err != nil {
+					return err
+				}
+				e := codeError(code, msg)
+				c.mu.Lock()
+				ch := c.joins[req]
+				delete(c.joins, req)
+				c.mu.Unlock()
+				switch {
+				case ch != nil:
+					ch <- e
+				case id != 0:
+					if m := c.member(id); m != nil {
+						m.acked(0, e)
+					}
+				default:
+					return fmt.Errorf("qsm: service closed the link: %w", e)
+				}
+			case cliView:
+				d := decoder{b: body}
+				id := d.u32()
+				v := GroupView{Number: d.u64()}
+				n := d.count(2)
+				for i := 0; i < n && d.err == nil; i++ {
+					v.Members = append(v.Members, d.str())
+				}
+				if err := d.done(); err != nil {
+					return err
+				}
+				if m := c.member(id); m != nil {
+					m.setView(v)
+				}
+			case cliStats:
+				if len(body) < 4 {
+					return fmt.Errorf("%w: short stats frame", ErrMalformed)
+				}
+				req := binary.BigEndian.Uint32(body)
+				c.mu.Lock()
+				if ch := c.stats[req]; ch != nil {
+					ch <- append([]byte(nil), body[4:]...)
+					delete(c.stats, req)
+				}
+				c.mu.Unlock()
+			default:
+				return fmt.Errorf("%w: service frame type %d", ErrMalformed, t)
+			}
+		}
+	}()
+	if errors.Is(err, net.ErrClosed) {
+		err = transport.ErrClosed
+	}
+	c.shutdown(fmt.Errorf("%w: link to service lost: %v", transport.ErrClosed, err))
+	c.w.fail(err)
+}
+
+// GroupView is a numbered membership view of one channel: the names of
+// the nodes whose services have members in it.
+type GroupView struct {
+	// Number is the coordinator's view number.
+	Number uint64
+	// Members are node names, ordered by node id.
+	Members []string
+}
+
+// Member is a process's membership in one QSM channel.
+type Member struct {
+	c       *Client
+	id      uint32
+	channel string
+	h       transport.Handler
+	credits chan struct{} // one token per publish in flight
+	done    chan struct{} // closed by stop
+	exited  chan struct{} // closed when dispatch returns
+
+	ackMu   sync.Mutex // protects acks and asyncErr; held while a publish frame is queued
+	acks    []chan pubResult
+	asyncEr error
+
+	mu      sync.Mutex // protects queue, stopped, err, view
+	cond    *sync.Cond
+	queue   []transport.Event
+	stopped bool
+	err     error
+	view    GroupView
+	left    sync.Once
+}
+
+var _ transport.Member = (*Member)(nil)
+
+type pubResult struct {
+	seq uint64
+	err error
+}
+
+// Channel returns the channel's name.
+func (m *Member) Channel() string { return m.channel }
+
+// View returns the channel's current membership view.
+func (m *Member) View() GroupView {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.view
+}
+
+func (m *Member) setView(v GroupView) {
+	m.mu.Lock()
+	m.view = v
+	m.mu.Unlock()
+}
+
+// Publish sends data as one event and returns its sequence number (per
+// sender) once the local service has it in its order and has multicast it.
+func (m *Member) Publish(ctx context.Context, data []byte) (uint64, error) {
+	ch := make(chan pubResult, 1)
+	if err := m.send(ctx, data, ch); err != nil {
+		return 0, err
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return 0, fmt.Errorf("qsm: publish to %s: %w", m.channel, r.err)
+		}
+		return r.seq, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// PublishAsync queues data as one event without waiting for the service;
+// it blocks only while ClientCredits events are in flight. Errors show up
+// in a later call or in Flush.
+func (m *Member) PublishAsync(ctx context.Context, data []byte) error {
+	m.ackMu.Lock()
+	err := m.asyncEr
+	m.ackMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("qsm: publish to %s: %w", m.channel, err)
+	}
+	return m.send(ctx, data, nil)
+}
+
+// Flush waits until the service has accepted every event published so far.
+func (m *Member) Flush(ctx context.Context) error {
+	n := 0
+	defer func() {
+		for ; n > 0; n-- {
+			<-m.credits
+		}
+	}()
+	for n < cap(m.credits) {
+		select {
+		case m.credits <- struct{}{}:
+			n++
+		case <-m.done:
+			return fmt.Errorf("qsm: flush %s: %w", m.channel, m.stopErr())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	m.ackMu.Lock()
+	err := m.asyncEr
+	m.ackMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("qsm: flush %s: %w", m.channel, err)
+	}
+	return nil
+}
+
+func (m *Member) stopErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	return transport.ErrClosed
+}
+
+func (m *Member) send(ctx context.Context, data []byte, ch chan pubResult) error {
+	if len(data) > m.c.maxEvent {
+		return fmt.Errorf("qsm: publish to %s: %w: %d bytes (max %d)", m.channel, transport.ErrTooLarge, len(data), m.c.maxEvent)
+	}
+	select {
+	case m.credits <- struct{}{}:
+	case <-m.done:
+		return fmt.Errorf("qsm: publish to %s: %w", m.channel, m.stopErr())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	m.ackMu.Lock()
+	m.acks = append(m.acks, ch)
+	id := m.id
+	err := m.c.w.frame(func(b []byte) []byte {
+		b = binary.BigEndian.AppendUint32(b, uint32(1+4+len(data)))
+		b = append(b, cliPublish)
+		b = binary.BigEndian.AppendUint32(b, id)
+		return append(b, data...)
+	})
+	if err != nil {
+		m.acks = m.acks[:len(m.acks)-1]
+		m.ackMu.Unlock()
+		<-m.credits
+		return fmt.Errorf("qsm: publish to %s: %w: %v", m.channel, transport.ErrClosed, err)
+	}
+	m.ackMu.Unlock()
+	return nil
+}
+
+// acked completes the oldest publish in flight.
+func (m *Member) acked(seq uint64, err error) {
+	m.ackMu.Lock()
+	if len(m.acks) == 0 {
+		m.ackMu.Unlock()
+		return
+	}
+	ch := m.acks[0]
+	m.acks[0] = nil
+	m.acks = m.acks[1:]
+	if ch == nil && err != nil && m.asyncEr == nil {
+		m.asyncEr = err
+	}
+	m.ackMu.Unlock()
+	if ch != nil {
+		ch <- pubResult{seq, err}
+	}
+	select {
+	case <-m.credits:
+	default:
+	}
+}
+
+func (m *Member) enqueue(ev transport.Event) {
+	m.mu.Lock()
+	for len(m.queue) >= maxQueue && !m.stopped {
+		m.cond.Wait()
+	}
+	if !m.stopped {
+		m.queue = append(m.queue, ev)
+		m.cond.Broadcast()
+	}
+	m.mu.Unlock()
+}
+
+// dispatch calls the handler for queued events, one at a time.
+func (m *Member) dispatch() {
+	defer close(m.exited)
+	var batch []transport.Event
+	for {
+		m.mu.Lock()
+		for len(m.queue) == 0 && !m.stopped {
+			m.cond.Wait()
+		}
+		if m.stopped {
+			m.mu.Unlock()
+			return
+		}
+		batch, m.queue = m.queue, batch[:0]
+		m.cond.Broadcast()
+		m.mu.Unlock()
+		for i := range batch {
+			m.mu.Lock()
+			stopped := m.stopped
+			m.mu.Unlock()
+			if stopped {
+				return
+			}
+			m.h.Deliver(batch[i])
+			batch[i] = transport.Event{}
+		}
+	}
+}
+
+// stop ends the member: pending publishes fail with err and no handler
+// call starts afterwards.
+func (m *Member) stop(err error) {
+	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		return
+	}
+	m.stopped = true
+	m.err = err
+	m.queue = nil
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	close(m.done)
+	m.ackMu.Lock()
+	acks := m.acks
+	m.acks = nil
+	m.ackMu.Unlock()
+	for _, ch := range acks {
+		if ch != nil {
+			ch <- pubResult{0, err}
+		}
+	}
+}
+
+// Leave ends the membership; no handler call starts after it returns. It
+// is idempotent. It must not be called from the member's own Handler.
+func (m *Member) Leave() error {
+	m.left.Do(func() {
+		m.c.mu.Lock()
+		_, mine := m.c.members[m.id]
+		delete(m.c.members, m.id)
+		m.c.mu.Unlock()
+		m.stop(transport.ErrClosed)
+		if mine {
+			id := m.id
+			m.c.w.frame(func(b []byte) []byte {
+				e := encoder{b: b}
+				e.u32(5)
+				e.u8(cliLeave)
+				e.u32(id)
+				return e.b
+			})
+		}
+	})
+	<-m.exited
+	return nil
+}

@@ -1,0 +1,511 @@
+package qsm
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// Frame types on the service-to-coordinator link. ONLY APPEND TO THIS
+// LIST: the values are part of the protocol.
+const (
+	gmsHello     uint8 = 1 // service -> coordinator: magic, versions, node id, name, address
+	gmsWelcome   uint8 = 2 // coordinator -> service: version, heartbeat interval, missed count
+	gmsGroups    uint8 = 3 // service -> coordinator: groups joined and left
+	gmsHeartbeat uint8 = 4 // service -> coordinator: still alive
+	gmsView      uint8 = 5 // coordinator -> service: a membership view
+	gmsError     uint8 = 6 // either way: code and message, then the link closes
+)
+
+// gmsMagic opens a hello on the coordinator link.
+const gmsMagic = "QSMG"
+
+// Coordinator keeps the channels and hosts the global membership service:
+// services tell it the groups they join and leave and send heartbeats; it
+// issues numbered views to every service and removes a node silent for
+// HeartbeatInterval x MissedHeartbeats.
+type Coordinator struct {
+	cfg Config
+	log *slog.Logger
+
+	ln     net.Listener
+	wg     sync.WaitGroup
+	quit   chan struct{}
+	closed sync.Once
+
+	mu       sync.Mutex // protects everything below
+	nodes    map[uint64]*gmsNode
+	names    map[uint64]string // group id -> name, for listing
+	view     *View
+	viewNum  uint64
+	epochs   map[uint64]regionEpoch // region id -> epoch and members of the last view
+	addrs    map[uint64]netip.Addr  // region id -> multicast address in use
+	pending  bool                   // a view is scheduled
+	kick     chan struct{}          // wakes viewLoop
+	viewSubs []chan struct{}        // closed on every new view (for tests)
+}
+
+type regionEpoch struct {
+	epoch   uint64
+	members []uint64
+}
+
+// gmsNode is one connected service.
+type gmsNode struct {
+	info      NodeInfo
+	groups    map[uint64]string
+	lastHeard time.Time
+	conn      net.Conn
+	wmu       sync.Mutex // serializes writes to conn
+	w         *bufio.Writer
+	gone      bool
+}
+
+// NewCoordinator checks cfg and returns a coordinator that listens on
+// cfg.GMSAddress once started.
+func NewCoordinator(cfg Config) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("qsm: coordinator: %w", err)
+	}
+	return &Coordinator{
+		cfg:    cfg,
+		log:    slog.Default().With("qsm", "coordinator"),
+		quit:   make(chan struct{}),
+		nodes:  map[uint64]*gmsNode{},
+		names:  map[uint64]string{},
+		epochs: map[uint64]regionEpoch{},
+		addrs:  map[uint64]netip.Addr{},
+		view:   &View{},
+		kick:   make(chan struct{}, 1),
+	}, nil
+}
+
+// Start listens on cfg.GMSAddress (port 0 picks a free one; see Addr) and
+// serves services until Close or until ctx ends.
+func (c *Coordinator) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", c.cfg.GMSAddress)
+	if err != nil {
+		return fmt.Errorf("qsm: coordinator: listen %s: %w", c.cfg.GMSAddress, err)
+	}
+	c.ln = ln
+	c.log.Info("coordinator listening", "addr", ln.Addr().String())
+	c.goroutine(c.acceptLoop)
+	c.goroutine(c.sweepLoop)
+	c.goroutine(c.viewLoop)
+	c.goroutine(func() {
+		select {
+		case <-ctx.Done():
+			c.Close()
+		case <-c.quit:
+		}
+	})
+	return nil
+}
+
+func (c *Coordinator) goroutine(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// Addr returns the address the coordinator listens on (gms_address for
+// the services), or "" before Start.
+func (c *Coordinator) Addr() string {
+	if c.ln == nil {
+		return ""
+	}
+	return c.ln.Addr().String()
+}
+
+// Close stops the coordinator and drops every service link. It is
+// idempotent.
+func (c *Coordinator) Close() error {
+	c.closed.Do(func() {
+		close(c.quit)
+		if c.ln != nil {
+			c.ln.Close()
+		}
+		c.mu.Lock()
+		for _, n := range c.nodes {
+			n.conn.Close()
+		}
+		c.mu.Unlock()
+	})
+	c.wg.Wait()
+	return nil
+}
+
+// View returns the current view.
+func (c *Coordinator) View() *View {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.view
+}
+
+// Channels lists the groups some node has joined, with member counts.
+func (c *Coordinator) Channels() []transport.ChannelInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	count := map[uint64]int{}
+	for _, n := range c.nodes {
+		for g := range n.groups {
+			count[g]++
+		}
+	}
+	var out []transport.ChannelInfo
+	for g, k := range count {
+		out = append(out, transport.ChannelInfo{Name: c.names[g], Members: k})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// waitView returns a channel closed when the next view is issued.
+func (c *Coordinator) waitView() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan struct{})
+	c.viewSubs = append(c.viewSubs, ch)
+	return ch
+}
+
+func (c *Coordinator) acceptLoop() {
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			select {
+			case <-c.quit:
+				return
+			default:
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			c.log.Error("accept failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		c.goroutine(func() { c.serve(conn) })
+	}
+}
+
+func (c *Coordinator) sweepLoop() {
+	t := time.NewTicker(max(c.cfg.HeartbeatInterval/2, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.quit:
+			return
+		case now := <-t.C:
+			var dead []*gmsNode
+			c.mu.Lock()
+			for _, n := range c.nodes {
+				if now.Sub(n.lastHeard) > c.cfg.FailureTimeout() {
+					dead = append(dead, n)
+				}
+			}
+			c.mu.Unlock()
+			for _, n := range dead {
+				c.log.Warn("node failed: no heartbeat", "node", n.info.Name, "silent", now.Sub(n.lastHeard).Round(time.Millisecond))
+				c.remove(n)
+				n.conn.Close()
+			}
+		}
+	}
+}
+
+// serve runs one service link.
+func (c *Coordinator) serve(conn net.Conn) {
+	defer conn.Close()
+	fr := newFrameReader(conn, maxFrame)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	t, body, err := fr.next()
+	if err != nil {
+		c.log.Debug("link closed before hello", "remote", conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	n, err := c.hello(conn, t, body)
+	if err != nil {
+		c.log.Warn("rejected service", "remote", conn.RemoteAddr().String(), "err", err)
+		e := encoder{}
+		e.u16(errorCode(err))
+		e.str(err.Error())
+		conn.Write(appendFrame(nil, gmsError, e.b))
+		return
+	}
+	defer func() {
+		c.remove(n)
+	}()
+	for {
+		conn.SetReadDeadline(time.Now().Add(c.cfg.FailureTimeout() + c.cfg.HeartbeatInterval))
+		t, body, err := fr.next()
+		if err != nil {
+			c.log.Info("service link closed", "node", n.info.Name, "err", err)
+			return
+		}
+		c.mu.Lock()
+		if n.gone {
+			c.mu.Unlock()
+			return
+		}
+		n.lastHeard = time.Now()
+		c.mu.Unlock()
+		switch t {
+		case gmsHeartbeat:
+		case gmsGroups:
+			d := decoder{b: body}
+			na := d.count(2)
+			adds := make([]string, 0, na)
+			for i := 0; i < na && d.err == nil; i++ {
+				adds = append(adds, d.str())
+			}
+			nr := d.count(2)
+			rems := make([]string, 0, nr)
+			for i := 0; i < nr && d.err == nil; i++ {
+				rems = append(rems, d.str())
+			}
+			if err := d.done(); err != nil {
+				c.log.Warn("bad groups frame", "node", n.info.Name, "err", err)
+				return
+			}
+			c.mu.Lock()
+			for _, g := range adds {
+				id := GroupID(g)
+				n.groups[id] = g
+				c.names[id] = g
+			}
+			for _, g := range rems {
+				delete(n.groups, GroupID(g))
+			}
+			c.scheduleLocked()
+			c.mu.Unlock()
+		default:
+			c.log.Warn("unknown frame from service", "node", n.info.Name, "type", t)
+			return
+		}
+	}
+}
+
+func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, error) {
+	if t != gmsHello {
+		return nil, fmt.Errorf("%w: first frame has type %d, not hello", ErrMalformed, t)
+	}
+	d := decoder{b: body}
+	magic := d.take(4)
+	vmin, vmax := d.u8(), d.u8()
+	id := d.u64()
+	name := d.str()
+	addr := d.str()
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	if string(magic) != gmsMagic {
+		return nil, ErrBadMagic
+	}
+	if vmin > ProtocolVersionMax || vmax < ProtocolVersionMin {
+		return nil, fmt.Errorf("%w: service speaks %d-%d, coordinator %d-%d", ErrVersion, vmin, vmax, ProtocolVersionMin, ProtocolVersionMax)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || id == 0 {
+		return nil, fmt.Errorf("%w: hello with node id %d, address %q", ErrMalformed, id, addr)
+	}
+	n := &gmsNode{
+		info:      NodeInfo{ID: id, Name: name, Addr: ap},
+		groups:    map[uint64]string{},
+		lastHeard: time.Now(),
+		conn:      conn,
+		w:         bufio.NewWriterSize(conn, 64<<10),
+	}
+	e := encoder{}
+	e.u8(ProtocolVersionMax)
+	e.u32(uint32(c.cfg.HeartbeatInterval / time.Millisecond))
+	e.u32(uint32(c.cfg.MissedHeartbeats))
+	c.mu.Lock()
+	if old := c.nodes[id]; old != nil {
+		old.gone = true
+		old.conn.Close()
+	}
+	c.nodes[id] = n
+	c.scheduleLocked()
+	c.mu.Unlock()
+	n.wmu.Lock()
+	n.w.Write(appendFrame(nil, gmsWelcome, e.b))
+	err = n.w.Flush()
+	n.wmu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("qsm: coordinator: welcome %s: %w", name, err)
+	}
+	c.log.Info("service joined", "node", name, "addr", addr)
+	return n, nil
+}
+
+// remove drops a node and schedules a view without it.
+func (c *Coordinator) remove(n *gmsNode) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nodes[n.info.ID] == n {
+		delete(c.nodes, n.info.ID)
+		c.scheduleLocked()
+	}
+	n.gone = true
+}
+
+// scheduleLocked arranges for a view to be issued after ViewDelay, which
+// gathers bursts of joins into one view.
+func (c *Coordinator) scheduleLocked() {
+	if c.pending {
+		return
+	}
+	c.pending = true
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// viewLoop issues a view ViewDelay after each change.
+func (c *Coordinator) viewLoop() {
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-c.kick:
+		}
+		select {
+		case <-c.quit:
+			return
+		case <-time.After(c.cfg.ViewDelay):
+		}
+		c.issue()
+	}
+}
+
+// issue computes the next view and sends it to every node.
+func (c *Coordinator) issue() {
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
+	c.mu.Lock()
+	c.pending = false
+	c.viewNum++
+	v := c.computeLocked(c.viewNum)
+	c.view = v
+	targets := make([]*gmsNode, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		targets = append(targets, n)
+	}
+	subs := c.viewSubs
+	c.viewSubs = nil
+	c.mu.Unlock()
+	for _, ch := range subs {
+		close(ch)
+	}
+	frame := appendFrame(nil, gmsView, v.encode())
+	c.log.Debug("issuing view", "view", v.Number, "nodes", len(v.Nodes), "regions", len(v.Regions))
+	for _, n := range targets {
+		n.wmu.Lock()
+		n.conn.SetWriteDeadline(time.Now().Add(c.cfg.FailureTimeout()))
+		n.w.Write(frame)
+		err := n.w.Flush()
+		n.wmu.Unlock()
+		if err != nil {
+			c.log.Warn("cannot send view; dropping node", "node", n.info.Name, "err", err)
+			n.conn.Close()
+		}
+	}
+}
+
+// computeLocked builds view number num from the node table.
+func (c *Coordinator) computeLocked(num uint64) *View {
+	v := &View{Number: num}
+	byRegion := map[uint64]*Region{}
+	for _, n := range c.nodes {
+		v.Nodes = append(v.Nodes, n.info)
+		if len(n.groups) == 0 {
+			continue
+		}
+		gs := make([]uint64, 0, len(n.groups))
+		for g := range n.groups {
+			gs = append(gs, g)
+		}
+		slices.Sort(gs)
+		id := regionID(gs)
+		r := byRegion[id]
+		if r == nil {
+			r = &Region{ID: id, Groups: gs}
+			byRegion[id] = r
+		}
+		r.Members = append(r.Members, n.info.ID)
+	}
+	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
+	ids := make([]uint64, 0, len(byRegion))
+	for id := range byRegion {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	// Keep the multicast addresses of regions that persist; give new
+	// regions a free address near their hash.
+	used := map[netip.Addr]bool{}
+	newAddrs := map[uint64]netip.Addr{}
+	for _, id := range ids {
+		if a, ok := c.addrs[id]; ok {
+			newAddrs[id] = a
+			used[a] = true
+		}
+	}
+	size := uint64(1) << (32 - c.cfg.Multicast.Bits())
+	base := c.cfg.Multicast.Addr().As4()
+	baseN := uint64(base[0])<<24 | uint64(base[1])<<16 | uint64(base[2])<<8 | uint64(base[3])
+	for _, id := range ids {
+		if _, ok := newAddrs[id]; ok {
+			continue
+		}
+		for probe := uint64(0); probe < size; probe++ {
+			off := (id + probe) % size
+			if off == 0 || off == size-1 {
+				continue
+			}
+			x := baseN + off
+			a := netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)})
+			if !used[a] || probe == size-1 {
+				newAddrs[id] = a
+				used[a] = true
+				break
+			}
+		}
+	}
+	c.addrs = newAddrs
+	newEpochs := map[uint64]regionEpoch{}
+	for _, id := range ids {
+		r := byRegion[id]
+		slices.Sort(r.Members)
+		r.Addr = newAddrs[id]
+		if old, ok := c.epochs[id]; ok && slices.Equal(old.members, r.Members) {
+			r.Epoch = old.epoch
+		} else {
+			r.Epoch = num
+		}
+		newEpochs[id] = regionEpoch{epoch: r.Epoch, members: r.Members}
+		v.Regions = append(v.Regions, *r)
+	}
+	c.epochs = newEpochs
+	return v
+}
+
+// errCoordinatorClosed reports a coordinator link that closed.
+var errCoordinatorClosed = errors.New("qsm: coordinator link closed")

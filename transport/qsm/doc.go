@@ -1,0 +1,102 @@
+// Package qsm is the QuickSilver Scalable Multicast driver: reliable
+// delivery to the current members of a channel, FIFO per sender, numbered
+// membership views; no total order and no state transfer (a joiner gets the
+// events published after its join). It scales in the number of channels:
+// nodes with the same channels share one region, and everything the
+// protocol does per region is paid once however many channels the region
+// carries.
+//
+// # Roles
+//
+//   - Coordinator (coordinator.go): keeps the channels and hosts the global
+//     membership service. Local services tell it over TCP which groups
+//     (channels) they join and leave and send heartbeats; it issues numbered
+//     views (View) to all of them, the same at every node, and removes a node
+//     silent for HeartbeatInterval x MissedHeartbeats. A view lists the nodes
+//     and the regions: the nodes with the same set of groups, each with a
+//     multicast address of its own and an epoch (the view in which its member
+//     set last changed).
+//   - Service (service.go, engine.go, token.go): one per machine. It runs the
+//     protocol stack and the multicast sockets (TTL 1) and serves the
+//     in-process clients of the machine over TCP (the uplink).
+//   - Client (client.go): one per process, one TCP link to the local service
+//     carrying every QSM channel of the process; it implements
+//     transport.Driver.
+//
+// # Protocol
+//
+// A sender keeps one stream per region it sends into; an event to a group is
+// multicast into each region of the group with the next sequence number of
+// that region's stream, packed with other small messages into datagrams of
+// up to MTU bytes (events larger than a datagram are split into fragments
+// with consecutive numbers). Receivers deliver each stream in sequence
+// order, which gives FIFO per sender and group.
+//
+// Dissemination is unreliable; repair runs per region. The region's nodes
+// (sorted by id) are cut into partitions of about PartitionSize nodes, each
+// with a token ring; the partition leaders form a ring of their own. A
+// partition token carries, per stream, what each node holds (the prefix it
+// has, and the gaps above it); a node holding a message another lacks sends
+// it on and strikes it from the token. When the round ends, the leader
+// knows what the whole partition holds. The region token carries these
+// summaries to the region's leader, which tells each sender (dgAck) the
+// highest number every member holds — the sender frees everything up to it
+// (stability) — and what to send again: into the region by multicast when
+// the whole region lacks it, to a partition's leader when one partition
+// does. Senders announce the end of their stream while anything is
+// unstable, so that a lost tail is noticed.
+//
+// Flow control: a sender holds at most Window unstable messages per region;
+// publishes beyond that wait (their acknowledgement to the client is held
+// back, and each client membership has ClientCredits publishes in flight).
+// Rate caps the messages a service multicasts per second. A receiver whose
+// clients do not keep up (DeliveryQueue) refuses incoming data, which is
+// then repaired later and, through the window, slows the senders.
+//
+// A joiner starts each stream where the sender was when it installed the
+// view that added the joiner (the data header carries that point); members
+// older than the stream start at its beginning.
+//
+// # Wire formats
+//
+// Datagrams (wire.go) carry a versioned header with magic, a type byte and a
+// CRC-32C checksum; every count and length is checked before anything is
+// allocated. Foreign, truncated, corrupt or forged datagrams are counted in
+// Stats and dropped. TCP links use length-prefixed frames with a type byte;
+// the first frame is a hello with the protocol versions. Errors on the wire
+// carry stable numeric codes.
+//
+// # Concurrency
+//
+// The service's protocol state is owned by one goroutine (engine.run), as
+// in the original's single-threaded engine: packets, views and client
+// requests reach it over a channel, and it writes datagrams and client
+// frames itself, so the engine takes no locks. Two reader goroutines per
+// service check and parse datagrams; one goroutine per client link reads
+// frames, and a connWriter goroutine per link writes batched frames
+// (connWriter.mu protects its buffer). The coordinator link has a reader
+// (gmsLoop) and a heartbeat goroutine; Service.gmsMu protects the current
+// coordinator writer. All of them are counted in Service.wg and end on
+// Close.
+//
+// In the coordinator, Coordinator.mu protects the node table and the
+// current view; gmsNode.wmu serializes writes to one service link. One
+// goroutine per service link, an accept loop, a sweeper (failure detection)
+// and a view loop run until Close.
+//
+// In the client, one reader goroutine dispatches frames; each Member has
+// one goroutine calling its Handler, one event at a time. Client.mu
+// protects the member and request tables; Member.ackMu the publishes in
+// flight (held while a publish frame is queued, so acks match in order);
+// Member.mu the event queue and view. Handlers should not block for long:
+// a member's queue holds at most 65536 events, after which the client stops
+// reading from the service and the senders slow down. Leave must not be
+// called from the member's own Handler.
+//
+// # Limits
+//
+// A node whose group set changes moves to another region; streams into its
+// old region are dropped at the move, so events in flight on a channel it
+// keeps may be lost at that moment. A sender that fails takes its unstable
+// messages with it (members deliver what they hold).
+package qsm

@@ -1,0 +1,851 @@
+package qsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// engine is a service's protocol stack. One goroutine (run) owns all of
+// its state: packets, views and client requests arrive on in, and the
+// engine writes datagrams and client frames itself, so nothing here is
+// locked.
+type engine struct {
+	s   *Service
+	log *slog.Logger
+	in  chan any // data, views and client requests
+	ctl chan any // tokens and acks, handled first
+
+	view      *View
+	region    *Region // my region in view, nil when I belong to no group
+	joinEpoch uint64  // region epoch when I entered my region
+	parts     [][]uint64
+	myPart    int
+	myIdx     int
+	mcast     netip.Addr // multicast group joined on mconn
+	ready     bool
+
+	clients    map[*svcClient]bool
+	members    map[memberKey]*localMember
+	groups     map[uint64]*localGroup
+	nextSource uint32
+
+	sends   map[uint64]*sendStream // by region id
+	targets map[uint64][]*sendStream
+	recvs   map[uint64]*recvStream // by sender node id, in my region
+	pending []*pendingPub
+
+	round       [2]uint64 // rounds I started as leader, per level
+	roundAt     [2]time.Time
+	inRound     [2]bool           // a round I started has not come back yet
+	lastToken   *tokenBody        // partition leader: the token of the last completed round
+	seenRound   [2]uint64         // highest round seen as a non-leader, per level
+	prevStable  map[uint64]uint64 // partition leader: sender -> min ack of the last round
+	partSummary map[uint64]*streamSummary
+
+	allowance float64
+	allowAt   time.Time
+	tick      time.Duration
+	dirty     []*sendStream
+	fwd       dgBuilder
+}
+
+type memberKey struct {
+	c  *svcClient
+	id uint32
+}
+
+// localMember is one membership of an in-process client.
+type localMember struct {
+	c       *svcClient
+	id      uint32
+	group   uint64
+	source  uint32
+	gseq    uint64
+	joined  bool
+	joinReq uint32
+	gone    bool
+}
+
+// localGroup is a group some local member belongs to.
+type localGroup struct {
+	id      uint64
+	name    string
+	members []*localMember
+	viewKey uint64
+}
+
+type pendingPub struct {
+	m    *localMember
+	data []byte
+}
+
+// streamSummary is a partition's state of one stream, kept by the
+// partition's leader for the region ring.
+type streamSummary struct {
+	hi, minAck uint64
+	missing    []seqRange
+}
+
+// outMsg is a message a sender keeps until it is stable.
+type outMsg struct {
+	message
+	resent time.Time
+}
+
+// sendStream is this node's stream of messages into one region.
+type sendStream struct {
+	region      uint64
+	dst         netip.AddrPort
+	streamEpoch uint64
+	epoch       uint64
+	epochStart  uint64
+	next        uint64 // next seq to assign
+	stable      uint64 // every member of the region holds every seq <= stable
+	buf         []*outMsg
+	lastSend    time.Time
+	b           dgBuilder
+}
+
+func (st *sendStream) get(seq uint64) *outMsg {
+	if seq <= st.stable || seq >= st.next {
+		return nil
+	}
+	i := seq - st.stable - 1
+	if i >= uint64(len(st.buf)) {
+		return nil
+	}
+	return st.buf[i]
+}
+
+func (st *sendStream) unstable() int { return int(st.next - 1 - st.stable) }
+
+func (st *sendStream) body(flags uint8) dataBody {
+	return dataBody{StreamEpoch: st.streamEpoch, EpochStart: st.epochStart, Hi: st.next - 1, Flags: flags}
+}
+
+// recvStream is a sender's stream into my region, as received here.
+type recvStream struct {
+	sender      uint64
+	streamEpoch uint64
+	epochStart  uint64
+	started     bool
+	next        uint64 // next seq to deliver
+	hi          uint64 // highest seq known to exist
+	pending     map[uint64]*message
+	kept        []*message // delivered, kept for forwarding: seqs keptBase..next-1
+	keptBase    uint64
+	lastStable  uint64
+	frag        []byte
+	lastData    time.Time
+	gapAt       map[uint64]time.Time
+}
+
+func (rs *recvStream) get(seq uint64) *message {
+	if seq >= rs.next {
+		return rs.pending[seq]
+	}
+	if seq < rs.keptBase {
+		return nil
+	}
+	i := seq - rs.keptBase
+	if i >= uint64(len(rs.kept)) {
+		return nil
+	}
+	return rs.kept[i]
+}
+
+func (rs *recvStream) free(upto uint64) {
+	if upto < rs.keptBase {
+		return
+	}
+	n := min(upto-rs.keptBase+1, uint64(len(rs.kept)))
+	clear(rs.kept[:n])
+	rs.kept = rs.kept[n:]
+	rs.keptBase += n
+}
+
+// dgBuilder packs messages into one data datagram.
+type dgBuilder struct {
+	buf  []byte
+	n    int
+	last uint64 // seq of the last message added
+	mtu  int
+	hdr  dgHeader
+	to   netip.AddrPort
+}
+
+func (b *dgBuilder) begin(h dgHeader, d *dataBody, to netip.AddrPort, mtu int) {
+	b.hdr, b.to, b.mtu = h, to, mtu
+	b.buf = h.append(b.buf[:0])
+	b.buf = appendDataHeader(b.buf, d, 0)
+	b.n = 0
+	b.last = 0
+}
+
+func (b *dgBuilder) fits(m *message) bool {
+	return len(b.buf)+msgOverhead+len(m.Data) <= b.mtu
+}
+
+func (b *dgBuilder) add(m *message) {
+	b.buf = appendMessage(b.buf, m)
+	b.n++
+	b.last = max(b.last, m.Seq)
+}
+
+// finish seals the datagram with hi and returns it.
+func (b *dgBuilder) finish(hi uint64) []byte {
+	binary.BigEndian.PutUint64(b.buf[dgHeaderSize+16:], hi)
+	binary.BigEndian.PutUint16(b.buf[dgHeaderSize+25:], uint16(b.n))
+	sealDatagram(b.buf)
+	return b.buf
+}
+
+func newEngine(s *Service) *engine {
+	return &engine{
+		s:           s,
+		in:          make(chan any, 4096),
+		ctl:         make(chan any, 1024),
+		clients:     map[*svcClient]bool{},
+		members:     map[memberKey]*localMember{},
+		groups:      map[uint64]*localGroup{},
+		sends:       map[uint64]*sendStream{},
+		targets:     map[uint64][]*sendStream{},
+		recvs:       map[uint64]*recvStream{},
+		prevStable:  map[uint64]uint64{},
+		partSummary: map[uint64]*streamSummary{},
+		tick:        time.Second / time.Duration(s.cfg.TokenRate),
+		view:        &View{},
+	}
+}
+
+// maxPayload is the largest fragment that fits one datagram.
+func (e *engine) maxPayload() int {
+	return e.s.cfg.MTU - dgHeaderSize - dataHeaderSize - msgOverhead
+}
+
+func (e *engine) run() {
+	e.log = e.s.log
+	t := time.NewTicker(e.tick)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-e.ctl:
+			e.handle(ev)
+		case ev := <-e.in:
+			e.handle(ev)
+		case now := <-t.C:
+			e.onTick(now)
+		case <-e.s.quit:
+			return
+		}
+	drain:
+		for i := 0; i < 1024; i++ {
+			// Tokens and acks go before data, so that rounds stay short
+			// under load.
+			select {
+			case ev := <-e.ctl:
+				e.handle(ev)
+				continue
+			default:
+			}
+			select {
+			case ev := <-e.in:
+				e.handle(ev)
+			default:
+				break drain
+			}
+		}
+		e.flush()
+	}
+}
+
+// closeClients closes every client link (called from Close, after quit).
+func (e *engine) closeClients() {}
+
+func (e *engine) handle(ev any) {
+	switch ev := ev.(type) {
+	case *packet:
+		switch {
+		case ev.data != nil:
+			e.onData(ev)
+		case ev.token != nil:
+			e.onToken(ev)
+		case ev.ack != nil:
+			e.onAck(ev)
+		}
+	case *View:
+		e.installView(ev)
+	case gmsUp:
+		e.sendAllGroups()
+	case clientUp:
+		e.clients[ev.c] = true
+	case clientDown:
+		e.clientDown(ev.c)
+	case clientJoin:
+		e.join(ev)
+	case clientLeave:
+		e.leave(ev.c, ev.member, true)
+	case clientPublish:
+		e.publish(ev)
+	case func(*engine):
+		ev(e)
+	}
+}
+
+// --- clients ----------------------------------------------------------
+
+func (e *engine) sendError(c *svcClient, req, member uint32, err error) {
+	body := encoder{}
+	body.u32(req)
+	body.u32(member)
+	body.u16(errorCode(err))
+	body.str(err.Error())
+	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, body.b) })
+}
+
+func (e *engine) join(j clientJoin) {
+	k := memberKey{j.c, j.member}
+	if _, dup := e.members[k]; dup || j.channel == "" {
+		e.sendError(j.c, j.req, j.member, errMalformedf("join: member %d already joined or empty channel name", j.member))
+		return
+	}
+	e.nextSource++
+	m := &localMember{c: j.c, id: j.member, group: GroupID(j.channel), source: e.nextSource, joinReq: j.req}
+	e.members[k] = m
+	g := e.groups[m.group]
+	if g == nil {
+		g = &localGroup{id: m.group, name: j.channel}
+		e.groups[m.group] = g
+		e.sendGroups([]string{j.channel}, nil)
+	}
+	g.members = append(g.members, m)
+	e.checkJoined(m)
+}
+
+// checkJoined completes a join once the view has me in the group.
+func (e *engine) checkJoined(m *localMember) {
+	if m.joined || e.region == nil {
+		return
+	}
+	if _, ok := slices.BinarySearch(e.region.Groups, m.group); !ok {
+		return
+	}
+	m.joined = true
+	g := e.groups[m.group]
+	e.sendGroupView(m, g)
+	body := encoder{}
+	body.u32(m.joinReq)
+	body.u32(m.id)
+	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliJoined, body.b) })
+}
+
+func (e *engine) leave(c *svcClient, member uint32, reply bool) {
+	k := memberKey{c, member}
+	m := e.members[k]
+	if m == nil {
+		return
+	}
+	delete(e.members, k)
+	m.gone = true
+	g := e.groups[m.group]
+	if g == nil {
+		return
+	}
+	g.members = slices.DeleteFunc(g.members, func(x *localMember) bool { return x == m })
+	if len(g.members) == 0 {
+		delete(e.groups, g.id)
+		e.sendGroups(nil, []string{g.name})
+	}
+}
+
+func (e *engine) clientDown(c *svcClient) {
+	delete(e.clients, c)
+	for k := range e.members {
+		if k.c == c {
+			e.leave(c, k.id, false)
+		}
+	}
+}
+
+func (e *engine) sendGroups(add, rem []string) {
+	body := encoder{}
+	body.u32(uint32(len(add)))
+	for _, g := range add {
+		body.str(g)
+	}
+	body.u32(uint32(len(rem)))
+	for _, g := range rem {
+		body.str(g)
+	}
+	e.s.gmsSend(gmsGroups, body.b)
+}
+
+func (e *engine) sendAllGroups() {
+	var names []string
+	for _, g := range e.groups {
+		names = append(names, g.name)
+	}
+	e.sendGroups(names, nil)
+}
+
+// groupNodes returns the ids of the nodes in group g, ascending.
+func (e *engine) groupNodes(g uint64) []uint64 {
+	var ids []uint64
+	for _, r := range e.view.regionsOfGroup(g) {
+		ids = append(ids, r.Members...)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (e *engine) sendGroupView(m *localMember, g *localGroup) {
+	ids := e.groupNodes(g.id)
+	body := encoder{}
+	body.u32(m.id)
+	body.u64(e.view.Number)
+	body.u32(uint32(len(ids)))
+	for _, id := range ids {
+		name := ""
+		if n := e.view.node(id); n != nil {
+			name = n.Name
+		}
+		body.str(name)
+	}
+	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliView, body.b) })
+}
+
+// congested reports whether some client has more than DeliveryQueue bytes
+// queued; incoming data is then refused and repaired later.
+func (e *engine) congested() bool {
+	for c := range e.clients {
+		if c.w.queued.Load() > int64(e.s.cfg.DeliveryQueue) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliverLocal hands an event to every joined local member of group.
+func (e *engine) deliverLocal(group, node uint64, source uint32, gseq uint64, data []byte) {
+	g := e.groups[group]
+	if g == nil {
+		return
+	}
+	for _, m := range g.members {
+		if !m.joined {
+			continue
+		}
+		id := m.id
+		m.c.w.frame(func(b []byte) []byte {
+			b = binary.BigEndian.AppendUint32(b, uint32(1+4+8+4+8+len(data)))
+			b = append(b, cliDeliver)
+			b = binary.BigEndian.AppendUint32(b, id)
+			b = binary.BigEndian.AppendUint64(b, node)
+			b = binary.BigEndian.AppendUint32(b, source)
+			b = binary.BigEndian.AppendUint64(b, gseq)
+			return append(b, data...)
+		})
+		e.s.ctr.delivered.Add(1)
+	}
+}
+
+// --- publishing -------------------------------------------------------
+
+func (e *engine) publish(p clientPublish) {
+	m := e.members[memberKey{p.c, p.member}]
+	if m == nil || !m.joined {
+		e.sendError(p.c, 0, p.member, ErrUnknownMember)
+		return
+	}
+	e.pending = append(e.pending, &pendingPub{m: m, data: p.data})
+	e.admit()
+}
+
+// admit publishes pending events, in order, while the windows and the rate
+// allow.
+func (e *engine) admit() {
+	n := 0
+	for n < len(e.pending) {
+		if !e.tryPublish(e.pending[n]) {
+			break
+		}
+		e.pending[n] = nil
+		n++
+	}
+	if n > 0 {
+		e.pending = e.pending[n:]
+		if len(e.pending) == 0 {
+			e.pending = nil
+		}
+	}
+}
+
+// targetsOf returns the send streams of group g in the current view: one
+// per region of the group, except a region of this node alone.
+func (e *engine) targetsOf(g uint64) []*sendStream {
+	if ts, ok := e.targets[g]; ok {
+		return ts
+	}
+	var ts []*sendStream
+	for _, r := range e.view.regionsOfGroup(g) {
+		if len(r.Members) == 1 && r.Members[0] == e.s.id {
+			continue
+		}
+		st := e.sends[r.ID]
+		if st == nil {
+			st = &sendStream{region: r.ID, streamEpoch: r.Epoch, epoch: r.Epoch, epochStart: 1, next: 1}
+			e.sends[r.ID] = st
+		}
+		st.dst = netip.AddrPortFrom(r.Addr, uint16(e.s.cfg.Port))
+		ts = append(ts, st)
+	}
+	e.targets[g] = ts
+	return ts
+}
+
+func (e *engine) tryPublish(p *pendingPub) bool {
+	m := p.m
+	if m.gone {
+		return true // dropped: the member left
+	}
+	mp := e.maxPayload()
+	nfrag := max(1, (len(p.data)+mp-1)/mp)
+	ts := e.targetsOf(m.group)
+	for _, st := range ts {
+		if st.unstable()+nfrag > e.s.cfg.Window {
+			return false
+		}
+	}
+	if e.s.cfg.Rate > 0 && len(ts) > 0 {
+		now := time.Now()
+		e.allowance += now.Sub(e.allowAt).Seconds() * float64(e.s.cfg.Rate)
+		e.allowAt = now
+		if burst := float64(max(e.s.cfg.Rate/50, nfrag, 1)); e.allowance > burst {
+			e.allowance = burst
+		}
+		if e.allowance < float64(nfrag) {
+			return false
+		}
+		e.allowance -= float64(nfrag)
+	}
+	m.gseq++
+	gseq := m.gseq
+	e.s.ctr.published.Add(1)
+	e.deliverLocal(m.group, e.s.id, m.source, gseq, p.data)
+	for _, st := range ts {
+		for i := 0; i < nfrag; i++ {
+			lo, hi := i*mp, min((i+1)*mp, len(p.data))
+			om := &outMsg{message: message{Seq: st.next, Group: m.group, Source: m.source, GSeq: gseq, Data: p.data[lo:hi]}}
+			if i < nfrag-1 {
+				om.Flags = msgFlagMore
+			}
+			st.next++
+			st.buf = append(st.buf, om)
+			e.batch(st, &om.message)
+		}
+	}
+	if n := len(ts); n > 0 {
+		e.s.ctr.sent.Add(uint64(n * nfrag))
+	}
+	body := encoder{}
+	body.u32(m.id)
+	body.u64(gseq)
+	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliPubAck, body.b) })
+	return true
+}
+
+// batch adds a new message to the stream's datagram, sending the datagram
+// first when the message does not fit.
+func (e *engine) batch(st *sendStream, m *message) {
+	if st.b.n > 0 && !st.b.fits(m) {
+		e.flushStream(st)
+	}
+	if st.b.n == 0 {
+		d := st.body(0)
+		st.b.begin(dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}, &d, st.dst, e.s.cfg.MTU)
+		e.dirty = append(e.dirty, st)
+	}
+	st.b.add(m)
+}
+
+func (e *engine) flushStream(st *sendStream) {
+	if st.b.n == 0 {
+		return
+	}
+	// Hi is the last seq in this datagram: later ones are not sent yet.
+	e.s.send(st.b.finish(st.b.last), st.b.to)
+	st.b.n = 0
+	st.lastSend = time.Now()
+}
+
+// flush sends every partly filled datagram.
+func (e *engine) flush() {
+	for _, st := range e.dirty {
+		e.flushStream(st)
+	}
+	e.dirty = e.dirty[:0]
+}
+
+// --- receiving --------------------------------------------------------
+
+func (e *engine) onData(p *packet) {
+	if e.region == nil || p.hdr.Region != e.region.ID {
+		e.s.ctr.foreignRegion.Add(1)
+		return
+	}
+	if p.hdr.Sender == e.s.id {
+		return // my own multicast, looped back
+	}
+	if e.view.node(p.hdr.Sender) == nil {
+		e.s.ctr.foreignRegion.Add(1) // not a node of the view: forged or stale
+		return
+	}
+	d := p.data
+	rs := e.recvs[p.hdr.Sender]
+	if rs != nil && d.StreamEpoch != rs.streamEpoch {
+		if d.StreamEpoch < rs.streamEpoch {
+			e.s.ctr.staleToken.Add(1)
+			return
+		}
+		rs = nil // the sender started a new stream into the region
+	}
+	if rs == nil {
+		rs = &recvStream{sender: p.hdr.Sender, streamEpoch: d.StreamEpoch, pending: map[uint64]*message{}}
+		e.recvs[p.hdr.Sender] = rs
+	}
+	if !rs.started {
+		var start uint64
+		switch {
+		case e.joinEpoch <= d.StreamEpoch:
+			start = 1
+		case p.hdr.Epoch >= e.joinEpoch:
+			start = d.EpochStart
+		default:
+			return // sent before I joined the region
+		}
+		rs.started, rs.next, rs.keptBase, rs.hi = true, start, start, start-1
+		if start > 1 {
+			rs.lastStable = start - 1
+		}
+	}
+	if d.Flags&dataFlagRepair == 0 {
+		rs.epochStart = d.EpochStart
+	}
+	if len(d.Msgs) > 0 && e.congested() {
+		e.s.ctr.slowConsumer.Add(1)
+		return
+	}
+	now := p.at
+	if now.IsZero() {
+		now = time.Now()
+	}
+	rs.lastData = now
+	newHi := d.Hi
+	if n := len(d.Msgs); n > 0 && d.Msgs[n-1].Seq > newHi {
+		newHi = d.Msgs[n-1].Seq
+	}
+	if newHi > rs.hi {
+		// Note the seqs this datagram reveals as missing, to time repairs.
+		j := 0
+		for x := max(rs.hi+1, rs.next); x <= newHi && len(rs.gapAt) < 1<<16; x++ {
+			for j < len(d.Msgs) && d.Msgs[j].Seq < x {
+				j++
+			}
+			if j < len(d.Msgs) && d.Msgs[j].Seq == x {
+				continue
+			}
+			if rs.gapAt == nil {
+				rs.gapAt = map[uint64]time.Time{}
+			}
+			rs.gapAt[x] = now
+			if traceHook != nil {
+				traceHook(e, "gap", x)
+			}
+		}
+		rs.hi = newHi
+	}
+	for i := range d.Msgs {
+		m := &d.Msgs[i]
+		if m.Seq < rs.next || rs.pending[m.Seq] != nil {
+			e.s.ctr.duplicates.Add(1)
+			continue
+		}
+		rs.pending[m.Seq] = m
+		if traceHook != nil {
+			traceHook(e, fmt.Sprintf("got(repair=%v)", d.Flags&dataFlagRepair != 0), m.Seq)
+		}
+		if t, ok := rs.gapAt[m.Seq]; ok {
+			e.s.repair.add(now.Sub(t))
+			delete(rs.gapAt, m.Seq)
+		}
+	}
+	e.deliverReady(rs)
+}
+
+func (e *engine) deliverReady(rs *recvStream) {
+	for {
+		m := rs.pending[rs.next]
+		if m == nil {
+			return
+		}
+		delete(rs.pending, rs.next)
+		rs.next++
+		rs.kept = append(rs.kept, m)
+		if len(rs.kept) > 4*e.s.cfg.Window {
+			rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
+		}
+		if m.Flags&msgFlagMore != 0 {
+			rs.frag = append(rs.frag, m.Data...)
+			continue
+		}
+		data := m.Data
+		if len(rs.frag) > 0 {
+			data = append(rs.frag, m.Data...)
+			rs.frag = nil
+		}
+		e.deliverLocal(m.Group, rs.sender, m.Source, m.GSeq, data)
+	}
+}
+
+// --- views ------------------------------------------------------------
+
+func (e *engine) installView(v *View) {
+	if v.Number <= e.view.Number {
+		return
+	}
+	e.view = v
+	e.targets = map[uint64][]*sendStream{}
+	e.s.ctr.view.Store(v.Number)
+	r := v.regionOf(e.s.id)
+	old := e.region
+	if r == nil || old == nil || old.ID != r.ID {
+		// I moved to another region (or left all groups): streams into
+		// the old one are of no use any more.
+		e.recvs = map[uint64]*recvStream{}
+		e.prevStable = map[uint64]uint64{}
+		e.partSummary = map[uint64]*streamSummary{}
+		e.seenRound = [2]uint64{}
+		e.inRound = [2]bool{}
+		e.lastToken = nil
+		if r != nil {
+			e.joinEpoch = r.Epoch
+		}
+	}
+	var want netip.Addr
+	if r != nil {
+		rc := *r
+		e.region = &rc
+		e.parts = partitions(rc.Members, e.s.cfg.PartitionSize)
+		if old == nil || old.Epoch != rc.Epoch {
+			// New rings: tokens of the old ones mean nothing now.
+			e.lastToken = nil
+			e.inRound = [2]bool{}
+		}
+		for pi, p := range e.parts {
+			if i := slices.Index(p, e.s.id); i >= 0 {
+				e.myPart, e.myIdx = pi, i
+			}
+		}
+		want = r.Addr
+		e.s.ctr.region.Store(r.ID)
+	} else {
+		e.region = nil
+		e.parts = nil
+		e.s.ctr.region.Store(0)
+	}
+	if want != e.mcast {
+		if e.mcast.IsValid() {
+			e.s.leaveGroup(e.mcast)
+		}
+		if want.IsValid() {
+			if err := e.s.joinGroup(want); err != nil {
+				e.log.Error("cannot join multicast group", "group", want.String(), "err", err)
+			}
+		}
+		e.mcast = want
+	}
+	// Senders that left the view: nothing more will come from them.
+	for id := range e.recvs {
+		if v.node(id) == nil {
+			delete(e.recvs, id)
+		}
+	}
+	// Send streams follow their regions' epochs.
+	for id, st := range e.sends {
+		var reg *Region
+		for i := range v.Regions {
+			if v.Regions[i].ID == id {
+				reg = &v.Regions[i]
+				break
+			}
+		}
+		if reg == nil {
+			delete(e.sends, id)
+			continue
+		}
+		st.dst = netip.AddrPortFrom(reg.Addr, uint16(e.s.cfg.Port))
+		if reg.Epoch != st.epoch {
+			e.flushStream(st)
+			st.epoch = reg.Epoch
+			st.epochStart = st.next
+		}
+	}
+	for _, m := range e.members {
+		e.checkJoined(m)
+	}
+	for _, g := range e.groups {
+		ids := e.groupNodes(g.id)
+		var key uint64 = 1469598103934665603
+		for _, id := range ids {
+			key = (key ^ id) * 1099511628211
+		}
+		key ^= uint64(len(ids))
+		if key != g.viewKey {
+			g.viewKey = key
+			for _, m := range g.members {
+				if m.joined {
+					e.sendGroupView(m, g)
+				}
+			}
+		}
+	}
+	if !e.ready {
+		e.ready = true
+		close(e.s.gmsDone)
+	}
+	e.admit()
+}
+
+// --- tick -------------------------------------------------------------
+
+func (e *engine) onTick(now time.Time) {
+	e.flush()
+	var unstable uint64
+	for _, st := range e.sends {
+		unstable += uint64(st.unstable())
+		if st.unstable() > 0 && now.Sub(st.lastSend) >= e.tick {
+			// Announce the stream's end so that receivers who lost its
+			// tail learn of it.
+			d := st.body(0)
+			st.b.begin(dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}, &d, st.dst, e.s.cfg.MTU)
+			e.s.send(st.b.finish(st.next-1), st.dst)
+			st.lastSend = now
+		}
+	}
+	e.s.ctr.unstable.Store(unstable)
+	if e.region != nil {
+		if e.myIdx == 0 {
+			e.startRound(levelPartition, now)
+			if e.myPart == 0 && len(e.parts) > 1 {
+				e.startRound(levelRegion, now)
+			}
+		}
+	}
+	e.admit()
+}
+
+var traceHook func(e *engine, what string, seq uint64)

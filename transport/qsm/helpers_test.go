@@ -1,0 +1,217 @@
+package qsm
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// checkFor polls f until it returns nil or wait passes.
+func checkFor(t testing.TB, wait, step time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", wait, err)
+		}
+		time.Sleep(step)
+	}
+}
+
+// freeUDPPort returns a UDP port that is free on all addresses now.
+func freeUDPPort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// testConfig returns a config for loopback tests with its own multicast
+// port and prefix, so that concurrent test runs do not meet.
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.GMSAddress = "127.0.0.1:0"
+	cfg.UplinkPort = 0
+	cfg.Port = freeUDPPort(t)
+	cfg.Multicast = netip.PrefixFrom(netip.AddrFrom4([4]byte{239, 255, byte(rand.IntN(256)), 0}), 24)
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.MissedHeartbeats = 5
+	cfg.TokenRate = 100
+	return cfg
+}
+
+// cluster is a coordinator and services on loopback, all in process.
+type cluster struct {
+	t     testing.TB
+	cfg   Config
+	coord *Coordinator
+	svcs  []*Service
+}
+
+func newCluster(t testing.TB, cfg Config, n int) *cluster {
+	t.Helper()
+	cl := &cluster{t: t, cfg: cfg}
+	coord, err := NewCoordinator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coord.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coord.Close() })
+	cl.coord = coord
+	cl.cfg.GMSAddress = coord.Addr()
+	for i := 0; i < n; i++ {
+		cl.addService(cl.cfg)
+	}
+	return cl
+}
+
+func (cl *cluster) addService(cfg Config) *Service {
+	cl.t.Helper()
+	cfg.GMSAddress = cl.coord.Addr()
+	cfg.Name = fmt.Sprintf("node%d", len(cl.svcs))
+	s, err := NewService(cfg)
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.t.Cleanup(func() { s.Close() })
+	select {
+	case <-s.Ready():
+	case <-time.After(10 * time.Second):
+		cl.t.Fatal("service did not get a view")
+	}
+	cl.svcs = append(cl.svcs, s)
+	return s
+}
+
+func dial(t testing.TB, addr string) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// recorder is a Handler that records events and checks FIFO per sender.
+type recorder struct {
+	mu     sync.Mutex
+	events []transport.Event
+	last   map[string]uint64
+	bad    []string
+	count  int
+	keep   bool
+	notify chan struct{}
+}
+
+func newRecorder(keep bool) *recorder {
+	return &recorder{last: map[string]uint64{}, keep: keep, notify: make(chan struct{}, 1)}
+}
+
+func (r *recorder) Deliver(ev transport.Event) {
+	r.mu.Lock()
+	if prev, ok := r.last[ev.Sender]; ok && ev.Seq != prev+1 && len(r.bad) < 10 {
+		r.bad = append(r.bad, fmt.Sprintf("sender %s: seq %d after %d", ev.Sender, ev.Seq, prev))
+	}
+	r.last[ev.Sender] = ev.Seq
+	r.count++
+	if r.keep {
+		r.events = append(r.events, ev)
+	}
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) Checkpoint() ([]byte, error)         { return nil, nil }
+func (r *recorder) Restore(cp []byte, seq uint64) error { return nil }
+
+func (r *recorder) n() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
+}
+
+func (r *recorder) problems() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.bad...)
+}
+
+func (r *recorder) waitCount(t testing.TB, n int, wait time.Duration) {
+	t.Helper()
+	checkFor(t, wait, 5*time.Millisecond, func() error {
+		if got := r.n(); got < n {
+			return fmt.Errorf("delivered %d of %d", got, n)
+		}
+		return nil
+	})
+}
+
+// joinMany joins n groups named prefix0000.. concurrently (joins that
+// arrive together share one view) and returns the members in order.
+func joinMany(ctx context.Context, c *Client, prefix string, n int, h transport.Handler) ([]*Member, error) {
+	ms := make([]*Member, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 256)
+	var wg sync.WaitGroup
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(g int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m, err := c.JoinMember(ctx, fmt.Sprintf("%s%04d", prefix, g), h)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ms[g] = m
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return ms, nil
+}
+
+func netipPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// waitMembers waits until every member's view of its channel has want
+// nodes: their services have installed the view.
+func waitMembers(t testing.TB, ms []*Member, want int) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for i, m := range ms {
+			if got := len(m.View().Members); got != want {
+				return fmt.Errorf("member %d sees %d nodes, want %d", i, got, want)
+			}
+		}
+		return nil
+	})
+}

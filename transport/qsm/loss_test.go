@@ -1,0 +1,211 @@
+package qsm
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// runFanout publishes n events from one sender to the receivers of a
+// cluster and checks that each receiver delivers all of them, in order.
+func runFanout(t *testing.T, cl *cluster, n int, async bool) {
+	runFanoutPayload(t, cl, n, async, 100)
+}
+
+func runFanoutSize(t *testing.T, cl *cluster, n, size int) { runFanoutPayload(t, cl, n, true, size) }
+
+func runFanoutPayload(t *testing.T, cl *cluster, n int, async bool, size int) {
+	ctx := context.Background()
+	var recs []*recorder
+	var pub *Member
+	for i, s := range cl.svcs {
+		c := dial(t, s.Addr())
+		r := newRecorder(false)
+		m, err := c.JoinMember(ctx, "fanout", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pub = m
+		} else {
+			recs = append(recs, r)
+		}
+	}
+	waitGroupView(t, cl, "fanout", len(cl.svcs))
+	start := time.Now()
+	payload := make([]byte, size)
+	pctx, pcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer pcancel()
+	for i := 0; i < n; i++ {
+		var err error
+		if async {
+			err = pub.PublishAsync(pctx, payload)
+			if err != nil {
+				dumpEngines(t, cl)
+			}
+		} else {
+			_, err = pub.Publish(ctx, payload)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := pub.Flush(fctx); err != nil {
+		dumpEngines(t, cl)
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		r.waitCount(t, n, 20*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("receiver %d: %v", i, p)
+		}
+		if got := r.n(); got != n {
+			t.Fatalf("receiver %d delivered %d, want %d", i, got, n)
+		}
+	}
+	t.Logf("%d events to %d receivers in %v", n, len(recs), time.Since(start).Round(time.Millisecond))
+	// The sender's buffer drains once every receiver holds everything.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if u := cl.svcs[0].Stats().Unstable; u != 0 {
+			return fmt.Errorf("%d messages still unstable", u)
+		}
+		return nil
+	})
+}
+
+// waitGroupView waits until every service has installed a view in which
+// the group has want nodes.
+func waitGroupView(t testing.TB, cl *cluster, group string, want int) {
+	t.Helper()
+	g := GroupID(group)
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		v := cl.coord.View()
+		got := 0
+		for _, r := range v.regionsOfGroup(g) {
+			got += len(r.Members)
+		}
+		if got != want {
+			return fmt.Errorf("view %d has %d nodes in %s, want %d", v.Number, got, group, want)
+		}
+		for _, s := range cl.svcs {
+			if s.Stats().View < v.Number {
+				return fmt.Errorf("a service has not installed view %d", v.Number)
+			}
+		}
+		return nil
+	})
+}
+
+func TestLossyFanout(t *testing.T) {
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 1)
+	lossy := cfg
+	lossy.DropRate = 0.10
+	cl.addService(lossy)
+	cl.addService(lossy)
+	cl.addService(cfg)
+	cl.addService(cfg)
+	runFanout(t, cl, 20000, true)
+	var injected, forwarded uint64
+	for _, s := range cl.svcs {
+		st := s.Stats()
+		injected += st.InjectedDrops
+		forwarded += st.Forwarded + st.Resent
+	}
+	if injected == 0 || forwarded == 0 {
+		t.Fatalf("expected injected loss and repairs, got %d drops and %d repairs", injected, forwarded)
+	}
+	lat := cl.svcs[1].RepairLatencies()
+	t.Logf("drops %d, repairs %d, repair latency p50 %v p99 %v (n=%d)", injected, forwarded, Percentile(lat, 50), Percentile(lat, 99), len(lat))
+}
+
+func TestLossyRingOfRings(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PartitionSize = 2
+	cfg.DropRate = 0.05
+	cl := newCluster(t, cfg, 5)
+	runFanout(t, cl, 5000, true)
+}
+
+func TestThreeSenders(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DropRate = 0.03
+	cl := newCluster(t, cfg, 4)
+	ctx := context.Background()
+	var members []*Member
+	var recs []*recorder
+	for _, s := range cl.svcs {
+		c := dial(t, s.Addr())
+		r := newRecorder(true)
+		m, err := c.JoinMember(ctx, "multi", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+		recs = append(recs, r)
+	}
+	waitGroupView(t, cl, "multi", 4)
+	const n = 3000
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func(m *Member, i int) {
+			defer wg.Done()
+			for j := 0; j < n; j++ {
+				if err := m.PublishAsync(ctx, []byte(fmt.Sprintf("%d:%d", i, j))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if err := m.Flush(ctx); err != nil {
+				t.Error(err)
+			}
+		}(members[i], i)
+	}
+	wg.Wait()
+	for i, r := range recs {
+		r.waitCount(t, 3*n, 30*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("receiver %d: %v", i, p)
+		}
+		r.mu.Lock()
+		seen := map[string]bool{}
+		per := map[string]int{}
+		for _, ev := range r.events {
+			if seen[string(ev.Data)] {
+				t.Fatalf("receiver %d: %q twice", i, ev.Data)
+			}
+			seen[string(ev.Data)] = true
+			per[ev.Sender]++
+		}
+		r.mu.Unlock()
+		if len(seen) != 3*n || len(per) != 3 {
+			t.Fatalf("receiver %d: %d distinct events from %d senders", i, len(seen), len(per))
+		}
+	}
+	_ = transport.Reliable
+}
+
+// dumpEngines logs the protocol state of every service.
+func dumpEngines(t testing.TB, cl *cluster) {
+	for i, s := range cl.svcs {
+		s.inEngine(func(e *engine) {
+			t.Logf("svc %d id %016x part %d idx %d round %v inRound %v seen %v", i, e.s.id, e.myPart, e.myIdx, e.round, e.inRound, e.seenRound)
+			for id, st := range e.sends {
+				t.Logf("  send region %x: stable %d next %d epoch %d buf %d pending pubs %d", id, st.stable, st.next, st.epoch, len(st.buf), len(e.pending))
+			}
+			for id, rs := range e.recvs {
+				t.Logf("  recv %016x: started %v next %d hi %d pending %d keptBase %d kept %d lastStable %d", id, rs.started, rs.next, rs.hi, len(rs.pending), rs.keptBase, len(rs.kept), rs.lastStable)
+			}
+			for id, sum := range e.partSummary {
+				t.Logf("  summary %016x: hi %d minAck %d missing %v prevStable %d", id, sum.hi, sum.minAck, sum.missing, e.prevStable[id])
+			}
+		})
+	}
+}

@@ -1,0 +1,290 @@
+package qsm
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
+)
+
+// The tests in this file build a small LAN of network namespaces: one
+// bridge in the root namespace holding 198.19.X.254/24, and one namespace
+// per node with a veth on the bridge at 198.19.X.(i+1). Each node runs
+// 'liveobjects qsm service' as a real process inside its namespace; the
+// coordinator and the in-process clients run in the test process and reach
+// the nodes through the bridge. Loss is injected with nftables inside a
+// node's namespace. Everything is removed in t.Cleanup.
+
+// requireNetns skips when namespaces cannot be made here.
+func requireNetns(t testing.TB) {
+	t.Helper()
+	if err := qsmlab.Available(); err != nil {
+		t.Skipf("skipping: %v; run the tests as root to include the multi-host cases", err)
+	}
+}
+
+// lan is a qsmlab LAN with a coordinator here and a service process in
+// every namespace.
+type lan struct {
+	*qsmlab.LAN
+	t     testing.TB
+	cfg   Config
+	coord *Coordinator
+	procs []*qsmlab.Proc
+}
+
+func newLAN(t testing.TB, nodes int, cfg Config) *lan {
+	requireNetns(t)
+	bin := liveobjectsBinary(t)
+	ql, err := qsmlab.New(qsmlab.Options{Nodes: nodes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ql.Close() })
+	l := &lan{LAN: ql, t: t, cfg: cfg}
+	ccfg := cfg
+	ccfg.GMSAddress = net.JoinHostPort(l.HostIP(), "0")
+	coord, err := NewCoordinator(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coord.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coord.Close() })
+	l.coord = coord
+	for i := 0; i < nodes; i++ {
+		p, err := l.Start(i, bin, serviceArgs(l.LAN, i, coord.Addr(), cfg)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.procs = append(l.procs, p)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("node %d stderr:\n%s", i, p.Stderr())
+			}
+		})
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if got := len(coord.View().Nodes); got != nodes {
+			return fmt.Errorf("%d of %d services joined", got, nodes)
+		}
+		return nil
+	})
+	return l
+}
+
+// serviceArgs is the command line of node i's service.
+func serviceArgs(l *qsmlab.LAN, i int, gms string, cfg Config) []string {
+	return []string{"-q", "qsm", "service",
+		"-gms", gms, "-subnet", l.Prefix(), "-port", "12345", "-name", fmt.Sprintf("node%d", i),
+		"-set", "uplink_address=" + l.NodeIP(i), "-set", "uplink_port=7000",
+		"-set", "multicast=" + cfg.Multicast.String(),
+		"-set", fmt.Sprintf("heartbeat_interval=%dms", cfg.HeartbeatInterval.Milliseconds()),
+		"-set", fmt.Sprintf("missed_heartbeats=%d", cfg.MissedHeartbeats),
+		"-set", fmt.Sprintf("token_rate=%d", cfg.TokenRate),
+		"-set", fmt.Sprintf("mtu=%d", cfg.MTU),
+		"-set", fmt.Sprintf("credits=%d", cfg.Window),
+	}
+}
+
+func (l *lan) uplink(i int) string { return net.JoinHostPort(l.NodeIP(i), "7000") }
+
+func (l *lan) lossy(i, percent int) {
+	l.t.Helper()
+	if err := l.Lossy(i, percent); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// dialNode connects an in-process client to node i's service.
+func (l *lan) dialNode(i int) *Client {
+	l.t.Helper()
+	var c *Client
+	checkFor(l.t, 10*time.Second, 20*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var err error
+		c, err = Dial(ctx, l.uplink(i))
+		return err
+	})
+	l.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func netnsConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.MissedHeartbeats = 5
+	cfg.TokenRate = 100
+	cfg.Multicast = netipPrefix(fmt.Sprintf("239.%d.%d.0/24", 100+os.Getpid()%100, rand.IntN(250)))
+	return cfg
+}
+
+func TestNetnsLossyFanout(t *testing.T) {
+	cfg := netnsConfig(t)
+	l := newLAN(t, 5, cfg)
+	l.lossy(1, 10)
+	l.lossy(2, 10)
+	ctx := context.Background()
+	var recs []*recorder
+	var pub *Member
+	var all []*Member
+	for i := 0; i < 5; i++ {
+		c := l.dialNode(i)
+		r := newRecorder(true)
+		m, err := c.JoinMember(ctx, "fanout", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pub = m
+		} else {
+			recs = append(recs, r)
+		}
+		all = append(all, m)
+	}
+	waitView(t, l.coord, "fanout", 5)
+	waitMembers(t, all, 5)
+	const n = 20000
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if err := pub.PublishAsync(ctx, []byte(fmt.Sprintf("event %d", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		r.waitCount(t, n, 60*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("receiver %d: %v", i+1, p)
+		}
+		r.mu.Lock()
+		for j, ev := range r.events {
+			if want := fmt.Sprintf("event %d", j+1); string(ev.Data) != want || ev.Seq != uint64(j+1) {
+				r.mu.Unlock()
+				t.Fatalf("receiver %d: event %d is %q seq %d", i+1, j, ev.Data, ev.Seq)
+			}
+		}
+		r.mu.Unlock()
+	}
+	t.Logf("%d events to 4 receivers (2 with 10%% loss) in %v", n, time.Since(start).Round(time.Millisecond))
+	st, err := l.dialNode(1).ServiceStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Duplicates+st.Delivered == 0 {
+		t.Fatalf("stats of a lossy node look empty: %+v", st)
+	}
+	t.Logf("lossy node: %d datagrams in, %d duplicates, repair latency samples %d", st.DatagramsIn, st.Duplicates, st.RepairLatencyN)
+}
+
+func TestNetnsKilledReceiver(t *testing.T) {
+	cfg := netnsConfig(t)
+	cfg.Window = 1024
+	l := newLAN(t, 4, cfg)
+	ctx := context.Background()
+	var recs []*recorder
+	var members []*Member
+	for i := 0; i < 4; i++ {
+		c := l.dialNode(i)
+		r := newRecorder(false)
+		m, err := c.JoinMember(ctx, "kill", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+		recs = append(recs, r)
+	}
+	waitView(t, l.coord, "kill", 4)
+	waitMembers(t, members, 4)
+	const n = 30000
+	var sent atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			if err := members[0].PublishAsync(ctx, []byte("payload")); err != nil {
+				done <- err
+				return
+			}
+			sent.Add(1)
+		}
+		done <- members[0].Flush(ctx)
+	}()
+	checkFor(t, 20*time.Second, time.Millisecond, func() error {
+		if sent.Load() < 3000 {
+			return fmt.Errorf("%d sent", sent.Load())
+		}
+		return nil
+	})
+	// Stop the process dead: its TCP link stays open, so only missing
+	// heartbeats can reveal it.
+	victim := l.procs[3]
+	if err := victim.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	limit := cfg.FailureTimeout() + 2*cfg.HeartbeatInterval
+	checkFor(t, limit+10*time.Second, 5*time.Millisecond, func() error {
+		for _, nd := range l.coord.View().Nodes {
+			if nd.Name == "node3" {
+				return fmt.Errorf("node3 still in the view")
+			}
+		}
+		return nil
+	})
+	took := time.Since(stopped)
+	t.Logf("stopped node left the view after %v (interval x missed = %v)", took.Round(time.Millisecond), cfg.FailureTimeout())
+	if took > limit {
+		t.Fatalf("failure detected after %v, want within %v", took, limit)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 3; i++ {
+		recs[i].waitCount(t, n, 30*time.Second)
+		if p := recs[i].problems(); len(p) > 0 {
+			t.Fatalf("receiver %d: %v", i, p)
+		}
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for i := 0; i < 3; i++ {
+			if v := members[i].View(); len(v.Members) != 3 {
+				return fmt.Errorf("member %d sees %v", i, v.Members)
+			}
+		}
+		st, err := l.dialNode(0).ServiceStats(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Unstable != 0 {
+			return fmt.Errorf("sender holds %d unstable messages", st.Unstable)
+		}
+		return nil
+	})
+}
+
+// waitView waits until the coordinator's view has want nodes in group.
+func waitView(t testing.TB, c *Coordinator, group string, want int) {
+	t.Helper()
+	g := GroupID(group)
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		got := 0
+		for _, r := range c.View().regionsOfGroup(g) {
+			got += len(r.Members)
+		}
+		if got != want {
+			return fmt.Errorf("%d of %d nodes in %s", got, want, group)
+		}
+		return nil
+	})
+}

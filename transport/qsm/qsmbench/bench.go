@@ -1,0 +1,456 @@
+package qsmbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+	"github.com/liveobjects/liveobjects/transport/qsm"
+	"golang.org/x/net/ipv4"
+)
+
+// Options configure a benchmark run.
+type Options struct {
+	// Receivers is the number of receiving nodes (default 4).
+	Receivers int
+	// Size is the event size in bytes (default 1024).
+	Size int
+	// Count is the number of events per measurement (default 50000).
+	Count int
+	// LossPercent is the loss injected at every receiver in the lossy
+	// measurement (default 5; negative skips it).
+	LossPercent int
+	// Groups lists the group counts of the scaling measurement, the first
+	// being the reference (default 1, 1000, 8000).
+	Groups []int
+	// Binary is the liveobjects binary that runs the services (RunNetns).
+	Binary string
+	// Config is the base QSM configuration.
+	Config qsm.Config
+	// Progress, when set, receives a line per step.
+	Progress func(format string, a ...any)
+}
+
+func (o *Options) defaults() {
+	if o.Receivers <= 0 {
+		o.Receivers = 4
+	}
+	if o.Size <= 0 {
+		o.Size = 1024
+	}
+	if o.Count <= 0 {
+		o.Count = 50000
+	}
+	if o.LossPercent == 0 {
+		o.LossPercent = 5
+	}
+	if len(o.Groups) == 0 {
+		o.Groups = []int{1, 1000, 8000}
+	}
+	if o.Config.MTU == 0 {
+		o.Config = qsm.DefaultConfig()
+	}
+	if o.Progress == nil {
+		o.Progress = func(string, ...any) {}
+	}
+}
+
+// Row is one measurement.
+type Row struct {
+	// Name says what was measured.
+	Name string
+	// Goodput is application bytes per second delivered to each receiver
+	// (the mean over receivers).
+	Goodput float64
+	// Ratio is Goodput over the reference named in Of.
+	Ratio float64
+	// Of names the reference of Ratio.
+	Of string
+	// Target is the ratio the issue asks for (0: none).
+	Target float64
+	// CPUPerMsg is the CPU time of every process involved divided by the
+	// messages delivered (events x receivers).
+	CPUPerMsg time.Duration
+	// Lost is the number of events some receiver did not deliver.
+	Lost int
+	// RepairP50 and RepairP99 are repair times seen at the receivers.
+	RepairP50, RepairP99 time.Duration
+	// Elapsed is the wall time of the measurement.
+	Elapsed time.Duration
+}
+
+// Result is a set of measurements.
+type Result struct {
+	// Mode is "netns" or "loopback".
+	Mode string
+	// Rows are the measurements in order.
+	Rows []Row
+}
+
+// Table formats the result as a Markdown table.
+func (r *Result) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| measurement (%s) | goodput MB/s | ratio | target | CPU/msg | lost | repair p50 | repair p99 |\n", r.Mode)
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, x := range r.Rows {
+		ratio, target, rep50, rep99 := "", "", "", ""
+		if x.Of != "" {
+			ratio = fmt.Sprintf("%.2f of %s", x.Ratio, x.Of)
+		}
+		if x.Target > 0 {
+			ok := "met"
+			if x.Ratio < x.Target {
+				ok = "NOT met"
+			}
+			target = fmt.Sprintf(">= %.2f (%s)", x.Target, ok)
+		}
+		if x.RepairP50 > 0 {
+			rep50 = x.RepairP50.Round(10 * time.Microsecond).String()
+			rep99 = x.RepairP99.Round(10 * time.Microsecond).String()
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %s | %s | %s | %d | %s | %s |\n", x.Name, x.Goodput/1e6, ratio, target,
+			x.CPUPerMsg.Round(100*time.Nanosecond), x.Lost, rep50, rep99)
+	}
+	return b.String()
+}
+
+// node is what a measurement needs of one node.
+type node interface {
+	// dial connects an in-process client to the node's service.
+	dial(ctx context.Context) (*qsm.Client, error)
+	// rawSocket opens a UDP socket for the raw baseline: bound to port
+	// and joined to group when group is valid, else a sending socket.
+	rawSocket(group netip.Addr, port int) (*net.UDPConn, error)
+	// setLoss injects percent loss at the node (0 removes it).
+	setLoss(percent int) error
+}
+
+// env is a set of nodes plus CPU accounting.
+type env struct {
+	mode  string
+	nodes []node
+	cpu   func() time.Duration
+	coord *qsm.Coordinator
+}
+
+// counter is a Handler counting events and checking FIFO per sender.
+type counter struct {
+	n    atomic.Int64
+	bad  atomic.Int64
+	mu   sync.Mutex
+	last map[string]uint64
+}
+
+func (c *counter) Deliver(ev transport.Event) {
+	c.mu.Lock()
+	if p, ok := c.last[ev.Sender]; ok && ev.Seq != p+1 {
+		c.bad.Add(1)
+	}
+	c.last[ev.Sender] = ev.Seq
+	c.mu.Unlock()
+	c.n.Add(1)
+}
+func (c *counter) Checkpoint() ([]byte, error)      { return nil, nil }
+func (c *counter) Restore(_ []byte, _ uint64) error { return nil }
+
+// groupCounter counts events per group member with its own FIFO state.
+type groupCounter struct {
+	total *atomic.Int64
+	bad   *atomic.Int64
+	last  map[string]uint64
+	mu    sync.Mutex
+}
+
+func (g *groupCounter) Deliver(ev transport.Event) {
+	g.mu.Lock()
+	if p, ok := g.last[ev.Sender]; ok && ev.Seq != p+1 {
+		g.bad.Add(1)
+	}
+	g.last[ev.Sender] = ev.Seq
+	g.mu.Unlock()
+	g.total.Add(1)
+}
+func (g *groupCounter) Checkpoint() ([]byte, error)      { return nil, nil }
+func (g *groupCounter) Restore(_ []byte, _ uint64) error { return nil }
+
+// run performs every measurement on e.
+func run(ctx context.Context, e *env, o Options) (*Result, error) {
+	res := &Result{Mode: e.mode}
+	o.Progress("raw UDP multicast baseline: %d x %d B to %d receivers", o.Count, o.Size, o.Receivers)
+	raw, err := rawRun(ctx, e, o)
+	if err != nil {
+		return nil, err
+	}
+	res.Rows = append(res.Rows, raw)
+	o.Progress("  %.1f MB/s per receiver, %d lost", raw.Goodput/1e6, raw.Lost)
+
+	var ref Row
+	for gi, g := range o.Groups {
+		name := fmt.Sprintf("QSM, %d group(s)", g)
+		o.Progress("%s: %d x %d B to %d receivers", name, o.Count, o.Size, o.Receivers)
+		row, err := qsmRun(ctx, e, o, g, fmt.Sprintf("b%d-", gi))
+		if err != nil {
+			return nil, fmt.Errorf("qsmbench: %s: %w", name, err)
+		}
+		row.Name = name
+		if gi == 0 {
+			row.Ratio, row.Of, row.Target = row.Goodput/raw.Goodput, "raw", 0.8
+			ref = row
+		} else {
+			row.Ratio, row.Of, row.Target = row.Goodput/ref.Goodput, "1 group", 0.95
+		}
+		res.Rows = append(res.Rows, row)
+		o.Progress("  %.1f MB/s per receiver (%.2f), %d lost", row.Goodput/1e6, row.Ratio, row.Lost)
+	}
+	if o.LossPercent > 0 {
+		name := fmt.Sprintf("QSM, 1 group, %d%% loss at every receiver", o.LossPercent)
+		o.Progress("%s", name)
+		for i := 1; i <= o.Receivers; i++ {
+			if err := e.nodes[i].setLoss(o.LossPercent); err != nil {
+				return nil, err
+			}
+		}
+		row, err := qsmRun(ctx, e, o, 1, "loss-")
+		for i := 1; i <= o.Receivers; i++ {
+			e.nodes[i].setLoss(0)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("qsmbench: %s: %w", name, err)
+		}
+		row.Name = name
+		row.Ratio, row.Of, row.Target = row.Goodput/raw.Goodput, "raw lossless", 0.6
+		res.Rows = append(res.Rows, row)
+		o.Progress("  %.1f MB/s per receiver (%.2f), repair p50 %v p99 %v", row.Goodput/1e6, row.Ratio, row.RepairP50, row.RepairP99)
+	}
+	return res, nil
+}
+
+// rawRun multicasts o.Count datagrams of o.Size bytes from node 0 as fast
+// as it can and counts what each receiver gets.
+func rawRun(ctx context.Context, e *env, o Options) (Row, error) {
+	group := netip.MustParseAddr("239.254.77.77")
+	port := 12399
+	var socks []*net.UDPConn
+	defer func() {
+		for _, s := range socks {
+			s.Close()
+		}
+	}()
+	for i := 1; i <= o.Receivers; i++ {
+		s, err := e.nodes[i].rawSocket(group, port)
+		if err != nil {
+			return Row{}, err
+		}
+		socks = append(socks, s)
+	}
+	snd, err := e.nodes[0].rawSocket(netip.Addr{}, 0)
+	if err != nil {
+		return Row{}, err
+	}
+	socks = append(socks, snd)
+	type rcv struct {
+		bytes, n int64
+		last     time.Time
+	}
+	got := make([]rcv, o.Receivers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < o.Receivers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			buf := make([]byte, 65536)
+			for {
+				socks[i].SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				n, _, err := socks[i].ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				got[i].bytes += int64(n)
+				got[i].n++
+				got[i].last = time.Now()
+			}
+		}(i)
+	}
+	cpu0 := e.cpu()
+	payload := make([]byte, o.Size)
+	dst := netip.AddrPortFrom(group, uint16(port))
+	for i := 0; i < o.Count; i++ {
+		if _, err := snd.WriteToUDPAddrPort(payload, dst); err != nil {
+			// ENOBUFS: the sender outran its queue; that datagram is lost.
+			continue
+		}
+	}
+	wg.Wait()
+	cpu := e.cpu() - cpu0
+	var row Row
+	row.Name = "raw UDP multicast (no reliability)"
+	var sum float64
+	var delivered int64
+	for _, g := range got {
+		if g.n > 0 {
+			sum += float64(g.bytes) / g.last.Sub(start).Seconds()
+		}
+		delivered += g.n
+		row.Lost = max(row.Lost, o.Count-int(g.n))
+	}
+	row.Goodput = sum / float64(o.Receivers)
+	row.Elapsed = time.Since(start)
+	if delivered > 0 {
+		row.CPUPerMsg = cpu / time.Duration(delivered)
+	}
+	return row, nil
+}
+
+// qsmRun publishes o.Count events round-robin over groups from node 0 and
+// waits for every receiver to deliver all of them.
+func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string) (Row, error) {
+	var clients []*qsm.Client
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	for i := 0; i <= o.Receivers; i++ {
+		c, err := e.nodes[i].dial(ctx)
+		if err != nil {
+			return Row{}, err
+		}
+		clients = append(clients, c)
+	}
+	totals := make([]*atomic.Int64, o.Receivers+1)
+	var bad atomic.Int64
+	members := make([][]*qsm.Member, o.Receivers+1)
+	for i, c := range clients {
+		totals[i] = &atomic.Int64{}
+		ms, err := joinMany(ctx, c, prefix, groups, func() transport.Handler {
+			return &groupCounter{total: totals[i], bad: &bad, last: map[string]uint64{}}
+		})
+		if err != nil {
+			return Row{}, err
+		}
+		members[i] = ms
+	}
+	// Wait until every node has installed a view with all nodes in every
+	// group (checked on the last group joined, and on the first).
+	deadline := time.Now().Add(60 * time.Second)
+	for _, ms := range members {
+		for _, m := range []*qsm.Member{ms[0], ms[len(ms)-1]} {
+			for len(m.View().Members) != o.Receivers+1 {
+				if time.Now().After(deadline) {
+					return Row{}, errors.New("views did not converge in 60s")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	var lat0 []qsm.Stats
+	for i := 1; i <= o.Receivers; i++ {
+		st, _ := clients[i].ServiceStats(ctx)
+		lat0 = append(lat0, st)
+	}
+	payload := make([]byte, o.Size)
+	cpu0 := e.cpu()
+	start := time.Now()
+	pubs := members[0]
+	for k := 0; k < o.Count; k++ {
+		if err := pubs[k%len(pubs)].PublishAsync(ctx, payload); err != nil {
+			return Row{}, err
+		}
+	}
+	want := int64(o.Count)
+	deadline = time.Now().Add(120 * time.Second)
+	for i := 1; i <= o.Receivers; i++ {
+		for totals[i].Load() < want {
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	elapsed := time.Since(start)
+	cpu := e.cpu() - cpu0
+	row := Row{Elapsed: elapsed}
+	var delivered int64
+	for i := 1; i <= o.Receivers; i++ {
+		n := totals[i].Load()
+		delivered += n
+		row.Lost = max(row.Lost, int(want-n))
+	}
+	if b := bad.Load(); b > 0 {
+		return row, fmt.Errorf("%d events out of FIFO order", b)
+	}
+	row.Goodput = float64(want*int64(o.Size)) / elapsed.Seconds()
+	if row.Lost > 0 {
+		row.Goodput = float64((delivered/int64(o.Receivers))*int64(o.Size)) / elapsed.Seconds()
+	}
+	if delivered > 0 {
+		row.CPUPerMsg = cpu / time.Duration(delivered)
+	}
+	for i := 1; i <= o.Receivers; i++ {
+		st, err := clients[i].ServiceStats(ctx)
+		if err != nil || st.RepairLatencyN == lat0[i-1].RepairLatencyN {
+			continue
+		}
+		row.RepairP50 = max(row.RepairP50, time.Duration(st.RepairP50)*time.Microsecond)
+		row.RepairP99 = max(row.RepairP99, time.Duration(st.RepairP99)*time.Microsecond)
+	}
+	// Leave, and wait for the groups to be gone from the view.
+	for _, c := range clients {
+		c.Close()
+	}
+	clients = nil
+	for time.Now().Before(deadline) && len(e.coord.View().Regions) > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return row, nil
+}
+
+// joinMany joins n groups concurrently; h makes one handler per group.
+func joinMany(ctx context.Context, c *qsm.Client, prefix string, n int, h func() transport.Handler) ([]*qsm.Member, error) {
+	ms := make([]*qsm.Member, n)
+	var firstErr error
+	var mu sync.Mutex
+	sem := make(chan struct{}, 256)
+	var wg sync.WaitGroup
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(g int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m, err := c.JoinMember(ctx, fmt.Sprintf("%s%05d", prefix, g), h())
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			ms[g] = m
+		}(g)
+	}
+	wg.Wait()
+	return ms, firstErr
+}
+
+// joinRaw joins group on conn's socket at ifc.
+func joinRaw(conn *net.UDPConn, ifc *net.Interface, group netip.Addr) error {
+	p := ipv4.NewPacketConn(conn)
+	return p.JoinGroup(ifc, &net.UDPAddr{IP: group.AsSlice()})
+}
+
+// sendRaw prepares conn for sending multicast at ifc with TTL 1.
+func sendRaw(conn *net.UDPConn, ifc *net.Interface) error {
+	p := ipv4.NewPacketConn(conn)
+	if err := p.SetMulticastInterface(ifc); err != nil {
+		return err
+	}
+	conn.SetWriteBuffer(4 << 20)
+	return p.SetMulticastTTL(1)
+}

@@ -1,0 +1,87 @@
+package qsmbench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport/qsm"
+	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
+)
+
+func smallConfig() qsm.Config {
+	cfg := qsm.DefaultConfig()
+	cfg.Multicast = qsm.DefaultConfig().Multicast
+	return cfg
+}
+
+// TestLoopbackHarness runs a small loopback measurement: every QSM row
+// delivers everything, and the table names each measurement.
+func TestLoopbackHarness(t *testing.T) {
+	res, err := RunLoopback(context.Background(), Options{
+		Receivers: 2, Count: 3000, Size: 256, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 4 {
+		t.Fatalf("got %d rows:\n%s", len(res.Rows), res.Table())
+	}
+	for _, r := range res.Rows[1:] {
+		if r.Lost != 0 || r.Goodput <= 0 {
+			t.Fatalf("%s: lost %d, goodput %v\n%s", r.Name, r.Lost, r.Goodput, res.Table())
+		}
+	}
+	if !strings.Contains(res.Table(), "raw UDP multicast") {
+		t.Fatalf("table:\n%s", res.Table())
+	}
+	t.Logf("\n%s", res.Table())
+}
+
+// BenchmarkQSM runs the whole suite once (use -benchtime=1x) on a LAN of
+// network namespaces when root, else on loopback, and reports the ratios.
+// LIVEOBJECTS_QSM_BENCH_COUNT overrides the events per measurement.
+func BenchmarkQSM(b *testing.B) {
+	o := Options{Config: qsm.DefaultConfig(), Progress: func(f string, a ...any) { b.Logf(f, a...) }}
+	if s := os.Getenv("LIVEOBJECTS_QSM_BENCH_COUNT"); s != "" {
+		fmt.Sscan(s, &o.Count)
+	}
+	var res *Result
+	var err error
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		if qsmlab.Available() == nil && os.Getenv("LIVEOBJECTS_QSM_BENCH_MODE") != "loopback" {
+			dir := b.TempDir()
+			bin := filepath.Join(dir, "liveobjects")
+			cmd := exec.Command("go", "build", "-o", bin, "github.com/liveobjects/liveobjects/cmd/liveobjects")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				b.Fatalf("build: %v\n%s", err, out.String())
+			}
+			o.Binary = bin
+			b.ResetTimer()
+			res, err = RunNetns(ctx, o)
+		} else {
+			res, err = RunLoopback(ctx, o)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("\n%s", res.Table())
+	for i, r := range res.Rows {
+		key := fmt.Sprintf("row%d", i)
+		b.ReportMetric(r.Goodput/1e6, key+"-MB/s")
+		if r.Of != "" {
+			b.ReportMetric(r.Ratio, key+"-ratio")
+		}
+		b.ReportMetric(float64(r.CPUPerMsg)/float64(time.Microsecond), key+"-cpu-us/msg")
+	}
+}

@@ -1,0 +1,91 @@
+package qsmbench
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport/qsm"
+	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
+	"golang.org/x/sys/unix"
+)
+
+// RunLoopback runs the measurements in this process on the loopback
+// adapter: a coordinator and Receivers+1 services sharing one multicast
+// port. It needs no privileges.
+func RunLoopback(ctx context.Context, o Options) (*Result, error) {
+	o.defaults()
+	cfg := o.Config
+	cfg.GMSAddress = "127.0.0.1:0"
+	cfg.UplinkAddress = "127.0.0.1"
+	cfg.UplinkPort = 0
+	cfg.Subnet = ""
+	coord, err := qsm.NewCoordinator(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := coord.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer coord.Close()
+	cfg.GMSAddress = coord.Addr()
+	e := &env{mode: "loopback", coord: coord, cpu: qsmlab.SelfCPU}
+	for i := 0; i <= o.Receivers; i++ {
+		s, err := qsm.NewService(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Start(ctx); err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		select {
+		case <-s.Ready():
+		case <-time.After(10 * time.Second):
+		}
+		e.nodes = append(e.nodes, &loNode{s: s})
+	}
+	return run(ctx, e, o)
+}
+
+type loNode struct{ s *qsm.Service }
+
+func (n *loNode) dial(ctx context.Context) (*qsm.Client, error) { return qsm.Dial(ctx, n.s.Addr()) }
+
+func (n *loNode) setLoss(percent int) error {
+	n.s.SetDropRate(float64(percent) / 100)
+	return nil
+}
+
+func (n *loNode) rawSocket(group netip.Addr, port int) (*net.UDPConn, error) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return nil, err
+	}
+	if !group.IsValid() {
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, err
+		}
+		return conn, sendRaw(conn, lo)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		})
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort("0.0.0.0", itoa(port)))
+	if err != nil {
+		return nil, err
+	}
+	conn := pc.(*net.UDPConn)
+	conn.SetReadBuffer(8 << 20)
+	return conn, joinRaw(conn, lo, group)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

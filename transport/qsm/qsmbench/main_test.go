@@ -1,0 +1,14 @@
+package qsmbench
+
+import (
+	"log/slog"
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("LIVEOBJECTS_QSM_LOG") == "" {
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	}
+	os.Exit(m.Run())
+}

@@ -1,0 +1,123 @@
+package qsmbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport/qsm"
+	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
+)
+
+// RunNetns runs the measurements on a LAN of network namespaces, with a
+// service process (o.Binary) per node. It needs root.
+func RunNetns(ctx context.Context, o Options) (*Result, error) {
+	o.defaults()
+	if o.Binary == "" {
+		return nil, errors.New("qsmbench: no liveobjects binary to run the services")
+	}
+	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1})
+	if err != nil {
+		return nil, err
+	}
+	defer lab.Close()
+	cfg := o.Config
+	cfg.GMSAddress = net.JoinHostPort(lab.HostIP(), "0")
+	coord, err := qsm.NewCoordinator(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := coord.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer coord.Close()
+	var procs []*qsmlab.Proc
+	for i := 0; i <= o.Receivers; i++ {
+		args := []string{"-q", "qsm", "service", "-gms", coord.Addr(), "-subnet", lab.Prefix(), "-port", "12345",
+			"-name", fmt.Sprintf("node%d", i), "-set", "uplink_address=127.0.0.1", "-set", "uplink_port=7000",
+			"-set", "multicast=" + cfg.Multicast.String(), "-set", fmt.Sprintf("mtu=%d", cfg.MTU),
+			"-set", fmt.Sprintf("credits=%d", cfg.Window), "-set", fmt.Sprintf("token_rate=%d", cfg.TokenRate),
+			"-set", fmt.Sprintf("client_credits=%d", cfg.ClientCredits)}
+		p, err := lab.Start(i, o.Binary, args...)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(coord.View().Nodes) != o.Receivers+1 {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("qsmbench: services did not join the coordinator: %s", procs[0].Stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e := &env{mode: "netns", coord: coord}
+	for i := 0; i <= o.Receivers; i++ {
+		e.nodes = append(e.nodes, &nsNode{lab: lab, i: i})
+	}
+	e.cpu = func() time.Duration {
+		t := qsmlab.SelfCPU()
+		for _, p := range procs {
+			c, _ := qsmlab.ProcCPU(p.PID())
+			t += c
+		}
+		return t
+	}
+	return run(ctx, e, o)
+}
+
+// nsNode is a node of a qsmlab LAN.
+type nsNode struct {
+	lab *qsmlab.LAN
+	i   int
+}
+
+func (n *nsNode) dial(ctx context.Context) (*qsm.Client, error) {
+	var c *qsm.Client
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := n.lab.InNetns(n.i, func() error {
+			var err error
+			c, err = qsm.Dial(ctx, "127.0.0.1:7000")
+			return err
+		})
+		if err == nil || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (n *nsNode) rawSocket(group netip.Addr, port int) (*net.UDPConn, error) {
+	var conn *net.UDPConn
+	err := n.lab.InNetns(n.i, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if group.IsValid() {
+			conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port})
+			if err != nil {
+				return err
+			}
+			conn.SetReadBuffer(8 << 20)
+			return joinRaw(conn, ifc, group)
+		}
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(n.lab.NodeIP(n.i))})
+		if err != nil {
+			return err
+		}
+		return sendRaw(conn, ifc)
+	})
+	return conn, err
+}
+
+func (n *nsNode) setLoss(percent int) error {
+	if percent <= 0 {
+		return n.lab.Lossless(n.i)
+	}
+	return n.lab.Lossy(n.i, percent)
+}

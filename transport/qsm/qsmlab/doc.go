@@ -1,0 +1,15 @@
+// Package qsmlab builds a small Ethernet of Linux network namespaces on
+// which QSM services run as real processes: one bridge in the caller's
+// namespace holding 198.19.X.254/24, and one namespace per node, joined to
+// the bridge by a veth pair, at 198.19.X.(i+1). Loss is injected with
+// nftables inside a node's namespace, dropping a random fraction of the UDP
+// datagrams it receives. Tests and benchmarks of transport/qsm use it; it
+// needs root.
+//
+// Everything a LAN creates (namespaces, links, nft tables, processes) is
+// removed by Close, which is idempotent. A LAN is not safe for concurrent
+// configuration; its accessors are.
+//
+// The package does not import transport/qsm: callers pass the service's
+// command line, so internal tests of qsm can use it.
+package qsmlab

@@ -1,0 +1,313 @@
+package qsmlab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNeedRoot is returned by New when the process cannot create
+// namespaces.
+var ErrNeedRoot = errors.New("qsmlab: network namespaces need root (and the ip and nft tools)")
+
+// Options configure a LAN.
+type Options struct {
+	// Nodes is the number of namespaces.
+	Nodes int
+	// MTU of the veth links and the bridge; 0 keeps the default 1500.
+	MTU int
+}
+
+// LAN is a bridge and a set of namespaces.
+type LAN struct {
+	opts   Options
+	id     string
+	subnet int
+	bridge string
+	ns     []string
+
+	mu     sync.Mutex // protects procs and closed
+	procs  []*Proc
+	closed bool
+}
+
+// Proc is a process running in a node's namespace.
+type Proc struct {
+	Node   int
+	Cmd    *exec.Cmd
+	stderr bytes.Buffer
+	mu     sync.Mutex
+	done   chan struct{}
+}
+
+// Stderr returns what the process wrote to stderr so far.
+func (p *Proc) Stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+func (p *Proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stderr.Len() < 1<<20 {
+		p.stderr.Write(b)
+	}
+	return len(b), nil
+}
+
+var seq atomic.Int32
+
+// Available reports why namespaces cannot be used here, or nil.
+func Available() error {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		return ErrNeedRoot
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%w: %s not found", ErrNeedRoot, tool)
+		}
+	}
+	return nil
+}
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("qsmlab: %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// New creates the bridge and the namespaces. On error, whatever was made
+// is removed again.
+func New(opts Options) (l *LAN, err error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	n := seq.Add(1)
+	pid := os.Getpid()
+	l = &LAN{
+		opts:   opts,
+		id:     fmt.Sprintf("%d%d", pid%10000, n),
+		subnet: 20 + (pid+int(n)*7)%200,
+	}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	l.bridge = "lqb" + l.id
+	if err := run("ip", "link", "add", "name", l.bridge, "type", "bridge", "mcast_snooping", "0"); err != nil {
+		return nil, err
+	}
+	if opts.MTU > 0 {
+		if err := run("ip", "link", "set", l.bridge, "mtu", strconv.Itoa(opts.MTU)); err != nil {
+			return nil, err
+		}
+	}
+	if err := run("ip", "addr", "add", l.HostIP()+"/24", "dev", l.bridge); err != nil {
+		return nil, err
+	}
+	if err := run("ip", "link", "set", l.bridge, "up"); err != nil {
+		return nil, err
+	}
+	for i := 0; i < opts.Nodes; i++ {
+		ns := fmt.Sprintf("lo-qsm-%d-%d-%d", pid, n, i)
+		if err := run("ip", "netns", "add", ns); err != nil {
+			return nil, err
+		}
+		l.ns = append(l.ns, ns)
+		host, peer := fmt.Sprintf("lqh%s_%d", l.id, i), fmt.Sprintf("lqn%s_%d", l.id, i)
+		steps := [][]string{
+			{"ip", "link", "add", host, "type", "veth", "peer", "name", peer},
+			{"ip", "link", "set", peer, "netns", ns},
+			{"ip", "link", "set", host, "master", l.bridge},
+			{"ip", "link", "set", host, "up"},
+			{"ip", "-n", ns, "link", "set", peer, "name", "eth0"},
+			{"ip", "-n", ns, "addr", "add", l.NodeIP(i) + "/24", "dev", "eth0"},
+			{"ip", "-n", ns, "link", "set", "eth0", "up"},
+			{"ip", "-n", ns, "link", "set", "lo", "up"},
+		}
+		if opts.MTU > 0 {
+			steps = append(steps, []string{"ip", "link", "set", host, "mtu", strconv.Itoa(opts.MTU)},
+				[]string{"ip", "-n", ns, "link", "set", "eth0", "mtu", strconv.Itoa(opts.MTU)})
+		}
+		for _, s := range steps {
+			if err := run(s...); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return l, nil
+}
+
+// Prefix returns the LAN's subnet, 198.19.X.0/24.
+func (l *LAN) Prefix() string { return fmt.Sprintf("198.19.%d.0/24", l.subnet) }
+
+// HostIP returns the bridge's address in the caller's namespace.
+func (l *LAN) HostIP() string { return fmt.Sprintf("198.19.%d.254", l.subnet) }
+
+// NodeIP returns node i's address.
+func (l *LAN) NodeIP(i int) string { return fmt.Sprintf("198.19.%d.%d", l.subnet, i+1) }
+
+// Namespace returns node i's namespace name.
+func (l *LAN) Namespace(i int) string { return l.ns[i] }
+
+// Nodes returns the number of nodes.
+func (l *LAN) Nodes() int { return len(l.ns) }
+
+// Start runs a command inside node i's namespace. The process is killed by
+// Close.
+func (l *LAN) Start(i int, name string, args ...string) (*Proc, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("qsmlab: LAN closed")
+	}
+	p := &Proc{Node: i, done: make(chan struct{})}
+	p.Cmd = exec.Command("ip", append([]string{"netns", "exec", l.ns[i], name}, args...)...)
+	p.Cmd.Stderr = p
+	if err := p.Cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qsmlab: start %s in %s: %w", name, l.ns[i], err)
+	}
+	go func() {
+		p.Cmd.Wait()
+		close(p.done)
+	}()
+	l.procs = append(l.procs, p)
+	return p, nil
+}
+
+// Signal sends sig to the process (SIGSTOP freezes a node).
+func (p *Proc) Signal(sig syscall.Signal) error { return p.Cmd.Process.Signal(sig) }
+
+// PID returns the process id (of the command run by ip netns exec, which
+// execs it in place).
+func (p *Proc) PID() int { return p.Cmd.Process.Pid }
+
+// Kill kills the process and waits for it.
+func (p *Proc) Kill() {
+	p.Cmd.Process.Kill()
+	<-p.done
+}
+
+// Lossy makes node i drop percent of the UDP datagrams it receives, at
+// random (nftables numgen), replacing earlier loss rules.
+func (l *LAN) Lossy(i, percent int) error {
+	l.Lossless(i)
+	rules := fmt.Sprintf(`table inet lqsm {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    meta l4proto udp numgen random mod 100 < %d drop
+  }
+}
+`, percent)
+	cmd := exec.Command("ip", "netns", "exec", l.ns[i], "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("qsmlab: nft in %s: %v: %s", l.ns[i], err, out)
+	}
+	return nil
+}
+
+// Lossless removes node i's loss rules.
+func (l *LAN) Lossless(i int) error {
+	return run("ip", "netns", "exec", l.ns[i], "nft", "delete", "table", "inet", "lqsm")
+}
+
+// InNetns runs f on an OS thread switched into node i's namespace;
+// sockets f opens belong to that namespace and keep working from any
+// thread afterwards.
+func (l *LAN) InNetns(i int, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is not unlocked: if switching back fails it must
+		// not be reused, and a locked thread ends with its goroutine.
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open("/var/run/netns/" + l.ns[i])
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("qsmlab: setns %s: %w", l.ns[i], err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Close kills the processes and removes the namespaces and the bridge. It
+// is idempotent.
+func (l *LAN) Close() error {
+	l.mu.Lock()
+	procs := l.procs
+	l.procs = nil
+	l.closed = true
+	l.mu.Unlock()
+	for _, p := range procs {
+		p.Kill()
+	}
+	for i, ns := range l.ns {
+		exec.Command("ip", "link", "del", fmt.Sprintf("lqh%s_%d", l.id, i)).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	}
+	l.ns = nil
+	if l.bridge != "" {
+		exec.Command("ip", "link", "del", l.bridge).Run()
+		l.bridge = ""
+	}
+	return nil
+}
+
+// ProcCPU returns the CPU time (user+system) a process has used so far.
+func ProcCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("qsmlab: odd /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("qsmlab: short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / hz, nil
+}
+
+// SelfCPU returns the CPU time this process has used so far.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,791 @@
+package qsm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+// Frame types on the client-to-service link. ONLY APPEND TO THIS LIST:
+// the values are part of the protocol.
+const (
+	cliHello    uint8 = 1  // client -> service: magic, versions, process name
+	cliWelcome  uint8 = 2  // service -> client: version, node id, node name, max event, credits
+	cliJoin     uint8 = 3  // client -> service: request id, member id, channel
+	cliJoined   uint8 = 4  // service -> client: request id, member id
+	cliLeave    uint8 = 5  // client -> service: member id
+	cliPublish  uint8 = 6  // client -> service: member id, data
+	cliPubAck   uint8 = 7  // service -> client: member id, event seq
+	cliDeliver  uint8 = 8  // service -> client: member id, node, source, seq, data
+	cliView     uint8 = 9  // service -> client: member id, view number, node names
+	cliError    uint8 = 10 // service -> client: request id, member id, code, message
+	cliStatsReq uint8 = 11 // client -> service: request id
+	cliStats    uint8 = 12 // service -> client: request id, JSON counters
+)
+
+// cliMagic opens a hello on the client link.
+const cliMagic = "QSMC"
+
+// Stats are a service's counters.
+type Stats struct {
+	DatagramsIn    uint64 `json:"datagrams_in"`
+	DatagramsOut   uint64 `json:"datagrams_out"`
+	BytesIn        uint64 `json:"bytes_in"`
+	BytesOut       uint64 `json:"bytes_out"`
+	BadMagic       uint64 `json:"bad_magic"`
+	BadVersion     uint64 `json:"bad_version"`
+	BadChecksum    uint64 `json:"bad_checksum"`
+	Truncated      uint64 `json:"truncated"`
+	Malformed      uint64 `json:"malformed"`
+	ForeignRegion  uint64 `json:"foreign_region"`
+	StaleToken     uint64 `json:"stale_token"`
+	InjectedDrops  uint64 `json:"injected_drops"`
+	SlowConsumer   uint64 `json:"slow_consumer_drops"`
+	Overload       uint64 `json:"overload_drops"`
+	Duplicates     uint64 `json:"duplicates"`
+	Published      uint64 `json:"published"`
+	Sent           uint64 `json:"messages_sent"`
+	Delivered      uint64 `json:"delivered"`
+	Forwarded      uint64 `json:"forwarded"`
+	Resent         uint64 `json:"resent"`
+	Tokens         uint64 `json:"tokens"`
+	Acks           uint64 `json:"acks"`
+	Unstable       uint64 `json:"unstable"`
+	View           uint64 `json:"view"`
+	Region         uint64 `json:"region"`
+	RepairLatencyN uint64 `json:"repair_latency_n"`
+	// RepairP50 and RepairP99 are percentiles, in microseconds, of the
+	// time from noticing a gap to filling it, over recent repairs.
+	RepairP50 uint64 `json:"repair_p50_us"`
+	RepairP99 uint64 `json:"repair_p99_us"`
+}
+
+// Rejected returns the number of datagrams dropped as foreign, truncated,
+// forged or corrupt.
+func (s Stats) Rejected() uint64 {
+	return s.BadMagic + s.BadVersion + s.BadChecksum + s.Truncated + s.Malformed
+}
+
+// counters are updated with atomics from the reader goroutines and the
+// engine.
+type counters struct {
+	datagramsIn, datagramsOut, bytesIn, bytesOut            atomic.Uint64
+	badMagic, badVersion, badChecksum, truncated, malformed atomic.Uint64
+	foreignRegion, staleToken, injected, slowConsumer       atomic.Uint64
+	overload                                                atomic.Uint64
+	duplicates, published, sent, delivered                  atomic.Uint64
+	forwarded, resent, tokens, acks, unstable, view, region atomic.Uint64
+}
+
+// Service is a node's local QSM service: it runs the protocol stack and
+// the multicast sockets, keeps a link to the coordinator, and serves the
+// in-process clients of the machine over TCP (the uplink).
+type Service struct {
+	cfg  Config
+	log  *slog.Logger
+	id   uint64
+	name string
+
+	ifc    *net.Interface
+	ip     netip.Addr
+	mconn  *net.UDPConn // bound to the multicast port; joins the region's group
+	mpc    *ipv4.PacketConn
+	uconn  *net.UDPConn // unicast address; sends everything
+	uaddr  netip.AddrPort
+	ln     net.Listener
+	eng    *engine
+	ctr    counters
+	rng    *mrand.Rand // for DropRate; used by the reader goroutines under rngMu
+	rngMu  sync.Mutex
+	repair *latencyRecorder
+
+	gmsMu   sync.Mutex // protects gmsW
+	gmsW    *connWriter
+	gmsDone chan struct{} // closed when the first view is installed
+
+	quit   chan struct{}
+	wg     sync.WaitGroup
+	closed sync.Once
+	start  sync.Once
+
+	stopHeartbeats atomic.Bool   // test hook: a frozen node
+	dropRate       atomic.Uint64 // math.Float64bits of the current DropRate
+}
+
+// SetDropRate changes the fraction of received datagrams dropped at random
+// (fault injection; 0 turns it off).
+func (s *Service) SetDropRate(rate float64) {
+	s.dropRate.Store(math.Float64bits(max(0, min(rate, 0.99))))
+}
+
+// NewService checks cfg and returns a service; Start opens its sockets.
+func NewService(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("qsm: service: %w", err)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	id := binary.BigEndian.Uint64(b[:]) | 1
+	s := &Service{
+		cfg:     cfg,
+		id:      id,
+		quit:    make(chan struct{}),
+		gmsDone: make(chan struct{}),
+		rng:     mrand.New(mrand.NewPCG(id, uint64(time.Now().UnixNano()))),
+		repair:  newLatencyRecorder(4096),
+	}
+	s.eng = newEngine(s)
+	s.SetDropRate(cfg.DropRate)
+	return s, nil
+}
+
+// Start opens the multicast and unicast sockets and the uplink listener,
+// connects to the coordinator and starts the protocol engine. It returns
+// once the sockets are open; the coordinator link is retried in the
+// background until Close or until ctx ends.
+func (s *Service) Start(ctx context.Context) error {
+	ifc, ip, err := multicastInterface(s.cfg.Subnet)
+	if err != nil {
+		return fmt.Errorf("qsm: service: %w", err)
+	}
+	s.ifc, s.ip = ifc, ip
+	lc := net.ListenConfig{Control: listenControl}
+	pc, err := lc.ListenPacket(ctx, "udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("qsm: service: listen on multicast port %d: %w", s.cfg.Port, err)
+	}
+	s.mconn = pc.(*net.UDPConn)
+	if err := setMulticastAll(s.mconn, false); err != nil {
+		s.log0().Warn("cannot turn IP_MULTICAST_ALL off; filtering by region id only", "err", err)
+	}
+	s.mpc = ipv4.NewPacketConn(s.mconn)
+	setBuffers(s.mconn, 8<<20)
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip.AsSlice()})
+	if err != nil {
+		s.mconn.Close()
+		return fmt.Errorf("qsm: service: listen on %v: %w", ip, err)
+	}
+	s.uconn = uc
+	setBuffers(uc, 8<<20)
+	upc := ipv4.NewPacketConn(uc)
+	if err := upc.SetMulticastInterface(ifc); err != nil {
+		s.closeSockets()
+		return fmt.Errorf("qsm: service: multicast interface %s: %w", ifc.Name, err)
+	}
+	upc.SetMulticastTTL(1)
+	upc.SetMulticastLoopback(true)
+	s.uaddr = uc.LocalAddr().(*net.UDPAddr).AddrPort()
+	s.uaddr = netip.AddrPortFrom(s.uaddr.Addr().Unmap(), s.uaddr.Port())
+	s.name = s.cfg.Name
+	if s.name == "" {
+		h, _ := os.Hostname()
+		s.name = h + "/" + s.uaddr.String()
+	}
+	s.log = slog.Default().With("qsm", "service", "node", s.name)
+	if s.cfg.UplinkController {
+		host := s.cfg.UplinkAddress
+		if host == "" {
+			if s.cfg.UplinkSubnet != "" {
+				_, uip, err := multicastInterface(s.cfg.UplinkSubnet)
+				if err != nil {
+					s.closeSockets()
+					return fmt.Errorf("qsm: service: uplink_subnet: %w", err)
+				}
+				host = uip.String()
+			} else {
+				host = "127.0.0.1"
+			}
+		}
+		var tlc net.ListenConfig
+		ln, err := tlc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(s.cfg.UplinkPort)))
+		if err != nil {
+			s.closeSockets()
+			return fmt.Errorf("qsm: service: uplink listen %s:%d: %w", host, s.cfg.UplinkPort, err)
+		}
+		s.ln = ln
+		s.goroutine(s.acceptLoop)
+	}
+	s.goroutine(func() { s.readLoop(s.mconn) })
+	s.goroutine(func() { s.readLoop(s.uconn) })
+	s.goroutine(s.eng.run)
+	s.goroutine(s.gmsLoop)
+	s.goroutine(s.heartbeatLoop)
+	s.goroutine(func() {
+		select {
+		case <-ctx.Done():
+			s.Close()
+		case <-s.quit:
+		}
+	})
+	s.log.Info("service started", "id", fmt.Sprintf("%016x", s.id), "udp", s.uaddr.String(), "uplink", s.Addr(), "interface", ifc.Name)
+	return nil
+}
+
+func (s *Service) log0() *slog.Logger {
+	if s.log != nil {
+		return s.log
+	}
+	return slog.Default()
+}
+
+func (s *Service) goroutine(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Addr returns the uplink address in-process clients dial, or "" when the
+// service accepts no clients or has not started.
+func (s *Service) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// NodeID returns the service's node id.
+func (s *Service) NodeID() uint64 { return s.id }
+
+// DataAddr returns the service's unicast UDP address.
+func (s *Service) DataAddr() netip.AddrPort { return s.uaddr }
+
+// Ready returns a channel closed once the service has installed its first
+// view from the coordinator.
+func (s *Service) Ready() <-chan struct{} { return s.gmsDone }
+
+// Stats returns the service's counters.
+func (s *Service) Stats() Stats {
+	c := &s.ctr
+	st := Stats{
+		DatagramsIn: c.datagramsIn.Load(), DatagramsOut: c.datagramsOut.Load(),
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		BadMagic: c.badMagic.Load(), BadVersion: c.badVersion.Load(), BadChecksum: c.badChecksum.Load(),
+		Truncated: c.truncated.Load(), Malformed: c.malformed.Load(), ForeignRegion: c.foreignRegion.Load(),
+		StaleToken: c.staleToken.Load(), InjectedDrops: c.injected.Load(), SlowConsumer: c.slowConsumer.Load(), Overload: c.overload.Load(),
+		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
+		Delivered: c.delivered.Load(), Forwarded: c.forwarded.Load(), Resent: c.resent.Load(),
+		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(),
+		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
+	}
+	if lat := s.repair.snapshot(); len(lat) > 0 {
+		st.RepairP50 = uint64(Percentile(lat, 50).Microseconds())
+		st.RepairP99 = uint64(Percentile(lat, 99).Microseconds())
+	}
+	return st
+}
+
+// RepairLatencies returns recent times from a gap being noticed to its
+// repair, as observed at this node.
+func (s *Service) RepairLatencies() []time.Duration { return s.repair.snapshot() }
+
+// Close stops the service: it leaves the coordinator, closes the sockets
+// and every client link, and waits for its goroutines. It is idempotent.
+func (s *Service) Close() error {
+	s.closed.Do(func() {
+		close(s.quit)
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		s.closeSockets()
+		s.gmsMu.Lock()
+		if s.gmsW != nil {
+			s.gmsW.fail(net.ErrClosed)
+		}
+		s.gmsMu.Unlock()
+		s.eng.closeClients()
+	})
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Service) closeSockets() {
+	if s.mconn != nil {
+		s.mconn.Close()
+	}
+	if s.uconn != nil {
+		s.uconn.Close()
+	}
+}
+
+// readLoop reads datagrams from one socket, checks and parses them, and
+// hands them to the engine.
+func (s *Service) readLoop(conn *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.ctr.datagramsIn.Add(1)
+		s.ctr.bytesIn.Add(uint64(n))
+		if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
+			s.rngMu.Lock()
+			drop := s.rng.Float64() < rate
+			s.rngMu.Unlock()
+			if drop {
+				s.ctr.injected.Add(1)
+				continue
+			}
+		}
+		ev, err := parseDatagram(buf[:n], from)
+		if err != nil {
+			s.countBad(err)
+			continue
+		}
+		if ev.data == nil {
+			select {
+			case s.eng.ctl <- ev:
+			case <-s.quit:
+				return
+			}
+			continue
+		}
+		// Data never waits for the engine: when its queue is full the
+		// datagram is dropped (and repaired later), so that tokens behind
+		// it in the socket are not held up.
+		select {
+		case s.eng.in <- ev:
+		default:
+			s.ctr.overload.Add(1)
+		}
+	}
+}
+
+func (s *Service) countBad(err error) {
+	switch {
+	case errors.Is(err, ErrBadMagic):
+		s.ctr.badMagic.Add(1)
+	case errors.Is(err, ErrVersion):
+		s.ctr.badVersion.Add(1)
+	case errors.Is(err, ErrChecksum):
+		s.ctr.badChecksum.Add(1)
+	case errors.Is(err, ErrTruncated):
+		s.ctr.truncated.Add(1)
+	default:
+		s.ctr.malformed.Add(1)
+	}
+}
+
+// packet is a checked and parsed datagram.
+type packet struct {
+	hdr   dgHeader
+	from  netip.AddrPort
+	data  *dataBody
+	token *tokenBody
+	ack   *ackBody
+	at    time.Time
+}
+
+// parseDatagram checks a datagram and parses its body.
+func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
+	h, body, err := openDatagram(b)
+	if err != nil {
+		return nil, err
+	}
+	p := &packet{hdr: h, from: from}
+	switch h.Type {
+	case dgData:
+		d, err := parseData(body)
+		if err != nil {
+			return nil, err
+		}
+		p.data = &d
+	case dgToken:
+		t, err := parseToken(body)
+		if err != nil {
+			return nil, err
+		}
+		p.token = &t
+	case dgAck:
+		a, err := parseAck(body)
+		if err != nil {
+			return nil, err
+		}
+		p.ack = &a
+	default:
+		return nil, fmt.Errorf("%w: datagram type %d", ErrMalformed, h.Type)
+	}
+	if h.Sender == 0 || h.Region == 0 {
+		return nil, fmt.Errorf("%w: zero sender or region", ErrMalformed)
+	}
+	return p, nil
+}
+
+// send writes one sealed datagram.
+func (s *Service) send(b []byte, to netip.AddrPort) {
+	if _, err := s.uconn.WriteToUDPAddrPort(b, to); err != nil {
+		select {
+		case <-s.quit:
+		default:
+			s.log.Debug("send failed", "to", to.String(), "err", err)
+		}
+		return
+	}
+	s.ctr.datagramsOut.Add(1)
+	s.ctr.bytesOut.Add(uint64(len(b)))
+}
+
+// joinGroup and leaveGroup change the multicast membership of mconn.
+func (s *Service) joinGroup(a netip.Addr) error {
+	return s.mpc.JoinGroup(s.ifc, &net.UDPAddr{IP: a.AsSlice()})
+}
+
+func (s *Service) leaveGroup(a netip.Addr) error {
+	return s.mpc.LeaveGroup(s.ifc, &net.UDPAddr{IP: a.AsSlice()})
+}
+
+// --- coordinator link -------------------------------------------------
+
+// gmsLoop keeps the link to the coordinator up: it dials, says hello,
+// forwards views to the engine, and redials with backoff when the link
+// drops.
+func (s *Service) gmsLoop() {
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-s.quit:
+			return
+		default:
+		}
+		if s.stopHeartbeats.Load() {
+			<-s.quit // frozen: stay silent
+			return
+		}
+		err := s.gmsSession()
+		select {
+		case <-s.quit:
+			return
+		default:
+		}
+		s.log.Warn("coordinator link down; retrying", "gms", s.cfg.GMSAddress, "err", err, "in", backoff)
+		select {
+		case <-s.quit:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func (s *Service) gmsSession() error {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.Dial("tcp", s.cfg.GMSAddress)
+	if err != nil {
+		return fmt.Errorf("qsm: service: dial coordinator %s: %w", s.cfg.GMSAddress, err)
+	}
+	defer conn.Close()
+	e := encoder{}
+	e.b = append(e.b, gmsMagic...)
+	e.u8(ProtocolVersionMin)
+	e.u8(ProtocolVersionMax)
+	e.u64(s.id)
+	e.str(s.name)
+	e.str(s.uaddr.String())
+	if _, err := conn.Write(appendFrame(nil, gmsHello, e.b)); err != nil {
+		return fmt.Errorf("qsm: service: hello to coordinator: %w", err)
+	}
+	fr := newFrameReader(conn, maxFrame)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	t, body, err := fr.next()
+	if err != nil {
+		return fmt.Errorf("qsm: service: coordinator welcome: %w", err)
+	}
+	if t == gmsError {
+		d := decoder{b: body}
+		code := d.u16()
+		return fmt.Errorf("qsm: service: coordinator refused: %w", codeError(code, d.str()))
+	}
+	if t != gmsWelcome {
+		return fmt.Errorf("%w: coordinator sent frame type %d before welcome", ErrMalformed, t)
+	}
+	w := newConnWriter(conn)
+	wquit := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		w.loop(wquit)
+	}()
+	defer close(wquit)
+	s.gmsMu.Lock()
+	s.gmsW = w
+	s.gmsMu.Unlock()
+	defer func() {
+		s.gmsMu.Lock()
+		if s.gmsW == w {
+			s.gmsW = nil
+		}
+		s.gmsMu.Unlock()
+	}()
+	// Tell the engine the link is (re)established so it sends its groups.
+	select {
+	case s.eng.in <- gmsUp{}:
+	case <-s.quit:
+		return nil
+	}
+	for {
+		conn.SetReadDeadline(time.Time{})
+		t, body, err := fr.next()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case gmsView:
+			v, err := decodeView(body)
+			if err != nil {
+				return fmt.Errorf("qsm: service: view from coordinator: %w", err)
+			}
+			select {
+			case s.eng.in <- v:
+			case <-s.quit:
+				return nil
+			}
+		case gmsError:
+			d := decoder{b: body}
+			code := d.u16()
+			return fmt.Errorf("qsm: service: coordinator: %w", codeError(code, d.str()))
+		default:
+			return fmt.Errorf("%w: coordinator frame type %d", ErrMalformed, t)
+		}
+	}
+}
+
+// gmsSend sends one frame to the coordinator if the link is up.
+func (s *Service) gmsSend(t uint8, body []byte) {
+	s.gmsMu.Lock()
+	w := s.gmsW
+	s.gmsMu.Unlock()
+	if w == nil {
+		return
+	}
+	w.frame(func(b []byte) []byte { return appendFrame(b, t, body) })
+}
+
+func (s *Service) heartbeatLoop() {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			if !s.stopHeartbeats.Load() {
+				s.gmsSend(gmsHeartbeat, nil)
+			}
+		}
+	}
+}
+
+// gmsUp tells the engine the coordinator link came up.
+type gmsUp struct{}
+
+// --- uplink: in-process clients ---------------------------------------
+
+func (s *Service) acceptLoop() {
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.goroutine(func() { s.serveClient(conn) })
+	}
+}
+
+// svcClient is one connected in-process client.
+type svcClient struct {
+	id   uint32
+	name string
+	w    *connWriter
+	quit chan struct{}
+}
+
+var clientIDs atomic.Uint32
+
+func (s *Service) serveClient(conn net.Conn) {
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetReadBuffer(4 << 20)
+		tc.SetWriteBuffer(4 << 20)
+	}
+	fr := newFrameReader(conn, s.cfg.MaxEvent+64)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	t, body, err := fr.next()
+	if err != nil {
+		return
+	}
+	c := &svcClient{id: clientIDs.Add(1), w: newConnWriter(conn), quit: make(chan struct{})}
+	hello := func() error {
+		if t != cliHello {
+			return fmt.Errorf("%w: first frame type %d, not hello", ErrMalformed, t)
+		}
+		d := decoder{b: body}
+		magic := d.take(4)
+		vmin, vmax := d.u8(), d.u8()
+		c.name = d.str()
+		if err := d.done(); err != nil {
+			return err
+		}
+		if string(magic) != cliMagic {
+			return ErrBadMagic
+		}
+		if vmin > ProtocolVersionMax || vmax < ProtocolVersionMin {
+			return fmt.Errorf("%w: client speaks %d-%d, service %d-%d", ErrVersion, vmin, vmax, ProtocolVersionMin, ProtocolVersionMax)
+		}
+		return nil
+	}
+	if err := hello(); err != nil {
+		e := encoder{}
+		e.u32(0)
+		e.u32(0)
+		e.u16(errorCode(err))
+		e.str(err.Error())
+		conn.Write(appendFrame(nil, cliError, e.b))
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	s.goroutine(func() { c.w.loop(c.quit) })
+	defer close(c.quit)
+	e := encoder{}
+	e.u8(ProtocolVersionMax)
+	e.u64(s.id)
+	e.str(s.name)
+	e.u32(uint32(s.cfg.MaxEvent))
+	e.u32(uint32(s.cfg.ClientCredits))
+	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliWelcome, e.b) })
+	if !s.post(clientUp{c}) {
+		return
+	}
+	defer s.post(clientDown{c})
+	for {
+		t, body, err := fr.next()
+		if err != nil {
+			return
+		}
+		var ev any
+		d := decoder{b: body}
+		switch t {
+		case cliJoin:
+			ev = clientJoin{c: c, req: d.u32(), member: d.u32(), channel: d.str()}
+		case cliLeave:
+			ev = clientLeave{c: c, member: d.u32()}
+		case cliPublish:
+			m := d.u32()
+			data := append([]byte(nil), d.b...)
+			d.b = nil
+			ev = clientPublish{c: c, member: m, data: data}
+		case cliStatsReq:
+			req := d.u32()
+			if d.done() == nil {
+				st, _ := json.Marshal(s.Stats())
+				c.w.frame(func(b []byte) []byte {
+					e := encoder{b: b}
+					e.u32(uint32(len(st) + 5))
+					e.u8(cliStats)
+					e.u32(req)
+					return append(e.b, st...)
+				})
+			}
+			continue
+		default:
+			d.fail(fmt.Errorf("%w: client frame type %d", ErrMalformed, t))
+		}
+		if err := d.done(); err != nil {
+			s.log.Warn("bad frame from client; closing its link", "client", c.name, "err", err)
+			e := encoder{}
+			e.u32(0)
+			e.u32(0)
+			e.u16(errorCode(err))
+			e.str(err.Error())
+			c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, e.b) })
+			return
+		}
+		if !s.post(ev) {
+			return
+		}
+	}
+}
+
+// post hands an event to the engine; false when the service is closing.
+func (s *Service) post(ev any) bool {
+	select {
+	case s.eng.in <- ev:
+		return true
+	case <-s.quit:
+		return false
+	}
+}
+
+type clientUp struct{ c *svcClient }
+type clientDown struct{ c *svcClient }
+type clientJoin struct {
+	c       *svcClient
+	req     uint32
+	member  uint32
+	channel string
+}
+type clientLeave struct {
+	c      *svcClient
+	member uint32
+}
+type clientPublish struct {
+	c      *svcClient
+	member uint32
+	data   []byte
+}
+
+// freeze makes the service fall silent without closing its coordinator
+// link, as a hung process would: no heartbeats, no datagrams in or out.
+// Tests use it to check failure detection.
+func (s *Service) freeze() {
+	s.stopHeartbeats.Store(true)
+	s.closeSockets()
+}
+
+// inEngine runs f on the engine goroutine and waits for it (tests and
+// debugging use it to look at protocol state).
+func (s *Service) inEngine(f func(e *engine)) bool {
+	done := make(chan struct{})
+	if !s.post(func(e *engine) { f(e); close(done) }) {
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-s.quit:
+		return false
+	}
+}

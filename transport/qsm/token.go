@@ -1,0 +1,524 @@
+package qsm
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+func errMalformedf(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, a...))
+}
+
+// maxForwardPerVisit caps the messages one node forwards per token visit,
+// and maxForwardPerDest those it sends one node, so that a repair burst
+// does not overflow the receiver's socket buffer; the rest follows in
+// later rounds or from other nodes.
+const (
+	maxForwardPerVisit = 2048
+	maxForwardPerDest  = 512
+)
+
+// ring returns the participants of a ring: the nodes of partition idx at
+// level 0, the partition leaders at level 1.
+func (e *engine) ring(level uint8, idx int) []uint64 {
+	if level == levelPartition {
+		if idx < 0 || idx >= len(e.parts) {
+			return nil
+		}
+		return e.parts[idx]
+	}
+	leaders := make([]uint64, len(e.parts))
+	for i, p := range e.parts {
+		leaders[i] = p[0]
+	}
+	return leaders
+}
+
+// myPos returns my position in a ring of the given level, or -1.
+func (e *engine) myPos(level uint8) int {
+	if level == levelPartition {
+		return e.myIdx
+	}
+	if e.myIdx != 0 {
+		return -1
+	}
+	return e.myPart
+}
+
+func (e *engine) addrOf(id uint64) (netip.AddrPort, bool) {
+	n := e.view.node(id)
+	if n == nil {
+		return netip.AddrPort{}, false
+	}
+	return n.Addr, true
+}
+
+// startRound starts a new round of the ring this node leads at level.
+func (e *engine) startRound(level uint8, now time.Time) {
+	// One round at a time: a new one starts when the last came back, or
+	// when it is overdue (its token was lost).
+	if e.inRound[level] && now.Sub(e.roundAt[level]) < e.roundTimeout() {
+		return
+	}
+	e.inRound[level] = true
+	e.round[level]++
+	if traceHook != nil {
+		traceHook(e, "start round", 20000+e.round[level])
+	}
+	e.roundAt[level] = now
+	t := &tokenBody{Level: level, Round: e.round[level]}
+	ring := e.ring(level, e.myPart)
+	if level == levelPartition {
+		t.Ring = uint16(e.myPart)
+	}
+	if level == levelPartition {
+		// Carry on the streams the last round left unstable, with what
+		// every node reported then, so that nodes early in the ring can
+		// repair those after them; and tell the ring what it held in
+		// common (what may be freed).
+		if last := e.lastToken; last != nil {
+			for _, en := range last.Streams {
+				if sum := e.partSummary[en.Sender]; sum != nil && sum.minAck < sum.hi && len(en.Slots) == len(ring) {
+					t.Streams = append(t.Streams, en)
+				}
+			}
+		}
+		for sender, sum := range e.partSummary {
+			if sum.minAck < sum.hi {
+				entry(t, sender, len(ring))
+			}
+		}
+		e.fill(t, level, 0, len(ring))
+		for i := range t.Streams {
+			t.Streams[i].Stable = e.prevStable[t.Streams[i].Sender]
+		}
+	} else {
+		e.fill(t, level, 0, len(ring))
+	}
+	if len(ring) == 1 {
+		e.complete(t, level)
+		e.inRound[level] = false
+		return
+	}
+	e.passToken(t, ring[1])
+}
+
+// roundTimeout is how long a leader waits for its token to come back.
+func (e *engine) roundTimeout() time.Duration {
+	return max(4*e.tick, 40*time.Millisecond)
+}
+
+func (e *engine) passToken(t *tokenBody, to uint64) {
+	addr, ok := e.addrOf(to)
+	if !ok {
+		return
+	}
+	h := dgHeader{Type: dgToken, Sender: e.s.id, Region: e.region.ID, Epoch: e.region.Epoch}
+	e.s.send(encodeDatagram(h, t.append(nil)), addr)
+	e.s.ctr.tokens.Add(1)
+}
+
+func (e *engine) onToken(p *packet) {
+	t := p.token
+	if traceHook != nil {
+		traceHook(e, fmt.Sprintf("token round %d from %x", t.Round, p.hdr.Sender&0xfff), 20000+t.Round)
+	}
+	if e.region == nil || p.hdr.Region != e.region.ID || p.hdr.Epoch != e.region.Epoch {
+		e.s.ctr.staleToken.Add(1)
+		return
+	}
+	if _, ok := slices.BinarySearch(e.region.Members, p.hdr.Sender); !ok {
+		e.s.ctr.foreignRegion.Add(1)
+		return
+	}
+	idx := int(t.Ring)
+	if t.Level == levelRegion {
+		idx = e.myPart
+	} else if idx != e.myPart {
+		e.s.ctr.staleToken.Add(1)
+		return
+	}
+	ring := e.ring(t.Level, idx)
+	pos := e.myPos(t.Level)
+	if pos < 0 || len(ring) == 0 {
+		e.s.ctr.staleToken.Add(1)
+		return
+	}
+	for i := range t.Streams {
+		if len(t.Streams[i].Slots) != len(ring) {
+			e.s.ctr.malformed.Add(1)
+			return
+		}
+	}
+	if pos == 0 {
+		if t.Round != e.round[t.Level] {
+			// A round that came back late: too late to count, but the
+			// leader can still repair what its predecessors lacked.
+			e.s.ctr.staleToken.Add(1)
+			if t.Level == levelPartition && t.Round < e.round[t.Level] && e.round[t.Level]-t.Round <= 2 {
+				e.fill(t, t.Level, 0, len(ring))
+			}
+			return
+		}
+		e.fill(t, t.Level, 0, len(ring))
+		e.complete(t, t.Level)
+		e.inRound[t.Level] = false
+		return
+	}
+	if t.Round < e.seenRound[t.Level] {
+		e.s.ctr.staleToken.Add(1)
+		return
+	}
+	e.seenRound[t.Level] = t.Round
+	e.fill(t, t.Level, pos, len(ring))
+	e.passToken(t, ring[(pos+1)%len(ring)])
+}
+
+// entry returns the token's entry for sender, adding it if there is room.
+func entry(t *tokenBody, sender uint64, nslots int) *tokenStream {
+	for i := range t.Streams {
+		if t.Streams[i].Sender == sender {
+			return &t.Streams[i]
+		}
+	}
+	if len(t.Streams) >= maxTokenStreams {
+		return nil
+	}
+	t.Streams = append(t.Streams, tokenStream{Sender: sender, Slots: make([]tokenSlot, nslots)})
+	return &t.Streams[len(t.Streams)-1]
+}
+
+// active reports whether a received stream still needs the token.
+func (rs *recvStream) active(now time.Time) bool {
+	if !rs.started {
+		return false
+	}
+	return rs.hi > rs.lastStable || len(rs.pending) > 0 || now.Sub(rs.lastData) < time.Second
+}
+
+// fill writes this node's state into its slot of a token and, at level 0,
+// forwards messages that other participants lack.
+func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
+	now := time.Now()
+	if level == levelRegion {
+		for sender, sum := range e.partSummary {
+			if en := entry(t, sender, nslots); en != nil {
+				en.Hi = max(en.Hi, sum.hi)
+			}
+		}
+		for i := range t.Streams {
+			en := &t.Streams[i]
+			sl := &en.Slots[pos]
+			if sum := e.partSummary[en.Sender]; sum != nil {
+				ms, upto := capRanges(sum.missing, maxSlotRanges, sum.hi)
+				*sl = tokenSlot{State: slotStarted, Ack: sum.minAck, Upto: upto, Missing: ms}
+			} else if st, ok := e.prevStable[en.Sender]; ok {
+				*sl = tokenSlot{State: slotStarted, Ack: st, Upto: st}
+			} else {
+				*sl = tokenSlot{State: slotUnstarted}
+			}
+		}
+		return
+	}
+	for sender, rs := range e.recvs {
+		if rs.active(now) {
+			entry(t, sender, nslots)
+		}
+	}
+	if own := e.sends[e.region.ID]; own != nil && own.unstable() > 0 {
+		entry(t, e.s.id, nslots)
+	}
+	budget := maxForwardPerVisit
+	for i := range t.Streams {
+		en := &t.Streams[i]
+		sl := &en.Slots[pos]
+		if en.Sender == e.s.id {
+			own := e.sends[e.region.ID]
+			if own == nil {
+				*sl = tokenSlot{State: slotStarted, Ack: en.Hi, Upto: en.Hi}
+				continue
+			}
+			en.Hi = max(en.Hi, own.next-1)
+			*sl = tokenSlot{State: slotStarted, Ack: own.next - 1, Upto: own.next - 1}
+			budget = e.forward(en, pos, budget, func(seq uint64) *message {
+				if m := own.get(seq); m != nil {
+					return &m.message
+				}
+				return nil
+			}, own.streamEpoch, own.epochStart)
+			continue
+		}
+		rs := e.recvs[en.Sender]
+		if rs == nil || !rs.started {
+			*sl = tokenSlot{State: slotUnstarted}
+			continue
+		}
+		if en.Stable > rs.lastStable {
+			rs.lastStable = en.Stable
+			rs.free(en.Stable)
+		}
+		// Report gaps only below the highest seq this node has seen
+		// itself: above it, messages may simply be on their way.
+		en.Hi = max(en.Hi, rs.hi)
+		ack := rs.next - 1
+		var miss []seqRange
+		if rs.hi > ack {
+			keys := make([]uint64, 0, len(rs.pending))
+			for k := range rs.pending {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			from := ack + 1
+			for _, k := range keys {
+				if k > from {
+					miss = append(miss, seqRange{from, k - 1})
+				}
+				from = k + 1
+				if len(miss) > maxSlotRanges {
+					break
+				}
+			}
+			if from <= rs.hi && len(miss) <= maxSlotRanges {
+				miss = append(miss, seqRange{from, rs.hi})
+			}
+		}
+		ms, upto := capRanges(miss, maxSlotRanges, max(rs.hi, ack))
+		for _, r := range ms {
+			if rs.gapAt == nil {
+				rs.gapAt = map[uint64]time.Time{}
+			}
+			for x := r.From; x <= r.To && len(rs.gapAt) < 1<<16; x++ {
+				if _, ok := rs.gapAt[x]; !ok {
+					rs.gapAt[x] = now
+				}
+			}
+		}
+		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}
+		if traceHook != nil {
+			for _, r := range ms {
+				for x := r.From; x <= r.To; x++ {
+					traceHook(e, fmt.Sprintf("report(round %d)", t.Round), x)
+				}
+			}
+		}
+		budget = e.forward(en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
+	}
+}
+
+// forward sends other participants of a partition ring the messages of a
+// stream they lack and this node holds, and removes them from their
+// missing lists so that the nodes after this one do not send them too.
+func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *message, streamEpoch, epochStart uint64) int {
+	ring := e.parts[e.myPart]
+	for j := range en.Slots {
+		if j == pos || budget <= 0 {
+			continue
+		}
+		sl := &en.Slots[j]
+		if sl.State != slotStarted || len(sl.Missing) == 0 {
+			continue
+		}
+		addr, ok := e.addrOf(ring[j])
+		if !ok {
+			continue
+		}
+		var sent []seqRange
+		e.fwd.n = 0
+		quota := maxForwardPerDest
+		d := dataBody{StreamEpoch: streamEpoch, EpochStart: epochStart, Hi: en.Hi, Flags: dataFlagRepair}
+		h := dgHeader{Type: dgData, Sender: en.Sender, Region: e.region.ID, Epoch: e.region.Epoch}
+		for _, r := range sl.Missing {
+			for x := r.From; x <= r.To && budget > 0 && quota > 0; x++ {
+				m := get(x)
+				if m == nil {
+					continue
+				}
+				if e.fwd.n == 0 {
+					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+				} else if !e.fwd.fits(m) {
+					e.s.send(e.fwd.finish(en.Hi), addr)
+					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+				}
+				e.fwd.add(m)
+				if traceHook != nil {
+					traceHook(e, fmt.Sprintf("fwd->idx%d", j), x)
+				}
+				budget--
+				quota--
+				e.s.ctr.forwarded.Add(1)
+				sent = appendClamped(sent, seqRange{x, x}, 0, x)
+			}
+		}
+		if e.fwd.n > 0 {
+			e.s.send(e.fwd.finish(en.Hi), addr)
+			e.fwd.n = 0
+		}
+		if len(sent) > 0 {
+			sl.Missing = subtract(sl.Missing, sent)
+		}
+	}
+	return budget
+}
+
+// complete ends a round at the ring's leader.
+func (e *engine) complete(t *tokenBody, level uint8) {
+	if level == levelPartition {
+		sums := map[uint64]*streamSummary{}
+		for i := range t.Streams {
+			en := &t.Streams[i]
+			minAck := en.Hi
+			var lack []seqRange
+			for j := range en.Slots {
+				sl := &en.Slots[j]
+				a := uint64(0)
+				if sl.State == slotStarted {
+					a = sl.Ack
+				}
+				minAck = min(minAck, a)
+			}
+			for j := range en.Slots {
+				l := lackingOf(&en.Slots[j], minAck, en.Hi)
+				if j == 0 {
+					lack = l
+				} else {
+					lack = intersect(lack, l)
+				}
+			}
+			e.prevStable[en.Sender] = minAck
+			sums[en.Sender] = &streamSummary{hi: en.Hi, minAck: minAck, missing: lack}
+		}
+		e.partSummary = sums
+		e.lastToken = t
+		if len(e.parts) == 1 {
+			for sender, sum := range sums {
+				naks := make([]ackNak, 0, len(sum.missing))
+				for _, r := range sum.missing {
+					naks = append(naks, ackNak{From: r.From, To: r.To})
+				}
+				e.sendAck(sender, sum.minAck, naks)
+			}
+		}
+		return
+	}
+	// Region ring: stability over all partitions; a range that a whole
+	// partition lacks goes to its leader, one the whole region lacks is
+	// multicast again.
+	for i := range t.Streams {
+		en := &t.Streams[i]
+		stable := en.Hi
+		for j := range en.Slots {
+			a := uint64(0)
+			if en.Slots[j].State == slotStarted {
+				a = en.Slots[j].Ack
+			}
+			stable = min(stable, a)
+		}
+		lacks := make([][]seqRange, len(en.Slots))
+		var all []seqRange
+		for j := range en.Slots {
+			lacks[j] = lackingOf(&en.Slots[j], stable, en.Hi)
+			if j == 0 {
+				all = lacks[j]
+			} else {
+				all = intersect(all, lacks[j])
+			}
+		}
+		var naks []ackNak
+		for _, r := range all {
+			naks = append(naks, ackNak{From: r.From, To: r.To})
+		}
+		for j := range en.Slots {
+			if en.Slots[j].State != slotStarted {
+				continue
+			}
+			for _, r := range subtract(lacks[j], all) {
+				naks = append(naks, ackNak{From: r.From, To: r.To, Target: e.parts[j][0]})
+			}
+		}
+		if len(naks) > maxAckNaks {
+			naks = naks[:maxAckNaks]
+		}
+		e.sendAck(en.Sender, stable, naks)
+	}
+}
+
+func (e *engine) sendAck(sender, stable uint64, naks []ackNak) {
+	a := &ackBody{Stable: stable, Naks: naks}
+	if len(a.Naks) > maxAckNaks {
+		a.Naks = a.Naks[:maxAckNaks]
+	}
+	h := dgHeader{Type: dgAck, Sender: e.s.id, Region: e.region.ID, Epoch: e.region.Epoch}
+	if sender == e.s.id {
+		e.onAck(&packet{hdr: h, ack: a})
+		return
+	}
+	addr, ok := e.addrOf(sender)
+	if !ok {
+		return
+	}
+	e.s.send(encodeDatagram(h, a.append(nil)), addr)
+}
+
+// onAck handles a region leader's report at the sender: it frees stable
+// messages and sends again what the region or a partition lacks.
+func (e *engine) onAck(p *packet) {
+	e.s.ctr.acks.Add(1)
+	if p.hdr.Sender != e.s.id && e.view.node(p.hdr.Sender) == nil {
+		e.s.ctr.foreignRegion.Add(1)
+		return
+	}
+	st := e.sends[p.hdr.Region]
+	if st == nil || p.hdr.Epoch != st.epoch {
+		e.s.ctr.staleToken.Add(1)
+		return
+	}
+	a := p.ack
+	if a.Stable > st.stable && a.Stable < st.next {
+		n := a.Stable - st.stable
+		clear(st.buf[:n])
+		st.buf = st.buf[n:]
+		st.stable = a.Stable
+		if len(st.buf) == 0 {
+			st.buf = nil
+		}
+	}
+	now := time.Now()
+	gap := max(e.tick, 5*time.Millisecond)
+	budget := e.s.cfg.Window
+	var b dgBuilder
+	for _, k := range a.Naks {
+		to := st.dst
+		if k.Target != 0 {
+			addr, ok := e.addrOf(k.Target)
+			if !ok {
+				continue
+			}
+			to = addr
+		}
+		b.n = 0
+		d := st.body(dataFlagRepair)
+		h := dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}
+		for x := max(k.From, st.stable+1); x <= k.To && x < st.next && budget > 0; x++ {
+			m := st.get(x)
+			if m == nil || now.Sub(m.resent) < gap {
+				continue
+			}
+			m.resent = now
+			if b.n == 0 {
+				b.begin(h, &d, to, e.s.cfg.MTU)
+			} else if !b.fits(&m.message) {
+				e.s.send(b.finish(st.next-1), to)
+				b.begin(h, &d, to, e.s.cfg.MTU)
+			}
+			b.add(&m.message)
+			budget--
+			e.s.ctr.resent.Add(1)
+		}
+		if b.n > 0 {
+			e.s.send(b.finish(st.next-1), to)
+		}
+	}
+	e.admit()
+}

@@ -1,0 +1,753 @@
+package relay
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// handshakeTimeout bounds how long a new connection may take to say hello.
+const handshakeTimeout = 10 * time.Second
+
+// maxCtrlBacklog bounds control frames queued for a client that does not
+// read; past it the client is disconnected.
+const maxCtrlBacklog = 256 << 20
+
+// sconn is one client connection at the server. Its reader runs in the
+// goroutine that called serve; serve starts one writer goroutine. Both are
+// owned by the server's WaitGroup.
+type sconn struct {
+	s      *Server
+	nc     net.Conn
+	parser *Parser
+
+	// Set by the handshake, then read-only.
+	id     string
+	name   string
+	admin  bool
+	client *clientRec
+
+	mu      sync.Mutex // protects ctrl, members, list, closed, err
+	ctrl    []byte     // encoded control frames waiting for the writer
+	members map[string]*member
+	list    []*member // copy-on-write snapshot of members for the writer
+	closed  bool
+	err     error
+
+	wake chan struct{}
+	quit chan struct{}
+	done chan struct{} // closed when serve returns
+
+	asm map[uint64]*assembly // checkpoints being received (reader only)
+}
+
+// assembly is a checkpoint arriving in chunks.
+type assembly struct {
+	ch    *channel
+	seq   uint64
+	total uint64
+	buf   []byte
+}
+
+func newSconn(s *Server, nc net.Conn) *sconn {
+	return &sconn{
+		s:       s,
+		nc:      nc,
+		parser:  NewParser(helloMax),
+		members: map[string]*member{},
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		asm:     map[uint64]*assembly{},
+	}
+}
+
+// signal wakes the writer.
+func (c *sconn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close ends the connection; the reader and writer stop. Idempotent.
+func (c *sconn) close(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.err = err
+	close(c.quit)
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+// queue appends a control frame built by fn.
+func (c *sconn) queue(typ byte, fn func(b []byte) []byte) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var off int
+	c.ctrl, off = beginFrame(c.ctrl, typ)
+	c.ctrl = fn(c.ctrl)
+	c.ctrl = endFrame(c.ctrl, off)
+	over := len(c.ctrl) > maxCtrlBacklog
+	c.mu.Unlock()
+	if over {
+		c.s.log.Warn("relay: client does not read its connection; disconnecting it", "client", c.name)
+		c.close(errors.New("control backlog over limit"))
+		return
+	}
+	c.signal()
+}
+
+func (c *sconn) sendError(reqID uint64, err error) {
+	code := codeOf(err)
+	msg := err.Error()
+	var re *Error
+	if errors.As(err, &re) {
+		msg = re.Msg
+	}
+	c.queue(tError, func(b []byte) []byte {
+		b = putU64(b, reqID)
+		b = putU16(b, uint16(code))
+		return putStr(b, truncate(msg))
+	})
+}
+
+func truncate(s string) string {
+	if len(s) > maxString {
+		return s[:maxString]
+	}
+	return s
+}
+
+func (c *sconn) sendAck(counter, seq uint64) {
+	c.queue(tAck, func(b []byte) []byte { return putU64(putU64(b, counter), seq) })
+}
+
+func (c *sconn) sendOK(reqID uint64) {
+	c.queue(tOK, func(b []byte) []byte { return putU64(b, reqID) })
+}
+
+func (c *sconn) sendCkptReq(channel string, id uint64) {
+	c.queue(tCkptReq, func(b []byte) []byte { return putU64(putStr(b, channel), id) })
+}
+
+func (c *sconn) sendChange(kind byte, info transport.ChannelInfo) {
+	c.queue(tChange, func(b []byte) []byte { return putInfo(putU8(b, kind), info) })
+}
+
+func putInfo(b []byte, info transport.ChannelInfo) []byte {
+	b = putStr(b, info.Name)
+	b = putStr(b, info.ID)
+	b = putStr(b, truncate(info.Comment))
+	b = putU32(b, uint32(int32(info.Members)))
+	return putU64(b, info.LastSeq)
+}
+
+func getInfo(d *dec) transport.ChannelInfo {
+	return transport.ChannelInfo{Name: d.str(), ID: d.str(), Comment: d.str(), Members: int(int32(d.u32())), LastSeq: d.u64()}
+}
+
+// memberGone takes m off this connection and tells the client why. It
+// takes only c.mu, so it may be called with ch.mu held.
+func (c *sconn) memberGone(m *member, err error) {
+	c.mu.Lock()
+	if c.members[m.ch.info.Name] == m {
+		delete(c.members, m.ch.info.Name)
+		c.rebuildListLocked()
+	}
+	c.mu.Unlock()
+	var re *Error
+	code, msg := codeOf(err), err.Error()
+	if errors.As(err, &re) {
+		msg = re.Msg
+	}
+	c.queue(tMemberError, func(b []byte) []byte {
+		b = putStr(b, m.ch.info.Name)
+		b = putU16(b, uint16(code))
+		return putStr(b, truncate(msg))
+	})
+}
+
+// dropMember removes m from its channel and from this connection.
+func (c *sconn) dropMember(m *member, err error) {
+	m.ch.mu.Lock()
+	m.ch.removeMemberLocked(m)
+	m.ch.mu.Unlock()
+	c.memberGone(m, err)
+}
+
+func (c *sconn) rebuildListLocked() {
+	list := make([]*member, 0, len(c.members))
+	for _, m := range c.members {
+		list = append(list, m)
+	}
+	c.list = list
+}
+
+// serve runs the connection: handshake, writer, reader; it cleans up when
+// the reader stops.
+func (c *sconn) serve() {
+	defer close(c.done)
+	defer func() {
+		c.close(nil)
+		c.mu.Lock()
+		members := c.list
+		c.members = map[string]*member{}
+		c.list = nil
+		c.mu.Unlock()
+		for _, m := range members {
+			m.ch.mu.Lock()
+			m.ch.removeMemberLocked(m)
+			m.ch.mu.Unlock()
+		}
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	}()
+	buf := make([]byte, 64<<10)
+	if err := c.handshake(buf); err != nil {
+		c.s.log.Info("relay: handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+		return
+	}
+	c.s.go_(c.writeLoop)
+	for {
+		n, err := c.nc.Read(buf)
+		if n > 0 {
+			if perr := c.parser.Feed(buf[:n], c.dispatch); perr != nil {
+				c.s.log.Info("relay: closing connection after a bad frame", "client", c.name, "err", perr)
+				c.sendError(0, perr)
+				c.flushAndClose()
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.s.log.Debug("relay: connection read", "client", c.name, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// flushAndClose lets the writer send what is queued (the error frame),
+// briefly, then closes.
+func (c *sconn) flushAndClose() {
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		empty := len(c.ctrl) == 0
+		c.mu.Unlock()
+		if empty {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // let the writer's flush finish
+	c.close(nil)
+}
+
+// handshake reads the hello and answers welcome or an error.
+func (c *sconn) handshake(buf []byte) error {
+	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	defer c.nc.SetReadDeadline(time.Time{})
+	// Read exactly the hello; frames the client pipelined after it stay
+	// in the socket for the main loop.
+	htype, hello, err := readFrame(c.nc, helloMax)
+	if err != nil {
+		var re *Error
+		if errors.As(err, &re) {
+			c.writeDirect(tError, func(b []byte) []byte {
+				return putStr(putU16(putU64(b, 0), uint16(re.Code)), re.Msg)
+			})
+		}
+		return err
+	}
+	fail := func(e *Error) error {
+		c.writeDirect(tError, func(b []byte) []byte { return putStr(putU16(putU64(b, 0), uint16(e.Code)), e.Msg) })
+		return e
+	}
+	if htype != tHello {
+		return fail(errf(CodeProtocol, "expected hello, got %s frame", frameName(htype)))
+	}
+	d := dec{b: hello}
+	var mg [4]byte
+	for i := range mg {
+		mg[i] = d.u8()
+	}
+	vmin, vmax := d.u16(), d.u16()
+	id, name, secret := d.str(), d.str(), d.str()
+	if d.err != nil || mg != magic {
+		return fail(errf(CodeProtocol, "not a relay hello"))
+	}
+	if vmin > ProtocolVersionMax || vmax < ProtocolVersionMin {
+		return fail(errf(CodeVersion, "client speaks protocol versions %d..%d, this relay %d..%d", vmin, vmax, ProtocolVersionMin, ProtocolVersionMax))
+	}
+	version := min(vmax, ProtocolVersionMax)
+	if id == "" {
+		return fail(errf(CodeProtocol, "hello without a client id"))
+	}
+	if sec := c.s.cfg.Secret; sec != "" {
+		switch {
+		case subtle.ConstantTimeCompare([]byte(sec), []byte(secret)) == 1:
+			c.admin = true
+		case secret != "":
+			return fail(errf(CodeDenied, "wrong relay secret"))
+		case len(c.s.cfg.Tokens) == 0:
+			return fail(errf(CodeDenied, "this relay needs a secret (set the client's secret)"))
+		}
+	} else {
+		c.admin = true
+	}
+	c.id, c.name = id, name
+	if c.name == "" {
+		c.name = id
+	}
+	// A client that reconnects replaces its old connection; wait until the
+	// old one has stopped so publishes are never applied out of order.
+	c.s.mu.Lock()
+	var old *sconn
+	for o := range c.s.conns {
+		if o != c && o.id == id {
+			old = o
+		}
+	}
+	c.s.mu.Unlock()
+	if old != nil {
+		old.close(errors.New("replaced by a new connection of the same client"))
+		select {
+		case <-old.done:
+		case <-c.s.quit:
+			return transport.ErrClosed
+		}
+	}
+	c.client = c.s.clientRec(id)
+	c.parser.SetMax(c.s.maxFrame)
+	return c.writeDirect(tWelcome, func(b []byte) []byte {
+		b = putU16(b, version)
+		b = putU64(b, c.s.epoch)
+		b = putU32(b, uint32(c.s.cfg.MaxEvent))
+		return putU32(b, uint32(c.s.maxFrame))
+	})
+}
+
+// writeDirect writes one frame before the writer runs.
+func (c *sconn) writeDirect(typ byte, fn func(b []byte) []byte) error {
+	b, off := beginFrame(nil, typ)
+	b = endFrame(fn(b), off)
+	c.nc.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	defer c.nc.SetWriteDeadline(time.Time{})
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// writeLoop writes control frames and pulls events, states and chunks from
+// the members, flushing when there is nothing more to send.
+func (c *sconn) writeLoop() {
+	bw := bufio.NewWriterSize(c.nc, 256<<10)
+	var spare []byte
+	var frames [][]byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.quit:
+			return
+		}
+		for {
+			c.mu.Lock()
+			ctrl := c.ctrl
+			c.ctrl = spare[:0]
+			list := c.list
+			c.mu.Unlock()
+			// Events first, then the control frames taken before them:
+			// acknowledgements never run ahead of the events this
+			// connection receives, so a pipelining publisher cannot make
+			// its own subscription lag.
+			wrote := false
+			for _, m := range list {
+				frames = m.fill(frames[:0])
+				for _, f := range frames {
+					if _, err := bw.Write(f); err != nil {
+						c.close(err)
+						return
+					}
+				}
+				if len(frames) > 0 {
+					wrote = true
+				}
+			}
+			clear(frames)
+			if len(ctrl) > 0 {
+				wrote = true
+				if _, err := bw.Write(ctrl); err != nil {
+					c.close(err)
+					return
+				}
+			}
+			if cap(ctrl) <= 1<<20 {
+				spare = ctrl[:0]
+			} else {
+				spare = nil
+			}
+			if !wrote {
+				break
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			c.close(err)
+			return
+		}
+	}
+}
+
+// eventBatch is how many events one member may send per writer round.
+const eventBatch = 1024
+
+// fill appends the frames m should send next: one state chunk, or a batch
+// of events.
+func (m *member) fill(frames [][]byte) [][]byte {
+	ch := m.ch
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if m.left {
+		return frames
+	}
+	if x := m.xfer; x != nil {
+		n := min(chunkSize, len(x.data)-x.off)
+		flags := x.flags
+		if x.off+n == len(x.data) {
+			flags |= chunkLast
+			m.xfer = nil
+		}
+		hdr, off := beginFrame(make([]byte, 0, 64+len(ch.info.Name)), tState)
+		hdr = putStr(hdr, ch.info.Name)
+		hdr = putU64(hdr, x.seq)
+		hdr = putU64(hdr, uint64(len(x.data)))
+		hdr = putU8(hdr, flags)
+		hdr = appendUvarintLen(hdr, n)
+		binaryPutLen(hdr, off, len(hdr)-off-4+n)
+		frames = append(frames, hdr, x.data[x.off:x.off+n])
+		x.off += n
+		return frames
+	}
+	if !m.synced {
+		return frames
+	}
+	if m.cursor <= ch.base {
+		// The log was trimmed while m received a state.
+		ch.needStateLocked(m, m.cursor-1, false, true)
+		return frames
+	}
+	evs := ch.eventsLocked(m.cursor, eventBatch)
+	for _, ev := range evs {
+		frames = append(frames, ev.frame)
+	}
+	m.cursor += uint64(len(evs))
+	return frames
+}
+
+// dispatch handles one frame from the client (reader goroutine).
+func (c *sconn) dispatch(typ byte, body []byte) error {
+	d := dec{b: body}
+	switch typ {
+	case tPublish:
+		counter, name := d.u64(), d.str()
+		data := d.raw(c.s.maxFrame)
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "publish frame: %v", err)
+		}
+		c.publish(counter, name, data)
+	case tJoin:
+		reqID, name, token, flags, epoch, from := d.u64(), d.str(), d.str(), d.u8(), d.u64(), d.u64()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "join frame: %v", err)
+		}
+		if err := c.join(reqID, name, token, flags, epoch, from); err != nil {
+			c.sendError(reqID, err)
+		}
+	case tLeave:
+		reqID, name := d.u64(), d.str()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "leave frame: %v", err)
+		}
+		c.mu.Lock()
+		m := c.members[name]
+		c.mu.Unlock()
+		if m == nil {
+			c.sendError(reqID, errf(CodeNotJoined, "not joined to channel %q", name))
+			return nil
+		}
+		m.ch.mu.Lock()
+		m.ch.removeMemberLocked(m)
+		m.ch.mu.Unlock()
+		c.mu.Lock()
+		if c.members[name] == m {
+			delete(c.members, name)
+			c.rebuildListLocked()
+		}
+		c.mu.Unlock()
+		c.sendOK(reqID)
+	case tCkptData:
+		name, id, seq, total, flags := d.str(), d.u64(), d.u64(), d.u64(), d.u8()
+		chunk := d.raw(c.s.maxFrame)
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "checkpoint frame: %v", err)
+		}
+		return c.checkpointChunk(name, id, seq, total, flags, chunk)
+	case tResync:
+		name, received, gen := d.str(), d.u64(), d.u64()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "resync frame: %v", err)
+		}
+		c.mu.Lock()
+		m := c.members[name]
+		c.mu.Unlock()
+		if m == nil {
+			return nil
+		}
+		ch := m.ch
+		ch.mu.Lock()
+		if !m.left && m.synced && m.xfer == nil && m.stateGen == gen && received < m.cursor {
+			c.s.log.Info("relay: member fell behind locally; catching it up by state transfer", "channel", name, "client", c.name)
+			ch.needStateLocked(m, received, false, true)
+		}
+		ch.mu.Unlock()
+	case tList:
+		reqID := d.u64()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "list frame: %v", err)
+		}
+		list := c.s.Channels()
+		c.queue(tChannels, func(b []byte) []byte {
+			b = putU64(b, reqID)
+			b = putU32(b, uint32(len(list)))
+			for _, info := range list {
+				b = putInfo(b, info)
+			}
+			return b
+		})
+	case tCreate:
+		reqID := d.u64()
+		info := getInfo(&d)
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "create frame: %v", err)
+		}
+		if !c.mayManage() {
+			c.sendError(reqID, errf(CodeDenied, "creating channels needs the relay's secret or a relay that allows creation"))
+			return nil
+		}
+		// Run outside the reader: the store write may wait for a commit.
+		if err := c.s.CreateChannel(info); err != nil {
+			c.sendError(reqID, err)
+		} else {
+			c.sendOK(reqID)
+		}
+	case tRemove:
+		reqID, name := d.u64(), d.str()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "remove frame: %v", err)
+		}
+		if !c.mayManage() {
+			c.sendError(reqID, errf(CodeDenied, "removing channels needs the relay's secret or a relay that allows creation"))
+			return nil
+		}
+		if err := c.s.RemoveChannel(name); err != nil {
+			c.sendError(reqID, err)
+		} else {
+			c.sendOK(reqID)
+		}
+	case tPing:
+		tok := d.u64()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "ping frame: %v", err)
+		}
+		c.queue(tPong, func(b []byte) []byte { return putU64(b, tok) })
+	case tPong:
+	default:
+		return errf(CodeProtocol, "unexpected %s frame from a client", frameName(typ))
+	}
+	return nil
+}
+
+func (c *sconn) mayManage() bool {
+	if c.s.cfg.Secret != "" {
+		return c.admin
+	}
+	return c.s.cfg.AllowCreate
+}
+
+func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from uint64) error {
+	if err := checkChannelName(name); err != nil {
+		return err
+	}
+	if err := c.s.authJoin(c.admin, name, token); err != nil {
+		return err
+	}
+	ch := c.s.channel(name)
+	if ch == nil {
+		if !c.s.cfg.AllowCreate || (c.s.cfg.Secret != "" && !c.admin) {
+			return errf(CodeNoChannel, "channel %q does not exist on this relay (create it, or run the relay with channel creation allowed)", name)
+		}
+		var err error
+		if ch, err = c.s.createChannel(transport.ChannelInfo{Name: name}, true); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	if c.members[name] != nil {
+		c.mu.Unlock()
+		return errf(CodeAlreadyJoined, "this client already joined channel %q", name)
+	}
+	c.mu.Unlock()
+	m := &member{c: c, ch: ch}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed {
+		return errf(CodeNoChannel, "channel %q was removed", name)
+	}
+	ch.members[m] = struct{}{}
+	c.mu.Lock()
+	c.members[name] = m
+	c.rebuildListLocked()
+	var off int
+	c.ctrl, off = beginFrame(c.ctrl, tJoined)
+	c.ctrl = putU64(putStr(putU64(c.ctrl, reqID), name), ch.committed)
+	c.ctrl = endFrame(c.ctrl, off)
+	c.mu.Unlock()
+	c.signal()
+	resume := flags&joinResume != 0 && epoch == c.s.epoch && from <= ch.committed
+	switch {
+	case resume && from >= ch.base:
+		m.stateGen++
+		m.xfer = &xfer{seq: from, flags: stateNone}
+		m.cursor = from + 1
+		m.synced = true
+	case resume:
+		ch.needStateLocked(m, from, false, false)
+	default:
+		ch.needStateLocked(m, 0, true, false)
+	}
+	return nil
+}
+
+// publish orders one event (reader goroutine).
+func (c *sconn) publish(counter uint64, name string, data []byte) {
+	c.mu.Lock()
+	m := c.members[name]
+	c.mu.Unlock()
+	if m == nil {
+		c.sendError(counter, errf(CodeNotJoined, "publish to channel %q without joining it", name))
+		return
+	}
+	if len(data) > c.s.cfg.MaxEvent {
+		c.sendError(counter, errf(CodeTooLarge, "event of %d bytes exceeds the relay's limit of %d", len(data), c.s.cfg.MaxEvent))
+		return
+	}
+	ch := m.ch
+	cr := c.client
+	cr.mu.Lock()
+	if seq, dup := cr.lookup(counter); dup {
+		cr.mu.Unlock()
+		if c.s.com != nil {
+			c.s.com.add(citem{op: opAck, c: c, counter: counter, seq: seq})
+		} else {
+			c.sendAck(counter, seq)
+		}
+		return
+	}
+	ch.mu.Lock()
+	if ch.removed || m.left {
+		ch.mu.Unlock()
+		cr.mu.Unlock()
+		c.sendError(counter, errf(CodeRemoved, "channel %q was removed", name))
+		return
+	}
+	seq := ch.lastSeq + 1
+	ev := newEvent(name, seq, c.name, data)
+	ev.client, ev.counter = c.id, counter
+	ch.appendLocked(ev)
+	cr.remember(counter, seq)
+	cr.mu.Unlock()
+	if c.s.com != nil {
+		c.s.com.add(citem{op: opEvent, ch: ch, ev: ev, c: c, counter: counter, seq: seq})
+		ch.mu.Unlock()
+		return
+	}
+	ch.commitLocked(seq)
+	ch.mu.Unlock()
+	c.sendAck(counter, seq)
+}
+
+// checkpointChunk assembles a member's checkpoint (reader goroutine).
+func (c *sconn) checkpointChunk(name string, id, seq, total uint64, flags byte, chunk []byte) error {
+	a := c.asm[id]
+	if a == nil {
+		if flags&chunkFailed != 0 {
+			if ch := c.s.channel(name); ch != nil {
+				ch.onCheckpoint(c, id, 0, nil, true)
+			}
+			return nil
+		}
+		if total > uint64(c.s.cfg.MaxCheckpoint) {
+			c.s.log.Warn("relay: member offered a checkpoint over the limit", "client", c.name, "channel", name, "bytes", total, "limit", c.s.cfg.MaxCheckpoint)
+			if ch := c.s.channel(name); ch != nil {
+				ch.onCheckpoint(c, id, 0, nil, true)
+			}
+			c.asm[id] = &assembly{total: total, seq: ^uint64(0)} // swallow the rest
+			if flags&chunkLast != 0 {
+				delete(c.asm, id)
+			}
+			return nil
+		}
+		if len(c.asm) >= 16 {
+			return errf(CodeProtocol, "too many checkpoints in progress")
+		}
+		a = &assembly{ch: c.s.channel(name), seq: seq, total: total, buf: make([]byte, 0, min(total, 64<<20))}
+		c.asm[id] = a
+	}
+	if a.seq != ^uint64(0) {
+		if uint64(len(a.buf))+uint64(len(chunk)) > a.total {
+			return errf(CodeProtocol, "checkpoint %d longer than announced (%d bytes)", id, a.total)
+		}
+		a.buf = append(a.buf, chunk...)
+	}
+	if flags&chunkLast == 0 {
+		return nil
+	}
+	delete(c.asm, id)
+	if a.seq == ^uint64(0) || a.ch == nil {
+		return nil
+	}
+	if uint64(len(a.buf)) != a.total {
+		return errf(CodeProtocol, "checkpoint %d has %d bytes, announced %d", id, len(a.buf), a.total)
+	}
+	var data []byte
+	if len(a.buf) > 0 {
+		data = a.buf
+	}
+	a.ch.onCheckpoint(c, id, a.seq, data, false)
+	return nil
+}
+
+func appendUvarintLen(b []byte, n int) []byte { return putUvarint(b, uint64(n)) }
+
+func binaryPutLen(b []byte, off, n int) {
+	b[off] = byte(n >> 24)
+	b[off+1] = byte(n >> 16)
+	b[off+2] = byte(n >> 8)
+	b[off+3] = byte(n)
+}
+
+

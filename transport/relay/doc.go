@@ -1,0 +1,80 @@
+// Package relay is the default communication driver: a central relay
+// server that orders every channel's events, and the per-process client
+// that carries all of a process's channels over one TCP connection.
+//
+// # Guarantees
+//
+// Every event published on a channel is delivered to every member exactly
+// once, in one total order shared by all members: the relay assigns each
+// event the next sequence number of its channel, and Publish returns that
+// number once the relay has the event in its order (and, in durable mode,
+// on disk). A joiner first receives a checkpoint consistent with some
+// sequence number s (Handler.Restore), then every event after s. The
+// checkpoint comes from an existing member, requested by the relay in that
+// member's stream; a member that does not answer within CheckpointTimeout
+// is skipped; when no member can answer, the relay's own latest checkpoint
+// and the log after it are used, so joining works with nobody else online.
+//
+// # Durability
+//
+// With ServerConfig.DataDir set (the default of the relay command), every
+// channel's latest checkpoint and the log after it live in a bbolt file.
+// A committer goroutine writes everything pending in one transaction
+// (group commit); events are delivered and acknowledged only after their
+// transaction is on disk, so a crash (kill -9) and restart lose no
+// acknowledged event and no member ever sees an event the relay forgot.
+// Compaction: after CompactEvents events or CompactBytes bytes the relay
+// asks a member for a checkpoint, stores it and deletes the log up to it.
+// When no member can give one, the log grows up to MaxLogBytes; past it the
+// oldest events are trimmed (logged), and a joiner that would need them
+// while no member can give a checkpoint gets an error with CodeTrimmed.
+// Without DataDir the relay keeps the same structures in memory only.
+//
+// Clients reconnect by themselves with bounded exponential backoff and
+// resume each channel after the last event they received: the relay sends
+// the log after it, or a checkpoint when the log was compacted past it.
+// Publishes not yet acknowledged are resent with the same (client id,
+// counter) key; the relay applies each key at most once.
+//
+// # Slow members
+//
+// The relay never queues per member: each member has a cursor into its
+// channel's log and the connection's writer pulls from it, so a slow
+// member costs no one else anything. A member whose cursor lags more than
+// MemberQueue events behind, or whose client-side queue overflows
+// (ClientConfig.MemberQueue), is caught up by state transfer (Restore with
+// a newer checkpoint); this is logged at both ends, never silent.
+//
+// # Wire protocol
+//
+// Frames are a 4-byte big-endian length, one type byte (an append-only
+// list, see wire.go) and a body; lengths are checked against the limit
+// before anything is allocated, and the Parser keeps its state across
+// reads. A connection opens with a hello carrying a magic number and the
+// client's [min, max] protocol versions; the server answers welcome with
+// the chosen version, its epoch (which changes when its history is lost)
+// and its limits. Errors carry stable numeric codes (Code). Checkpoints
+// larger than a frame travel in chunks. TLS and authorization (a shared
+// secret, or a token per channel) are optional.
+//
+// # Concurrency
+//
+// Server: one accept goroutine, per connection a reader goroutine and a
+// writer goroutine, one committer goroutine in durable mode, and timers for
+// checkpoint requests; all are counted in the server's WaitGroup and
+// stopped by Close. Locks, in the order they may be taken:
+// clientRec.mu (a client's publish counters) -> channel.mu (a channel's
+// order, log, checkpoint and members) -> sconn.mu (a connection's control
+// queue and member list); Server.mu (channel and connection maps) is never
+// held while taking another lock except sconn.mu. committer.mu guards only
+// its pending list and is taken under channel.mu.
+//
+// Client: per connection a reader and a writer goroutine, one supervisor
+// goroutine that reconnects, and per Member one goroutine that calls its
+// Handler; Close stops them all. Client.mu guards the connection, the
+// member map, pending publishes and requests; Member.mu guards the member's
+// queue; Member.callMu is held during each Handler call so that Leave can
+// wait for a running call (Leave and Close may be called from a Handler).
+// Publish completion callbacks (PublishAsync) run on the reader goroutine
+// and must not block.
+package relay

@@ -1,0 +1,550 @@
+package relay
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// ServerConfig configures a relay server. The zero value of every field but
+// Listen is usable.
+type ServerConfig struct {
+	// Listen is the TCP address to listen on ("127.0.0.1:60000", ":0").
+	Listen string
+	// DataDir holds the durable log (relay.db). Empty keeps everything in
+	// memory: a restart then loses every channel's state and history.
+	DataDir string
+	// Channels are the channels that exist from the start (merged with
+	// those found in DataDir).
+	Channels []transport.ChannelInfo
+	// AllowCreate lets clients create channels, explicitly or by joining a
+	// channel that does not exist.
+	AllowCreate bool
+	// TLS, when set, makes the server speak TLS (set ClientCAs and
+	// ClientAuth for client certificates).
+	TLS *tls.Config
+	// Secret, when set, must be presented by every client, unless the
+	// client joins only channels it holds a token for. A client with the
+	// secret may join any channel and create and remove channels.
+	Secret string
+	// Tokens maps channel names to tokens; joining (and so publishing to)
+	// such a channel requires its token or the secret.
+	Tokens map[string]string
+	// MaxEvent is the largest event payload (default 1 MiB).
+	MaxEvent int
+	// MemberQueue bounds how many events a member may lag behind the head
+	// of its channel before it is told it fell behind and is caught up by
+	// state transfer (default 65536).
+	MemberQueue int
+	// CheckpointTimeout is how long a member has to answer a checkpoint
+	// request before the next member (or the stored checkpoint) is used
+	// (default 5s).
+	CheckpointTimeout time.Duration
+	// Logger receives the server's logs (default slog.Default()).
+	Logger *slog.Logger
+
+	// CompactEvents and CompactBytes: after this many events or bytes
+	// since the last checkpoint, the relay asks a member for a checkpoint
+	// and deletes the log before it (defaults 10000 and 16 MiB).
+	CompactEvents int
+	CompactBytes  int64
+	// MaxLogBytes bounds a channel's log when no member can give a
+	// checkpoint (default 256 MiB). Past it the oldest events are trimmed;
+	// a joiner that would need them while no member can give a checkpoint
+	// gets an error with CodeTrimmed. Nothing is trimmed silently: every
+	// trim is logged.
+	MaxLogBytes int64
+	// MaxCheckpoint bounds a checkpoint a member may send (default 1 GiB).
+	MaxCheckpoint int64
+	// NoSync skips fsync in durable mode (tests and benchmarks only: a
+	// machine crash may then lose acknowledged events; a process crash
+	// does not).
+	NoSync bool
+}
+
+func (cfg *ServerConfig) defaults() {
+	if cfg.MaxEvent <= 0 {
+		cfg.MaxEvent = DefaultMaxEvent
+	}
+	if cfg.MemberQueue <= 0 {
+		cfg.MemberQueue = 65536
+	}
+	if cfg.CheckpointTimeout <= 0 {
+		cfg.CheckpointTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CompactEvents <= 0 {
+		cfg.CompactEvents = 10000
+	}
+	if cfg.CompactBytes <= 0 {
+		cfg.CompactBytes = 16 << 20
+	}
+	if cfg.MaxLogBytes <= 0 {
+		cfg.MaxLogBytes = 256 << 20
+	}
+	if cfg.MaxCheckpoint <= 0 {
+		cfg.MaxCheckpoint = 1 << 30
+	}
+}
+
+// Server is a relay server. Create it with NewServer, start it with Start,
+// stop it with Close.
+type Server struct {
+	cfg      ServerConfig
+	log      *slog.Logger
+	maxFrame int
+	store    *boltStore // nil in memory mode
+	com      *committer // nil in memory mode
+	epoch    uint64
+	cpIDs    atomic.Uint64
+
+	mu       sync.Mutex // protects the fields below
+	ln       net.Listener
+	channels map[string]*channel
+	conns    map[*sconn]struct{}
+	clients  map[string]*clientRec
+	started  bool
+	closed   bool
+
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// NewServer checks cfg, opens the durable store when DataDir is set and
+// loads every channel's checkpoint and log. It does not listen yet.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg.defaults()
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "relay"),
+		maxFrame: maxFrameFor(cfg.MaxEvent),
+		channels: map[string]*channel{},
+		conns:    map[*sconn]struct{}{},
+		clients:  map[string]*clientRec{},
+		quit:     make(chan struct{}),
+	}
+	var stored []storedChannel
+	if cfg.DataDir != "" {
+		st, err := openStore(cfg.DataDir, cfg.NoSync)
+		if err != nil {
+			return nil, err
+		}
+		epoch, chans, clients, err := st.load()
+		if err != nil {
+			st.close()
+			return nil, err
+		}
+		s.store, s.epoch, stored = st, epoch, chans
+		for id, c := range clients {
+			cr := newClientRec()
+			cr.lastCounter = c.counter
+			cr.lastSeq = c.seq
+			s.clients[id] = cr
+		}
+		s.com = newCommitter(s, st)
+	} else {
+		s.epoch = newEpoch()
+	}
+	for _, sc := range stored {
+		ch := newChannel(s, sc.info)
+		ch.base, ch.cpSeq, ch.cp = sc.base, sc.cpSeq, sc.cp
+		ch.lastSeq = max(sc.base, sc.cpSeq)
+		for _, e := range sc.events {
+			ev := newEvent(ch.info.Name, e.seq, e.sender, e.data)
+			ev.client, ev.counter = e.client, e.counter
+			ch.appendLocked(ev)
+			if e.client != "" {
+				cr := s.clients[e.client]
+				if cr == nil {
+					cr = newClientRec()
+					s.clients[e.client] = cr
+				}
+				cr.remember(e.counter, e.seq)
+			}
+		}
+		ch.committed = ch.lastSeq
+		s.channels[sc.info.Name] = ch
+	}
+	var fresh []citem
+	for _, info := range cfg.Channels {
+		info.Name = channelKey(info)
+		if err := checkChannelName(info.Name); err != nil {
+			s.closeStore()
+			return nil, fmt.Errorf("relay: channel %q: %w", info.Name, err)
+		}
+		if ch, ok := s.channels[info.Name]; ok {
+			ch.info.ID, ch.info.Comment = info.ID, info.Comment
+			continue
+		}
+		s.channels[info.Name] = newChannel(s, info)
+		fresh = append(fresh, citem{op: opChannel, info: info})
+	}
+	if s.store != nil && len(fresh) > 0 {
+		if err := s.store.write(fresh); err != nil {
+			s.closeStore()
+			return nil, fmt.Errorf("relay: store channels: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) closeStore() {
+	if s.store != nil {
+		s.store.close()
+	}
+}
+
+func channelKey(info transport.ChannelInfo) string {
+	if info.Name != "" {
+		return info.Name
+	}
+	return info.ID
+}
+
+// checkChannelName rejects names that cannot be a channel key.
+func checkChannelName(name string) error {
+	if name == "" {
+		return errf(CodeBadRequest, "empty channel name")
+	}
+	if len(name) > 255 {
+		return errf(CodeBadRequest, "channel name of %d bytes is longer than 255", len(name))
+	}
+	if strings.ContainsAny(name, "/\x00\n") {
+		return errf(CodeBadRequest, "channel name %q contains '/', a newline or NUL", name)
+	}
+	return nil
+}
+
+// Start listens and starts accepting clients. It returns once the listener
+// is open; ctx bounds only the start, not the server's life (use Close).
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return transport.ErrClosed
+	}
+	if s.started {
+		return errors.New("relay: server already started")
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
+	}
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	}
+	s.ln = ln
+	s.started = true
+	if s.com != nil {
+		s.go_(s.com.run)
+	}
+	s.go_(s.acceptLoop)
+	s.log.Info("relay listening", "addr", ln.Addr().String(), "durable", s.store != nil, "channels", len(s.channels))
+	return nil
+}
+
+// go_ starts a goroutine owned by the server.
+func (s *Server) go_(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Addr is the address the server listens on (nil before Start).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Epoch identifies this relay's history: it changes when the history is
+// lost (in-memory mode restarts, a new data directory).
+func (s *Server) Epoch() uint64 { return s.epoch }
+
+// Close stops accepting, disconnects every client, waits for the server's
+// goroutines and closes the store. Everything acknowledged is on disk.
+// It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.quit)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	conns := make([]*sconn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	chans := make([]*channel, 0, len(s.channels))
+	for _, ch := range s.channels {
+		chans = append(chans, ch)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(nil)
+	}
+	for _, ch := range chans {
+		ch.mu.Lock()
+		if ch.req != nil && ch.req.timer != nil {
+			ch.req.timer.Stop()
+		}
+		ch.mu.Unlock()
+	}
+	s.wg.Wait()
+	if s.store != nil {
+		if err := s.store.close(); err != nil {
+			return fmt.Errorf("relay: close store: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) acceptLoop() {
+	delay := 5 * time.Millisecond
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.log.Warn("relay: accept failed", "err", err)
+			select {
+			case <-time.After(delay):
+			case <-s.quit:
+				return
+			}
+			delay = min(delay*2, time.Second)
+			continue
+		}
+		delay = 5 * time.Millisecond
+		c := newSconn(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.go_(c.serve)
+	}
+}
+
+// CreateChannel adds a channel and tells every connected client. It fails
+// with an *Error of CodeExists when the channel exists.
+func (s *Server) CreateChannel(info transport.ChannelInfo) error {
+	_, err := s.createChannel(info, false)
+	return err
+}
+
+func (s *Server) createChannel(info transport.ChannelInfo, okIfExists bool) (*channel, error) {
+	info.Name = channelKey(info)
+	if err := checkChannelName(info.Name); err != nil {
+		return nil, fmt.Errorf("relay: create channel: %w", err)
+	}
+	info.Members, info.LastSeq = -1, 0
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, transport.ErrClosed
+	}
+	if ch, ok := s.channels[info.Name]; ok {
+		s.mu.Unlock()
+		if okIfExists {
+			return ch, nil
+		}
+		return nil, errf(CodeExists, "channel %q exists", info.Name)
+	}
+	ch := newChannel(s, info)
+	s.channels[info.Name] = ch
+	conns := s.connList()
+	s.mu.Unlock()
+	if s.com != nil {
+		if err := s.com.sync(citem{op: opChannel, info: info}); err != nil {
+			s.mu.Lock()
+			delete(s.channels, info.Name)
+			s.mu.Unlock()
+			return nil, fmt.Errorf("relay: create channel %s: %w", info.Name, err)
+		}
+	}
+	s.log.Info("relay: channel created", "channel", info.Name)
+	for _, c := range conns {
+		c.sendChange(changeAdded, info)
+	}
+	return ch, nil
+}
+
+// RemoveChannel removes a channel with its state and history; its members
+// are told (CodeRemoved) and every client learns of the removal.
+func (s *Server) RemoveChannel(name string) error {
+	s.mu.Lock()
+	ch, ok := s.channels[name]
+	if !ok {
+		s.mu.Unlock()
+		return errf(CodeNoChannel, "channel %q does not exist", name)
+	}
+	delete(s.channels, name)
+	conns := s.connList()
+	s.mu.Unlock()
+	ch.mu.Lock()
+	ch.removed = true
+	members := make([]*member, 0, len(ch.members))
+	for m := range ch.members {
+		members = append(members, m)
+	}
+	if ch.req != nil && ch.req.timer != nil {
+		ch.req.timer.Stop()
+	}
+	ch.req = nil
+	info := ch.info
+	ch.mu.Unlock()
+	for _, m := range members {
+		m.c.dropMember(m, errf(CodeRemoved, "channel %q was removed", name))
+	}
+	if s.com != nil {
+		if err := s.com.sync(citem{op: opRemove, ch: ch, info: info}); err != nil {
+			return fmt.Errorf("relay: remove channel %s: %w", name, err)
+		}
+	}
+	s.log.Info("relay: channel removed", "channel", name)
+	for _, c := range conns {
+		c.sendChange(changeRemoved, info)
+	}
+	return nil
+}
+
+// Channels lists the channels with their member counts and last sequence
+// numbers, sorted by name.
+func (s *Server) Channels() []transport.ChannelInfo {
+	s.mu.Lock()
+	chans := make([]*channel, 0, len(s.channels))
+	for _, ch := range s.channels {
+		chans = append(chans, ch)
+	}
+	s.mu.Unlock()
+	out := make([]transport.ChannelInfo, 0, len(chans))
+	for _, ch := range chans {
+		ch.mu.Lock()
+		info := ch.info
+		info.Members = len(ch.members)
+		info.LastSeq = ch.committed
+		ch.mu.Unlock()
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// connList returns the connections; s.mu must be held.
+func (s *Server) connList() []*sconn {
+	out := make([]*sconn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (s *Server) channel(name string) *channel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.channels[name]
+}
+
+func (s *Server) clientRec(id string) *clientRec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cr := s.clients[id]
+	if cr == nil {
+		cr = newClientRec()
+		s.clients[id] = cr
+	}
+	return cr
+}
+
+// authJoin decides whether a connection may join channel name.
+func (s *Server) authJoin(admin bool, name, token string) error {
+	if admin {
+		return nil
+	}
+	if want, ok := s.cfg.Tokens[name]; ok {
+		if subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1 {
+			return nil
+		}
+		if token == "" {
+			return errf(CodeDenied, "channel %q needs a token (set it in the client's tokens)", name)
+		}
+		return errf(CodeDenied, "wrong token for channel %q", name)
+	}
+	if s.cfg.Secret != "" {
+		return errf(CodeDenied, "channel %q needs the relay's secret or a channel token", name)
+	}
+	return nil
+}
+
+// clientRec remembers a client's recent publishes so a publish retried
+// after a reconnect is acknowledged with its first sequence number instead
+// of being applied twice.
+type clientRec struct {
+	mu          sync.Mutex // protects the fields below
+	lastCounter uint64
+	lastSeq     uint64
+	ring        [dedupRing]struct{ counter, seq uint64 }
+}
+
+// dedupRing is how many recent publishes per client are remembered; a
+// client keeps fewer than this unacknowledged.
+const dedupRing = 1 << 14
+
+func newClientRec() *clientRec { return &clientRec{} }
+
+func (cr *clientRec) remember(counter, seq uint64) {
+	if counter > cr.lastCounter {
+		cr.lastCounter, cr.lastSeq = counter, seq
+	}
+	slot := &cr.ring[counter%dedupRing]
+	slot.counter, slot.seq = counter, seq
+}
+
+// lookup reports whether counter was applied, and its sequence number (0
+// when it is too old to remember).
+func (cr *clientRec) lookup(counter uint64) (uint64, bool) {
+	if counter > cr.lastCounter || counter == 0 {
+		return 0, false
+	}
+	if slot := cr.ring[counter%dedupRing]; slot.counter == counter {
+		return slot.seq, true
+	}
+	if counter == cr.lastCounter {
+		return cr.lastSeq, true
+	}
+	return 0, true
+}
