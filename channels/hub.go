@@ -247,6 +247,9 @@ func (l *Live) PublishBatch(ctx context.Context, events [][]byte) error {
 		_, err := bp.PublishBatch(ctx, events)
 		return err
 	}
+	if ap, ok := l.member.(transport.AsyncPublisher); ok && len(events) > 1 {
+		return publishPipelined(ctx, ap, events)
+	}
 	for _, ev := range events {
 		if _, err := l.member.Publish(ctx, ev); err != nil {
 			return err
@@ -330,4 +333,34 @@ func (h *Hub) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// publishPipelined sends events back to back and waits for every
+// acknowledgement: one round trip for the batch instead of one per event.
+func publishPipelined(ctx context.Context, ap transport.AsyncPublisher, events [][]byte) error {
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	done := func(_ uint64, err error) {
+		if err != nil {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+		}
+		wg.Done()
+	}
+	for _, ev := range events {
+		wg.Add(1)
+		if err := ap.PublishAsync(ctx, ev, done); err != nil {
+			wg.Done()
+			wg.Wait()
+			return err
+		}
+	}
+	wg.Wait()
+	return first
 }

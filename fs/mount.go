@@ -275,14 +275,14 @@ func (m *Mount) Close() error {
 	<-m.watchDone
 	var err error
 	deadline := time.Now().Add(2 * time.Second)
-	for {
+	for isMounted(m.dir) {
 		err = m.server.Unmount()
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err != nil {
+	if err != nil && isMounted(m.dir) {
 		m.cfg.Logger.Warn("unmount busy; detaching lazily", "mountpoint", m.dir, "err", err)
 		if lerr := unmount(m.dir, true); lerr != nil {
 			return fmt.Errorf("fs: unmount %s: %v; lazy unmount: %w", m.dir, err, lerr)
@@ -296,4 +296,19 @@ func (m *Mount) Close() error {
 		return fmt.Errorf("fs: %s: server did not stop after unmount", m.dir)
 	}
 	return nil
+}
+
+// isMounted reports whether dir is a mountpoint in this mount namespace.
+func isMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return true // cannot tell: try to unmount
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.ReplaceAll(f[1], "\\040", " ") == dir {
+			return true
+		}
+	}
+	return false
 }

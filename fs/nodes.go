@@ -21,6 +21,10 @@ import (
 	"github.com/liveobjects/liveobjects/transport"
 )
 
+// ChannelHistory is how many recent events a stream channel opened in
+// channels/ keeps and shows a joiner, like the example chat object.
+const ChannelHistory = 100
+
 // liveSize is the size live files report: non-zero, so that file managers
 // do not take them for empty text files and open an editor on them.
 const liveSize = 4096
@@ -361,7 +365,7 @@ func (f *fileNode) spec() (channels.Spec, error) {
 		if !ok {
 			return channels.Spec{}, fmt.Errorf("channels/%s: %w", path.Base(f.rel), transport.ErrNoChannel)
 		}
-		kind := logic.Stream
+		kind, history := logic.Stream, ChannelHistory
 		if c, ok := objects.LookupClass(md.MessageClass); ok {
 			if k, err := logic.ParseKind(string(c.Category)); err == nil {
 				kind = k
@@ -373,7 +377,7 @@ func (f *fileNode) spec() (channels.Spec, error) {
 		}
 		return channels.Spec{
 			Object: f.rel, Driver: f.m.cfg.ChannelDriver, Params: f.m.cfg.ChannelParams,
-			Channel: key, ChannelName: md.Name, Logic: logic.Config{Kind: kind},
+			Channel: key, ChannelName: md.Name, Logic: logic.Config{Kind: kind, History: history},
 		}, nil
 	}
 	b, err := f.m.cfg.Root.Binding(f.rel)

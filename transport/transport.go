@@ -200,3 +200,12 @@ var (
 type BatchPublisher interface {
 	PublishBatch(ctx context.Context, data [][]byte) (lastSeq uint64, err error)
 }
+
+// AsyncPublisher is implemented by members that can pipeline publishes.
+// PublishAsync queues data behind every earlier call on the same member
+// (the events enter the order in call order) and returns; done is called
+// once, from a driver goroutine, when the event is in the order or has
+// failed. done must not block.
+type AsyncPublisher interface {
+	PublishAsync(ctx context.Context, data []byte, done func(seq uint64, err error)) error
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport"
@@ -30,9 +31,10 @@ type Client struct {
 	maxEvent int
 	credits  int
 
-	quit   chan struct{}
-	wg     sync.WaitGroup
-	closed sync.Once
+	quit    chan struct{}
+	wg      sync.WaitGroup
+	closed  sync.Once
+	workers []*worker
 
 	mu      sync.Mutex // protects the fields below
 	members map[uint32]*Member
@@ -44,9 +46,14 @@ type Client struct {
 
 var _ transport.Driver = (*Client)(nil)
 
-// maxQueue caps the events queued for one member's handler; above it the
+// maxQueue caps the events queued for one dispatch worker; above it the
 // client stops reading from the service (which then slows the senders).
 const maxQueue = 1 << 16
+
+// dispatchWorkers is the number of goroutines that call handlers. A member
+// always goes to the same worker, so its events stay in order; a handler
+// that blocks holds up the members that share its worker.
+const dispatchWorkers = 4
 
 // Dial connects to the local service at serviceAddr (host:port, the
 // service's uplink) and returns a client.
@@ -112,6 +119,15 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 		return nil, fmt.Errorf("%w: bad welcome from service %s", ErrMalformed, serviceAddr)
 	}
 	conn.SetDeadline(time.Time{})
+	for i := 0; i < dispatchWorkers; i++ {
+		w := newWorker()
+		c.workers = append(c.workers, w)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			w.run()
+		}()
+	}
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
@@ -171,9 +187,8 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 		c: c, id: id, channel: channel, h: h,
 		credits: make(chan struct{}, c.credits),
 		done:    make(chan struct{}),
-		exited:  make(chan struct{}),
+		w:       c.workers[int(id)%len(c.workers)],
 	}
-	m.cond = sync.NewCond(&m.mu)
 	ch := make(chan error, 1)
 	c.members[id] = m
 	c.joins[id] = ch
@@ -188,7 +203,6 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 		delete(c.joins, id)
 		c.mu.Unlock()
 		m.stop(err)
-		close(m.exited)
 		c.w.frame(func(b []byte) []byte {
 			e := encoder{b: b}
 			e.u32(5)
@@ -209,11 +223,6 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		m.dispatch()
-	}()
 	return m, nil
 }
 
@@ -261,6 +270,9 @@ func (c *Client) Close() error {
 		c.shutdown(transport.ErrClosed)
 		close(c.quit)
 		c.conn.Close()
+		for _, w := range c.workers {
+			w.stop()
+		}
 	})
 	c.wg.Wait()
 	return nil
@@ -416,21 +428,21 @@ type Member struct {
 	id      uint32
 	channel string
 	h       transport.Handler
+	w       *worker       // calls h
 	credits chan struct{} // one token per publish in flight
 	done    chan struct{} // closed by stop
-	exited  chan struct{} // closed when dispatch returns
 
-	ackMu   sync.Mutex // protects acks and asyncErr; held while a publish frame is queued
+	ackMu   sync.Mutex // protects acks and asyncEr; held while a publish frame is queued
 	acks    []chan pubResult
 	asyncEr error
 
-	mu      sync.Mutex // protects queue, stopped, err, view
-	cond    *sync.Cond
-	queue   []transport.Event
-	stopped bool
-	err     error
-	view    GroupView
-	left    sync.Once
+	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
+	stopped atomic.Bool // no handler call starts once set
+
+	mu   sync.Mutex // protects err and view
+	err  error
+	view GroupView
+	left sync.Once
 }
 
 var _ transport.Member = (*Member)(nil)
@@ -577,58 +589,26 @@ func (m *Member) acked(seq uint64, err error) {
 }
 
 func (m *Member) enqueue(ev transport.Event) {
-	m.mu.Lock()
-	for len(m.queue) >= maxQueue && !m.stopped {
-		m.cond.Wait()
-	}
-	if !m.stopped {
-		m.queue = append(m.queue, ev)
-		m.cond.Broadcast()
-	}
-	m.mu.Unlock()
+	m.w.push(item{m, ev})
 }
 
-// dispatch calls the handler for queued events, one at a time.
-func (m *Member) dispatch() {
-	defer close(m.exited)
-	var batch []transport.Event
-	for {
-		m.mu.Lock()
-		for len(m.queue) == 0 && !m.stopped {
-			m.cond.Wait()
-		}
-		if m.stopped {
-			m.mu.Unlock()
-			return
-		}
-		batch, m.queue = m.queue, batch[:0]
-		m.cond.Broadcast()
-		m.mu.Unlock()
-		for i := range batch {
-			m.mu.Lock()
-			stopped := m.stopped
-			m.mu.Unlock()
-			if stopped {
-				return
-			}
-			m.h.Deliver(batch[i])
-			batch[i] = transport.Event{}
-		}
+// deliver calls the handler unless the member has stopped.
+func (m *Member) deliver(ev transport.Event) {
+	m.callMu.Lock()
+	if !m.stopped.Load() {
+		m.h.Deliver(ev)
 	}
+	m.callMu.Unlock()
 }
 
 // stop ends the member: pending publishes fail with err and no handler
 // call starts afterwards.
 func (m *Member) stop(err error) {
-	m.mu.Lock()
-	if m.stopped {
-		m.mu.Unlock()
+	if m.stopped.Swap(true) {
 		return
 	}
-	m.stopped = true
+	m.mu.Lock()
 	m.err = err
-	m.queue = nil
-	m.cond.Broadcast()
 	m.mu.Unlock()
 	close(m.done)
 	m.ackMu.Lock()
@@ -638,6 +618,69 @@ func (m *Member) stop(err error) {
 	for _, ch := range acks {
 		if ch != nil {
 			ch <- pubResult{0, err}
+		}
+	}
+}
+
+// item is an event for one member.
+type item struct {
+	m  *Member
+	ev transport.Event
+}
+
+// worker calls the handlers of the members assigned to it, one event at a
+// time, in arrival order.
+type worker struct {
+	mu      sync.Mutex // protects q and stopped
+	cond    *sync.Cond
+	q       []item
+	stopped bool
+}
+
+func newWorker() *worker {
+	w := &worker{}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+// push queues an event, waiting while the queue is full.
+func (w *worker) push(it item) {
+	w.mu.Lock()
+	for len(w.q) >= maxQueue && !w.stopped && !it.m.stopped.Load() {
+		w.cond.Wait()
+	}
+	if !w.stopped && !it.m.stopped.Load() {
+		w.q = append(w.q, it)
+		w.cond.Broadcast()
+	}
+	w.mu.Unlock()
+}
+
+func (w *worker) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.q = nil
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+func (w *worker) run() {
+	var batch []item
+	for {
+		w.mu.Lock()
+		for len(w.q) == 0 && !w.stopped {
+			w.cond.Wait()
+		}
+		if w.stopped {
+			w.mu.Unlock()
+			return
+		}
+		batch, w.q = w.q, batch[:0]
+		w.cond.Broadcast()
+		w.mu.Unlock()
+		for i := range batch {
+			batch[i].m.deliver(batch[i].ev)
+			batch[i] = item{}
 		}
 	}
 }
@@ -662,6 +705,8 @@ func (m *Member) Leave() error {
 			})
 		}
 	})
-	<-m.exited
+	// Wait for a handler call in progress.
+	m.callMu.Lock()
+	m.callMu.Unlock()
 	return nil
 }

@@ -2,7 +2,6 @@ package qsm
 
 import (
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -662,9 +661,6 @@ func (e *engine) onData(p *packet) {
 				rs.gapAt = map[uint64]time.Time{}
 			}
 			rs.gapAt[x] = now
-			if traceHook != nil {
-				traceHook(e, "gap", x)
-			}
 		}
 		rs.hi = newHi
 	}
@@ -675,9 +671,6 @@ func (e *engine) onData(p *packet) {
 			continue
 		}
 		rs.pending[m.Seq] = m
-		if traceHook != nil {
-			traceHook(e, fmt.Sprintf("got(repair=%v)", d.Flags&dataFlagRepair != 0), m.Seq)
-		}
 		if t, ok := rs.gapAt[m.Seq]; ok {
 			e.s.repair.add(now.Sub(t))
 			delete(rs.gapAt, m.Seq)
@@ -847,5 +840,3 @@ func (e *engine) onTick(now time.Time) {
 	}
 	e.admit()
 }
-
-var traceHook func(e *engine, what string, seq uint64)

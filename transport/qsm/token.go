@@ -64,9 +64,6 @@ func (e *engine) startRound(level uint8, now time.Time) {
 	}
 	e.inRound[level] = true
 	e.round[level]++
-	if traceHook != nil {
-		traceHook(e, "start round", 20000+e.round[level])
-	}
 	e.roundAt[level] = now
 	t := &tokenBody{Level: level, Round: e.round[level]}
 	ring := e.ring(level, e.myPart)
@@ -122,9 +119,6 @@ func (e *engine) passToken(t *tokenBody, to uint64) {
 
 func (e *engine) onToken(p *packet) {
 	t := p.token
-	if traceHook != nil {
-		traceHook(e, fmt.Sprintf("token round %d from %x", t.Round, p.hdr.Sender&0xfff), 20000+t.Round)
-	}
 	if e.region == nil || p.hdr.Region != e.region.ID || p.hdr.Epoch != e.region.Epoch {
 		e.s.ctr.staleToken.Add(1)
 		return
@@ -296,13 +290,6 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			}
 		}
 		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}
-		if traceHook != nil {
-			for _, r := range ms {
-				for x := r.From; x <= r.To; x++ {
-					traceHook(e, fmt.Sprintf("report(round %d)", t.Round), x)
-				}
-			}
-		}
 		budget = e.forward(en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
 	}
 }
@@ -342,9 +329,6 @@ func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *mes
 					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
 				}
 				e.fwd.add(m)
-				if traceHook != nil {
-					traceHook(e, fmt.Sprintf("fwd->idx%d", j), x)
-				}
 				budget--
 				quota--
 				e.s.ctr.forwarded.Add(1)

@@ -265,9 +265,13 @@ func (m *Member) run() {
 			}
 		}
 		clear(items)
+		// items is no longer referenced by m.q: it becomes the spare (the
+		// old spare is m.q now and must not be reused twice).
 		m.mu.Lock()
 		if cap(items) <= 4096 {
 			m.spare = items[:0]
+		} else {
+			m.spare = nil
 		}
 		m.mu.Unlock()
 	}

@@ -145,7 +145,7 @@ func Run(ctx context.Context, sys System, c Case, o Options) (Result, error) {
 			return Result{}, fmt.Errorf("relaybench: publish %d: %w", n, err)
 		}
 	}
-	wait := time.Now().Add(10 * time.Second)
+	wait := time.Now().Add(30 * time.Second)
 	for minDelivered() < int64(n) {
 		if time.Now().After(wait) {
 			return Result{}, fmt.Errorf("relaybench: %s: only %d of %d events delivered to every subscriber", sys.Name(), minDelivered(), n)
