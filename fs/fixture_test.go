@@ -217,4 +217,3 @@ func checkFor(t *testing.T, within, step time.Duration, f func() error) {
 		time.Sleep(step)
 	}
 }
-

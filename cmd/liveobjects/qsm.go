@@ -60,7 +60,7 @@ Settings (-set name=value; the same names as in a services definition):
   credits            flow-control window: unstable messages per sender and region (default 8192)
   client_credits     publishes in flight per client membership (default 1024)
   rate               messages per second a service multicasts, 0 = no cap
-  token_rate         token rounds per second (default 50)
+  token_rate         token rounds per second (default 100)
   partition_size     nodes per token ring (default 5)
   heartbeat_interval, missed_heartbeats   failure detection (default 500ms x 4)
   view_delay         how long the coordinator gathers changes into one view (default 5ms)

@@ -63,7 +63,8 @@ type Config struct {
 	// 0 for no cap.
 	Rate int
 	// TokenRate ("token_rate") is how many token rounds per second each
-	// region and partition ring starts.
+	// region and partition ring starts (at most: a round starts when the
+	// last one is back).
 	TokenRate int
 	// PartitionSize ("partition_size") is the number of nodes in one token
 	// ring; larger regions become a ring of such rings.
@@ -106,7 +107,7 @@ func DefaultConfig() Config {
 		Window:            8192,
 		ClientCredits:     1024,
 		Rate:              0,
-		TokenRate:         50,
+		TokenRate:         100,
 		PartitionSize:     5,
 		HeartbeatInterval: 500 * time.Millisecond,
 		MissedHeartbeats:  4,

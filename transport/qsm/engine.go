@@ -41,6 +41,7 @@ type engine struct {
 	roundAt     [2]time.Time
 	inRound     [2]bool           // a round I started has not come back yet
 	lastToken   *tokenBody        // partition leader: the token of the last completed round
+	rtt         time.Duration     // smoothed time of a round
 	seenRound   [2]uint64         // highest round seen as a non-leader, per level
 	prevStable  map[uint64]uint64 // partition leader: sender -> min ack of the last round
 	partSummary map[uint64]*streamSummary

@@ -102,9 +102,22 @@ func (e *engine) startRound(level uint8, now time.Time) {
 	e.passToken(t, ring[1])
 }
 
-// roundTimeout is how long a leader waits for its token to come back.
+// roundTimeout is how long a leader waits for its token to come back
+// before it starts another round: three times the recent round time,
+// between one and four ticks.
 func (e *engine) roundTimeout() time.Duration {
-	return max(4*e.tick, 40*time.Millisecond)
+	return min(max(3*e.rtt, e.tick, 2*time.Millisecond), 4*e.tick)
+}
+
+// roundDone notes the time a round took.
+func (e *engine) roundDone(level uint8) {
+	e.inRound[level] = false
+	d := time.Since(e.roundAt[level])
+	if e.rtt == 0 {
+		e.rtt = d
+	} else {
+		e.rtt = (4*e.rtt + d) / 5
+	}
 }
 
 func (e *engine) passToken(t *tokenBody, to uint64) {
@@ -158,7 +171,7 @@ func (e *engine) onToken(p *packet) {
 		}
 		e.fill(t, t.Level, 0, len(ring))
 		e.complete(t, t.Level)
-		e.inRound[t.Level] = false
+		e.roundDone(t.Level)
 		return
 	}
 	if t.Round < e.seenRound[t.Level] {

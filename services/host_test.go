@@ -1,0 +1,164 @@
+package services_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/registry"
+	"github.com/liveobjects/liveobjects/services"
+	"github.com/liveobjects/liveobjects/transport/relay"
+)
+
+type relaySvc struct{ *relay.Server }
+
+func (r relaySvc) Addr() string { return r.Server.Addr().String() }
+
+func relayFactory(def services.Definition) (services.Service, error) {
+	s, err := relay.NewServer(relay.ServerConfig{Listen: "127.0.0.1:0"})
+	if err != nil {
+		return nil, err
+	}
+	return relaySvc{s}, nil
+}
+
+func checkFor(t *testing.T, within time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func state(h *services.Host, path string, want services.State) func() error {
+	return func() error {
+		s, ok := h.Status(path)
+		if !ok {
+			return fmt.Errorf("%s: no status", path)
+		}
+		if s.State != want {
+			return fmt.Errorf("%s: state %s (%s), want %s", path, s.State, s.Err, want)
+		}
+		return nil
+	}
+}
+
+// TestHostFollowsRoot starts the default root's services, then switches
+// the relay off and on again by editing its definition.
+func TestHostFollowsRoot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "root")
+	if err := registry.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := reg.Watch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var params map[string]string
+	h := services.NewHost(reg, map[string]services.Factory{
+		objects.ClassRelayServer: func(def services.Definition) (services.Service, error) {
+			params = def.Params
+			return relayFactory(def)
+		},
+	}, nil)
+	defer h.Close()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.Follow()
+	if err := state(h, registry.RelayServiceFile, services.Running)(); err != nil {
+		t.Fatal(err)
+	}
+	if params["address"] != registry.DefaultRelayAddress || params["durable"] != "true" || params["root"] != "channels" {
+		t.Fatalf("relay settings not resolved through the registry: %v", params)
+	}
+	for _, p := range []string{registry.QSMLocalServiceFile, registry.MOServiceFile} {
+		if err := state(h, p, services.Disabled)(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := h.Status(registry.RelayServiceFile)
+	c, err := relay.Dial(ctx, relay.ClientConfig{Addr: st.Addr})
+	if err != nil {
+		t.Fatalf("the hosted relay does not answer: %v", err)
+	}
+	c.Close()
+	txt, _ := h.StatusText(registry.RelayServiceFile)
+	if !strings.Contains(string(txt), "state: running") || !strings.Contains(string(txt), "address: 127.0.0.1:") {
+		t.Fatalf("status text: %s", txt)
+	}
+
+	// Switch it off: a null object.
+	file := filepath.Join(dir, filepath.FromSlash(registry.RelayServiceFile))
+	orig, _ := os.ReadFile(file)
+	off := []byte(`<?xml version="1.0" encoding="utf-8"?>
+<Root xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><Object xsi:nil="true"/></Root>
+`)
+	if err := os.WriteFile(file, off, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 3*time.Second, state(h, registry.RelayServiceFile, services.Disabled))
+	if c, err := relay.Dial(ctx, relay.ClientConfig{Addr: st.Addr, MaxBackoff: 10 * time.Millisecond}); err == nil {
+		dctx, dcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, lerr := c.Channels(dctx)
+		dcancel()
+		c.Close()
+		if lerr == nil {
+			t.Fatal("the relay still answers after it was switched off")
+		}
+	}
+	// And on again.
+	if err := os.WriteFile(file, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 3*time.Second, state(h, registry.RelayServiceFile, services.Running))
+
+	// A broken edit fails the service with a message, and the host stays up.
+	if err := os.WriteFile(file, []byte("<Root><Object"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if s, ok := h.Status(registry.RelayServiceFile); !ok || (s.State != services.Running && s.State != services.Failed) {
+		t.Fatalf("after a broken edit: %+v", s)
+	}
+}
+
+// TestNoFactory: a service class this program does not host is shown as
+// unknown, not started.
+func TestNoFactory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "root")
+	if err := registry.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	h := services.NewHost(reg, nil, nil)
+	defer h.Close()
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := state(h, registry.RelayServiceFile, services.Unknown)(); err != nil {
+		t.Fatal(err)
+	}
+}
