@@ -19,14 +19,14 @@ import (
 
 // world is a relay and a root folder that mounts share.
 type world struct {
-	t     *testing.T
+	t     testing.TB
 	root  string
 	reg   *registry.Root
 	relay *relay.Server
 	addr  string
 }
 
-func needFUSE(t *testing.T) {
+func needFUSE(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("no /dev/fuse on this machine: the mount tests need FUSE")
@@ -38,7 +38,7 @@ func needFUSE(t *testing.T) {
 	}
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	needFUSE(t)
 	dir := t.TempDir()
@@ -106,7 +106,7 @@ func (w *world) mount() *Mount {
 
 // sh runs a shell command line (real tools, a separate process) and
 // returns its output; it fails the test on a non-zero exit.
-func sh(t *testing.T, dir, script string) string {
+func sh(t testing.TB, dir, script string) string {
 	t.Helper()
 	out, err := shErr(dir, script)
 	if err != nil {
