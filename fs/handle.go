@@ -73,7 +73,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	defer cancel()
 	n, err := h.w.Write(pctx, data)
 	if err != nil {
-		return 0, errno("write", h.rel, err)
+		return 0, publishErrno("write", h.rel, err)
 	}
 	return uint32(n), 0
 }
@@ -89,7 +89,7 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	defer h.mu.Unlock()
 	pctx, cancel := h.publishCtx()
 	defer cancel()
-	return errno("flush", h.rel, h.w.Flush(pctx))
+	return publishErrno("flush", h.rel, h.w.Flush(pctx))
 }
 
 // Fsync has nothing to do: every write returned once its events were in
@@ -130,4 +130,17 @@ func (h *handle) closeAll() {
 	if h.live != nil {
 		h.live.Release()
 	}
+}
+
+// publishErrno maps a failed publish: EFBIG for an event over the
+// driver's limit, EIO for everything else (the events were not all put in
+// the order; none was half sent).
+func publishErrno(op, rel string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e := errno(op, rel, err); e == syscall.EFBIG {
+		return e
+	}
+	return syscall.EIO
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,8 +53,15 @@ func needFUSE(t *testing.T) {
 // its mount (if any) detached at cleanup.
 type daemon struct {
 	cmd    *exec.Cmd
+	mu     sync.Mutex
 	stderr *strings.Builder
 	done   chan error
+}
+
+func (d *daemon) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
 }
 
 func start(t *testing.T, mnt string, args ...string) *daemon {
@@ -77,7 +86,9 @@ func start(t *testing.T, mnt string, args ...string) *daemon {
 	}()
 	go func() {
 		for l := range lines {
+			d.mu.Lock()
 			sb.WriteString(l + "\n")
+			d.mu.Unlock()
 		}
 		d.done <- cmd.Wait()
 	}()
@@ -88,7 +99,7 @@ func start(t *testing.T, mnt string, args ...string) *daemon {
 			exec.Command("umount", "-l", mnt).Run()
 		}
 		if t.Failed() {
-			t.Logf("%s %s output:\n%s", filepath.Base(bin), strings.Join(args, " "), sb.String())
+			t.Logf("%s %s output:\n%s", filepath.Base(bin), strings.Join(args, " "), d.output())
 		}
 	})
 	return d
@@ -192,10 +203,11 @@ func TestKilledDaemonRemount(t *testing.T) {
 	d.cmd.Process.Kill()
 	<-d.done
 	d.done <- nil
-	if _, err := os.Stat(mnt); err == nil {
-		t.Log("mountpoint answers after SIGKILL (kernel tore it down already)")
+	stale := false
+	if _, err := os.Stat(mnt); errors.Is(err, syscall.ENOTCONN) {
+		stale = true
 	}
-	start(t, mnt, "mount", "--relay", addr, root, mnt)
+	d2 := start(t, mnt, "mount", "--relay", addr, root, mnt)
 	waitFor(t, 20*time.Second, func() error {
 		out, err := sh(t, "ls "+mnt+"/channels")
 		if err != nil || !strings.Contains(out, "chat.liveobject") {
@@ -206,6 +218,12 @@ func TestKilledDaemonRemount(t *testing.T) {
 	out, err := sh(t, "cd "+mnt+" && echo after-kill >> channels/chat.liveobject && (timeout 2 cat channels/chat.liveobject; true)")
 	if err != nil || !strings.Contains(out, "after-kill") {
 		t.Fatalf("remounted chat: %q %v", out, err)
+	}
+	if stale && !strings.Contains(d2.output(), "left by a daemon that died") {
+		t.Fatalf("the stale mountpoint was recovered without saying so:\n%s", d2.output())
+	}
+	if !stale {
+		t.Log("the kernel had already dropped the mount; nothing stale to recover")
 	}
 }
 

@@ -228,6 +228,16 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 
 // ServiceStats asks the service for its counters.
 func (c *Client) ServiceStats(ctx context.Context) (Stats, error) {
+	return c.serviceStats(ctx, 0)
+}
+
+// ServiceStatsReset asks the service for its counters and then clears its
+// window of repair times, so that the next reading covers what follows.
+func (c *Client) ServiceStatsReset(ctx context.Context) (Stats, error) {
+	return c.serviceStats(ctx, statsReset)
+}
+
+func (c *Client) serviceStats(ctx context.Context, flags uint8) (Stats, error) {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -246,6 +256,7 @@ func (c *Client) ServiceStats(ctx context.Context) (Stats, error) {
 	}()
 	body := encoder{}
 	body.u32(req)
+	body.u8(flags)
 	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, cliStatsReq, body.b) }); err != nil {
 		return Stats{}, fmt.Errorf("qsm: stats: %w", err)
 	}

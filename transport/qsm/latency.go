@@ -30,6 +30,13 @@ func (l *latencyRecorder) add(d time.Duration) {
 	l.mu.Unlock()
 }
 
+func (l *latencyRecorder) reset() {
+	l.mu.Lock()
+	l.buf = l.buf[:0]
+	l.next = 0
+	l.mu.Unlock()
+}
+
 func (l *latencyRecorder) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -38,6 +38,10 @@ const (
 	cliStats    uint8 = 12 // service -> client: request id, JSON counters
 )
 
+// statsReset in a stats request clears the repair-time window after the
+// counters are read.
+const statsReset = 1
+
 // cliMagic opens a hello on the client link.
 const cliMagic = "QSMC"
 
@@ -709,8 +713,15 @@ func (s *Service) serveClient(conn net.Conn) {
 			ev = clientPublish{c: c, member: m, data: data}
 		case cliStatsReq:
 			req := d.u32()
+			var flags uint8
+			if len(d.b) > 0 {
+				flags = d.u8()
+			}
 			if d.done() == nil {
 				st, _ := json.Marshal(s.Stats())
+				if flags&statsReset != 0 {
+					s.repair.reset()
+				}
 				c.w.frame(func(b []byte) []byte {
 					e := encoder{b: b}
 					e.u32(uint32(len(st) + 5))

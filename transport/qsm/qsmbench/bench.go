@@ -376,7 +376,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	}
 	var lat0 []qsm.Stats
 	for i := 1; i <= o.Receivers; i++ {
-		st, _ := clients[i].ServiceStats(ctx)
+		st, _ := clients[i].ServiceStatsReset(ctx)
 		lat0 = append(lat0, st)
 	}
 	payload := make([]byte, o.Size)
