@@ -166,6 +166,7 @@ func TestUp(t *testing.T) {
 	if err != nil || !strings.Contains(st, "state: running") {
 		t.Fatalf("services/ does not show a running relay: %q %v", st, err)
 	}
+	desktopChecks(t, mnt)
 	d.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case err := <-d.done:
@@ -267,5 +268,54 @@ func TestCLIConventions(t *testing.T) {
 	out, err = exec.Command("bash", "-c", script).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "mount") {
 		t.Fatalf("completion of 'mo': %q %v", out, err)
+	}
+}
+
+// desktopChecks: the MIME type lets a file manager type a live file by
+// name without reading it (a pure stream would block a sniffer); a
+// shortcut opens an object.
+func desktopChecks(t *testing.T, mnt string) {
+	xdg := filepath.Join(t.TempDir(), "xdg")
+	env := append(os.Environ(), "XDG_DATA_HOME="+xdg)
+	cmd := exec.Command(bin, "desktop", "install")
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("desktop install: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(xdg, "mime", "packages", "liveobjects.xml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh(t, "touch "+mnt+"/channels/probe"); err != nil {
+		t.Fatal(err)
+	}
+	if gio, err := exec.LookPath("gio"); err == nil {
+		if _, err := exec.LookPath("update-mime-database"); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c := exec.CommandContext(ctx, gio, "info", "-a", "standard::content-type", mnt+"/channels/probe.liveobject")
+			c.Env = env
+			out, err := c.CombinedOutput()
+			cancel()
+			if err != nil || !strings.Contains(string(out), "application/x-liveobject") {
+				t.Fatalf("gio could not type a pure stream by name (a file manager would hang): %v %s", err, out)
+			}
+		}
+	} else {
+		t.Log("gio is not installed: the file-manager typing check did not run")
+	}
+	sdir := t.TempDir()
+	out, err := exec.Command(bin, "shortcut", mnt+"/channels/chat.liveobject", sdir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("shortcut: %v %s", err, out)
+	}
+	entry, err := os.ReadFile(filepath.Join(sdir, "chat.desktop"))
+	if err != nil || !strings.Contains(string(entry), " open \""+mnt+"/channels/chat.liveobject\"") {
+		t.Fatalf("shortcut entry: %v\n%s", err, entry)
+	}
+	// What the shortcut runs: the object's type, then its state.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	out, _ = exec.CommandContext(ctx, bin, "open", mnt+"/channels/chat.liveobject").CombinedOutput()
+	if !strings.Contains(string(out), "stream over relay") || !strings.Contains(string(out), "two") {
+		t.Fatalf("open: %q", out)
 	}
 }

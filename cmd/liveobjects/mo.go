@@ -34,12 +34,13 @@ func defaultMOKeyFile() string { return micro.DefaultKeyFile() }
 
 // lib connects to the local server and loads the keys.
 func (o *moClientFlags) lib(ctx context.Context) (*micro.Lib, func(), error) {
-	keys, err := micro.LoadOrCreateKeys(o.keys)
+	lc, err := micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
 	if err != nil {
 		return nil, nil, err
 	}
-	lc, err := micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
+	keys, err := micro.LoadOrCreateKeys(o.keys)
 	if err != nil {
+		lc.Close()
 		return nil, nil, err
 	}
 	lib := micro.NewLib(lc, keys)

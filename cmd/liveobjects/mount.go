@@ -205,6 +205,9 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 	fmt.Fprintf(os.Stderr, "  ls %s/examples %s/channels\n", mnt, mnt)
 	fmt.Fprintf(os.Stderr, "  cat %s/channels/chat.liveobject &    # joins: state, then every event\n", mnt)
 	fmt.Fprintf(os.Stderr, "  echo hello >> %s/channels/chat.liveobject    # publishes one event; Ctrl-C here unmounts\n", mnt)
+	if _, err := os.Stat(filepath.Join(dataHome(), "mime", "packages", "liveobjects.xml")); err != nil {
+		fmt.Fprintf(os.Stderr, "  liveobjects desktop install    # once: lets file managers know .liveobject files without reading them\n")
+	}
 	waited := make(chan struct{})
 	go func() { m.Wait(); close(waited) }()
 	select {

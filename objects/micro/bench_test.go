@@ -47,10 +47,12 @@ func BenchmarkReconcile(b *testing.B) {
 	}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("n%d_d100", n), func(b *testing.B) {
+			sa, sb := reconcilePair(n, 100)
+			b.ResetTimer()
 			var m ReconMeasure
 			for i := 0; i < b.N; i++ {
 				var err error
-				if m, err = MeasureReconcile(context.Background(), n, 100); err != nil {
+				if m, err = measureReconcilePair(context.Background(), sa, sb, n, 100); err != nil {
 					b.Fatal(err)
 				}
 			}

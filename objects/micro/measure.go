@@ -54,12 +54,23 @@ func randomClusterTokens(r *rand.Rand, n int) []Token {
 // MeasureReconcile builds two clusters of n tokens that differ in diffs
 // tokens (diffs/2 only on each side) and reconciles them.
 func MeasureReconcile(ctx context.Context, n, diffs int) (ReconMeasure, error) {
+	a, b := reconcilePair(n, diffs)
+	return measureReconcilePair(ctx, a, b, n, diffs)
+}
+
+// reconcilePair builds two sets of n tokens differing in diffs.
+func reconcilePair(n, diffs int) (a, b *Set) {
 	r := rand.New(rand.NewPCG(uint64(n), uint64(diffs)))
 	half := diffs / 2
 	all := randomClusterTokens(r, n+half)
 	common := all[:n-half]
-	a := NewSet(append(append([]Token{}, common...), all[n-half:n]...), nil)
-	b := NewSet(append(append([]Token{}, common...), all[n:]...), nil)
+	a = NewSet(append(append([]Token{}, common...), all[n-half:n]...), nil)
+	b = NewSet(append(append([]Token{}, common...), all[n:]...), nil)
+	return a, b
+}
+
+func measureReconcilePair(ctx context.Context, a, b *Set, n, diffs int) (ReconMeasure, error) {
+	half := diffs / 2
 	start := time.Now()
 	la, lb, st, err := ReconcileSets(ctx, a, b)
 	m := ReconMeasure{N: n, Diffs: diffs, Stats: st, FullBytes: int64(n) * entrySize, Elapsed: time.Since(start)}

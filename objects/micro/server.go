@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -392,7 +393,9 @@ func (s *Server) servePeer(c net.Conn) {
 		c.SetDeadline(time.Now().Add(5 * time.Minute))
 		f, err := readFrame(r, MaxFrame)
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			var ne net.Error
+			idle := errors.As(err, &ne) && ne.Timeout()
+			if !idle && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 				s.badPeer(c, f.id, err, "read")
 			}
 			return

@@ -263,9 +263,6 @@ func (e *engine) run() {
 	}
 }
 
-// closeClients closes every client link (called from Close, after quit).
-func (e *engine) closeClients() {}
-
 func (e *engine) handle(ev any) {
 	switch ev := ev.(type) {
 	case *packet:

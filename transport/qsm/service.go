@@ -127,6 +127,9 @@ type Service struct {
 	closed sync.Once
 	start  sync.Once
 
+	connMu sync.Mutex // protects conns (the client links, closed by Close)
+	conns  map[net.Conn]bool
+
 	stopHeartbeats atomic.Bool   // test hook: a frozen node
 	dropRate       atomic.Uint64 // math.Float64bits of the current DropRate
 }
@@ -151,6 +154,7 @@ func NewService(cfg Config) (*Service, error) {
 		quit:    make(chan struct{}),
 		gmsDone: make(chan struct{}),
 		rng:     mrand.New(mrand.NewPCG(id, uint64(time.Now().UnixNano()))),
+		conns:   map[net.Conn]bool{},
 		repair:  newLatencyRecorder(4096),
 	}
 	s.eng = newEngine(s)
@@ -313,7 +317,11 @@ func (s *Service) Close() error {
 			s.gmsW.fail(net.ErrClosed)
 		}
 		s.gmsMu.Unlock()
-		s.eng.closeClients()
+		s.connMu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.connMu.Unlock()
 	})
 	s.wg.Wait()
 	return nil
@@ -639,7 +647,22 @@ type svcClient struct {
 var clientIDs atomic.Uint32
 
 func (s *Service) serveClient(conn net.Conn) {
-	defer conn.Close()
+	s.connMu.Lock()
+	select {
+	case <-s.quit:
+		s.connMu.Unlock()
+		conn.Close()
+		return
+	default:
+	}
+	s.conns[conn] = true
+	s.connMu.Unlock()
+	defer func() {
+		s.connMu.Lock()
+		delete(s.conns, conn)
+		s.connMu.Unlock()
+		conn.Close()
+	}()
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		tc.SetReadBuffer(4 << 20)

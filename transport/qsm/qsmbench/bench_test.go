@@ -30,7 +30,7 @@ func TestLoopbackHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Rows) != 4 {
+	if len(res.Rows) != 5 {
 		t.Fatalf("got %d rows:\n%s", len(res.Rows), res.Table())
 	}
 	for _, r := range res.Rows[1:] {
