@@ -23,7 +23,8 @@ type dirent struct {
 // in-memory model after each change. Lookups and listings never touch the
 // disk or the network.
 type index struct {
-	root *registry.Root
+	root    *registry.Root
+	folders []ChannelFolder
 
 	mu       sync.Mutex // protects the fields below
 	valid    bool
@@ -31,7 +32,9 @@ type index struct {
 	channels map[string]objects.Metadata // file name in channels/ -> metadata
 }
 
-func newIndex(root *registry.Root) *index { return &index{root: root} }
+func newIndex(root *registry.Root, folders []ChannelFolder) *index {
+	return &index{root: root, folders: folders}
+}
 
 func (x *index) invalidate() {
 	x.mu.Lock()
@@ -92,15 +95,16 @@ func (x *index) build() {
 		add(dir, path.Base(p), false)
 		addDirs(dir)
 	}
-	add("", "channels", true)
 	x.channels = map[string]objects.Metadata{}
-	if sets["channels"] == nil {
-		sets["channels"] = map[string]bool{}
-	}
 	for _, md := range x.root.Channels() {
-		name := channelFileName(md)
-		x.channels[name] = md
-		sets["channels"][name] = false
+		x.channels[channelFileName(md)] = md
+	}
+	for _, f := range x.folders {
+		add("", f.Name, true)
+		sets[f.Name] = map[string]bool{}
+		for name := range x.channels {
+			sets[f.Name][name] = false
+		}
 	}
 	x.dirs = map[string][]dirent{}
 	for d, names := range sets {
@@ -135,7 +139,7 @@ func (x *index) lookup(rel, name string) (dirent, bool) {
 			return e, true
 		}
 	}
-	if rel == "channels" && !strings.HasSuffix(name, suffix) {
+	if x.isFolder(rel) && !strings.HasSuffix(name, suffix) {
 		if _, ok := x.channels[name+suffix]; ok {
 			return dirent{name: name + suffix}, true
 		}
@@ -154,4 +158,13 @@ func (x *index) channel(name string) (objects.Metadata, bool) {
 	}
 	md, ok := x.channels[name]
 	return md, ok
+}
+
+func (x *index) isFolder(rel string) bool {
+	for _, f := range x.folders {
+		if f.Name == rel {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,6 +32,9 @@ type Config struct {
 	// in channels/ (default "relay" with the root's relay client address).
 	ChannelDriver string
 	ChannelParams map[string]string
+	// Folders are more folders of channels over other substrates (e.g.
+	// "qsm"): each shows the root's channels, joined over its driver.
+	Folders []ChannelFolder
 	// ServiceStatus, if set, gives the text shown when a file in services/
 	// is read.
 	ServiceStatus func(rel string) ([]byte, bool)
@@ -47,6 +51,19 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ChannelFolder is a top-level folder of the mount that shows the root's
+// channels joined over one substrate.
+type ChannelFolder struct {
+	// Name is the folder's name ("channels", "qsm").
+	Name string
+	// Driver and Params select the substrate.
+	Driver string
+	Params map[string]string
+	// History is how many recent events a stream channel keeps for
+	// joiners (only meaningful where the driver transfers state).
+	History int
+}
+
 // Mount is a mounted folder of live objects.
 type Mount struct {
 	cfg    Config
@@ -54,6 +71,8 @@ type Mount struct {
 	server *fuse.Server
 	start  time.Time
 	idx    *index
+	// folders are the channel folders, channels/ first.
+	folders []ChannelFolder
 
 	mu      sync.Mutex // protects handles, closed
 	handles map[string]map[*handle]struct{}
@@ -64,6 +83,30 @@ type Mount struct {
 
 	stopWatch func()
 	watchDone chan struct{}
+}
+
+// folder returns the channel folder a path lies in.
+func (m *Mount) folder(rel string) (ChannelFolder, bool) {
+	dir, _, ok := strings.Cut(rel, "/")
+	if !ok {
+		return ChannelFolder{}, false
+	}
+	for _, f := range m.folders {
+		if f.Name == dir {
+			return f, true
+		}
+	}
+	return ChannelFolder{}, false
+}
+
+// isFolder reports whether rel is a channel folder.
+func (m *Mount) isFolder(rel string) bool {
+	for _, f := range m.folders {
+		if f.Name == rel {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrStale reports a mountpoint left behind by a daemon that died.
@@ -138,7 +181,8 @@ func New(dir string, cfg Config) (*Mount, error) {
 		return nil, fmt.Errorf("fs: create mountpoint: %w", err)
 	}
 	m := &Mount{cfg: cfg, dir: abs, start: time.Now(), handles: map[string]map[*handle]struct{}{}, watchDone: make(chan struct{})}
-	m.idx = newIndex(cfg.Root)
+	m.folders = append([]ChannelFolder{{Name: "channels", Driver: cfg.ChannelDriver, Params: cfg.ChannelParams, History: ChannelHistory}}, cfg.Folders...)
+	m.idx = newIndex(cfg.Root, m.folders)
 
 	sec := time.Second
 	neg := 500 * time.Millisecond
@@ -191,7 +235,7 @@ func (m *Mount) follow(ch <-chan registry.Change) {
 		m.idx.invalidate()
 		if c.Kind == registry.Removed {
 			m.endReaders(c.Path)
-			if strings.HasPrefix(c.Path, "channels/") {
+			if strings.HasPrefix(c.Path, "channels/") || c.Kind == registry.Resync {
 				// A channel's metadata went away: its file's readers end.
 				m.endChannelReaders()
 			}
@@ -205,8 +249,8 @@ func (m *Mount) endChannelReaders() {
 	m.mu.Lock()
 	var gone []string
 	for rel := range m.handles {
-		if name, ok := strings.CutPrefix(rel, "channels/"); ok {
-			if _, exists := m.idx.channel(name); !exists {
+		if _, ok := m.folder(rel); ok {
+			if _, exists := m.idx.channel(path.Base(rel)); !exists {
 				gone = append(gone, rel)
 			}
 		}

@@ -120,7 +120,7 @@ func (d *dirNode) child(ctx context.Context, e dirent, out *fuse.EntryOut) *gofs
 
 // createChannel makes a channel from the shell (touch, mkdir, >).
 func (d *dirNode) createChannel(ctx context.Context, name string) (objects.Metadata, syscall.Errno) {
-	if d.rel != "channels" {
+	if !d.m.isFolder(d.rel) {
 		return objects.Metadata{}, syscall.EROFS
 	}
 	name = strings.TrimSuffix(name, suffix)
@@ -171,7 +171,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) removeChannel(ctx context.Context, name string) syscall.Errno {
-	if d.rel != "channels" {
+	if !d.m.isFolder(d.rel) {
 		return syscall.EROFS
 	}
 	md, ok := d.m.idx.channel(name)
@@ -186,7 +186,9 @@ func (d *dirNode) removeChannel(ctx context.Context, name string) syscall.Errno 
 		return errno("remove channel", name, err)
 	}
 	d.m.idx.invalidate()
-	d.m.endReaders(join(d.rel, channelFileName(md)))
+	for _, f := range d.m.folders {
+		d.m.endReaders(join(f.Name, channelFileName(md)))
+	}
 	if d.m.cfg.OnRemoveChannel != nil {
 		if err := d.m.cfg.OnRemoveChannel(ctx, md); err != nil {
 			return errno("remove channel", name, err)
@@ -235,7 +237,7 @@ const (
 
 func (f *fileNode) kind() fileKind {
 	switch {
-	case strings.HasPrefix(f.rel, "channels/"):
+	case f.inFolder():
 		return kindChannel
 	case strings.HasPrefix(f.rel, "services/"):
 		return kindService
@@ -243,6 +245,11 @@ func (f *fileNode) kind() fileKind {
 		return kindDef
 	}
 	return kindLive
+}
+
+func (f *fileNode) inFolder() bool {
+	_, ok := f.m.folder(f.rel)
+	return ok
 }
 
 // static returns the content of a non-live file.
@@ -363,9 +370,10 @@ func (f *fileNode) spec() (channels.Spec, error) {
 	if f.kind() == kindChannel {
 		md, ok := f.m.idx.channel(path.Base(f.rel))
 		if !ok {
-			return channels.Spec{}, fmt.Errorf("channels/%s: %w", path.Base(f.rel), transport.ErrNoChannel)
+			return channels.Spec{}, fmt.Errorf("%s: %w", f.rel, transport.ErrNoChannel)
 		}
-		kind, history := logic.Stream, ChannelHistory
+		folder, _ := f.m.folder(f.rel)
+		kind, history := logic.Stream, folder.History
 		if c, ok := objects.LookupClass(md.MessageClass); ok {
 			if k, err := logic.ParseKind(string(c.Category)); err == nil {
 				kind = k
@@ -376,7 +384,7 @@ func (f *fileNode) spec() (channels.Spec, error) {
 			key = md.Name
 		}
 		return channels.Spec{
-			Object: f.rel, Driver: f.m.cfg.ChannelDriver, Params: f.m.cfg.ChannelParams,
+			Object: f.rel, Driver: folder.Driver, Params: folder.Params,
 			Channel: key, ChannelName: md.Name, Logic: logic.Config{Kind: kind, History: history},
 		}, nil
 	}
@@ -483,7 +491,8 @@ func (f *fileNode) xattr(name string) ([]byte, bool) {
 			}
 			return []byte("stream"), true
 		case "driver":
-			return []byte(f.m.cfg.ChannelDriver), true
+			folder, _ := f.m.folder(f.rel)
+			return []byte(folder.Driver), true
 		case "channel":
 			return []byte(md.Name), true
 		}

@@ -14,9 +14,11 @@ const (
 	// DefaultRelayAddress is where the relay server listens and clients
 	// connect.
 	DefaultRelayAddress = "127.0.0.1:60000"
-	// DefaultQSMUplink is where the QSM local service accepts in-process
-	// clients.
-	DefaultQSMUplink = "127.0.0.1:60100"
+	// DefaultQSMUplink and DefaultQSMUplinkPort are where the QSM local
+	// service accepts in-process clients (the settings uplink_address and
+	// uplink_port).
+	DefaultQSMUplink     = "127.0.0.1"
+	DefaultQSMUplinkPort = "60100"
 	// DefaultQSMPort is the UDP port of QSM multicast traffic.
 	DefaultQSMPort = "60200"
 	// DefaultQSMGMS is the coordinator's membership service address.
@@ -118,13 +120,13 @@ func InitFiles() (map[string][]byte, error) {
 	objs["registry/"+objects.KeyQSMClient+"/quicksilver_c.liveobject"] = func() *objects.Object {
 		o := named(ref(objects.ClassQuickSilver), "QuickSilver (in-process client)",
 			"Its element \"Qsm\" is the folder of QSM channels.")
-		o.SetParam("configuration", config("qsm_application", "true", "uplink_address", DefaultQSMUplink, "uplink_subnet", ""))
+		o.SetParam("configuration", config("qsm_application", "true", "uplink_address", DefaultQSMUplink, "uplink_port", DefaultQSMUplinkPort, "uplink_subnet", ""))
 		return o
 	}()
 	objs["registry/"+objects.KeyQSMLocalService+"/quicksilver_s.liveobject"] = func() *objects.Object {
 		o := named(ref(objects.ClassQuickSilver), "QuickSilver (local service)", "")
 		o.SetParam("configuration", config("qsm", "true", "qsm_application", "false", "qsm_controller", "false",
-			"uplink_controller", "true", "uplink_address", DefaultQSMUplink, "uplink_subnet", "",
+			"uplink_controller", "true", "uplink_address", DefaultQSMUplink, "uplink_port", DefaultQSMUplinkPort, "uplink_subnet", "",
 			"subnet", "", "port", DefaultQSMPort, "gms_address", DefaultQSMGMS))
 		return o
 	}()

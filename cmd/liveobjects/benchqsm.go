@@ -14,7 +14,7 @@ import (
 )
 
 var benchQSM struct {
-	receivers, size, count, loss int
+	receivers, size, count, loss, mtu, repeat int
 	groups, mode                 string
 }
 
@@ -42,6 +42,8 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.IntVar(&benchQSM.loss, "loss", 5, "percent loss injected at every receiver in the lossy measurement (negative: skip)")
 			fs.StringVar(&benchQSM.groups, "groups", "1,1000,8000", "group counts to compare, the first being the reference")
 			fs.StringVar(&benchQSM.mode, "mode", "auto", "netns, loopback or auto")
+			fs.IntVar(&benchQSM.repeat, "repeat", 3, "runs per measurement; the median by goodput is kept")
+			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
@@ -61,12 +63,15 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			if benchQSM.size < 1 || benchQSM.size > 1<<20 {
 				return usagef("-size: %d out of range (1 B - 1 MiB)", benchQSM.size)
 			}
+			if benchQSM.mtu < 576 || benchQSM.mtu > 65000 {
+				return usagef("-mtu: %d out of range (576-65000)", benchQSM.mtu)
+			}
 			if benchQSM.count < 1 {
 				return usagef("-count: %d must be positive", benchQSM.count)
 			}
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: benchQSM.loss, Groups: groups, Config: qsm.DefaultConfig(),
+				LossPercent: benchQSM.loss, Groups: groups, Config: qsm.DefaultConfig(), LinkMTU: benchQSM.mtu, Repeat: benchQSM.repeat,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode

@@ -197,6 +197,10 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 	if host != nil {
 		cfg.ServiceStatus = host.StatusText
 	}
+	if e, ok := reg.Key(objects.KeyQSMClient); ok && e.Def != nil {
+		// The root's channels over QSM, in a folder of their own.
+		cfg.Folders = append(cfg.Folders, fs.ChannelFolder{Name: "qsm", Driver: "qsm", Params: services.Settings(reg, e.Def)})
+	}
 	m, err := fs.New(mnt, cfg)
 	if err != nil {
 		return err

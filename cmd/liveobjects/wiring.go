@@ -32,14 +32,19 @@ func dialDriver(ctx context.Context, driver string, params map[string]string) (t
 			Secret: os.Getenv("LIVEOBJECTS_RELAY_SECRET"),
 		})
 	case "qsm":
-		addr := params["uplink_address"]
-		if addr == "" {
-			addr = params["address"]
+		cfg, err := qsm.ParseConfig(params)
+		if err != nil {
+			return nil, err
 		}
-		if addr == "" {
-			addr = qsm.DefaultConfig().UplinkAddress
+		addr := cfg.UplinkAddr()
+		if _, _, err := net.SplitHostPort(cfg.UplinkAddress); err == nil {
+			addr = cfg.UplinkAddress // host:port in one setting
 		}
-		return qsm.Dial(ctx, normalizeAddr(addr, params["uplink_port"]))
+		c, err := qsm.Dial(ctx, addr)
+		if err != nil {
+			return nil, fmt.Errorf("%w (is the QSM local service running? switch on services/quicksilver_localservice.liveobject, or run 'liveobjects qsm service')", err)
+		}
+		return c, nil
 	}
 	return nil, fmt.Errorf("no communication driver named %q in this build (relay, qsm)", driver)
 }

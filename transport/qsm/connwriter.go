@@ -51,7 +51,7 @@ func (w *connWriter) frame(f func(b []byte) []byte) error {
 
 // loop writes buffered frames until close; it returns the write error.
 func (w *connWriter) loop(quit <-chan struct{}) error {
-	var spare []byte
+	spare := make([]byte, 0, 64<<10)
 	for {
 		select {
 		case <-quit:
@@ -75,10 +75,11 @@ func (w *connWriter) loop(quit <-chan struct{}) error {
 				w.fail(err)
 				return err
 			}
-			if cap(out) <= 4<<20 {
+			// Reuse the buffer next time, unless it grew huge once.
+			if cap(out) <= 64<<20 {
 				spare = out[:0]
 			} else {
-				spare = nil
+				spare = make([]byte, 0, 1<<20)
 			}
 		}
 		w.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,13 @@ type Options struct {
 	Groups []int
 	// Binary is the liveobjects binary that runs the services (RunNetns).
 	Binary string
+	// Repeat runs each measurement this many times and keeps the median
+	// by goodput (default 3).
+	Repeat int
+	// LinkMTU is the MTU of the LAN's links (RunNetns; default 1500). QSM
+	// packs events into datagrams of up to LinkMTU-28 bytes; the raw
+	// baseline sends one event per datagram.
+	LinkMTU int
 	// Config is the base QSM configuration.
 	Config qsm.Config
 	// Progress, when set, receives a line per step.
@@ -56,6 +64,9 @@ func (o *Options) defaults() {
 	}
 	if o.Config.MTU == 0 {
 		o.Config = qsm.DefaultConfig()
+	}
+	if o.Repeat <= 0 {
+		o.Repeat = 3
 	}
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
@@ -184,7 +195,7 @@ func (g *groupCounter) Restore(_ []byte, _ uint64) error { return nil }
 func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	res := &Result{Mode: e.mode}
 	o.Progress("raw UDP multicast baseline: %d x %d B to %d receivers", o.Count, o.Size, o.Receivers)
-	raw, err := rawRun(ctx, e, o)
+	raw, err := median(o.Repeat, func() (Row, error) { return rawRun(ctx, e, o) })
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +213,11 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	for gi, g := range o.Groups {
 		name := fmt.Sprintf("QSM, %d group(s)", g)
 		o.Progress("%s: %d x %d B to %d receivers", name, o.Count, o.Size, o.Receivers)
-		row, err := qsmRun(ctx, e, o, g, fmt.Sprintf("b%d-", gi), 0)
+		k := 0
+		row, err := median(o.Repeat, func() (Row, error) {
+			k++
+			return qsmRun(ctx, e, o, g, fmt.Sprintf("b%d.%d-", gi, k), 0)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("qsmbench: %s: %w", name, err)
 		}
@@ -224,7 +239,11 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 				return nil, err
 			}
 		}
-		row, err := qsmRun(ctx, e, o, 1, "loss-", 0)
+		k := 0
+		row, err := median(o.Repeat, func() (Row, error) {
+			k++
+			return qsmRun(ctx, e, o, 1, fmt.Sprintf("loss%d-", k), 0)
+		})
 		if err == nil {
 			row.Name = name
 			row.Ratio, row.Of, row.Target = row.Goodput/raw.Goodput, "raw lossless", 0.6
@@ -251,6 +270,20 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// median runs f n times and returns the run with the median goodput.
+func median(n int, f func() (Row, error)) (Row, error) {
+	var rows []Row
+	for i := 0; i < n; i++ {
+		r, err := f()
+		if err != nil {
+			return Row{}, err
+		}
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Goodput < rows[j].Goodput })
+	return rows[len(rows)/2], nil
 }
 
 // rawRun multicasts o.Count datagrams of o.Size bytes from node 0 as fast

@@ -25,7 +25,7 @@ func smallConfig() qsm.Config {
 // delivers everything, and the table names each measurement.
 func TestLoopbackHarness(t *testing.T) {
 	res, err := RunLoopback(context.Background(), Options{
-		Receivers: 2, Count: 3000, Size: 256, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(),
+		Receivers: 2, Count: 3000, Size: 256, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(), Repeat: 1,
 	})
 	if err != nil {
 		t.Fatal(err)

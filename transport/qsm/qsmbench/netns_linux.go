@@ -19,12 +19,15 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 	if o.Binary == "" {
 		return nil, errors.New("qsmbench: no liveobjects binary to run the services")
 	}
-	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1})
+	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1, MTU: o.LinkMTU})
 	if err != nil {
 		return nil, err
 	}
 	defer lab.Close()
 	cfg := o.Config
+	if o.LinkMTU > 0 {
+		cfg.MTU = o.LinkMTU - 28
+	}
 	cfg.GMSAddress = net.JoinHostPort(lab.HostIP(), "0")
 	coord, err := qsm.NewCoordinator(cfg)
 	if err != nil {
