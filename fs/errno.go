@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/objects"
 	"github.com/liveobjects/liveobjects/objects/logic"
 	"github.com/liveobjects/liveobjects/transport"
 )
@@ -31,7 +32,7 @@ func errno(op, path string, err error) syscall.Errno {
 		e = syscall.EACCES
 	case errors.Is(err, transport.ErrTooLarge):
 		e = syscall.EFBIG
-	case errors.Is(err, errNotLive):
+	case errors.Is(err, errNotLive), errors.Is(err, objects.ErrMismatch), errors.Is(err, objects.ErrUnknownClass):
 		e = syscall.ENOTSUP
 	case errors.Is(err, transport.ErrClosed), errors.Is(err, channels.ErrClosed):
 		e = syscall.ESHUTDOWN

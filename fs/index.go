@@ -23,8 +23,9 @@ type dirent struct {
 // in-memory model after each change. Lookups and listings never touch the
 // disk or the network.
 type index struct {
-	root    *registry.Root
-	folders []ChannelFolder
+	root      *registry.Root
+	folders   []ChannelFolder
+	withFiles bool // show files/
 
 	mu       sync.Mutex // protects the fields below
 	valid    bool
@@ -105,6 +106,9 @@ func (x *index) build() {
 		for name := range x.channels {
 			sets[f.Name][name] = false
 		}
+	}
+	if x.withFiles {
+		add("", "files", true)
 	}
 	x.dirs = map[string][]dirent{}
 	for d, names := range sets {

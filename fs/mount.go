@@ -32,6 +32,9 @@ type Config struct {
 	// in channels/ (default "relay" with the root's relay client address).
 	ChannelDriver string
 	ChannelParams map[string]string
+	// Files, if set, is shown as files/: the distributed files of a
+	// micro-object server.
+	Files FileStore
 	// Folders are more folders of channels over other substrates (e.g.
 	// "qsm"): each shows the root's channels, joined over its driver.
 	Folders []ChannelFolder
@@ -183,6 +186,7 @@ func New(dir string, cfg Config) (*Mount, error) {
 	m := &Mount{cfg: cfg, dir: abs, start: time.Now(), handles: map[string]map[*handle]struct{}{}, watchDone: make(chan struct{})}
 	m.folders = append([]ChannelFolder{{Name: "channels", Driver: cfg.ChannelDriver, Params: cfg.ChannelParams, History: ChannelHistory}}, cfg.Folders...)
 	m.idx = newIndex(cfg.Root, m.folders)
+	m.idx.withFiles = cfg.Files != nil
 
 	sec := time.Second
 	neg := 500 * time.Millisecond

@@ -109,6 +109,10 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 func (d *dirNode) child(ctx context.Context, e dirent, out *fuse.EntryOut) *gofs.Inode {
 	rel := join(d.rel, e.name)
+	if rel == "files" && d.m.cfg.Files != nil {
+		d.m.dirAttr(&out.Attr)
+		return d.NewInode(ctx, &filesDir{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino('d', rel)})
+	}
 	if e.dir {
 		d.m.dirAttr(&out.Attr)
 		return d.NewInode(ctx, &dirNode{m: d.m, rel: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino('d', rel)})

@@ -79,7 +79,20 @@ func (s Status) String() string {
 type entry struct {
 	status Status
 	svc    Service
-	params string // the definition's settings, to tell a change
+	cancel context.CancelFunc // ends the context the service was started with
+	params string             // the definition's settings, to tell a change
+}
+
+// stop closes the service and ends its context.
+func (e *entry) stop() error {
+	var err error
+	if e.svc != nil {
+		err = e.svc.Close()
+	}
+	if e.cancel != nil {
+		e.cancel()
+	}
+	return err
 }
 
 // Host runs the services of a root.
@@ -205,7 +218,7 @@ func (h *Host) apply(ctx context.Context, path string) error {
 		return nil // unchanged
 	}
 	if old != nil && old.svc != nil {
-		if err := old.svc.Close(); err != nil {
+		if err := old.stop(); err != nil {
 			h.log.Warn("service stop", "path", path, "err", err)
 		}
 		h.log.Info("service stopped", "path", path)
@@ -234,15 +247,19 @@ func (h *Host) apply(ctx context.Context, path string) error {
 		}
 		svc, ferr := f(def)
 		if ferr == nil {
-			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			ferr = svc.Start(sctx)
-			cancel()
+			// Some services tie their lifetime to the context they start
+			// with: it lives until the service is stopped.
+			var sctx context.Context
+			sctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+			ferr = startWithin(sctx, svc, 30*time.Second)
 		}
 		if ferr != nil {
 			n.status.State, n.status.Err = Failed, ferr.Error()
 			err = fmt.Errorf("%s (%s): %w", path, def.Class.Name, ferr)
 			if svc != nil {
-				svc.Close()
+				n.svc = svc
+				n.stop()
+				n.svc = nil
 			}
 			break
 		}
@@ -253,9 +270,7 @@ func (h *Host) apply(ctx context.Context, path string) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		if n.svc != nil {
-			n.svc.Close()
-		}
+		n.stop()
 		return nil
 	}
 	h.services[path] = n
@@ -325,11 +340,22 @@ func (h *Host) Close() error {
 	}
 	var errs []error
 	for p, e := range svcs {
-		if e.svc != nil {
-			if err := e.svc.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", p, err))
-			}
+		if err := e.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// startWithin starts svc and gives up waiting after d (the service is
+// then stopped by the caller).
+func startWithin(ctx context.Context, svc Service, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("did not start within %v", d)
+	}
 }

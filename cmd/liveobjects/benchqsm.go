@@ -15,7 +15,7 @@ import (
 
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
-	groups, mode                 string
+	groups, mode                              string
 }
 
 func init() {

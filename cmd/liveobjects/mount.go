@@ -13,6 +13,7 @@ import (
 	"github.com/liveobjects/liveobjects/channels"
 	"github.com/liveobjects/liveobjects/fs"
 	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/objects/micro"
 	"github.com/liveobjects/liveobjects/registry"
 	"github.com/liveobjects/liveobjects/services"
 )
@@ -35,6 +36,7 @@ func defaultRoot() string {
 
 type mountFlags struct {
 	relay  string
+	mo     string
 	debug  bool
 	listen string
 	root   string
@@ -78,6 +80,7 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 'liveobjects up' elsewhere.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&mf.relay, "relay", "", "relay address host:port (default: from the root's registry)")
+			fs.StringVar(&mf.mo, "mo", "", "local socket of a micro-object server ('liveobjects mo serve'): show its shared files in files/")
 			fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
 		},
 		Run: func(ctx context.Context, args []string) error {
@@ -147,7 +150,17 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 		slog.Warn("no relay service is running in this root; live objects will use the relay address in the registry")
 	}
 	f.relay = relayAddr
+	for _, s := range host.All() {
+		if s.State == services.Running && s.Class == moClassName() {
+			f.mo = filepath.Join(stateDir(reg.Dir(), "mo"), "mo.sock")
+		}
+	}
 	return runMount(ctx, f, mnt, reg, host)
+}
+
+func moClassName() string {
+	c, _ := objects.LookupClass(objects.ClassMOServer)
+	return c.Name
 }
 
 func relayClassName() string {
@@ -201,6 +214,14 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 		// The root's channels over QSM, in a folder of their own.
 		cfg.Folders = append(cfg.Folders, fs.ChannelFolder{Name: "qsm", Driver: "qsm", Params: services.Settings(reg, e.Def)})
 	}
+	if f.mo != "" {
+		folder, closeFolder, err := openFolder(ctx, f.mo)
+		if err != nil {
+			return err
+		}
+		defer closeFolder()
+		cfg.Files = folder
+	}
 	m, err := fs.New(mnt, cfg)
 	if err != nil {
 		return err
@@ -248,4 +269,24 @@ func normalizeAddr(addr, port string) string {
 		port = "60000"
 	}
 	return net.JoinHostPort(addr, port)
+}
+
+// openFolder connects to a micro-object server's local socket and shows
+// its shared files, flooded at level 3 (contents too).
+func openFolder(ctx context.Context, socket string) (*micro.Folder, func(), error) {
+	keys, err := micro.LoadOrCreateKeys(micro.DefaultKeyFile())
+	if err != nil {
+		return nil, nil, err
+	}
+	local, err := micro.DialLocal(ctx, socket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("micro-object server at %s: %w", socket, err)
+	}
+	lib := micro.NewLib(local, keys)
+	folder := micro.NewFolder(lib, 3, slog.Default())
+	return folder, func() {
+		folder.Close()
+		lib.Close()
+		local.Close()
+	}, nil
 }

@@ -13,10 +13,11 @@ import (
 // engine writes datagrams and client frames itself, so nothing here is
 // locked.
 type engine struct {
-	s   *Service
-	log *slog.Logger
-	in  chan any // data, views and client requests
-	ctl chan any // tokens and acks, handled first
+	s    *Service
+	log  *slog.Logger
+	in   chan any       // views and client requests
+	data chan []*packet // data datagrams, in batches from the readers
+	ctl  chan any       // tokens and acks, handled first
 
 	view      *View
 	region    *Region // my region in view, nil when I belong to no group
@@ -209,6 +210,7 @@ func newEngine(s *Service) *engine {
 		s:           s,
 		in:          make(chan any, 4096),
 		ctl:         make(chan any, 1024),
+		data:        make(chan []*packet, 256),
 		clients:     map[*svcClient]bool{},
 		members:     map[memberKey]*localMember{},
 		groups:      map[uint64]*localGroup{},
@@ -235,6 +237,8 @@ func (e *engine) run() {
 		select {
 		case ev := <-e.ctl:
 			e.handle(ev)
+		case b := <-e.data:
+			e.handleData(b)
 		case ev := <-e.in:
 			e.handle(ev)
 		case now := <-t.C:
@@ -253,6 +257,8 @@ func (e *engine) run() {
 			default:
 			}
 			select {
+			case b := <-e.data:
+				e.handleData(b)
 			case ev := <-e.in:
 				e.handle(ev)
 			default:
@@ -260,6 +266,12 @@ func (e *engine) run() {
 			}
 		}
 		e.flush()
+	}
+}
+
+func (e *engine) handleData(b []*packet) {
+	for _, p := range b {
+		e.onData(p)
 	}
 }
 

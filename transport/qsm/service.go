@@ -339,9 +339,15 @@ func (s *Service) closeSockets() {
 // readLoop reads datagrams from one socket, checks and parses them, and
 // hands them to the engine.
 func (s *Service) readLoop(conn *net.UDPConn) {
-	buf := make([]byte, 65536)
+	// Read up to readBatch datagrams per system call (recvmmsg) and hand
+	// the data among them to the engine in one go.
+	pc := ipv4.NewPacketConn(conn)
+	msgs := make([]ipv4.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
+	}
 	for {
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
 			select {
 			case <-s.quit:
@@ -353,40 +359,55 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 			}
 			continue
 		}
-		s.ctr.datagramsIn.Add(1)
-		s.ctr.bytesIn.Add(uint64(n))
-		if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
-			s.rngMu.Lock()
-			drop := s.rng.Float64() < rate
-			s.rngMu.Unlock()
-			if drop {
-				s.ctr.injected.Add(1)
+		var batch []*packet
+		for i := 0; i < n; i++ {
+			m := &msgs[i]
+			s.ctr.datagramsIn.Add(1)
+			s.ctr.bytesIn.Add(uint64(m.N))
+			if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
+				s.rngMu.Lock()
+				drop := s.rng.Float64() < rate
+				s.rngMu.Unlock()
+				if drop {
+					s.ctr.injected.Add(1)
+					continue
+				}
+			}
+			var from netip.AddrPort
+			if ua, ok := m.Addr.(*net.UDPAddr); ok {
+				from = ua.AddrPort()
+			}
+			ev, err := parseDatagram(m.Buffers[0][:m.N], from)
+			if err != nil {
+				s.countBad(err)
 				continue
 			}
-		}
-		ev, err := parseDatagram(buf[:n], from)
-		if err != nil {
-			s.countBad(err)
-			continue
-		}
-		if ev.data == nil {
-			select {
-			case s.eng.ctl <- ev:
-			case <-s.quit:
-				return
+			if ev.data == nil {
+				select {
+				case s.eng.ctl <- ev:
+				case <-s.quit:
+					return
+				}
+				continue
 			}
+			batch = append(batch, ev)
+		}
+		if len(batch) == 0 {
 			continue
 		}
 		// Data never waits for the engine: when its queue is full the
-		// datagram is dropped (and repaired later), so that tokens behind
-		// it in the socket are not held up.
+		// datagrams are dropped (and repaired later), so that tokens
+		// behind them in the socket are not held up.
 		select {
-		case s.eng.in <- ev:
+		case s.eng.data <- batch:
 		default:
-			s.ctr.overload.Add(1)
+			s.ctr.overload.Add(uint64(len(batch)))
 		}
 	}
 }
+
+// readBatch is the most datagrams one read system call returns.
+const readBatch = 32
 
 func (s *Service) countBad(err error) {
 	switch {

@@ -1,0 +1,222 @@
+package micro
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Folder shows the distributed files a server shares as a flat folder of
+// named files, for the mount: listing never waits (it answers from a list
+// refreshed in the background), reading gives a file's current content,
+// writing replaces it (new content objects, flooded to the peers that
+// share the file), and creating a file named by a token opens a file
+// shared by someone else.
+//
+// A Folder is safe for concurrent use. mu protects files and sizes; one
+// goroutine, started by NewFolder and stopped by Close, refreshes the
+// list.
+type Folder struct {
+	lib   *Lib
+	level int
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	files map[string]*File // by name
+	sizes map[string]int64 // last known size, by name
+
+	kick   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewFolder returns a Folder over lib's server; files written through it
+// are flooded at level (2: changed clusters; 3: contents too).
+func NewFolder(lib *Lib, level int, log *slog.Logger) *Folder {
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Folder{lib: lib, level: level, log: log, files: map[string]*File{}, sizes: map[string]int64{},
+		kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	go f.loop(ctx)
+	return f
+}
+
+func (f *Folder) loop(ctx context.Context) {
+	defer close(f.done)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := f.refresh(rctx); err != nil && ctx.Err() == nil {
+			f.log.Warn("micro: folder refresh", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-f.kick:
+		}
+	}
+}
+
+// refresh lists the shared files and opens the new ones.
+func (f *Folder) refresh(ctx context.Context) error {
+	infos, err := SharedFiles(ctx, f.lib)
+	if err != nil {
+		return err
+	}
+	for _, in := range infos {
+		f.mu.Lock()
+		_, known := f.files[in.Name]
+		f.mu.Unlock()
+		if known {
+			continue
+		}
+		file, err := OpenFile(ctx, f.lib, in.Token)
+		if err != nil {
+			f.log.Warn("micro: open shared file", "name", in.Name, "err", err)
+			continue
+		}
+		f.mu.Lock()
+		if _, known := f.files[in.Name]; known {
+			f.mu.Unlock()
+			file.Close()
+			continue
+		}
+		f.files[in.Name] = file
+		f.mu.Unlock()
+	}
+	return nil
+}
+
+// Names returns the names of the files, sorted. It never blocks on the
+// network.
+func (f *Folder) Names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.files))
+	for n := range f.files {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Size returns the last known size of a file (0 when not read yet).
+func (f *Folder) Size(name string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sizes[name]
+}
+
+func (f *Folder) file(name string) (*File, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	file, ok := f.files[name]
+	return file, ok
+}
+
+// Read returns a file's current content.
+func (f *Folder) Read(ctx context.Context, name string) ([]byte, error) {
+	file, ok := f.file(name)
+	if !ok {
+		return nil, fmt.Errorf("micro: no shared file %q: %w", name, ErrNotFound)
+	}
+	if err := file.Refresh(ctx); err != nil {
+		f.log.Debug("micro: refresh before read", "name", name, "err", err)
+	}
+	b, err := file.ReadAll(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.sizes[name] = int64(len(b))
+	f.mu.Unlock()
+	return b, nil
+}
+
+// Write replaces a file's content, creating the file (home: this server)
+// when it does not exist. A name that is a token opens the file it names
+// instead, and data must be empty then.
+func (f *Folder) Write(ctx context.Context, name string, data []byte) error {
+	file, ok := f.file(name)
+	if !ok {
+		if t, err := ParseToken(name); err == nil {
+			if len(data) != 0 {
+				return fmt.Errorf("micro: %q names a file by its token; create it empty to open it, then write to it by its name", name)
+			}
+			return f.Open(ctx, t)
+		}
+		nf, err := CreateFile(ctx, f.lib, name, data, FileOptions{})
+		if err != nil {
+			return err
+		}
+		if err := nf.Share(ctx, f.level); err != nil {
+			nf.Close()
+			return err
+		}
+		f.mu.Lock()
+		f.files[name] = nf
+		f.sizes[name] = int64(len(data))
+		f.mu.Unlock()
+		return nil
+	}
+	if err := file.Write(ctx, data); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.sizes[name] = int64(len(data))
+	f.mu.Unlock()
+	return nil
+}
+
+// Open adds the file named by t (shared by another server) to the folder
+// and starts flooding it at the folder's level.
+func (f *Folder) Open(ctx context.Context, t Token) error {
+	file, err := OpenFile(ctx, f.lib, t)
+	if err != nil {
+		return err
+	}
+	if err := file.Share(ctx, f.level); err != nil {
+		file.Close()
+		return err
+	}
+	f.mu.Lock()
+	if old, ok := f.files[file.Name()]; ok {
+		old.Close()
+	}
+	f.files[file.Name()] = file
+	f.mu.Unlock()
+	return nil
+}
+
+// Close stops the refresher and closes the files.
+func (f *Folder) Close() error {
+	f.cancel()
+	<-f.done
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, file := range f.files {
+		file.Close()
+	}
+	f.files = map[string]*File{}
+	return nil
+}
+
+// Tokens returns the token of each file, by name: what another server
+// opens the file with.
+func (f *Folder) Tokens() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]string, len(f.files))
+	for n, file := range f.files {
+		out[n] = file.Token().String()
+	}
+	return out
+}
