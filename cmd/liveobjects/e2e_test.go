@@ -319,3 +319,92 @@ func desktopChecks(t *testing.T, mnt string) {
 		t.Fatalf("open: %q", out)
 	}
 }
+
+// loMulticast turns multicast on for the loopback interface for the
+// test, and back off afterwards if it was off.
+func loMulticast(t *testing.T) {
+	out, err := exec.Command("ip", "link", "show", "lo").Output()
+	if err != nil {
+		t.Skipf("ip link: %v", err)
+	}
+	if strings.Contains(string(out), "MULTICAST") {
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("multicast on loopback is off and turning it on needs root: ip link set lo multicast on")
+	}
+	if err := exec.Command("ip", "link", "set", "lo", "multicast", "on").Run(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "set", "lo", "multicast", "off").Run() })
+}
+
+// TestUpAllServices: a root with every service switched on (relay, QSM
+// coordinator and local service, micro-object server) serves channels over
+// both drivers and distributed files, from one 'up'.
+func TestUpAllServices(t *testing.T) {
+	needFUSE(t)
+	loMulticast(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	for _, s := range []string{"mo", "quicksilver_localservice", "quicksilver_coordinator"} {
+		if out, err := exec.Command(bin, "service", "on", root, s).CombinedOutput(); err != nil {
+			t.Fatalf("service on %s: %v %s", s, err, out)
+		}
+	}
+	// Ports of this test's own, so it can run beside others.
+	repl := map[string]string{}
+	for _, def := range []string{"60100", "60300", "61000"} {
+		_, port, _ := net.SplitHostPort(freePort(t))
+		repl[def] = port
+	}
+	repl["60200"] = fmt.Sprint(20000 + os.Getpid()%20000)
+	err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		s := string(b)
+		for from, to := range repl {
+			s = strings.ReplaceAll(s, from, to)
+		}
+		return os.WriteFile(p, []byte(s), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LIVEOBJECTS_MO_KEYS", filepath.Join(dir, "mo.keys")) // not the user's keys
+	mnt := filepath.Join(dir, "live")
+	start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
+	waitFor(t, 20*time.Second, func() error {
+		out, err := sh(t, "cat "+mnt+"/services/*.liveobject")
+		if err != nil || strings.Count(out, "state: running") != 4 {
+			return fmt.Errorf("services: %v\n%s", err, out)
+		}
+		return nil
+	})
+	// A channel over QSM.
+	out, err := sh(t, fmt.Sprintf(`cd %s && (timeout 8 head -n 2 qsm/chat.liveobject > %s/q.out &)
+for i in $(seq 1 50); do echo "over qsm $i" >> qsm/chat.liveobject 2>/dev/null && break; sleep 0.1; done
+sleep 0.5; echo "second" >> qsm/chat.liveobject
+for i in $(seq 1 80); do [ "$(wc -l < %s/q.out)" -ge 2 ] && break; sleep 0.1; done; cat %s/q.out`, mnt, dir, dir, dir))
+	if err != nil || !strings.Contains(out, "second") {
+		t.Fatalf("qsm/ channel: %q %v", out, err)
+	}
+	// An object that needs total order refuses QSM, saying why.
+	if _, err := sh(t, "cat "+mnt+"/examples/shared_text_1.qsm.liveobject"); err == nil {
+		t.Fatal("a text note joined a QSM channel")
+	}
+	msg, _ := sh(t, "getfattr --only-values -n user.liveobject.error "+mnt+"/examples/shared_text_1.qsm.liveobject")
+	if !strings.Contains(msg, "needs total-order") || !strings.Contains(msg, "over qsm provides fifo") {
+		t.Fatalf("mismatch message: %q", msg)
+	}
+	// A distributed file.
+	out, err = sh(t, "echo 'kept in micro objects' > "+mnt+"/files/note.txt && cat "+mnt+"/files/note.txt")
+	if err != nil || out != "kept in micro objects\n" {
+		t.Fatalf("files/: %q %v", out, err)
+	}
+}

@@ -3,9 +3,12 @@ package qsm
 import (
 	"encoding/binary"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // engine is a service's protocol stack. One goroutine (run) owns all of
@@ -52,6 +55,8 @@ type engine struct {
 	tick      time.Duration
 	dirty     []*sendStream
 	fwd       dgBuilder
+	outbox    []ipv4.Message // data datagrams waiting for one batched send
+	spareBufs [][]byte       // buffers of sent outbox datagrams, for reuse
 }
 
 type memberKey struct {
@@ -109,6 +114,7 @@ type sendStream struct {
 	buf         []*outMsg
 	lastSend    time.Time
 	b           dgBuilder
+	udpDst      *net.UDPAddr // dst, for batched sends
 }
 
 func (st *sendStream) get(seq uint64) *outMsg {
@@ -586,9 +592,37 @@ func (e *engine) flushStream(st *sendStream) {
 		return
 	}
 	// Hi is the last seq in this datagram: later ones are not sent yet.
-	e.s.send(st.b.finish(st.b.last), st.b.to)
+	dg := st.b.finish(st.b.last)
+	var buf []byte
+	if n := len(e.spareBufs); n > 0 {
+		buf = e.spareBufs[n-1][:0]
+		e.spareBufs = e.spareBufs[:n-1]
+	}
+	buf = append(buf, dg...)
+	if st.udpDst == nil || st.udpDst.Port != int(st.dst.Port()) || !st.udpDst.IP.Equal(st.dst.Addr().AsSlice()) {
+		st.udpDst = net.UDPAddrFromAddrPort(st.dst)
+	}
+	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: st.udpDst})
 	st.b.n = 0
 	st.lastSend = time.Now()
+	if len(e.outbox) >= 64 {
+		e.sendOutbox()
+	}
+}
+
+// sendOutbox sends the queued data datagrams in one batch.
+func (e *engine) sendOutbox() {
+	if len(e.outbox) == 0 {
+		return
+	}
+	e.s.sendBatch(e.outbox)
+	for i := range e.outbox {
+		if len(e.spareBufs) < 128 {
+			e.spareBufs = append(e.spareBufs, e.outbox[i].Buffers[0])
+		}
+		e.outbox[i] = ipv4.Message{}
+	}
+	e.outbox = e.outbox[:0]
 }
 
 // flush sends every partly filled datagram.
@@ -597,6 +631,7 @@ func (e *engine) flush() {
 		e.flushStream(st)
 	}
 	e.dirty = e.dirty[:0]
+	e.sendOutbox()
 }
 
 // --- receiving --------------------------------------------------------

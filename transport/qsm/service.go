@@ -110,6 +110,7 @@ type Service struct {
 	mconn  *net.UDPConn // bound to the multicast port; joins the region's group
 	mpc    *ipv4.PacketConn
 	uconn  *net.UDPConn // unicast address; sends everything
+	upc    *ipv4.PacketConn
 	uaddr  netip.AddrPort
 	ln     net.Listener
 	eng    *engine
@@ -191,6 +192,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.uconn = uc
 	setBuffers(uc, 8<<20)
 	upc := ipv4.NewPacketConn(uc)
+	s.upc = upc
 	if err := upc.SetMulticastInterface(ifc); err != nil {
 		s.closeSockets()
 		return fmt.Errorf("qsm: service: multicast interface %s: %w", ifc.Name, err)
@@ -481,6 +483,28 @@ func (s *Service) send(b []byte, to netip.AddrPort) {
 	}
 	s.ctr.datagramsOut.Add(1)
 	s.ctr.bytesOut.Add(uint64(len(b)))
+}
+
+// sendBatch writes several sealed datagrams with as few system calls as
+// the kernel allows (sendmmsg).
+func (s *Service) sendBatch(msgs []ipv4.Message) {
+	for len(msgs) > 0 {
+		n, err := s.upc.WriteBatch(msgs, 0)
+		for _, m := range msgs[:max(0, min(n, len(msgs)))] {
+			s.ctr.datagramsOut.Add(1)
+			s.ctr.bytesOut.Add(uint64(len(m.Buffers[0])))
+		}
+		if err != nil {
+			select {
+			case <-s.quit:
+				return
+			default:
+			}
+			s.log.Debug("batch send failed", "err", err)
+			n = max(n, 0) + 1 // skip the datagram that failed; the rest may go
+		}
+		msgs = msgs[min(n, len(msgs)):]
+	}
 }
 
 // joinGroup and leaveGroup change the multicast membership of mconn.

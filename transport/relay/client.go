@@ -771,6 +771,12 @@ func (cc *cconn) dispatch(typ byte, body []byte) error {
 			return errf(CodeProtocol, "ack frame: %v", err)
 		}
 		c.finishPub(counter, seq, nil)
+	case tAckRange:
+		counter, seq, n := d.u64(), d.u64(), d.u32()
+		if err := d.end(); err != nil {
+			return errf(CodeProtocol, "ack frame: %v", err)
+		}
+		c.finishPubs(counter, seq, n)
 	case tError:
 		reqID, code, msg := d.u64(), Code(d.u16()), d.str()
 		if d.err != nil {
@@ -864,6 +870,34 @@ func (cc *cconn) dispatch(typ byte, body []byte) error {
 		return errf(CodeProtocol, "unexpected %s frame from the relay", frameName(typ))
 	}
 	return nil
+}
+
+// finishPubs completes n publishes acknowledged by one range.
+func (c *Client) finishPubs(counter, seq uint64, n uint32) {
+	var buf [64]*pub
+	for n > 0 {
+		k := min(n, uint32(len(buf)))
+		ps := buf[:0]
+		c.mu.Lock()
+		for i := uint32(0); i < k; i++ {
+			if p, ok := c.pubs[counter+uint64(i)]; ok {
+				delete(c.pubs, counter+uint64(i))
+				<-c.sem
+				ps = append(ps, p)
+			} else {
+				ps = append(ps, nil)
+			}
+		}
+		c.mu.Unlock()
+		for i, p := range ps {
+			if p != nil {
+				p.done(seq+uint64(i), nil)
+			}
+		}
+		counter += uint64(k)
+		seq += uint64(k)
+		n -= k
+	}
 }
 
 func (c *Client) finishPub(counter, seq uint64, err error) {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"encoding/binary"
 	"crypto/subtle"
 	"errors"
 	"io"
@@ -33,8 +34,9 @@ type sconn struct {
 	admin  bool
 	client *clientRec
 
-	mu      sync.Mutex // protects ctrl, members, list, closed, err
+	mu      sync.Mutex // protects ctrl, ackOff, members, list, closed, err
 	ctrl    []byte     // encoded control frames waiting for the writer
+	ackOff  int        // offset in ctrl of the last tAckRange frame, or -1
 	members map[string]*member
 	list    []*member // copy-on-write snapshot of members for the writer
 	closed  bool
@@ -61,6 +63,7 @@ func newSconn(s *Server, nc net.Conn) *sconn {
 		nc:      nc,
 		parser:  NewParser(helloMax),
 		members: map[string]*member{},
+		ackOff:  -1,
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -132,8 +135,30 @@ func truncate(s string) string {
 	return s
 }
 
+// sendAck acknowledges a publish. Consecutive publishes that got
+// consecutive sequence numbers share one tAckRange frame.
 func (c *sconn) sendAck(counter, seq uint64) {
-	c.queue(tAck, func(b []byte) []byte { return putU64(putU64(b, counter), seq) })
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if off := c.ackOff; off >= 0 && off == len(c.ctrl)-4-1-20 {
+		body := c.ctrl[off+5:]
+		c0, s0, n := binary.BigEndian.Uint64(body), binary.BigEndian.Uint64(body[8:]), binary.BigEndian.Uint32(body[16:])
+		if c0+uint64(n) == counter && s0+uint64(n) == seq && n < 1<<30 {
+			binary.BigEndian.PutUint32(body[16:], n+1)
+			c.mu.Unlock()
+			return // the writer is already woken for this frame
+		}
+	}
+	var off int
+	c.ctrl, off = beginFrame(c.ctrl, tAckRange)
+	c.ctrl = putU32(putU64(putU64(c.ctrl, counter), seq), 1)
+	c.ctrl = endFrame(c.ctrl, off)
+	c.ackOff = off
+	c.mu.Unlock()
+	c.signal()
 }
 
 func (c *sconn) sendOK(reqID uint64) {
@@ -369,6 +394,7 @@ func (c *sconn) writeLoop() {
 			c.mu.Lock()
 			ctrl := c.ctrl
 			c.ctrl = spare[:0]
+			c.ackOff = -1
 			list := c.list
 			c.mu.Unlock()
 			// Events first, then the control frames taken before them:
@@ -463,7 +489,7 @@ func (c *sconn) dispatch(typ byte, body []byte) error {
 	d := dec{b: body}
 	switch typ {
 	case tPublish:
-		counter, name := d.u64(), d.str()
+		counter, name := d.u64(), d.raw(maxString)
 		data := d.raw(c.s.maxFrame)
 		if err := d.end(); err != nil {
 			return errf(CodeProtocol, "publish frame: %v", err)
@@ -643,14 +669,15 @@ func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from u
 }
 
 // publish orders one event (reader goroutine).
-func (c *sconn) publish(counter uint64, name string, data []byte) {
+func (c *sconn) publish(counter uint64, nameb []byte, data []byte) {
 	c.mu.Lock()
-	m := c.members[name]
+	m := c.members[string(nameb)]
 	c.mu.Unlock()
 	if m == nil {
-		c.sendError(counter, errf(CodeNotJoined, "publish to channel %q without joining it", name))
+		c.sendError(counter, errf(CodeNotJoined, "publish to channel %q without joining it", nameb))
 		return
 	}
+	name := m.ch.info.Name
 	if len(data) > c.s.cfg.MaxEvent {
 		c.sendError(counter, errf(CodeTooLarge, "event of %d bytes exceeds the relay's limit of %d", len(data), c.s.cfg.MaxEvent))
 		return

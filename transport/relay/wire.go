@@ -43,6 +43,7 @@ const (
 	tMemberError byte = 20 // s->c: channel, code u16, msg
 	tPing        byte = 21 // either way: token u64
 	tPong        byte = 22 // either way: token u64
+	tAckRange    byte = 23 // s->c: counter u64, seq u64, n u32: counters counter..counter+n-1 got seq..seq+n-1
 )
 
 // frameNames names frame types in errors and logs.
@@ -52,7 +53,7 @@ var frameNames = map[byte]string{
 	tEvent: "event", tCkptReq: "checkpoint-request", tCkptData: "checkpoint-data",
 	tState: "state", tList: "list", tChannels: "channels", tCreate: "create",
 	tRemove: "remove", tOK: "ok", tChange: "change", tResync: "resync",
-	tMemberError: "member-error", tPing: "ping", tPong: "pong",
+	tMemberError: "member-error", tPing: "ping", tPong: "pong", tAckRange: "ack-range",
 }
 
 func frameName(t byte) string {
