@@ -387,11 +387,11 @@ func TestUpAllServices(t *testing.T) {
 		return nil
 	})
 	// A channel over QSM.
-	out, err := sh(t, fmt.Sprintf(`cd %s && (timeout 8 head -n 2 qsm/chat.liveobject > %s/q.out &)
-for i in $(seq 1 50); do echo "over qsm $i" >> qsm/chat.liveobject 2>/dev/null && break; sleep 0.1; done
-sleep 0.5; echo "second" >> qsm/chat.liveobject
-for i in $(seq 1 80); do [ "$(wc -l < %s/q.out)" -ge 2 ] && break; sleep 0.1; done; cat %s/q.out`, mnt, dir, dir, dir))
-	if err != nil || !strings.Contains(out, "second") {
+	out, err := sh(t, fmt.Sprintf(`cd %s && (timeout 20 cat qsm/chat.liveobject > %s/q.out 2>&1 &)
+for i in $(seq 1 100); do echo "over qsm $i" >> qsm/chat.liveobject 2>/dev/null; grep -q "over qsm" %s/q.out && break; sleep 0.1; done
+echo "second" >> qsm/chat.liveobject
+for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat %s/q.out`, mnt, dir, dir, dir, dir))
+	if err != nil || !strings.Contains(out, "over qsm") || !strings.HasSuffix(out, "second\n") {
 		t.Fatalf("qsm/ channel: %q %v", out, err)
 	}
 	// An object that needs total order refuses QSM, saying why.

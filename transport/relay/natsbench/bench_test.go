@@ -17,7 +17,7 @@ func BenchmarkCompare(b *testing.B) {
 	}
 	ps := []pair{
 		{&relaybench.RelaySystem{}, &natsSystem{}},
-		{&relaybench.RelaySystem{Durable: true}, &natsSystem{jetStream: true, syncAlways: true}},
+		{&relaybench.RelaySystem{Durable: true}, &natsSystem{jetStream: true}},
 	}
 	for _, p := range ps {
 		for _, c := range relaybench.Cases {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sort"
 	"runtime"
 	"time"
 
@@ -17,10 +18,12 @@ func main() {
 	events := flag.Int("events", 200000, "events per case")
 	window := flag.Int("window", 4096, "events in flight")
 	cpMiB := flag.Int("checkpoint", 64, "checkpoint size for the join measurement, MiB (0: skip)")
+	reps := flag.Int("reps", 3, "runs per case and system (the median is kept)")
+	jsSync := flag.Bool("js-sync", false, "also run JetStream with sync_always (fsync per message: very slow)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	results, text, err := compare(ctx, relaybench.Options{Events: *events, Window: *window}, *cpMiB<<20, func(s string) { fmt.Fprintln(os.Stderr, s) })
+	results, text, err := compare(ctx, relaybench.Options{Events: *events, Window: *window}, *cpMiB<<20, *reps, *jsSync, func(s string) { fmt.Fprintln(os.Stderr, s) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "natsbench:", err)
 		os.Exit(1)
@@ -33,12 +36,13 @@ func main() {
 // pairs maps each relay system to its peer.
 var pairs = map[string]string{
 	"relay-mem":            "nats-core",
-	"relay-durable":        "nats-js-file-sync",
+	"relay-durable":        "nats-js-file",
 	"relay-durable-nosync": "nats-js-file",
 }
 
-// compare runs every case on every system and renders the table.
-func compare(ctx context.Context, o relaybench.Options, cpBytes int, progress func(string)) ([]relaybench.Result, string, error) {
+// compare runs every case on every system (reps times, interleaved, the
+// median by msgs/s kept) and renders the table.
+func compare(ctx context.Context, o relaybench.Options, cpBytes int, reps int, jsSync bool, progress func(string)) ([]relaybench.Result, string, error) {
 	var lg *slog.Logger
 	if os.Getenv("LIVEOBJECTS_BENCH_LOG") != "" {
 		lg = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -47,19 +51,27 @@ func compare(ctx context.Context, o relaybench.Options, cpBytes int, progress fu
 		&relaybench.RelaySystem{Logger: lg},
 		&natsSystem{},
 		&relaybench.RelaySystem{Durable: true, Logger: lg},
-		&natsSystem{jetStream: true, syncAlways: true},
-		&relaybench.RelaySystem{Durable: true, NoSync: true, Logger: lg},
 		&natsSystem{jetStream: true},
+	}
+	if jsSync {
+		systems = append(systems, &natsSystem{jetStream: true, syncAlways: true})
 	}
 	var results []relaybench.Result
 	for _, c := range relaybench.Cases {
-		for _, sys := range systems {
-			r, err := relaybench.Run(ctx, sys, c, o)
-			if err != nil {
-				return nil, "", err
+		runs := make([][]relaybench.Result, len(systems))
+		for rep := 0; rep < reps; rep++ {
+			for i, sys := range systems {
+				r, err := relaybench.Run(ctx, sys, c, o)
+				if err != nil {
+					return nil, "", err
+				}
+				progress(relaybench.Row(r))
+				runs[i] = append(runs[i], r)
 			}
-			progress(relaybench.Row(r))
-			results = append(results, r)
+		}
+		for _, rs := range runs {
+			sort.Slice(rs, func(a, b int) bool { return rs[a].MsgsPerS < rs[b].MsgsPerS })
+			results = append(results, rs[len(rs)/2])
 		}
 	}
 	text := relaybench.Table(results, pairs)
