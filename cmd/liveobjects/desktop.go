@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -88,7 +87,7 @@ update-desktop-database when they are installed.`,
 			}
 			home := dataHome()
 			files := map[string]string{
-				filepath.Join(home, "mime", "packages", "liveobjects.xml"):                                      mimeXML,
+				filepath.Join(home, "mime", "packages", "liveobjects.xml"):                                       mimeXML,
 				filepath.Join(home, "icons", "hicolor", "scalable", "mimetypes", "application-x-liveobject.svg"): iconSVG,
 				filepath.Join(home, "applications", "liveobjects-open.desktop"): desktopEntry("Live object", quoteExec(selfPath())+" open %f",
 					"Join a live distributed object and follow its events"),
@@ -189,5 +188,3 @@ func getxattr(path, name string) (string, error) {
 	}
 	return string(buf[:n]), nil
 }
-
-var _ = flag.ErrHelp

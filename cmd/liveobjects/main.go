@@ -1,6 +1,3 @@
-// Command liveobjects is the single binary of the project: it mounts a
-// folder of live distributed objects, runs the relay and the QSM services,
-// and offers scripts a way in without FUSE. Run "liveobjects help".
 package main
 
 import (
