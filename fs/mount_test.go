@@ -2,6 +2,8 @@ package fs
 
 import (
 	"fmt"
+
+	"github.com/liveobjects/liveobjects/channels"
 	"os"
 	"path/filepath"
 	"sort"
@@ -327,5 +329,31 @@ func TestRemovedObjectEndsReaders(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("reader of a removed object did not end")
+	}
+}
+
+// TestWriteFailsWithEIO: when the relay is gone a write fails with EIO
+// within the publish timeout, and the daemon stays up.
+func TestWriteFailsWithEIO(t *testing.T) {
+	w := newWorld(t)
+	hub := channels.NewHub(dialRelay, channels.Options{JoinTimeout: 2 * time.Second})
+	mnt := filepath.Join(t.TempDir(), "live")
+	m, err := New(mnt, Config{Root: w.reg, Hub: hub, ChannelParams: map[string]string{"address": w.addr}, PublishTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); hub.Close() })
+	sh(t, mnt, "touch channels/fragile")
+	r := startReader(t, mnt, "channels/fragile.liveobject") // keeps the channel joined
+	sh(t, mnt, "echo before >> channels/fragile.liveobject")
+	r.expect(t, 1, 5*time.Second)
+	w.relay.Close()
+	out, err := shErr(mnt, "echo lost >> channels/fragile.liveobject")
+	if err == nil || !strings.Contains(out, "Input/output error") {
+		t.Fatalf("a write with the relay gone: %v %q, want EIO", err, out)
+	}
+	// The mount still answers.
+	if ls := sh(t, mnt, "ls channels"); !strings.Contains(ls, "fragile.liveobject") {
+		t.Fatalf("ls after a failed write: %q", ls)
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sort"
 	"runtime"
+	"sort"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport/relay/relaybench"
