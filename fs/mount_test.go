@@ -278,17 +278,23 @@ func TestTwoMounts(t *testing.T) {
 	ra := startReader(t, a.Dir(), "channels/shared.liveobject")
 	rb := startReader(t, b.Dir(), "channels/shared.liveobject")
 	time.Sleep(300 * time.Millisecond)
+	n := 1000
+	if os.Getenv("LIVEOBJECTS_LONG") != "" {
+		n = 50000
+	}
 	var wg sync.WaitGroup
 	for _, m := range []*Mount{a, b} {
 		wg.Add(1)
 		go func(m *Mount) {
 			defer wg.Done()
-			shErr(m.Dir(), "for i in $(seq 1 200); do echo "+filepath.Base(filepath.Dir(m.Dir()))+"-$i; done >> channels/shared.liveobject")
+			if out, err := shErr(m.Dir(), fmt.Sprintf("for i in $(seq 1 %d); do echo %s-$i; done >> channels/shared.liveobject", n, filepath.Base(filepath.Dir(m.Dir())))); err != nil {
+				t.Errorf("writer: %v %s", err, out)
+			}
 		}(m)
 	}
 	wg.Wait()
-	la := ra.expect(t, 400, 30*time.Second)
-	lb := rb.expect(t, 400, 30*time.Second)
+	la := ra.expect(t, 2*n, 120*time.Second)
+	lb := rb.expect(t, 2*n, 120*time.Second)
 	if strings.Join(la, ",") != strings.Join(lb, ",") {
 		t.Fatal("the two mounts delivered different orders")
 	}
