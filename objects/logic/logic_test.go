@@ -247,7 +247,7 @@ func TestValueWriter(t *testing.T) {
 }
 
 func FuzzDecodeCheckpoint(f *testing.F) {
-	f.Add(encodeList([][]byte{[]byte("a"), nil, []byte("ccc")}))
+	f.Add(encodeList([]entry{{1, []byte("a")}, {2, nil}, {5, []byte("ccc")}}))
 	f.Add(encodeValue([]byte("v")))
 	f.Add([]byte{tagList, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -265,4 +265,39 @@ func FuzzDecodeCheckpoint(f *testing.F) {
 			t.Fatal("value round trip")
 		}
 	})
+}
+
+// TestCatchUpReplaysOrEnds: a member that fell behind is restored from a
+// checkpoint; its stream readers get the events they missed from the
+// history, or are ended when the history does not reach back.
+func TestCatchUpReplaysOrEnds(t *testing.T) {
+	src := New(Config{Kind: Stream, History: 5})
+	for i := uint64(1); i <= 8; i++ {
+		deliver(src, i, fmt.Sprint("e", i))
+	}
+	cp, _ := src.Checkpoint() // holds e4..e8
+
+	behind := New(Config{Kind: Stream, History: 5})
+	for i := uint64(1); i <= 5; i++ {
+		deliver(behind, i, fmt.Sprint("e", i))
+	}
+	r := behind.NewReader()
+	readAll(t, r) // the snapshot
+	if err := behind.Restore(cp, 8); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, r); got != "e6\ne7\ne8\n" {
+		t.Fatalf("catch-up replayed %q, want the three missed events", got)
+	}
+
+	far := New(Config{Kind: Stream, History: 5})
+	deliver(far, 1, "e1")
+	rf := far.NewReader()
+	readAll(t, rf)
+	if err := far.Restore(cp, 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rf.Read(context.Background(), make([]byte, 100)); !errors.Is(err, ErrOverrun) {
+		t.Fatalf("a reader with an unrecoverable gap: %v, want ErrOverrun", err)
+	}
 }

@@ -76,6 +76,12 @@ type Config struct {
 	MaxValue int
 }
 
+// entry is one retained stream event.
+type entry struct {
+	seq  uint64
+	data []byte
+}
+
 // Object is the local replica of one live object. It implements
 // transport.Handler.
 type Object struct {
@@ -83,7 +89,7 @@ type Object struct {
 
 	mu      sync.Mutex // protects everything below
 	seq     uint64     // last applied sequence number
-	history [][]byte   // Stream: retained events, oldest first (ring by slicing)
+	history []entry    // Stream: retained events, oldest first
 	value   []byte     // Variable, Text: current value
 	hasVal  bool       // Variable, Text: a value was ever set
 	readers map[*Reader]struct{}
@@ -121,13 +127,13 @@ func (o *Object) Deliver(ev transport.Event) {
 	switch o.cfg.Kind {
 	case Stream:
 		if o.cfg.History > 0 {
-			o.history = append(o.history, ev.Data)
+			o.history = append(o.history, entry{ev.Seq, ev.Data})
 			if len(o.history) > o.cfg.History {
 				// Drop the oldest, copying down now and then so the
 				// backing array does not grow without bound.
 				o.history = o.history[len(o.history)-o.cfg.History:]
 				if cap(o.history) > 4*o.cfg.History+16 {
-					o.history = append([][]byte(nil), o.history...)
+					o.history = append([]entry(nil), o.history...)
 				}
 			}
 		}
@@ -158,14 +164,14 @@ func (o *Object) snapshotLocked() []byte {
 	case Stream:
 		var n int
 		for _, e := range o.history {
-			n += len(e) + 1
+			n += len(e.data) + 1
 		}
 		if n == 0 {
 			return nil
 		}
 		out := make([]byte, 0, n)
 		for _, e := range o.history {
-			out = append(out, o.render(e)...)
+			out = append(out, o.render(e.data)...)
 		}
 		return out
 	default:
@@ -216,16 +222,17 @@ func (o *Object) Checkpoint() ([]byte, error) {
 }
 
 // Restore replaces the state with a checkpoint taken after event seq.
-// Readers that are open see the restored state as if they had just joined
-// (for a stream: the retained history they have not seen is not replayed,
-// since they cannot tell which part they saw; a marker line is not
-// invented either — events simply continue from seq+1).
+// On a catch-up (the object had applied events before and fell behind),
+// open readers are not left with a silent gap: a stream replays to them
+// the retained events they missed, or, when the history does not reach
+// back far enough, ends them with ErrOverrun; a variable or text shows
+// them its new value.
 func (o *Object) Restore(cp []byte, seq uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch o.cfg.Kind {
 	case Stream:
-		var hist [][]byte
+		var hist []entry
 		if len(cp) > 0 {
 			var err error
 			hist, err = decodeList(cp)
@@ -238,6 +245,9 @@ func (o *Object) Restore(cp []byte, seq uint64) error {
 		}
 		if o.cfg.History == 0 {
 			hist = nil
+		}
+		if len(o.readers) > 0 && seq > o.seq {
+			o.replayLocked(hist, seq)
 		}
 		o.history = hist
 	default:
@@ -263,6 +273,33 @@ func (o *Object) Restore(cp []byte, seq uint64) error {
 	o.seq = seq
 	o.mtime = time.Now()
 	return nil
+}
+
+// replayLocked gives open readers the events between o.seq and seq from
+// hist, or ends them when hist does not cover the gap.
+func (o *Object) replayLocked(hist []entry, seq uint64) {
+	var missed []byte
+	next := o.seq + 1
+	for _, e := range hist {
+		if e.seq < next {
+			continue
+		}
+		if e.seq != next {
+			break // a hole: the history does not cover the gap
+		}
+		missed = append(missed, o.render(e.data)...)
+		next++
+	}
+	for r := range o.readers {
+		if next <= seq {
+			r.end(ErrOverrun)
+			delete(o.readers, r)
+			continue
+		}
+		if len(missed) > 0 {
+			r.push(missed, o)
+		}
+	}
 }
 
 // Close ends the object: readers get end of file after what is queued.
