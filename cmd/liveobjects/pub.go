@@ -134,7 +134,7 @@ func pubLines(ctx context.Context, o *relayClientFlags, channel string, in io.Re
 		return err
 	}
 	defer c.Close()
-	m, err := c.JoinMember(ctx, channel, &scriptHandler{})
+	m, err := c.JoinPublisher(ctx, channel)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ Settings (-set name=value; the same names as in a services definition):
   mtu                largest datagram payload (default 1472)
   max_event          largest event in bytes (default 1048576)
   credits            flow-control window: unstable messages per sender and region (default 8192)
-  client_credits     publishes in flight per client membership (default 1024)
+  client_credits     publishes in flight per in-process client (default 1024)
   rate               messages per second a service multicasts, 0 = no cap
   token_rate         token rounds per second (default 100)
   partition_size     nodes per token ring (default 5)

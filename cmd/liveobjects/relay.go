@@ -99,16 +99,17 @@ func runRelay(ctx context.Context, args []string) error {
 	if o.secretEnv != "" {
 		cfg.Secret = os.Getenv(o.secretEnv)
 	}
+	var reg *registry.Root
 	if o.root != "" {
 		if st, err := os.Stat(o.root); err != nil || !st.IsDir() {
 			return usagef("--root %s is not a folder", o.root)
 		}
-		reg, err := registry.Open(o.root)
-		if err != nil {
+		var err error
+		if reg, err = registry.Open(o.root); err != nil {
 			return fmt.Errorf("open root %s: %w", o.root, err)
 		}
+		defer reg.Close()
 		cfg.Channels = rootChannels(reg)
-		reg.Close()
 	}
 	switch {
 	case o.memory && o.data != "":
@@ -145,7 +146,29 @@ func runRelay(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("listening %s\n", s.Addr())
 	os.Stdout.Sync()
+	stopWatch := func() {}
+	if reg != nil {
+		// Channels added to ROOT/channels/ while running are created at
+		// the relay. Removing a folder does not delete a channel's
+		// history: that takes a client's RemoveChannel (rm in the mount).
+		if err := reg.Watch(ctx); err != nil {
+			slog.Warn("relay: not watching the root for new channels", "root", o.root, "err", err)
+		} else {
+			changes, stop := reg.Subscribe()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for ch := range changes {
+					if ch.Kind == registry.Added || ch.Kind == registry.Changed || ch.Kind == registry.Resync {
+						addRootChannels(s, reg)
+					}
+				}
+			}()
+			stopWatch = func() { stop(); <-done }
+		}
+	}
 	<-ctx.Done()
+	stopWatch()
 	slog.Info("relay: shutting down")
 	if err := s.Close(); err != nil {
 		return err
@@ -209,4 +232,18 @@ func loadPool(file string) (*x509.CertPool, error) {
 		return nil, errors.New("no PEM certificates in " + file)
 	}
 	return pool, nil
+}
+
+// addRootChannels creates at the relay the root's channels it lacks.
+func addRootChannels(s *relay.Server, reg *registry.Root) {
+	for _, info := range rootChannels(reg) {
+		err := s.CreateChannel(info)
+		switch {
+		case err == nil:
+			slog.Info("relay: channel added from the root", "channel", info.Name, "id", info.ID)
+		case errors.Is(err, relay.ErrExists):
+		default:
+			slog.Warn("relay: cannot add channel from the root", "channel", info.Name, "err", err)
+		}
+	}
 }

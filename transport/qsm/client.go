@@ -35,6 +35,7 @@ type Client struct {
 	wg      sync.WaitGroup
 	closed  sync.Once
 	workers []*worker
+	sem     chan struct{} // one token per publish in flight, shared by all members
 
 	mu      sync.Mutex // protects the fields below
 	members map[uint32]*Member
@@ -48,7 +49,7 @@ var _ transport.Driver = (*Client)(nil)
 
 // maxQueue caps the events queued for one dispatch worker; above it the
 // client stops reading from the service (which then slows the senders).
-const maxQueue = 1 << 16
+var maxQueue = 1 << 16 // a variable so tests can make it small
 
 // dispatchWorkers is the number of goroutines that call handlers. A member
 // always goes to the same worker, so its events stay in order; a handler
@@ -119,8 +120,9 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 		return nil, fmt.Errorf("%w: bad welcome from service %s", ErrMalformed, serviceAddr)
 	}
 	conn.SetDeadline(time.Time{})
+	c.sem = make(chan struct{}, c.credits)
 	for i := 0; i < dispatchWorkers; i++ {
-		w := newWorker()
+		w := newWorker(maxQueue)
 		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
@@ -157,10 +159,11 @@ func (c *Client) NodeName() string { return c.nodeName }
 // MaxEvent returns the largest event the service accepts.
 func (c *Client) MaxEvent() int { return c.maxEvent }
 
-// Join joins channel and starts delivering its events to h, from one
-// goroutine, in FIFO order per sender. It returns once the service is a
-// member of the channel in the current view: every event published after
-// that reaches h.
+// Join joins channel and starts delivering its events to h, one at a time,
+// in FIFO order per sender. It returns once every node has installed a view
+// in which this node is in the channel, so that every event published
+// anywhere after Join returns reaches h (events published a little earlier
+// may reach it too).
 func (c *Client) Join(ctx context.Context, channel string, h transport.Handler) (transport.Member, error) {
 	m, err := c.JoinMember(ctx, channel, h)
 	if err != nil {
@@ -185,9 +188,8 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 	id := c.nextID
 	m := &Member{
 		c: c, id: id, channel: channel, h: h,
-		credits: make(chan struct{}, c.credits),
+		credits: c.sem,
 		done:    make(chan struct{}),
-		w:       c.workers[int(id)%len(c.workers)],
 	}
 	ch := make(chan error, 1)
 	c.members[id] = m
@@ -319,8 +321,23 @@ func (c *Client) member(id uint32) *Member {
 
 func (c *Client) readLoop(fr *frameReader) {
 	senders := map[[2]uint64]string{}
+	pending := make([][]item, len(c.workers))
+	npending := 0
+	handOver := func() {
+		for i, p := range pending {
+			if len(p) > 0 {
+				c.workers[i].pushAll(p)
+				pending[i] = p[:0]
+			}
+		}
+		npending = 0
+	}
+	defer handOver()
 	err := func() error {
 		for {
+			if npending > 0 && (fr.buffered() == 0 || npending >= 4096) {
+				handOver()
+			}
 			t, body, err := fr.next()
 			if err != nil {
 				return err
@@ -342,8 +359,12 @@ func (c *Client) readLoop(fr *frameReader) {
 						senders[key] = name
 					}
 				}
-				if m := c.member(id); m != nil {
-					m.enqueue(transport.Event{Seq: seq, Sender: name, Data: append([]byte(nil), body[24:]...)})
+				if m := c.member(id); m != nil && !m.stopped.Load() {
+					// Events are handed to the workers in batches: once
+					// per read from the link, not once per event.
+					wi := int(m.id) % len(c.workers)
+					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: append([]byte(nil), body[24:]...)}})
+					npending++
 				}
 			case cliPubAck:
 				d := decoder{b: body}
@@ -439,13 +460,13 @@ type Member struct {
 	id      uint32
 	channel string
 	h       transport.Handler
-	w       *worker       // calls h
-	credits chan struct{} // one token per publish in flight
+	credits chan struct{} // the client's publish tokens (Client.sem)
 	done    chan struct{} // closed by stop
 
 	ackMu   sync.Mutex // protects acks and asyncEr; held while a publish frame is queued
 	acks    []chan pubResult
 	asyncEr error
+	idle    chan struct{} // closed when acks empties, if Flush waits
 
 	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
 	stopped atomic.Bool // no handler call starts once set
@@ -510,31 +531,32 @@ func (m *Member) PublishAsync(ctx context.Context, data []byte) error {
 	return m.send(ctx, data, nil)
 }
 
-// Flush waits until the service has accepted every event published so far.
+// Flush waits until the service has accepted every event this member
+// published so far.
 func (m *Member) Flush(ctx context.Context) error {
-	n := 0
-	defer func() {
-		for ; n > 0; n-- {
-			<-m.credits
+	for {
+		m.ackMu.Lock()
+		if len(m.acks) == 0 {
+			err := m.asyncEr
+			m.ackMu.Unlock()
+			if err != nil {
+				return fmt.Errorf("qsm: flush %s: %w", m.channel, err)
+			}
+			return nil
 		}
-	}()
-	for n < cap(m.credits) {
+		if m.idle == nil {
+			m.idle = make(chan struct{})
+		}
+		idle := m.idle
+		m.ackMu.Unlock()
 		select {
-		case m.credits <- struct{}{}:
-			n++
+		case <-idle:
 		case <-m.done:
 			return fmt.Errorf("qsm: flush %s: %w", m.channel, m.stopErr())
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	m.ackMu.Lock()
-	err := m.asyncEr
-	m.ackMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("qsm: flush %s: %w", m.channel, err)
-	}
-	return nil
 }
 
 func (m *Member) stopErr() error {
@@ -550,6 +572,9 @@ func (m *Member) send(ctx context.Context, data []byte, ch chan pubResult) error
 	if len(data) > m.c.maxEvent {
 		return fmt.Errorf("qsm: publish to %s: %w: %d bytes (max %d)", m.channel, transport.ErrTooLarge, len(data), m.c.maxEvent)
 	}
+	if m.stopped.Load() {
+		return fmt.Errorf("qsm: publish to %s: %w", m.channel, m.stopErr())
+	}
 	select {
 	case m.credits <- struct{}{}:
 	case <-m.done:
@@ -558,6 +583,13 @@ func (m *Member) send(ctx context.Context, data []byte, ch chan pubResult) error
 		return ctx.Err()
 	}
 	m.ackMu.Lock()
+	// stop sets stopped before it takes ackMu to fail what is in flight:
+	// checked here, a publish is either refused or failed by stop.
+	if m.stopped.Load() {
+		m.ackMu.Unlock()
+		<-m.credits
+		return fmt.Errorf("qsm: publish to %s: %w", m.channel, m.stopErr())
+	}
 	m.acks = append(m.acks, ch)
 	id := m.id
 	err := m.c.w.frame(func(b []byte) []byte {
@@ -589,6 +621,10 @@ func (m *Member) acked(seq uint64, err error) {
 	if ch == nil && err != nil && m.asyncEr == nil {
 		m.asyncEr = err
 	}
+	if len(m.acks) == 0 && m.idle != nil {
+		close(m.idle)
+		m.idle = nil
+	}
 	m.ackMu.Unlock()
 	if ch != nil {
 		ch <- pubResult{seq, err}
@@ -597,10 +633,6 @@ func (m *Member) acked(seq uint64, err error) {
 	case <-m.credits:
 	default:
 	}
-}
-
-func (m *Member) enqueue(ev transport.Event) {
-	m.w.push(item{m, ev})
 }
 
 // deliver calls the handler unless the member has stopped.
@@ -625,10 +657,19 @@ func (m *Member) stop(err error) {
 	m.ackMu.Lock()
 	acks := m.acks
 	m.acks = nil
+	if m.idle != nil {
+		close(m.idle)
+		m.idle = nil
+	}
 	m.ackMu.Unlock()
 	for _, ch := range acks {
 		if ch != nil {
 			ch <- pubResult{0, err}
+		}
+		// Give back the shared publish token.
+		select {
+		case <-m.credits:
+		default:
 		}
 	}
 }
@@ -644,27 +685,29 @@ type item struct {
 type worker struct {
 	mu      sync.Mutex // protects q and stopped
 	cond    *sync.Cond
+	max     int // queue length above which pushAll waits
 	q       []item
 	stopped bool
 }
 
-func newWorker() *worker {
-	w := &worker{}
+func newWorker(max int) *worker {
+	w := &worker{max: max}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
 
-// push queues an event, waiting while the queue is full.
-func (w *worker) push(it item) {
+// pushAll queues events in order, waiting while the queue is full.
+func (w *worker) pushAll(items []item) {
 	w.mu.Lock()
-	for len(w.q) >= maxQueue && !w.stopped && !it.m.stopped.Load() {
+	for len(w.q) >= w.max && !w.stopped {
 		w.cond.Wait()
 	}
-	if !w.stopped && !it.m.stopped.Load() {
-		w.q = append(w.q, it)
+	if !w.stopped {
+		w.q = append(w.q, items...)
 		w.cond.Broadcast()
 	}
 	w.mu.Unlock()
+	clear(items)
 }
 
 func (w *worker) stop() {

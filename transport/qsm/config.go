@@ -56,8 +56,9 @@ type Config struct {
 	// sender keeps unstable (sent but not yet held by every member of a
 	// region) per region before it holds further publishes back.
 	Window int
-	// ClientCredits ("client_credits") is the most publishes one client
-	// membership may have in flight to its service.
+	// ClientCredits ("client_credits") is the most publishes one
+	// in-process client (all its memberships together) may have in flight
+	// to its service.
 	ClientCredits int
 	// Rate ("rate") caps the messages a service multicasts per second,
 	// 0 for no cap.

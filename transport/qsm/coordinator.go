@@ -25,6 +25,8 @@ const (
 	gmsHeartbeat uint8 = 4 // service -> coordinator: still alive
 	gmsView      uint8 = 5 // coordinator -> service: a membership view
 	gmsError     uint8 = 6 // either way: code and message, then the link closes
+	gmsViewAck   uint8 = 7 // service -> coordinator: view number installed
+	gmsStable    uint8 = 8 // coordinator -> service: every node has installed this view
 )
 
 // gmsMagic opens a hello on the coordinator link.
@@ -51,6 +53,7 @@ type Coordinator struct {
 	epochs   map[uint64]regionEpoch // region id -> epoch and members of the last view
 	addrs    map[uint64]netip.Addr  // region id -> multicast address in use
 	pending  bool                   // a view is scheduled
+	stable   uint64                 // highest view every node has installed
 	kick     chan struct{}          // wakes viewLoop
 	viewSubs []chan struct{}        // closed on every new view (for tests)
 }
@@ -66,6 +69,7 @@ type gmsNode struct {
 	groups    map[uint64]string
 	lastHeard time.Time
 	conn      net.Conn
+	installed uint64     // highest view the node says it installed
 	wmu       sync.Mutex // serializes writes to conn
 	w         *bufio.Writer
 	gone      bool
@@ -265,6 +269,17 @@ func (c *Coordinator) serve(conn net.Conn) {
 		c.mu.Unlock()
 		switch t {
 		case gmsHeartbeat:
+		case gmsViewAck:
+			d := decoder{b: body}
+			v := d.u64()
+			if err := d.done(); err != nil {
+				c.log.Warn("bad view ack", "node", n.info.Name, "err", err)
+				return
+			}
+			c.mu.Lock()
+			n.installed = max(n.installed, v)
+			c.mu.Unlock()
+			c.checkStable()
 		case gmsGroups:
 			d := decoder{b: body}
 			na := d.count(2)
@@ -355,12 +370,52 @@ func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, erro
 // remove drops a node and schedules a view without it.
 func (c *Coordinator) remove(n *gmsNode) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.nodes[n.info.ID] == n {
 		delete(c.nodes, n.info.ID)
 		c.scheduleLocked()
 	}
 	n.gone = true
+	c.mu.Unlock()
+	c.checkStable()
+}
+
+// checkStable tells every node when all of them have installed a newer
+// view: joins complete then, as every sender has the joiner in its view.
+func (c *Coordinator) checkStable() {
+	c.mu.Lock()
+	stable := c.viewNum
+	for _, n := range c.nodes {
+		stable = min(stable, n.installed)
+	}
+	if stable <= c.stable {
+		c.mu.Unlock()
+		return
+	}
+	c.stable = stable
+	targets := make([]*gmsNode, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		targets = append(targets, n)
+	}
+	c.mu.Unlock()
+	e := encoder{}
+	e.u64(stable)
+	c.broadcast(targets, appendFrame(nil, gmsStable, e.b))
+}
+
+// broadcast writes frame to every target, dropping nodes that cannot take
+// it within the failure timeout.
+func (c *Coordinator) broadcast(targets []*gmsNode, frame []byte) {
+	for _, n := range targets {
+		n.wmu.Lock()
+		n.conn.SetWriteDeadline(time.Now().Add(c.cfg.FailureTimeout()))
+		n.w.Write(frame)
+		err := n.w.Flush()
+		n.wmu.Unlock()
+		if err != nil {
+			c.log.Warn("cannot write to service; dropping it", "node", n.info.Name, "err", err)
+			n.conn.Close()
+		}
+	}
 }
 
 // scheduleLocked arranges for a view to be issued after ViewDelay, which
@@ -415,19 +470,10 @@ func (c *Coordinator) issue() {
 	for _, ch := range subs {
 		close(ch)
 	}
-	frame := appendFrame(nil, gmsView, v.encode())
 	c.log.Debug("issuing view", "view", v.Number, "nodes", len(v.Nodes), "regions", len(v.Regions))
-	for _, n := range targets {
-		n.wmu.Lock()
-		n.conn.SetWriteDeadline(time.Now().Add(c.cfg.FailureTimeout()))
-		n.w.Write(frame)
-		err := n.w.Flush()
-		n.wmu.Unlock()
-		if err != nil {
-			c.log.Warn("cannot send view; dropping node", "node", n.info.Name, "err", err)
-			n.conn.Close()
-		}
-	}
+	c.broadcast(targets, appendFrame(nil, gmsView, v.encode()))
+	// With no nodes left (or all already there), stability moves on too.
+	c.checkStable()
 }
 
 // computeLocked builds view number num from the node table.

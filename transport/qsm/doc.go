@@ -48,14 +48,18 @@
 //
 // Flow control: a sender holds at most Window unstable messages per region;
 // publishes beyond that wait (their acknowledgement to the client is held
-// back, and each client membership has ClientCredits publishes in flight).
+// back, and each in-process client has ClientCredits publishes in flight).
 // Rate caps the messages a service multicasts per second. A receiver whose
 // clients do not keep up (DeliveryQueue) refuses incoming data, which is
-// then repaired later and, through the window, slows the senders.
+// then repaired later and, through the window, slows the senders. Data
+// datagrams are read and written in batches (recvmmsg, sendmmsg).
 //
-// A joiner starts each stream where the sender was when it installed the
-// view that added the joiner (the data header carries that point); members
-// older than the stream start at its beginning.
+// A join completes when every node has acknowledged the view that added
+// the joiner (the coordinator announces each view that all nodes have
+// installed), so every event published after Join returns reaches the new
+// member. A joiner starts each stream where the sender was when it
+// installed that view (the data header carries that point); members older
+// than the stream start at its beginning.
 //
 // # Wire formats
 //
@@ -70,33 +74,42 @@
 //
 // The service's protocol state is owned by one goroutine (engine.run), as
 // in the original's single-threaded engine: packets, views and client
-// requests reach it over a channel, and it writes datagrams and client
+// requests reach it over channels (tokens and acks on a channel of their
+// own that is served first, data in batches that are dropped rather than
+// queued when the engine is behind), and it writes datagrams and client
 // frames itself, so the engine takes no locks. Two reader goroutines per
 // service check and parse datagrams; one goroutine per client link reads
 // frames, and a connWriter goroutine per link writes batched frames
 // (connWriter.mu protects its buffer). The coordinator link has a reader
 // (gmsLoop) and a heartbeat goroutine; Service.gmsMu protects the current
-// coordinator writer. All of them are counted in Service.wg and end on
-// Close.
+// coordinator writer and Service.connMu the set of client links. All of
+// them are counted in Service.wg and end on Close.
 //
 // In the coordinator, Coordinator.mu protects the node table and the
 // current view; gmsNode.wmu serializes writes to one service link. One
 // goroutine per service link, an accept loop, a sweeper (failure detection)
 // and a view loop run until Close.
 //
-// In the client, one reader goroutine dispatches frames; each Member has
-// one goroutine calling its Handler, one event at a time. Client.mu
-// protects the member and request tables; Member.ackMu the publishes in
-// flight (held while a publish frame is queued, so acks match in order);
-// Member.mu the event queue and view. Handlers should not block for long:
-// a member's queue holds at most 65536 events, after which the client stops
-// reading from the service and the senders slow down. Leave must not be
-// called from the member's own Handler.
+// In the client, one reader goroutine dispatches frames; four worker
+// goroutines call the handlers, each member always on the same worker, one
+// event at a time. Client.mu protects the member and request tables;
+// Member.ackMu the publishes in flight (held while a publish frame is
+// queued, so acks match in order); Member.callMu is held during a handler
+// call (Leave takes it to wait for a call in progress); worker.mu guards a
+// worker's queue. Handlers should not block for long: a handler that blocks
+// holds up the members sharing its worker, and once a worker has 65536
+// events queued the client stops reading from the service and the senders
+// slow down. Leave must not be called from the member's own Handler.
 //
 // # Limits
 //
 // A node whose group set changes moves to another region; streams into its
 // old region are dropped at the move, so events in flight on a channel it
-// keeps may be lost at that moment. A sender that fails takes its unstable
-// messages with it (members deliver what they hold).
+// keeps may be lost for that node at that moment. A sender that fails
+// takes its unstable messages with it (members deliver what they hold). A
+// joiner that loses every message of the view that added it starts at the
+// next view's start point. Repair runs at token speed: a round visits every
+// node of a partition TokenRate times a second at most, so a repair takes
+// about one round when the network has room, and longer when senders
+// saturate it (the window then fills with messages waiting for repair).
 package qsm

@@ -33,6 +33,9 @@ type engine struct {
 
 	clients    map[*svcClient]bool
 	members    map[memberKey]*localMember
+	unjoined   []*localMember // joins waiting for a view
+	stableView uint64         // every node has installed this view
+	newSession bool           // the coordinator link was re-established: accept any view number
 	groups     map[uint64]*localGroup
 	nextSource uint32
 
@@ -66,14 +69,16 @@ type memberKey struct {
 
 // localMember is one membership of an in-process client.
 type localMember struct {
-	c       *svcClient
-	id      uint32
-	group   uint64
-	source  uint32
-	gseq    uint64
-	joined  bool
-	joinReq uint32
-	gone    bool
+	c        *svcClient
+	id       uint32
+	group    uint64
+	source   uint32
+	gseq     uint64
+	inView   bool   // the view has this node in the group: deliver to it
+	joinView uint64 // the view in which inView became true
+	joined   bool   // every node has installed joinView: the join is complete
+	joinReq  uint32
+	gone     bool
 }
 
 // localGroup is a group some local member belongs to.
@@ -295,7 +300,24 @@ func (e *engine) handle(ev any) {
 	case *View:
 		e.installView(ev)
 	case gmsUp:
+		// A new coordinator session (perhaps a restarted coordinator)
+		// numbers views afresh.
+		e.newSession = true
+		e.stableView = 0
+		if e.ready {
+			// Region epochs restart with the numbering: start every
+			// stream afresh (what was in flight may be lost).
+			e.sends = map[uint64]*sendStream{}
+			e.targets = map[uint64][]*sendStream{}
+			e.recvs = map[uint64]*recvStream{}
+			e.region = nil
+		}
 		e.sendAllGroups()
+	case viewStable:
+		if uint64(ev) > e.stableView {
+			e.stableView = uint64(ev)
+			e.checkUnjoined()
+		}
 	case clientUp:
 		e.clients[ev.c] = true
 	case clientDown:
@@ -339,23 +361,52 @@ func (e *engine) join(j clientJoin) {
 	}
 	g.members = append(g.members, m)
 	e.checkJoined(m)
+	if !m.joined {
+		e.unjoined = append(e.unjoined, m)
+	}
 }
 
-// checkJoined completes a join once the view has me in the group.
+// checkJoined completes a join once the view has this node in the group
+// and every node has installed that view (the coordinator says so), so that
+// every event published after Join returns reaches the member.
 func (e *engine) checkJoined(m *localMember) {
 	if m.joined || e.region == nil {
 		return
 	}
-	if _, ok := slices.BinarySearch(e.region.Groups, m.group); !ok {
+	if !m.inView {
+		if _, ok := slices.BinarySearch(e.region.Groups, m.group); !ok {
+			return
+		}
+		m.inView = true
+		m.joinView = e.view.Number
+	}
+	if e.stableView < m.joinView {
 		return
 	}
 	m.joined = true
-	g := e.groups[m.group]
-	e.sendGroupView(m, g)
+	e.sendGroupView(m, e.groupNodes(m.group))
 	body := encoder{}
 	body.u32(m.joinReq)
 	body.u32(m.id)
 	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliJoined, body.b) })
+}
+
+// checkUnjoined retries the joins waiting for a view.
+func (e *engine) checkUnjoined() {
+	if len(e.unjoined) == 0 {
+		return
+	}
+	left := e.unjoined[:0]
+	for _, m := range e.unjoined {
+		if !m.gone {
+			e.checkJoined(m)
+			if !m.joined {
+				left = append(left, m)
+			}
+		}
+	}
+	clear(e.unjoined[len(left):])
+	e.unjoined = left
 }
 
 func (e *engine) leave(c *svcClient, member uint32, reply bool) {
@@ -417,8 +468,7 @@ func (e *engine) groupNodes(g uint64) []uint64 {
 	return ids
 }
 
-func (e *engine) sendGroupView(m *localMember, g *localGroup) {
-	ids := e.groupNodes(g.id)
+func (e *engine) sendGroupView(m *localMember, ids []uint64) {
 	body := encoder{}
 	body.u32(m.id)
 	body.u64(e.view.Number)
@@ -451,7 +501,7 @@ func (e *engine) deliverLocal(group, node uint64, source uint32, gseq uint64, da
 		return
 	}
 	for _, m := range g.members {
-		if !m.joined {
+		if !m.inView {
 			continue
 		}
 		id := m.id
@@ -526,6 +576,9 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	m := p.m
 	if m.gone {
 		return true // dropped: the member left
+	}
+	if e.newSession {
+		return false // wait for the new coordinator's first view
 	}
 	mp := e.maxPayload()
 	nfrag := max(1, (len(p.data)+mp-1)/mp)
@@ -752,9 +805,10 @@ func (e *engine) deliverReady(rs *recvStream) {
 // --- views ------------------------------------------------------------
 
 func (e *engine) installView(v *View) {
-	if v.Number <= e.view.Number {
+	if v.Number <= e.view.Number && !e.newSession {
 		return
 	}
+	e.newSession = false
 	e.view = v
 	e.targets = map[uint64][]*sendStream{}
 	e.s.ctr.view.Store(v.Number)
@@ -832,11 +886,21 @@ func (e *engine) installView(v *View) {
 			st.epochStart = st.next
 		}
 	}
-	for _, m := range e.members {
-		e.checkJoined(m)
+	e.s.gmsSend(gmsViewAck, binary.BigEndian.AppendUint64(nil, v.Number))
+	e.checkUnjoined()
+	// The nodes of each local group, in one pass over the regions.
+	nodesOf := make(map[uint64][]uint64, len(e.groups))
+	for i := range v.Regions {
+		r := &v.Regions[i]
+		for _, gid := range r.Groups {
+			if _, ok := e.groups[gid]; ok {
+				nodesOf[gid] = append(nodesOf[gid], r.Members...)
+			}
+		}
 	}
 	for _, g := range e.groups {
-		ids := e.groupNodes(g.id)
+		ids := nodesOf[g.id]
+		slices.Sort(ids)
 		var key uint64 = 1469598103934665603
 		for _, id := range ids {
 			key = (key ^ id) * 1099511628211
@@ -846,7 +910,7 @@ func (e *engine) installView(v *View) {
 			g.viewKey = key
 			for _, m := range g.members {
 				if m.joined {
-					e.sendGroupView(m, g)
+					e.sendGroupView(m, ids)
 				}
 			}
 		}

@@ -218,3 +218,53 @@ func TestThousandGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordinatorRestart checks that services find a restarted coordinator
+// (which numbers views afresh) and that joins and delivery work again.
+func TestCoordinatorRestart(t *testing.T) {
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 2)
+	addr := cl.coord.Addr()
+	cl.coord.Close()
+	ccfg := cfg
+	ccfg.GMSAddress = addr
+	var coord *Coordinator
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		c, err := NewCoordinator(ccfg)
+		if err != nil {
+			return err
+		}
+		if err := c.Start(context.Background()); err != nil {
+			return err
+		}
+		coord = c
+		return nil
+	})
+	t.Cleanup(func() { coord.Close() })
+	cl.coord = coord
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := len(coord.View().Nodes); n != 2 {
+			return fmt.Errorf("%d services back", n)
+		}
+		return nil
+	})
+	ctx := context.Background()
+	var ms []*Member
+	var recs []*recorder
+	for _, s := range cl.svcs {
+		r := newRecorder(false)
+		m, err := dial(t, s.Addr()).JoinMember(ctx, "again", r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+		recs = append(recs, r)
+	}
+	waitMembers(t, ms, 2)
+	for i := 0; i < 100; i++ {
+		if _, err := ms[0].Publish(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs[1].waitCount(t, 100, 10*time.Second)
+}

@@ -2,6 +2,7 @@ package qsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -62,5 +63,41 @@ func TestLoopbackDelivery(t *testing.T) {
 			}
 		}
 		r.mu.Unlock()
+	}
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	cfg := testConfig(t)
+	// Never started.
+	c0, _ := NewCoordinator(cfg)
+	s0, _ := NewService(cfg)
+	for i := 0; i < 2; i++ {
+		if err := c0.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s0.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Started, with a client and a member.
+	cl := newCluster(t, cfg, 1)
+	c := dial(t, cl.svcs[0].Addr())
+	m, err := c.Join(context.Background(), "x", newRecorder(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := m.Leave(); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		cl.svcs[0].Close()
+		cl.coord.Close()
+	}
+	if _, err := m.Publish(context.Background(), []byte("x")); !errors.Is(err, transport.ErrClosed) {
+		t.Fatalf("publish after close: %v", err)
+	}
+	if _, err := c.Join(context.Background(), "y", newRecorder(false)); !errors.Is(err, transport.ErrClosed) {
+		t.Fatalf("join after close: %v", err)
 	}
 }

@@ -45,33 +45,53 @@ const statsReset = 1
 // cliMagic opens a hello on the client link.
 const cliMagic = "QSMC"
 
-// Stats are a service's counters.
+// Stats are a service's counters, since it started. They travel to
+// clients as JSON (Client.ServiceStats).
 type Stats struct {
-	DatagramsIn    uint64 `json:"datagrams_in"`
-	DatagramsOut   uint64 `json:"datagrams_out"`
-	BytesIn        uint64 `json:"bytes_in"`
-	BytesOut       uint64 `json:"bytes_out"`
-	BadMagic       uint64 `json:"bad_magic"`
-	BadVersion     uint64 `json:"bad_version"`
-	BadChecksum    uint64 `json:"bad_checksum"`
-	Truncated      uint64 `json:"truncated"`
-	Malformed      uint64 `json:"malformed"`
-	ForeignRegion  uint64 `json:"foreign_region"`
-	StaleToken     uint64 `json:"stale_token"`
-	InjectedDrops  uint64 `json:"injected_drops"`
-	SlowConsumer   uint64 `json:"slow_consumer_drops"`
-	Overload       uint64 `json:"overload_drops"`
-	Duplicates     uint64 `json:"duplicates"`
-	Published      uint64 `json:"published"`
-	Sent           uint64 `json:"messages_sent"`
-	Delivered      uint64 `json:"delivered"`
-	Forwarded      uint64 `json:"forwarded"`
-	Resent         uint64 `json:"resent"`
-	Tokens         uint64 `json:"tokens"`
-	Acks           uint64 `json:"acks"`
-	Unstable       uint64 `json:"unstable"`
-	View           uint64 `json:"view"`
-	Region         uint64 `json:"region"`
+	// Datagrams and bytes received and sent on the UDP sockets.
+	DatagramsIn  uint64 `json:"datagrams_in"`
+	DatagramsOut uint64 `json:"datagrams_out"`
+	BytesIn      uint64 `json:"bytes_in"`
+	BytesOut     uint64 `json:"bytes_out"`
+	// Datagrams rejected by the decoder: foreign (bad magic), another
+	// protocol version, corrupt (checksum), truncated, or malformed.
+	BadMagic    uint64 `json:"bad_magic"`
+	BadVersion  uint64 `json:"bad_version"`
+	BadChecksum uint64 `json:"bad_checksum"`
+	Truncated   uint64 `json:"truncated"`
+	Malformed   uint64 `json:"malformed"`
+	// ForeignRegion counts well-formed datagrams for another region or
+	// from a node not in the view; StaleToken tokens and acks of an old
+	// round or epoch.
+	ForeignRegion uint64 `json:"foreign_region"`
+	StaleToken    uint64 `json:"stale_token"`
+	// Datagrams dropped on purpose: injected loss (DropRate), refused
+	// because a client is not keeping up, or because the engine's queue
+	// was full.
+	InjectedDrops uint64 `json:"injected_drops"`
+	SlowConsumer  uint64 `json:"slow_consumer_drops"`
+	Overload      uint64 `json:"overload_drops"`
+	// Duplicates counts messages received again.
+	Duplicates uint64 `json:"duplicates"`
+	// Published events, messages multicast, events delivered to local
+	// members, messages forwarded to peers, messages sent again by this
+	// node as a sender.
+	Published uint64 `json:"published"`
+	Sent      uint64 `json:"messages_sent"`
+	Delivered uint64 `json:"delivered"`
+	Forwarded uint64 `json:"forwarded"`
+	Resent    uint64 `json:"resent"`
+	// Tokens passed on and acks received.
+	Tokens uint64 `json:"tokens"`
+	Acks   uint64 `json:"acks"`
+	// Unstable is the number of messages this node holds as a sender
+	// that some member may still lack.
+	Unstable uint64 `json:"unstable"`
+	// View is the installed view number; Region the id of this node's
+	// region (0 when it is in no group).
+	View   uint64 `json:"view"`
+	Region uint64 `json:"region"`
+	// RepairLatencyN is the number of repairs timed so far.
 	RepairLatencyN uint64 `json:"repair_latency_n"`
 	// RepairP50 and RepairP99 are percentiles, in microseconds, of the
 	// time from noticing a gap to filling it, over recent repairs.
@@ -621,6 +641,17 @@ func (s *Service) gmsSession() error {
 			case <-s.quit:
 				return nil
 			}
+		case gmsStable:
+			d := decoder{b: body}
+			v := d.u64()
+			if err := d.done(); err != nil {
+				return fmt.Errorf("qsm: service: stable view from coordinator: %w", err)
+			}
+			select {
+			case s.eng.in <- viewStable(v):
+			case <-s.quit:
+				return nil
+			}
 		case gmsError:
 			d := decoder{b: body}
 			code := d.u16()
@@ -659,6 +690,9 @@ func (s *Service) heartbeatLoop() {
 
 // gmsUp tells the engine the coordinator link came up.
 type gmsUp struct{}
+
+// viewStable tells the engine that every node has installed this view.
+type viewStable uint64
 
 // --- uplink: in-process clients ---------------------------------------
 

@@ -188,6 +188,10 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 	return &frameReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
+// buffered returns the number of bytes read from the stream and not yet
+// returned as frames.
+func (f *frameReader) buffered() int { return f.r.Buffered() }
+
 // next returns the next frame's type and body. The body is valid until the
 // following call.
 func (f *frameReader) next() (uint8, []byte, error) {

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,14 +13,20 @@ import (
 
 // blobHandler's state is one big blob.
 type blobHandler struct {
-	blob    []byte
-	seq     uint64
-	deliver int
+	mu   sync.Mutex
+	blob []byte
+	seq  uint64
 }
 
-func (h *blobHandler) Deliver(ev transport.Event)  { h.deliver++ }
-func (h *blobHandler) Checkpoint() ([]byte, error) { return h.blob, nil }
+func (h *blobHandler) Deliver(ev transport.Event) {}
+func (h *blobHandler) Checkpoint() ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.blob, nil
+}
 func (h *blobHandler) Restore(cp []byte, seq uint64) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.blob, h.seq = cp, seq
 	return nil
 }
@@ -28,7 +35,9 @@ func (h *blobHandler) Restore(cp []byte, seq uint64) error {
 // member, in chunks, intact.
 func TestJoin64MiBCheckpoint(t *testing.T) {
 	for _, durable := range []bool{false, true} {
-		cfg := relay.ServerConfig{AllowCreate: true, NoSync: true}
+		// A generous timeout: under the race detector 64 MiB is slow, and a
+		// member that does not answer in time would (rightly) be skipped.
+		cfg := relay.ServerConfig{AllowCreate: true, NoSync: true, CheckpointTimeout: time.Minute}
 		if durable {
 			cfg.DataDir = t.TempDir()
 		}
@@ -46,8 +55,9 @@ func TestJoin64MiBCheckpoint(t *testing.T) {
 		if _, err := ma.Publish(context.Background(), []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		ha.mu.Lock()
 		ha.blob = big
+		ha.mu.Unlock()
 		b := dial(t, s.Addr().String())
 		hb := &blobHandler{}
 		start := time.Now()
@@ -57,6 +67,8 @@ func TestJoin64MiBCheckpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("durable=%v: joined with a 64 MiB checkpoint in %v", durable, time.Since(start))
+		hb.mu.Lock()
+		defer hb.mu.Unlock()
 		if !bytes.Equal(hb.blob, big) || hb.seq != 1 {
 			t.Fatalf("joiner got %d bytes at seq %d", len(hb.blob), hb.seq)
 		}

@@ -16,6 +16,7 @@ type event struct {
 	counter uint64 // the client's publish counter
 	sender  string
 	frame   []byte // the whole tEvent frame
+	tailOff int    // where the fields after the channel name start in frame
 	dataOff int    // where the payload starts in frame
 }
 
@@ -23,13 +24,14 @@ func newEvent(channel string, seq uint64, sender string, data []byte) *event {
 	b := make([]byte, 0, 4+1+len(channel)+2+8+len(sender)+2+len(data)+8)
 	b, off := beginFrame(b, tEvent)
 	b = putStr(b, channel)
+	tailOff := len(b)
 	b = putU64(b, seq)
 	b = putStr(b, sender)
 	b = binary.AppendUvarint(b, uint64(len(data)))
 	dataOff := len(b)
 	b = append(b, data...)
 	b = endFrame(b, off)
-	return &event{seq: seq, sender: sender, frame: b, dataOff: dataOff}
+	return &event{seq: seq, sender: sender, frame: b, tailOff: tailOff, dataOff: dataOff}
 }
 
 func (ev *event) data() []byte { return ev.frame[ev.dataOff:] }
@@ -67,8 +69,9 @@ type cpRequest struct {
 
 // member is one connection's membership in a channel, at the server.
 type member struct {
-	c  *sconn
-	ch *channel
+	c   *sconn
+	ch  *channel
+	key string // the channel's name or ID, as this member joined it: every frame to it uses this key
 
 	// Guarded by ch.mu:
 	cursor   uint64 // next sequence number to send
@@ -79,6 +82,7 @@ type member struct {
 	xfer     *xfer  // state to send before any further event
 	stateGen uint64 // tState transfers completed or started
 	left     bool
+	pubOnly  bool // publishes only: never synced, never a donor
 }
 
 // xfer is a checkpoint being sent to one member in chunks.
@@ -240,7 +244,7 @@ func (ch *channel) askDonorLocked(compaction bool, tried map[*member]bool) {
 	r := &cpRequest{id: id, donor: donor, tried: tried, compaction: compaction}
 	ch.req = r
 	r.timer = time.AfterFunc(ch.s.cfg.CheckpointTimeout, func() { ch.reqTimeout(id) })
-	donor.c.sendCkptReq(ch.info.Name, id)
+	donor.c.sendCkptReq(donor.key, id)
 }
 
 func (ch *channel) reqTimeout(id uint64) {

@@ -40,7 +40,7 @@ type ClientConfig struct {
 	// it the member is caught up by state transfer (default 65536).
 	MemberQueue int
 	// MaxInFlight bounds publishes awaiting the relay's acknowledgement
-	// (default 8192); further publishes wait.
+	// (default and maximum 4096); further publishes wait.
 	MaxInFlight int
 	// MaxBackoff bounds the delay between reconnection attempts (default 5s).
 	MaxBackoff time.Duration
@@ -73,19 +73,19 @@ type Client struct {
 	log *slog.Logger
 	id  string
 
-	mu        sync.Mutex // protects the fields below
-	cc        *cconn     // current connection; nil while disconnected
-	up        chan struct{}
-	epoch     uint64
-	maxEvent  int
-	members   map[string]*Member
-	pubs      map[uint64]*pub
-	reqs      map[uint64]chan callResult
-	next      uint64
-	watchers  map[int]chan ChannelChange
-	watchSeq  int
-	closed    bool
-	sem       chan struct{} // one token per unacknowledged publish
+	mu       sync.Mutex // protects the fields below
+	cc       *cconn     // current connection; nil while disconnected
+	up       chan struct{}
+	epoch    uint64
+	maxEvent int
+	members  map[string]*Member
+	pubs     map[uint64]*pub
+	reqs     map[uint64]chan callResult
+	next     uint64
+	watchers map[int]chan ChannelChange
+	watchSeq int
+	closed   bool
+	sem      chan struct{} // one token per unacknowledged publish
 
 	snap atomic.Pointer[map[string]*Member] // members, for the reader
 
@@ -128,7 +128,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		cfg.MemberQueue = 65536
 	}
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 8192
+		cfg.MaxInFlight = 4096
 	}
 	if cfg.MaxInFlight >= dedupRing {
 		cfg.MaxInFlight = dedupRing / 2
@@ -570,10 +570,22 @@ func (c *Client) Join(ctx context.Context, channel string, h transport.Handler) 
 
 // JoinMember is Join returning the concrete *Member (which has PublishAsync).
 func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Handler) (*Member, error) {
+	return c.join(ctx, channel, h, false)
+}
+
+// JoinPublisher joins channel to publish only: the member receives no
+// state and no events and is never asked for a checkpoint (scripts that
+// only publish, load generators). It returns once the relay registered it.
+func (c *Client) JoinPublisher(ctx context.Context, channel string) (*Member, error) {
+	return c.join(ctx, channel, nil, true)
+}
+
+func (c *Client) join(ctx context.Context, channel string, h transport.Handler, pubOnly bool) (*Member, error) {
 	if err := checkChannelName(channel); err != nil {
 		return nil, fmt.Errorf("relay: join %s: %w", channel, err)
 	}
 	m := newMember(c, channel, h)
+	m.pubOnly = pubOnly
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -639,7 +651,8 @@ type cconn struct {
 	maxEvent int
 	parser   *Parser
 
-	mu      sync.Mutex // protects out, closed, cerr
+	mu      sync.Mutex // protects segs, out, closed, cerr
+	segs    [][]byte   // buffers to write before out (large chunks by reference)
 	out     []byte
 	closed  bool
 	cerr    error
@@ -699,6 +712,7 @@ func (cc *cconn) err() error {
 func (cc *cconn) writeLoop() {
 	defer cc.cl.wg.Done()
 	var spare []byte
+	var bufs net.Buffers
 	for {
 		select {
 		case <-cc.wake:
@@ -707,15 +721,22 @@ func (cc *cconn) writeLoop() {
 		}
 		for {
 			cc.mu.Lock()
+			segs := cc.segs
+			cc.segs = nil
 			out := cc.out
 			cc.out = spare[:0]
 			cc.mu.Unlock()
 			n := len(out)
+			for _, s := range segs {
+				n += len(s)
+			}
 			if n > 0 {
-				if _, err := cc.nc.Write(out); err != nil {
+				bufs = append(append(bufs[:0], segs...), out)
+				if _, err := bufs.WriteTo(cc.nc); err != nil {
 					cc.close(err)
 					return
 				}
+				clear(bufs[:cap(bufs)])
 			}
 			// out is no longer referenced by cc.out: reuse it next time.
 			if cap(out) <= 4<<20 {
@@ -727,6 +748,29 @@ func (cc *cconn) writeLoop() {
 				break
 			}
 		}
+	}
+}
+
+// enqueueRef queues a frame whose tail is data, without copying data; the
+// caller must not modify data afterwards.
+func (cc *cconn) enqueueRef(hdr, data []byte) {
+	cc.mu.Lock()
+	if cc.closed {
+		cc.mu.Unlock()
+		return
+	}
+	if len(cc.out) > 0 {
+		cc.segs = append(cc.segs, cc.out)
+		cc.out = nil
+	}
+	cc.segs = append(cc.segs, hdr)
+	if len(data) > 0 {
+		cc.segs = append(cc.segs, data)
+	}
+	cc.mu.Unlock()
+	select {
+	case cc.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -815,7 +859,23 @@ func (cc *cconn) dispatch(typ byte, body []byte) error {
 			m.fail(&Error{Code: code, Msg: msg})
 		}
 	case tJoined:
-		// The member is registered; its state follows.
+		// The member is registered; its state follows (publishers only
+		// are ready now).
+		reqID := d.u64()
+		if d.err != nil {
+			return errf(CodeProtocol, "joined frame: %v", d.err)
+		}
+		c.mu.Lock()
+		var jm *Member
+		for _, m := range c.members {
+			if m.joinReq == reqID && m.pubOnly {
+				jm = m
+			}
+		}
+		c.mu.Unlock()
+		if jm != nil {
+			jm.readyOnce.Do(func() { close(jm.ready) })
+		}
 	case tState:
 		name := d.str()
 		seq, total, flags := d.u64(), d.u64(), d.u8()

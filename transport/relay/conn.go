@@ -2,8 +2,8 @@ package relay
 
 import (
 	"bufio"
-	"encoding/binary"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -42,9 +42,10 @@ type sconn struct {
 	closed  bool
 	err     error
 
-	wake chan struct{}
-	quit chan struct{}
-	done chan struct{} // closed when serve returns
+	wake    chan struct{}
+	flushed chan struct{} // the writer flushed (for flushAndClose)
+	quit    chan struct{}
+	done    chan struct{} // closed when serve returns
 
 	asm map[uint64]*assembly // checkpoints being received (reader only)
 }
@@ -65,6 +66,7 @@ func newSconn(s *Server, nc net.Conn) *sconn {
 		members: map[string]*member{},
 		ackOff:  -1,
 		wake:    make(chan struct{}, 1),
+		flushed: make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 		asm:     map[uint64]*assembly{},
@@ -189,8 +191,8 @@ func getInfo(d *dec) transport.ChannelInfo {
 // takes only c.mu, so it may be called with ch.mu held.
 func (c *sconn) memberGone(m *member, err error) {
 	c.mu.Lock()
-	if c.members[m.ch.info.Name] == m {
-		delete(c.members, m.ch.info.Name)
+	if c.members[m.key] == m {
+		delete(c.members, m.key)
 		c.rebuildListLocked()
 	}
 	c.mu.Unlock()
@@ -200,7 +202,7 @@ func (c *sconn) memberGone(m *member, err error) {
 		msg = re.Msg
 	}
 	c.queue(tMemberError, func(b []byte) []byte {
-		b = putStr(b, m.ch.info.Name)
+		b = putStr(b, m.key)
 		b = putU16(b, uint16(code))
 		return putStr(b, truncate(msg))
 	})
@@ -241,6 +243,9 @@ func (c *sconn) serve() {
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
+		if c.client != nil {
+			c.s.detachClient(c.client)
+		}
 	}()
 	buf := make([]byte, 64<<10)
 	if err := c.handshake(buf); err != nil {
@@ -268,19 +273,29 @@ func (c *sconn) serve() {
 }
 
 // flushAndClose lets the writer send what is queued (the error frame),
-// briefly, then closes.
+// waiting at most half a second, then closes.
 func (c *sconn) flushAndClose() {
-	deadline := time.Now().Add(500 * time.Millisecond)
-	for time.Now().Before(deadline) {
+	timeout := time.NewTimer(500 * time.Millisecond)
+	defer timeout.Stop()
+	for {
 		c.mu.Lock()
 		empty := len(c.ctrl) == 0
 		c.mu.Unlock()
 		if empty {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-c.flushed:
+		case <-timeout.C:
+			c.close(nil)
+			return
+		}
 	}
-	time.Sleep(20 * time.Millisecond) // let the writer's flush finish
+	// The writer took the frames; wait for its flush.
+	select {
+	case <-c.flushed:
+	case <-timeout.C:
+	}
 	c.close(nil)
 }
 
@@ -358,7 +373,7 @@ func (c *sconn) handshake(buf []byte) error {
 			return transport.ErrClosed
 		}
 	}
-	c.client = c.s.clientRec(id)
+	c.client = c.s.attachClient(id)
 	c.parser.SetMax(c.s.maxFrame)
 	return c.writeDirect(tWelcome, func(b []byte) []byte {
 		b = putU16(b, version)
@@ -435,6 +450,10 @@ func (c *sconn) writeLoop() {
 			c.close(err)
 			return
 		}
+		select {
+		case c.flushed <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -457,8 +476,8 @@ func (m *member) fill(frames [][]byte) [][]byte {
 			flags |= chunkLast
 			m.xfer = nil
 		}
-		hdr, off := beginFrame(make([]byte, 0, 64+len(ch.info.Name)), tState)
-		hdr = putStr(hdr, ch.info.Name)
+		hdr, off := beginFrame(make([]byte, 0, 64+len(m.key)), tState)
+		hdr = putStr(hdr, m.key)
 		hdr = putU64(hdr, x.seq)
 		hdr = putU64(hdr, uint64(len(x.data)))
 		hdr = putU8(hdr, flags)
@@ -477,8 +496,19 @@ func (m *member) fill(frames [][]byte) [][]byte {
 		return frames
 	}
 	evs := ch.eventsLocked(m.cursor, eventBatch)
-	for _, ev := range evs {
-		frames = append(frames, ev.frame)
+	if m.key == ch.info.Name {
+		for _, ev := range evs {
+			frames = append(frames, ev.frame)
+		}
+	} else {
+		// Joined by ID: the same frames under the member's key.
+		for _, ev := range evs {
+			tail := ev.frame[ev.tailOff:]
+			hdr, off := beginFrame(make([]byte, 0, 8+len(m.key)), tEvent)
+			hdr = putStr(hdr, m.key)
+			binaryPutLen(hdr, off, len(hdr)-off-4+len(tail))
+			frames = append(frames, hdr, tail)
+		}
 	}
 	m.cursor += uint64(len(evs))
 	return frames
@@ -512,7 +542,8 @@ func (c *sconn) dispatch(typ byte, body []byte) error {
 		m := c.members[name]
 		c.mu.Unlock()
 		if m == nil {
-			c.sendError(reqID, errf(CodeNotJoined, "not joined to channel %q", name))
+			// Unknown or already gone (a removed channel): nothing to do.
+			c.sendOK(reqID)
 			return nil
 		}
 		m.ch.mu.Lock()
@@ -637,7 +668,7 @@ func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from u
 		return errf(CodeAlreadyJoined, "this client already joined channel %q", name)
 	}
 	c.mu.Unlock()
-	m := &member{c: c, ch: ch}
+	m := &member{c: c, ch: ch, key: name}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.removed {
@@ -653,6 +684,10 @@ func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from u
 	c.ctrl = endFrame(c.ctrl, off)
 	c.mu.Unlock()
 	c.signal()
+	if flags&joinPublishOnly != 0 {
+		m.pubOnly = true
+		return nil
+	}
 	resume := flags&joinResume != 0 && epoch == c.s.epoch && from <= ch.committed
 	switch {
 	case resume && from >= ch.base:
@@ -776,5 +811,3 @@ func binaryPutLen(b []byte, off, n int) {
 	b[off+2] = byte(n >> 8)
 	b[off+3] = byte(n)
 }
-
-

@@ -34,7 +34,19 @@
 // resume each channel after the last event they received: the relay sends
 // the log after it, or a checkpoint when the log was compacted past it.
 // Publishes not yet acknowledged are resent with the same (client id,
-// counter) key; the relay applies each key at most once.
+// counter) key; the relay applies each key at most once (it remembers the
+// last 8192 counters of each client, and the last one on disk; a client
+// keeps at most 4096 unacknowledged). An in-memory relay that restarted
+// has a new epoch: resuming members then get a fresh state (usually
+// empty) by Restore, logged, instead of events they cannot have.
+//
+// # Channels
+//
+// A channel is known by its name and, when it has one, by its 32-hex-digit
+// ID; joining, publishing and removing accept either, and every frame to a
+// member uses the key it joined with. Channels come from ServerConfig,
+// from the store, and from clients (CreateChannel, or Join when
+// AllowCreate); clients learn of additions and removals (Client.Watch).
 //
 // # Slow members
 //
@@ -60,9 +72,11 @@
 // # Concurrency
 //
 // Server: one accept goroutine, per connection a reader goroutine and a
-// writer goroutine, one committer goroutine in durable mode, and timers for
-// checkpoint requests; all are counted in the server's WaitGroup and
-// stopped by Close. Locks, in the order they may be taken:
+// writer goroutine, and one committer goroutine in durable mode, all
+// counted in the server's WaitGroup and stopped by Close; checkpoint
+// request timers (time.AfterFunc) are stopped by Close. When the store
+// keeps failing, the committer shuts the server down (Close in a goroutine
+// of its own) rather than acknowledge what is not on disk. Locks, in the order they may be taken:
 // clientRec.mu (a client's publish counters) -> channel.mu (a channel's
 // order, log, checkpoint and members) -> sconn.mu (a connection's control
 // queue and member list); Server.mu (channel and connection maps) is never

@@ -77,11 +77,13 @@ func TestDurableRestartResume(t *testing.T) {
 	if _, err := c.Join(ctxT(t), "c", hc); err != nil {
 		t.Fatal(err)
 	}
-	st, last := hc.snapshot()
-	if last != 100 {
-		t.Fatalf("joiner at %d", last)
-	}
-	_ = st
+	waitFor(t, 5*time.Second, func() error {
+		st, last := hc.snapshot()
+		if last != 100 || len(st) != 100 || st[99] != "100:100" {
+			return fmt.Errorf("joiner at %d with %d entries", last, len(st))
+		}
+		return nil
+	})
 }
 
 func withLogger(cfg ServerConfig) ServerConfig {

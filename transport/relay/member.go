@@ -51,6 +51,7 @@ type Member struct {
 	done      chan struct{} // closed when the handler goroutine returned
 	started   bool
 	leaveOnce sync.Once
+	pubOnly   bool // a publisher only: no Handler, no events
 }
 
 // Kinds of mitem.
@@ -114,6 +115,9 @@ func (m *Member) joinFrame(reqID, epoch uint64) []byte {
 	flags, from := byte(0), uint64(0)
 	if m.synced {
 		flags, from = joinResume, m.received
+	}
+	if m.pubOnly {
+		flags = joinPublishOnly
 	}
 	m.mu.Unlock()
 	b, off := beginFrame(nil, tJoin)
@@ -342,9 +346,10 @@ func (m *Member) answerCheckpoint(cc *cconn, id uint64) {
 			flags = chunkLast
 		}
 		chunk := data[off : off+n]
-		cc.enqueueFn(tCkptData, func(b []byte) []byte {
-			return putBytes(putU8(putU64(putU64(putU64(putStr(b, name), id), seq), total), flags), chunk)
-		})
+		hdr, hoff := beginFrame(make([]byte, 0, 48+len(name)), tCkptData)
+		hdr = putUvarint(putU8(putU64(putU64(putU64(putStr(hdr, name), id), seq), total), flags), uint64(n))
+		binaryPutLen(hdr, hoff, len(hdr)-hoff-4+n)
+		cc.enqueueRef(hdr, chunk)
 		off += n
 		if flags&chunkLast != 0 {
 			return

@@ -61,3 +61,99 @@ func TestJoinPublishDeliver(t *testing.T) {
 		t.Fatalf("restores %d", hc.restores)
 	}
 }
+
+// leaveInside leaves its own membership from inside Deliver.
+type leaveInside struct {
+	logHandler
+	m    func() transport.Member
+	done chan struct{}
+}
+
+func (h *leaveInside) Deliver(ev transport.Event) {
+	h.logHandler.Deliver(ev)
+	if ev.Seq == 2 {
+		h.m().Leave()
+		close(h.done)
+	}
+}
+
+// TestLeaveFromHandler: Leave (and Close) may be called from a Handler
+// without deadlock, and no call follows.
+func TestLeaveFromHandler(t *testing.T) {
+	s := startServer(t, ServerConfig{AllowCreate: true})
+	c := dialClient(t, s.Addr().String())
+	p := dialClient(t, s.Addr().String())
+	var m transport.Member
+	h := &leaveInside{m: func() transport.Member { return m }, done: make(chan struct{})}
+	var err error
+	if m, err = c.Join(ctxT(t), "l", h); err != nil {
+		t.Fatal(err)
+	}
+	pm, err := p.Join(ctxT(t), "l", &logHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := pm.Publish(ctxT(t), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-h.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Leave from inside the handler did not return")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, last := h.snapshot(); last != 2 {
+		t.Fatalf("handler called after Leave: last %d", last)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPublisherOnly: a publish-only member gets no state and no events,
+// is never asked for a checkpoint, and its events reach the others.
+func TestPublisherOnly(t *testing.T) {
+	s := startServer(t, ServerConfig{AllowCreate: true})
+	p := dialClient(t, s.Addr().String())
+	pm, err := p.JoinPublisher(ctxT(t), "po")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialClient(t, s.Addr().String())
+	h := &logHandler{}
+	if _, err := c.Join(ctxT(t), "po", h); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		if seq, err := pm.Publish(ctxT(t), []byte(fmt.Sprint(i))); err != nil || seq != uint64(i) {
+			t.Fatalf("publish %d: %d %v", i, seq, err)
+		}
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if _, last := h.snapshot(); last != 5 {
+			return fmt.Errorf("at %d", last)
+		}
+		return nil
+	})
+	// A joiner gets its state from the real member, never from the publisher.
+	d := dialClient(t, s.Addr().String())
+	hd := &logHandler{}
+	if _, err := d.Join(ctxT(t), "po", hd); err != nil {
+		t.Fatal(err)
+	}
+	if st, last := hd.snapshot(); last != 5 || len(st) != 5 {
+		t.Fatalf("joiner at %d with %v", last, st)
+	}
+	if pm.Delivered() != 0 {
+		t.Fatalf("publisher got deliveries up to %d", pm.Delivered())
+	}
+	list, _ := p.Channels(ctxT(t))
+	if len(list) != 1 || list[0].Members != 3 || list[0].LastSeq != 5 {
+		t.Fatalf("channels %+v", list)
+	}
+	if err := pm.Leave(); err != nil {
+		t.Fatal(err)
+	}
+}

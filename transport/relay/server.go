@@ -113,7 +113,8 @@ type Server struct {
 
 	mu       sync.Mutex // protects the fields below
 	ln       net.Listener
-	channels map[string]*channel
+	channels map[string]*channel // by name (the canonical key)
+	aliases  map[string]string   // channel ID -> name, for channels with both
 	conns    map[*sconn]struct{}
 	clients  map[string]*clientRec
 	started  bool
@@ -132,6 +133,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:      cfg.Logger.With("component", "relay"),
 		maxFrame: maxFrameFor(cfg.MaxEvent),
 		channels: map[string]*channel{},
+		aliases:  map[string]string{},
 		conns:    map[*sconn]struct{}{},
 		clients:  map[string]*clientRec{},
 		quit:     make(chan struct{}),
@@ -152,6 +154,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			cr := newClientRec()
 			cr.lastCounter = c.counter
 			cr.lastSeq = c.seq
+			cr.lastSeen = time.Now()
 			s.clients[id] = cr
 		}
 		s.com = newCommitter(s, st)
@@ -170,13 +173,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 				cr := s.clients[e.client]
 				if cr == nil {
 					cr = newClientRec()
+					cr.lastSeen = time.Now()
 					s.clients[e.client] = cr
 				}
 				cr.remember(e.counter, e.seq)
 			}
 		}
 		ch.committed = ch.lastSeq
-		s.channels[sc.info.Name] = ch
+		s.addChannelLocked(ch)
 	}
 	var fresh []citem
 	for _, info := range cfg.Channels {
@@ -185,11 +189,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			s.closeStore()
 			return nil, fmt.Errorf("relay: channel %q: %w", info.Name, err)
 		}
-		if ch, ok := s.channels[info.Name]; ok {
-			ch.info.ID, ch.info.Comment = info.ID, info.Comment
+		if ch := s.lookupLocked(info.Name); ch != nil {
+			ch.info.Comment = info.Comment
+			if ch.info.ID == "" && info.ID != "" && s.lookupLocked(info.ID) == nil {
+				ch.info.ID = info.ID
+				s.aliases[info.ID] = ch.info.Name
+			}
 			continue
 		}
-		s.channels[info.Name] = newChannel(s, info)
+		if info.ID != "" && s.lookupLocked(info.ID) != nil {
+			s.closeStore()
+			return nil, fmt.Errorf("relay: channel %q: its ID %s names another channel", info.Name, info.ID)
+		}
+		s.addChannelLocked(newChannel(s, info))
 		fresh = append(fresh, citem{op: opChannel, info: info})
 	}
 	if s.store != nil && len(fresh) > 0 {
@@ -377,21 +389,25 @@ func (s *Server) createChannel(info transport.ChannelInfo, okIfExists bool) (*ch
 		s.mu.Unlock()
 		return nil, transport.ErrClosed
 	}
-	if ch, ok := s.channels[info.Name]; ok {
+	if ch := s.lookupLocked(info.Name); ch != nil {
 		s.mu.Unlock()
 		if okIfExists {
 			return ch, nil
 		}
 		return nil, errf(CodeExists, "channel %q exists", info.Name)
 	}
+	if info.ID != "" && s.lookupLocked(info.ID) != nil {
+		s.mu.Unlock()
+		return nil, errf(CodeExists, "a channel with ID %s exists", info.ID)
+	}
 	ch := newChannel(s, info)
-	s.channels[info.Name] = ch
+	s.addChannelLocked(ch)
 	conns := s.connList()
 	s.mu.Unlock()
 	if s.com != nil {
 		if err := s.com.sync(citem{op: opChannel, info: info}); err != nil {
 			s.mu.Lock()
-			delete(s.channels, info.Name)
+			s.removeChannelLocked(ch)
 			s.mu.Unlock()
 			return nil, fmt.Errorf("relay: create channel %s: %w", info.Name, err)
 		}
@@ -407,12 +423,12 @@ func (s *Server) createChannel(info transport.ChannelInfo, okIfExists bool) (*ch
 // are told (CodeRemoved) and every client learns of the removal.
 func (s *Server) RemoveChannel(name string) error {
 	s.mu.Lock()
-	ch, ok := s.channels[name]
-	if !ok {
+	ch := s.lookupLocked(name)
+	if ch == nil {
 		s.mu.Unlock()
 		return errf(CodeNoChannel, "channel %q does not exist", name)
 	}
-	delete(s.channels, name)
+	s.removeChannelLocked(ch)
 	conns := s.connList()
 	s.mu.Unlock()
 	ch.mu.Lock()
@@ -473,21 +489,62 @@ func (s *Server) connList() []*sconn {
 	return out
 }
 
-func (s *Server) channel(name string) *channel {
+// channel finds a channel by name or ID.
+func (s *Server) channel(key string) *channel {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.channels[name]
+	return s.lookupLocked(key)
 }
 
-func (s *Server) clientRec(id string) *clientRec {
+func (s *Server) lookupLocked(key string) *channel {
+	if ch, ok := s.channels[key]; ok {
+		return ch
+	}
+	if name, ok := s.aliases[key]; ok {
+		return s.channels[name]
+	}
+	return nil
+}
+
+func (s *Server) addChannelLocked(ch *channel) {
+	s.channels[ch.info.Name] = ch
+	if id := ch.info.ID; id != "" && id != ch.info.Name {
+		s.aliases[id] = ch.info.Name
+	}
+}
+
+func (s *Server) removeChannelLocked(ch *channel) {
+	delete(s.channels, ch.info.Name)
+	if id := ch.info.ID; id != "" && s.aliases[id] == ch.info.Name {
+		delete(s.aliases, id)
+	}
+}
+
+// attachClient returns the record of client id and counts a connection;
+// records of clients gone for longer than clientIdle are forgotten.
+func (s *Server) attachClient(id string) *clientRec {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
+	for k, cr := range s.clients {
+		if cr.conns == 0 && !cr.lastSeen.IsZero() && now.Sub(cr.lastSeen) > clientIdle {
+			delete(s.clients, k)
+		}
+	}
 	cr := s.clients[id]
 	if cr == nil {
 		cr = newClientRec()
 		s.clients[id] = cr
 	}
+	cr.conns++
 	return cr
+}
+
+func (s *Server) detachClient(cr *clientRec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cr.conns--
+	cr.lastSeen = time.Now()
 }
 
 // authJoin decides whether a connection may join channel name.
@@ -517,18 +574,27 @@ type clientRec struct {
 	mu          sync.Mutex // protects the fields below
 	lastCounter uint64
 	lastSeq     uint64
-	ring        [dedupRing]struct{ counter, seq uint64 }
+	ring        []struct{ counter, seq uint64 } // allocated on first publish
+	conns       int                             // live connections of this client (under Server.mu)
+	lastSeen    time.Time                       // when the last connection ended (under Server.mu)
 }
 
 // dedupRing is how many recent publishes per client are remembered; a
-// client keeps fewer than this unacknowledged.
-const dedupRing = 1 << 14
+// client keeps at most half of this unacknowledged.
+const dedupRing = 1 << 13
+
+// clientIdle is how long the relay remembers a disconnected client's
+// publish counters in memory (the durable store keeps the last one).
+const clientIdle = 30 * time.Minute
 
 func newClientRec() *clientRec { return &clientRec{} }
 
 func (cr *clientRec) remember(counter, seq uint64) {
 	if counter > cr.lastCounter {
 		cr.lastCounter, cr.lastSeq = counter, seq
+	}
+	if cr.ring == nil {
+		cr.ring = make([]struct{ counter, seq uint64 }, dedupRing)
 	}
 	slot := &cr.ring[counter%dedupRing]
 	slot.counter, slot.seq = counter, seq
@@ -540,8 +606,10 @@ func (cr *clientRec) lookup(counter uint64) (uint64, bool) {
 	if counter > cr.lastCounter || counter == 0 {
 		return 0, false
 	}
-	if slot := cr.ring[counter%dedupRing]; slot.counter == counter {
-		return slot.seq, true
+	if cr.ring != nil {
+		if slot := cr.ring[counter%dedupRing]; slot.counter == counter {
+			return slot.seq, true
+		}
 	}
 	if counter == cr.lastCounter {
 		return cr.lastSeq, true

@@ -65,7 +65,8 @@ func frameName(t byte) string {
 
 // Flags of tJoin.
 const (
-	joinResume byte = 1 << iota // from and epoch are meaningful
+	joinResume      byte = 1 << iota // from and epoch are meaningful
+	joinPublishOnly                  // the member publishes only: no state, no events
 )
 
 // Flags of tCkptData and tState.

@@ -151,26 +151,6 @@ type env struct {
 	coord *qsm.Coordinator
 }
 
-// counter is a Handler counting events and checking FIFO per sender.
-type counter struct {
-	n    atomic.Int64
-	bad  atomic.Int64
-	mu   sync.Mutex
-	last map[string]uint64
-}
-
-func (c *counter) Deliver(ev transport.Event) {
-	c.mu.Lock()
-	if p, ok := c.last[ev.Sender]; ok && ev.Seq != p+1 {
-		c.bad.Add(1)
-	}
-	c.last[ev.Sender] = ev.Seq
-	c.mu.Unlock()
-	c.n.Add(1)
-}
-func (c *counter) Checkpoint() ([]byte, error)      { return nil, nil }
-func (c *counter) Restore(_ []byte, _ uint64) error { return nil }
-
 // groupCounter counts events per group member with its own FIFO state.
 type groupCounter struct {
 	total *atomic.Int64
@@ -179,6 +159,7 @@ type groupCounter struct {
 	mu    sync.Mutex
 }
 
+// Deliver counts ev and checks its sequence number.
 func (g *groupCounter) Deliver(ev transport.Event) {
 	g.mu.Lock()
 	if p, ok := g.last[ev.Sender]; ok && ev.Seq != p+1 {
@@ -405,6 +386,17 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
+		}
+	}
+	// And until the views have settled (the coordinator issued none for
+	// a while), so that no view work overlaps the measurement.
+	for last, since := e.coord.View().Number, time.Now(); time.Since(since) < 300*time.Millisecond; {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+		if n := e.coord.View().Number; n != last {
+			last, since = n, time.Now()
 		}
 	}
 	var lat0 []qsm.Stats

@@ -58,6 +58,7 @@ func (p *Proc) Stderr() string {
 	return p.stderr.String()
 }
 
+// Write collects the process's stderr (the first MiB).
 func (p *Proc) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -63,6 +64,9 @@ type Options struct {
 	// Duration, when set, stops a case after this long even if Events
 	// were not all published.
 	Duration time.Duration
+	// Warmup events are sent and delivered before measuring (default
+	// Events/10).
+	Warmup int
 }
 
 func (o *Options) defaults() {
@@ -71,6 +75,9 @@ func (o *Options) defaults() {
 	}
 	if o.Window <= 0 {
 		o.Window = 4096
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = o.Events / 10
 	}
 }
 
@@ -83,7 +90,7 @@ func Run(ctx context.Context, sys System, c Case, o Options) (Result, error) {
 	delivered := make([]atomic.Int64, c.Subs)
 	lat := make([][]time.Duration, c.Subs)
 	for i := range lat {
-		lat[i] = make([]time.Duration, 0, o.Events)
+		lat[i] = make([]time.Duration, 0, o.Events+o.Warmup)
 	}
 	var bad atomic.Int64
 	base := time.Now()
@@ -119,49 +126,73 @@ func Run(ctx context.Context, sys System, c Case, o Options) (Result, error) {
 	for i := 16; i < len(buf); i++ {
 		buf[i] = byte(i)
 	}
+	n := 0
+	publish := func(upto int, deadline time.Time) error {
+		for ; n < upto; n++ {
+			spins := 0
+			for int64(n)-minDelivered() >= int64(o.Window) {
+				spins++
+				if spins > 64 {
+					time.Sleep(20 * time.Microsecond)
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+			if !deadline.IsZero() && n%1024 == 0 && time.Now().After(deadline) {
+				return nil
+			}
+			binary.LittleEndian.PutUint64(buf, uint64(time.Since(base)))
+			binary.LittleEndian.PutUint64(buf[8:], uint64(n))
+			if err := pub.Publish(ctx, buf); err != nil {
+				return fmt.Errorf("relaybench: publish %d: %w", n, err)
+			}
+		}
+		return nil
+	}
+	drain := func() error {
+		wait := time.Now().Add(30 * time.Second)
+		for minDelivered() < int64(n) {
+			if time.Now().After(wait) {
+				return fmt.Errorf("relaybench: %s: only %d of %d events delivered to every subscriber", sys.Name(), minDelivered(), n)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		return nil
+	}
+	// Warm up (connections, buffers, the heap), then start clean.
+	if err := publish(o.Warmup, time.Time{}); err != nil {
+		return Result{}, err
+	}
+	if err := drain(); err != nil {
+		return Result{}, err
+	}
+	// Deliveries are in order and each appends one latency, so the first
+	// warm entries of each subscriber belong to the warm-up.
+	warm := n
+	runtime.GC()
 	start := time.Now()
 	var deadline time.Time
 	if o.Duration > 0 {
 		deadline = start.Add(o.Duration)
 	}
-	n := 0
-	for ; n < o.Events; n++ {
-		spins := 0
-		for int64(n)-minDelivered() >= int64(o.Window) {
-			spins++
-			if spins > 64 {
-				time.Sleep(20 * time.Microsecond)
-			}
-			if ctx.Err() != nil {
-				return Result{}, ctx.Err()
-			}
-		}
-		if !deadline.IsZero() && n%1024 == 0 && time.Now().After(deadline) {
-			break
-		}
-		binary.LittleEndian.PutUint64(buf, uint64(time.Since(base)))
-		binary.LittleEndian.PutUint64(buf[8:], uint64(n))
-		if err := pub.Publish(ctx, buf); err != nil {
-			return Result{}, fmt.Errorf("relaybench: publish %d: %w", n, err)
-		}
+	if err := publish(warm+o.Events, deadline); err != nil {
+		return Result{}, err
 	}
-	wait := time.Now().Add(30 * time.Second)
-	for minDelivered() < int64(n) {
-		if time.Now().After(wait) {
-			return Result{}, fmt.Errorf("relaybench: %s: only %d of %d events delivered to every subscriber", sys.Name(), minDelivered(), n)
-		}
-		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
-		}
-		time.Sleep(50 * time.Microsecond)
+	if err := drain(); err != nil {
+		return Result{}, err
 	}
+	n -= warm
 	elapsed := time.Since(start)
 	if b := bad.Load(); b > 0 {
 		return Result{}, fmt.Errorf("relaybench: %s delivered %d events out of order or malformed", sys.Name(), b)
 	}
 	var all []time.Duration
 	for _, l := range lat {
-		all = append(all, l...)
+		all = append(all, l[warm:]...)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	total := float64(n * c.Subs)

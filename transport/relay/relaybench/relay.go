@@ -86,7 +86,7 @@ func (s *RelaySystem) Open(ctx context.Context, subs int, deliver func(int, []by
 	}
 	channel := fmt.Sprintf("bench-%d", s.n.Add(1))
 	dial := func() (*relay.Client, error) {
-		c, err := relay.Dial(ctx, relay.ClientConfig{Addr: srv.Addr().String(), Logger: s.logger(), MaxInFlight: 8192})
+		c, err := relay.Dial(ctx, relay.ClientConfig{Addr: srv.Addr().String(), Logger: s.logger(), MaxInFlight: 4096})
 		if err == nil {
 			p.clients = append(p.clients, c)
 		}
@@ -108,7 +108,7 @@ func (s *RelaySystem) Open(ctx context.Context, subs int, deliver func(int, []by
 		p.Close()
 		return nil, err
 	}
-	m, err := c.JoinMember(ctx, channel, &benchHandler{sub: -1, deliver: func(int, []byte) {}})
+	m, err := c.JoinPublisher(ctx, channel)
 	if err != nil {
 		p.Close()
 		return nil, err

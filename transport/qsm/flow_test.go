@@ -1,0 +1,104 @@
+package qsm
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// TestBatching checks that small events are packed into datagrams.
+func TestBatching(t *testing.T) {
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 2)
+	runFanoutPayload(t, cl, 5000, true, 50)
+	st := cl.svcs[0].Stats()
+	if st.Sent != 5000 || st.DatagramsOut*5 > st.Sent {
+		t.Fatalf("sent %d messages in %d datagrams: not packed", st.Sent, st.DatagramsOut)
+	}
+	t.Logf("%d messages in %d datagrams", st.Sent, st.DatagramsOut)
+}
+
+// TestRateLimit checks that Rate caps a sender's message rate.
+func TestRateLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Rate = 2000
+	cl := newCluster(t, cfg, 2)
+	start := time.Now()
+	runFanoutPayload(t, cl, 1000, true, 100)
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("1000 messages at 2000/s took only %v", d)
+	}
+}
+
+// blocker is a Handler that holds its first event until released.
+type blocker struct {
+	*recorder
+	release chan struct{}
+}
+
+func (b blocker) Deliver(ev transport.Event) {
+	<-b.release
+	b.recorder.Deliver(ev)
+}
+
+// TestSlowConsumer checks flow control end to end: a receiver whose
+// handler stops makes its client stop reading, its service refuse data
+// (counted), and the sender's window fill; once the handler goes on,
+// everything arrives, in order.
+func TestSlowConsumer(t *testing.T) {
+	old := maxQueue
+	maxQueue = 64
+	defer func() { maxQueue = old }()
+	cfg := testConfig(t)
+	cfg.DeliveryQueue = 64 << 10
+	cfg.Window = 256
+	cl := newCluster(t, cfg, 2)
+	ctx := context.Background()
+	pub, err := dial(t, cl.svcs[0].Addr()).JoinMember(ctx, "slow", newRecorder(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := blocker{recorder: newRecorder(true), release: make(chan struct{})}
+	sub, err := dial(t, cl.svcs[1].Addr()).JoinMember(ctx, "slow", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, []*Member{pub, sub}, 2)
+	const n = 3000
+	payload := make([]byte, 1000)
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			if err := pub.PublishAsync(ctx, payload); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- pub.Flush(ctx)
+	}()
+	// The sender stalls: its window is full of messages the receiver
+	// refuses.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := cl.svcs[1].Stats(); s.SlowConsumer == 0 {
+			return fmt.Errorf("receiver has refused nothing yet")
+		}
+		if u := cl.svcs[0].Stats().Unstable; u < uint64(cfg.Window)/2 {
+			return fmt.Errorf("sender window holds %d", u)
+		}
+		return nil
+	})
+	close(b.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b.waitCount(t, n, 30*time.Second)
+	if p := b.problems(); len(p) > 0 {
+		t.Fatal(p)
+	}
+	if got := b.n(); got != n {
+		t.Fatalf("delivered %d, want %d", got, n)
+	}
+}
