@@ -305,10 +305,3 @@ func ProcCPU(pid int) (time.Duration, error) {
 	const hz = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / hz, nil
 }
-
-// SelfCPU returns the CPU time this process has used so far.
-func SelfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
