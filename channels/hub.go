@@ -250,6 +250,14 @@ func (l *Live) PublishBatch(ctx context.Context, events [][]byte) error {
 	if ap, ok := l.member.(transport.AsyncPublisher); ok && len(events) > 1 {
 		return publishPipelined(ctx, ap, events)
 	}
+	if qp, ok := l.member.(queuePublisher); ok && len(events) > 1 {
+		for _, ev := range events {
+			if err := qp.PublishAsync(ctx, ev); err != nil {
+				return err
+			}
+		}
+		return qp.Flush(ctx)
+	}
 	for _, ev := range events {
 		if _, err := l.member.Publish(ctx, ev); err != nil {
 			return err
@@ -333,6 +341,13 @@ func (h *Hub) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// queuePublisher is a member that queues publishes and reports their
+// acceptance with Flush (the QSM client's Member).
+type queuePublisher interface {
+	PublishAsync(ctx context.Context, data []byte) error
+	Flush(ctx context.Context) error
 }
 
 // publishPipelined sends events back to back and waits for every
