@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport/relay/relaybench"
 )
 
 var benchRelayOpts struct {
-	events, window, cpMiB int
-	noDurable             bool
+	events, window, cpMiB, reps int
+	noDurable                   bool
 }
 
 func init() {
@@ -41,6 +42,7 @@ Progress goes to stderr, the table to stdout.`,
 			fs.IntVar(&benchRelayOpts.window, "window", 4096, "events in flight (published, not yet delivered everywhere)")
 			fs.IntVar(&benchRelayOpts.cpMiB, "checkpoint", 64, "checkpoint size for the join measurement, MiB (0: skip)")
 			fs.BoolVar(&benchRelayOpts.noDurable, "memory-only", false, "skip the durable log")
+			fs.IntVar(&benchRelayOpts.reps, "reps", 3, "runs per case (the median by msgs/s is shown)")
 		},
 		Run: runBenchRelay,
 	})
@@ -58,15 +60,25 @@ func runBenchRelay(ctx context.Context, args []string) error {
 	if !o.noDurable {
 		systems = append(systems, &relaybench.RelaySystem{Durable: true})
 	}
+	if o.reps < 1 {
+		return usagef("--reps must be at least 1")
+	}
 	var results []relaybench.Result
 	for _, c := range relaybench.Cases {
-		for _, sys := range systems {
-			fmt.Fprintf(os.Stderr, "bench relay: %s, %d subscriber(s), %d B events...\n", sys.Name(), c.Subs, c.Size)
-			r, err := relaybench.Run(ctx, sys, c, relaybench.Options{Events: o.events, Window: o.window})
-			if err != nil {
-				return err
+		runs := make([][]relaybench.Result, len(systems))
+		for rep := 0; rep < o.reps; rep++ {
+			for i, sys := range systems {
+				fmt.Fprintf(os.Stderr, "bench relay: %s, %d subscriber(s), %d B events, run %d of %d...\n", sys.Name(), c.Subs, c.Size, rep+1, o.reps)
+				r, err := relaybench.Run(ctx, sys, c, relaybench.Options{Events: o.events, Window: o.window})
+				if err != nil {
+					return err
+				}
+				runs[i] = append(runs[i], r)
 			}
-			results = append(results, r)
+		}
+		for _, rs := range runs {
+			sort.Slice(rs, func(a, b int) bool { return rs[a].MsgsPerS < rs[b].MsgsPerS })
+			results = append(results, rs[len(rs)/2])
 		}
 	}
 	host, _ := os.Hostname()
