@@ -51,9 +51,18 @@ func (w *Writer) Write(ctx context.Context, p []byte) (int, error) {
 	if last < 0 {
 		return len(p), nil
 	}
-	var events [][]byte
-	for _, line := range bytes.Split(w.pending[:last], []byte{'\n'}) {
-		events = append(events, append([]byte(nil), line...))
+	// One copy of all the complete lines; the events are slices of it
+	// (the driver owns them from here on and nobody writes to them).
+	buf := append([]byte(nil), w.pending[:last]...)
+	events := make([][]byte, 0, bytes.Count(buf, []byte{'\n'})+1)
+	for {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			events = append(events, buf)
+			break
+		}
+		events = append(events, buf[:i:i])
+		buf = buf[i+1:]
 	}
 	rest := append([]byte(nil), w.pending[last+1:]...)
 	if err := w.pub.PublishBatch(ctx, events); err != nil {
