@@ -64,7 +64,25 @@ var (
 	_ gofs.NodeUnlinker  = (*dirNode)(nil)
 	_ gofs.NodeRmdirer   = (*dirNode)(nil)
 	_ gofs.NodeAccesser  = (*dirNode)(nil)
+	_ gofs.NodeGetxattrer = (*dirNode)(nil)
 )
+
+// Getxattr on the mount's top folder gives the root folder it shows
+// (user.liveobject.root), so that tools reading definitions go to the
+// files on disk instead of joining the live files.
+func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if d.rel != "" || attr != xattrPrefix+"root" {
+		return 0, syscall.ENODATA
+	}
+	return xattrValue([]byte(d.m.cfg.Root.Dir()), dest)
+}
+
+func xattrValue(v, dest []byte) (uint32, syscall.Errno) {
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
 
 func (d *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	d.m.dirAttr(&out.Attr)
@@ -462,7 +480,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 // Extended attributes, all under user.liveobject.*.
 const xattrPrefix = "user.liveobject."
 
-var xattrNames = []string{"id", "class", "category", "driver", "channel", "definition", "error"}
+var xattrNames = []string{"id", "class", "category", "driver", "channel", "path", "definition", "error"}
 
 func (f *fileNode) xattr(name string) ([]byte, bool) {
 	if name == "user.mime_type" {
@@ -478,6 +496,11 @@ func (f *fileNode) xattr(name string) ([]byte, bool) {
 	if key == "error" {
 		s := f.m.lastError(f.rel)
 		return []byte(s), s != ""
+	}
+	if key == "path" {
+		// Where the definition lives, relative to the root folder.
+		rel, err := filepath.Rel(f.m.cfg.Root.Dir(), f.diskPath())
+		return []byte(filepath.ToSlash(rel)), err == nil
 	}
 	if f.kind() == kindChannel {
 		md, ok := f.m.idx.channel(path.Base(f.rel))
@@ -541,10 +564,7 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	if !ok {
 		return 0, syscall.ENODATA
 	}
-	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
-	}
-	return uint32(copy(dest, v)), 0
+	return xattrValue(v, dest)
 }
 
 func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {

@@ -51,6 +51,12 @@ func runCheck(dir string, out, summary io.Writer, maxProblems int) error {
 	if !st.IsDir() {
 		return fmt.Errorf("%s is not a folder (give the root folder)", dir)
 	}
+	if root, err := getxattr(dir, "user.liveobject.root"); err == nil && root != "" {
+		// A mount: check the root it shows (reading its live files would
+		// join every object).
+		fmt.Fprintf(summary, "%s is a mount of %s; checking that root\n", dir, root)
+		dir = root
+	}
 	r, err := registry.Open(dir)
 	if err != nil {
 		return err

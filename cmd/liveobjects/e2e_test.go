@@ -167,6 +167,7 @@ func TestUp(t *testing.T) {
 		t.Fatalf("services/ does not show a running relay: %q %v", st, err)
 	}
 	desktopChecks(t, mnt)
+	showAndCheckOnMount(t, mnt)
 	d.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case err := <-d.done:
@@ -480,5 +481,20 @@ func TestRelayKilledUnderMount(t *testing.T) {
 			t.Fatalf("line %q out of order or duplicated (want %c-%d)", l, l[0], next[l[0]])
 		}
 		next[l[0]]++
+	}
+}
+
+// showAndCheckOnMount: show and check given paths in a mount read the
+// definitions on disk and never join (a pure stream would block them).
+func showAndCheckOnMount(t *testing.T, mnt string) {
+	for _, p := range []string{"channels/probe.liveobject", "examples/chat.liveobject"} {
+		out, err := exec.Command(bin, "show", filepath.Join(mnt, p)).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "definition") && !strings.Contains(string(out), "<Metadata") {
+			t.Fatalf("show %s on the mount: %v\n%s", p, err, out)
+		}
+	}
+	out, err := exec.Command(bin, "check", mnt).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is a mount of") {
+		t.Fatalf("check on the mount: %v\n%s", err, out)
 	}
 }

@@ -74,6 +74,11 @@ func runShow(p, root string, w io.Writer) error {
 	if _, err := os.Stat(abs); err != nil {
 		return fmt.Errorf("%w (give the path of a .liveobject or metadata.xml file)", err)
 	}
+	if mroot, rel, ok := onMount(abs); ok {
+		// A file of a mount: show its definition on disk; reading the
+		// live file would join the object.
+		abs, root = filepath.Join(mroot, filepath.FromSlash(rel)), mroot
+	}
 	if root == "" {
 		root = findRoot(abs)
 	}
@@ -224,4 +229,21 @@ func showChannel(r *registry.Root, rel string, w io.Writer) error {
 		return exitError{exitProblems, errors.New("the channel has problems")}
 	}
 	return nil
+}
+
+// onMount reports whether p is a file of a liveobjects mount, and if so
+// the root folder the mount shows and p's definition relative to it.
+func onMount(p string) (root, rel string, ok bool) {
+	rel, err := getxattr(p, "user.liveobject.path")
+	if err != nil || rel == "" {
+		return "", "", false
+	}
+	for d := filepath.Dir(p); ; d = filepath.Dir(d) {
+		if r, err := getxattr(d, "user.liveobject.root"); err == nil && r != "" {
+			return r, rel, true
+		}
+		if filepath.Dir(d) == d {
+			return "", "", false
+		}
+	}
 }
