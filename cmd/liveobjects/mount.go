@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/liveobjects/liveobjects/channels"
 	"github.com/liveobjects/liveobjects/fs"
@@ -121,8 +122,26 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 	})
 }
 
+// checkMountpoint refuses a mountpoint inside the root: the root is
+// watched, and a mount inside it would be read by its own daemon, joining
+// every object.
+func checkMountpoint(root, mnt string) error {
+	absRoot, err1 := filepath.Abs(root)
+	absMnt, err2 := filepath.Abs(mnt)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	if rel, err := filepath.Rel(absRoot, absMnt); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("the mountpoint %s is inside the root folder %s; choose a mountpoint outside it", absMnt, absRoot)
+	}
+	return nil
+}
+
 // runUp hosts the root's services and mounts it.
 func runUp(ctx context.Context, f mountFlags, mnt string) error {
+	if err := checkMountpoint(f.root, mnt); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(f.root, "services")); errors.Is(err, os.ErrNotExist) {
 		if err := registry.Init(f.root); err != nil {
 			return fmt.Errorf("create root %s: %w", f.root, err)
@@ -188,6 +207,9 @@ func openRoot(ctx context.Context, dir string) (*registry.Root, error) {
 
 // runMount mounts and serves until ctx ends or the mount is unmounted.
 func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root, host *services.Host) error {
+	if err := checkMountpoint(reg.Dir(), mnt); err != nil {
+		return err
+	}
 	params := relayClientParams(reg)
 	if f.relay != "" {
 		params["address"] = f.relay
