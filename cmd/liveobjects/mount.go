@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/liveobjects/liveobjects/channels"
 	"github.com/liveobjects/liveobjects/fs"
@@ -156,7 +157,11 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	host := services.NewHost(reg, serviceFactories(reg, f.listen), slog.Default())
 	defer host.Close()
 	if err := host.Start(ctx); err != nil {
-		return fmt.Errorf("start services: %w", err)
+		hint := ""
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = " (is another liveobjects running? stop it, or give up --listen 127.0.0.1:0 for a free port)"
+		}
+		return fmt.Errorf("start services: %w%s", err, hint)
 	}
 	host.Follow()
 	relayAddr := ""
