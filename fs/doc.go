@@ -1,7 +1,9 @@
 // Package fs adapts live objects to a FUSE mount with go-fuse: folders of
 // the root become directories, every .liveobject definition becomes a
-// file, channels/ lists the root's channels, and services/ shows each
-// service's state. Opening a live file for reading joins the object (via
+// file, channels/ lists the root's channels over the relay (and further
+// channel folders, such as qsm/, list them over other drivers), services/
+// shows each service's state, and files/ shows the distributed files of a
+// micro-object server (FileStore). Opening a live file for reading joins the object (via
 // channels.Hub) and reads stream its state and events; writing publishes.
 // The file semantics (what a read returns, what a write publishes) live in
 // objects/logic; this package only maps them onto FUSE calls, and maps
