@@ -43,8 +43,12 @@
 // highest number every member holds — the sender frees everything up to it
 // (stability) — and what to send again: into the region by multicast when
 // the whole region lacks it, to a partition's leader when one partition
-// does. Senders announce the end of their stream while anything is
-// unstable, so that a lost tail is noticed.
+// does. What one node has lacked for two rounds in a row, its peers could
+// not forward (a node that entered the region later than another counts,
+// by its start point, seqs it never had as held): the partition's leader
+// asks the sender to send it to that node (an ack with naks naming it, at
+// most 256 seqs a round). Senders announce the end of their stream while
+// anything is unstable, so that a lost tail is noticed.
 //
 // Flow control: a sender holds at most Window unstable messages per region;
 // publishes beyond that wait (their acknowledgement to the client is held
@@ -58,8 +62,45 @@
 // the joiner (the coordinator announces each view that all nodes have
 // installed), so every event published after Join returns reaches the new
 // member. A joiner starts each stream where the sender was when it
-// installed that view (the data header carries that point); members older
-// than the stream start at its beginning.
+// installed that view (the data header carries that point, and, while
+// they are not stable, the start points of up to four earlier epochs of
+// the stream, so that a node whose first datagram is of a later epoch
+// still starts at its own); members older than the stream start at its
+// beginning.
+//
+// # Region changes
+//
+// A node whose group set changes moves to another region in the view that
+// changes it: it drops the streams into its old region and starts those of
+// the new one. The events of a group it keeps that were in flight in the
+// old region are handed over by their senders. When a sender installs a
+// view, it looks for the nodes that moved between its previous view and
+// this one; for each region they moved into, it takes the unstable
+// messages of its streams into the regions they came from (those whose
+// groups the new region has), and sends each event again, once, in the
+// order it published them, at the head of the new epoch of its stream into
+// the new region, marked as handed over (engine.handover). This is the
+// flush of a view change done by the senders: stability in the old region
+// counted the mover until the sender installed the view (acks of the new
+// epoch are refused before), so the mover holds at least the old stream's
+// stable prefix and the copies take it on from there without a gap; a
+// mover starts the new stream at the new epoch's start, right before the
+// copies, whether it installs the view before or after the sender, and
+// even when the first datagram it gets is of a later epoch (the epoch
+// starts in the data header). Nothing waits for the flush: views are
+// installed as before, publishes go on into the new regions, and the
+// copies are repaired like any message of the new region's stream.
+//
+// Receivers deliver each event once: every publishing membership numbers
+// its events (GSeq), and a receiver keeps the last one it delivered per
+// sender and membership, dropping anything at or below it (copies it
+// already had from its old region or that the old members of the new
+// region got first-hand). A handed-over copy of a group the receiver did
+// not keep across its own last move is an event published before it
+// joined the group: it is noted, not delivered. So every member that stays
+// in a group delivers every event of it exactly once, in FIFO order per
+// sender, across any number of region changes, and a new member gets no
+// handed-over event.
 //
 // # Wire formats
 //
@@ -103,13 +144,25 @@
 //
 // # Limits
 //
-// A node whose group set changes moves to another region; streams into its
-// old region are dropped at the move, so events in flight on a channel it
-// keeps may be lost for that node at that moment. A sender that fails
-// takes its unstable messages with it (members deliver what they hold). A
-// joiner that loses every message of the view that added it starts at the
-// next view's start point. Repair runs at token speed: a round visits every
-// node of a partition TokenRate times a second at most, so a repair takes
-// about one round when the network has room, and longer when senders
-// saturate it (the window then fills with messages waiting for repair).
+// Region changes keep the events of kept groups (see above) while the
+// senders and the coordinator stay up: a sender that fails takes its
+// unstable messages with it (members deliver what they hold), and when the
+// coordinator link is re-established (a new session numbers views afresh)
+// every stream restarts and what was in flight may be lost. A handover
+// sends every unstable message of the old streams (the sender does not
+// know how far the mover got), up to a window per old region at once:
+// beyond the window (new publishes wait until they are stable; Rate counts
+// the copies too), and a multiple of the stream's traffic when nodes
+// change region many times a second. Handovers and epoch starts came with
+// protocol version 2; a service of version 1 is refused with a version
+// error, not misread. A
+// receiver keeps one delivery position (about 50 bytes) per publishing
+// membership of its groups while the group has a local member and the
+// sender is in the view. A joiner that loses every message of the epoch
+// that added it and of the four epochs of the region after it starts at a
+// later epoch's start point. Repair runs at token speed: a round visits
+// every node of a partition TokenRate times a second at most, so a repair
+// takes about one round when the network has room, and longer when
+// senders saturate it (the window then fills with messages waiting for
+// repair).
 package qsm

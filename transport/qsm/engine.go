@@ -1,6 +1,7 @@
 package qsm
 
 import (
+	"cmp"
 	"encoding/binary"
 	"log/slog"
 	"net"
@@ -43,14 +44,24 @@ type engine struct {
 	targets map[uint64][]*sendStream
 	recvs   map[uint64]*recvStream // by sender node id, in my region
 	pending []*pendingPub
+	pubSeq  uint64 // events published by this node: their order across streams
+
+	// Region changes (see handover): the last event delivered per
+	// publishing membership, so that each event is delivered once
+	// whichever stream brings it; and the groups this node kept across its
+	// last change of region, whose handed-over copies it delivers.
+	lastGSeq map[sourceKey]sourceLast
+	carried  map[uint64]bool
+	deaf     bool // tests: drop every data datagram received
 
 	round       [2]uint64 // rounds I started as leader, per level
 	roundAt     [2]time.Time
-	inRound     [2]bool           // a round I started has not come back yet
-	lastToken   *tokenBody        // partition leader: the token of the last completed round
-	rtt         time.Duration     // smoothed time of a round
-	seenRound   [2]uint64         // highest round seen as a non-leader, per level
-	prevStable  map[uint64]uint64 // partition leader: sender -> min ack of the last round
+	inRound     [2]bool                 // a round I started has not come back yet
+	lastToken   *tokenBody              // partition leader: the token of the last completed round
+	rtt         time.Duration           // smoothed time of a round
+	seenRound   [2]uint64               // highest round seen as a non-leader, per level
+	prevStable  map[uint64]uint64       // partition leader: sender -> min ack of the last round
+	prevLack    map[uint64][][]seqRange // partition leader: sender -> what each node lacked in the last round
 	partSummary map[uint64]*streamSummary
 
 	allowance float64
@@ -65,6 +76,19 @@ type engine struct {
 type memberKey struct {
 	c  *svcClient
 	id uint32
+}
+
+// sourceKey names a publishing membership: a sender node and the source
+// number of one of its members.
+type sourceKey struct {
+	node   uint64
+	source uint32
+}
+
+// sourceLast is the last event delivered here from a sourceKey.
+type sourceLast struct {
+	group uint64
+	gseq  uint64
 }
 
 // localMember is one membership of an in-process client.
@@ -105,6 +129,8 @@ type streamSummary struct {
 type outMsg struct {
 	message
 	resent time.Time
+	pub    uint64 // the event's place in this node's publish order
+	event  []byte // the whole event (Data is one fragment of it)
 }
 
 // sendStream is this node's stream of messages into one region.
@@ -114,8 +140,9 @@ type sendStream struct {
 	streamEpoch uint64
 	epoch       uint64
 	epochStart  uint64
-	next        uint64 // next seq to assign
-	stable      uint64 // every member of the region holds every seq <= stable
+	starts      []epochStart // earlier epochs whose start is not yet stable, ascending
+	next        uint64       // next seq to assign
+	stable      uint64       // every member of the region holds every seq <= stable
 	buf         []*outMsg
 	lastSend    time.Time
 	b           dgBuilder
@@ -136,7 +163,38 @@ func (st *sendStream) get(seq uint64) *outMsg {
 func (st *sendStream) unstable() int { return int(st.next - 1 - st.stable) }
 
 func (st *sendStream) body(flags uint8) dataBody {
-	return dataBody{StreamEpoch: st.streamEpoch, EpochStart: st.epochStart, Hi: st.next - 1, Flags: flags}
+	return dataBody{StreamEpoch: st.streamEpoch, EpochStart: st.epochStart, Hi: st.next - 1, Flags: flags, Starts: st.starts}
+}
+
+// newEpoch starts epoch ep of the stream at the next seq, keeping the start
+// of the epoch it ends while that is not stable: a node that entered the
+// region in that epoch starts there, whatever epoch the first datagram it
+// gets is of.
+func (st *sendStream) newEpoch(ep uint64) {
+	if st.epochStart > st.stable {
+		if len(st.starts) == maxEpochStarts {
+			st.starts = slices.Delete(st.starts, 0, 1)
+		}
+		st.starts = append(st.starts, epochStart{Epoch: st.epoch, Start: st.epochStart})
+	}
+	st.epoch = ep
+	st.epochStart = st.next
+}
+
+// pruneStarts forgets the epoch starts that are stable: every node that
+// entered the region in those epochs has started the stream (until it
+// does, the region's acks hold stability below its start).
+func (st *sendStream) pruneStarts() {
+	n := 0
+	for n < len(st.starts) && st.starts[n].Start <= st.stable {
+		n++
+	}
+	if n > 0 {
+		st.starts = slices.Delete(st.starts, 0, n)
+		if len(st.starts) == 0 {
+			st.starts = nil
+		}
+	}
 }
 
 // recvStream is a sender's stream into my region, as received here.
@@ -228,6 +286,7 @@ func newEngine(s *Service) *engine {
 		sends:       map[uint64]*sendStream{},
 		targets:     map[uint64][]*sendStream{},
 		recvs:       map[uint64]*recvStream{},
+		lastGSeq:    map[sourceKey]sourceLast{},
 		prevStable:  map[uint64]uint64{},
 		partSummary: map[uint64]*streamSummary{},
 		tick:        time.Second / time.Duration(s.cfg.TokenRate),
@@ -237,7 +296,7 @@ func newEngine(s *Service) *engine {
 
 // maxPayload is the largest fragment that fits one datagram.
 func (e *engine) maxPayload() int {
-	return e.s.cfg.MTU - dgHeaderSize - dataHeaderSize - msgOverhead
+	return e.s.cfg.MTU - dgHeaderSize - dataHeaderSize - epochStartsSize - msgOverhead
 }
 
 func (e *engine) run() {
@@ -424,6 +483,7 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 	g.members = slices.DeleteFunc(g.members, func(x *localMember) bool { return x == m })
 	if len(g.members) == 0 {
 		delete(e.groups, g.id)
+		e.forgetGroup(g.id)
 		e.sendGroups(nil, []string{g.name})
 	}
 }
@@ -602,19 +662,11 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	}
 	m.gseq++
 	gseq := m.gseq
+	e.pubSeq++
 	e.s.ctr.published.Add(1)
 	e.deliverLocal(m.group, e.s.id, m.source, gseq, p.data)
 	for _, st := range ts {
-		for i := 0; i < nfrag; i++ {
-			lo, hi := i*mp, min((i+1)*mp, len(p.data))
-			om := &outMsg{message: message{Seq: st.next, Group: m.group, Source: m.source, GSeq: gseq, Data: p.data[lo:hi]}}
-			if i < nfrag-1 {
-				om.Flags = msgFlagMore
-			}
-			st.next++
-			st.buf = append(st.buf, om)
-			e.batch(st, &om.message)
-		}
+		e.appendEvent(st, message{Group: m.group, Source: m.source, GSeq: gseq}, e.pubSeq, p.data)
 	}
 	if n := len(ts); n > 0 {
 		e.s.ctr.sent.Add(uint64(n * nfrag))
@@ -624,6 +676,28 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	body.u64(gseq)
 	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliPubAck, body.b) })
 	return true
+}
+
+// appendEvent adds an event to a send stream, in fragments of at most
+// maxPayload bytes with consecutive sequence numbers, and multicasts them.
+// hdr gives the message's group, source, gseq and flags (besides
+// msgFlagMore); pub is the event's place in this node's publish order.
+func (e *engine) appendEvent(st *sendStream, hdr message, pub uint64, data []byte) int {
+	mp := e.maxPayload()
+	nfrag := max(1, (len(data)+mp-1)/mp)
+	for i := 0; i < nfrag; i++ {
+		lo, hi := i*mp, min((i+1)*mp, len(data))
+		om := &outMsg{message: hdr, pub: pub, event: data}
+		om.Seq = st.next
+		om.Data = data[lo:hi]
+		if i < nfrag-1 {
+			om.Flags |= msgFlagMore
+		}
+		st.next++
+		st.buf = append(st.buf, om)
+		e.batch(st, &om.message)
+	}
+	return nfrag
 }
 
 // batch adds a new message to the stream's datagram, sending the datagram
@@ -690,6 +764,10 @@ func (e *engine) flush() {
 // --- receiving --------------------------------------------------------
 
 func (e *engine) onData(p *packet) {
+	if e.deaf {
+		e.s.ctr.injected.Add(1)
+		return
+	}
 	if e.region == nil || p.hdr.Region != e.region.ID {
 		e.s.ctr.foreignRegion.Add(1)
 		return
@@ -721,6 +799,14 @@ func (e *engine) onData(p *packet) {
 			start = 1
 		case p.hdr.Epoch >= e.joinEpoch:
 			start = d.EpochStart
+			// A datagram of a later epoch: start where the epoch I
+			// entered in began, when the sender still lists it.
+			for _, es := range d.Starts {
+				if es.Epoch >= e.joinEpoch {
+					start = min(start, es.Start)
+					break
+				}
+			}
 		default:
 			return // sent before I joined the region
 		}
@@ -798,7 +884,139 @@ func (e *engine) deliverReady(rs *recvStream) {
 			data = append(rs.frag, m.Data...)
 			rs.frag = nil
 		}
+		if !e.fresh(rs.sender, m) {
+			e.s.ctr.duplicates.Add(1)
+			continue
+		}
 		e.deliverLocal(m.Group, rs.sender, m.Source, m.GSeq, data)
+	}
+}
+
+// fresh reports whether an event received from sender is to be delivered,
+// and notes it as delivered: each publishing membership numbers its events
+// (GSeq) 1, 2, 3..., and an event at or below the last one delivered from
+// it is a copy that a handover brought again. A handed-over copy of a
+// group this node did not carry across its last change of region is an
+// event published before this node joined the group: it is noted but not
+// delivered.
+func (e *engine) fresh(sender uint64, m *message) bool {
+	if e.groups[m.Group] == nil {
+		return true // no local member: deliverLocal drops it
+	}
+	k := sourceKey{sender, m.Source}
+	if last, ok := e.lastGSeq[k]; ok && m.GSeq <= last.gseq {
+		return false
+	}
+	e.lastGSeq[k] = sourceLast{group: m.Group, gseq: m.GSeq}
+	return m.Flags&msgFlagHandover == 0 || e.carried[m.Group]
+}
+
+// forgetGroup drops the delivery positions of a group no local member
+// belongs to any more.
+func (e *engine) forgetGroup(g uint64) {
+	for k, l := range e.lastGSeq {
+		if l.group == g {
+			delete(e.lastGSeq, k)
+		}
+	}
+}
+
+// handoverPlan is a handover decided at a view change: the unstable
+// messages of from, of the groups of to, go again into to's stream.
+type handoverPlan struct {
+	to   *Region
+	from []*sendStream
+}
+
+// planHandovers finds, as a sender, the nodes that moved from one region
+// to another between the views prev and v, and for each region they moved
+// into, the streams into the regions they came from that hold unstable
+// messages. It runs before the send streams follow v (which drops those
+// of regions that are gone).
+func (e *engine) planHandovers(prev, v *View) []handoverPlan {
+	if prev.Number == 0 || len(e.sends) == 0 {
+		return nil
+	}
+	was := make(map[uint64]uint64, len(prev.Nodes)) // node -> region id in prev
+	for i := range prev.Regions {
+		for _, id := range prev.Regions[i].Members {
+			was[id] = prev.Regions[i].ID
+		}
+	}
+	var plans []handoverPlan
+	for i := range v.Regions {
+		r := &v.Regions[i]
+		if r.Epoch != v.Number || (len(r.Members) == 1 && r.Members[0] == e.s.id) {
+			continue // no node entered it in v, or it is mine alone
+		}
+		var from []*sendStream
+		for _, id := range r.Members {
+			old, ok := was[id]
+			if id == e.s.id || !ok || old == r.ID {
+				continue
+			}
+			if st := e.sends[old]; st != nil && st.unstable() > 0 && !slices.Contains(from, st) {
+				from = append(from, st)
+			}
+		}
+		if len(from) > 0 {
+			plans = append(plans, handoverPlan{to: r, from: from})
+		}
+	}
+	return plans
+}
+
+// handover sends the unstable events of p.from whose groups region p.to
+// carries again into p.to's stream, once each, in the order this node
+// published them, marked msgFlagHandover. A node that moved into p.to
+// keeping a group holds a prefix of its old region's stream that reaches
+// at least that stream's stable point (every member of the old region,
+// itself included, held it), so the copies take it on from where it was
+// without a gap; fresh drops what it already delivered. The stream into
+// p.to has just started a new epoch, so the copies come first in it and
+// a node entering p.to in this view starts right before them.
+func (e *engine) handover(p handoverPlan) {
+	type key struct {
+		source uint32
+		gseq   uint64
+	}
+	seen := map[key]bool{}
+	var evs []*outMsg
+	for _, f := range p.from {
+		for _, om := range f.buf {
+			if om == nil || om.event == nil {
+				continue
+			}
+			if _, ok := slices.BinarySearch(p.to.Groups, om.Group); !ok {
+				continue
+			}
+			k := key{om.Source, om.GSeq}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			evs = append(evs, om)
+		}
+	}
+	if len(evs) == 0 {
+		return
+	}
+	slices.SortStableFunc(evs, func(a, b *outMsg) int { return cmp.Compare(a.pub, b.pub) })
+	st := e.sends[p.to.ID]
+	if st == nil {
+		st = &sendStream{region: p.to.ID, streamEpoch: p.to.Epoch, epoch: p.to.Epoch, epochStart: 1, next: 1}
+		e.sends[p.to.ID] = st
+	}
+	st.dst = netip.AddrPortFrom(p.to.Addr, uint16(e.s.cfg.Port))
+	n := 0
+	for _, om := range evs {
+		hdr := message{Group: om.Group, Source: om.Source, GSeq: om.GSeq, Flags: msgFlagHandover}
+		n += e.appendEvent(st, hdr, om.pub, om.event)
+	}
+	e.s.ctr.handovers.Add(uint64(n))
+	e.s.ctr.sent.Add(uint64(n))
+	if e.s.cfg.Rate > 0 {
+		e.allowance -= float64(n) // new publishes wait for the copies' share of the rate
 	}
 }
 
@@ -809,6 +1027,7 @@ func (e *engine) installView(v *View) {
 		return
 	}
 	e.newSession = false
+	plans := e.planHandovers(e.view, v)
 	e.view = v
 	e.targets = map[uint64][]*sendStream{}
 	e.s.ctr.view.Store(v.Number)
@@ -819,12 +1038,26 @@ func (e *engine) installView(v *View) {
 		// the old one are of no use any more.
 		e.recvs = map[uint64]*recvStream{}
 		e.prevStable = map[uint64]uint64{}
+		e.prevLack = nil
 		e.partSummary = map[uint64]*streamSummary{}
 		e.seenRound = [2]uint64{}
 		e.inRound = [2]bool{}
 		e.lastToken = nil
+		// The groups I keep across the move: senders hand their
+		// unstable messages of these over into my new region.
+		e.carried = nil
 		if r != nil {
 			e.joinEpoch = r.Epoch
+			if old != nil {
+				for _, g := range r.Groups {
+					if _, ok := slices.BinarySearch(old.Groups, g); ok {
+						if e.carried == nil {
+							e.carried = map[uint64]bool{}
+						}
+						e.carried[g] = true
+					}
+				}
+			}
 		}
 	}
 	var want netip.Addr
@@ -833,9 +1066,12 @@ func (e *engine) installView(v *View) {
 		e.region = &rc
 		e.parts = partitions(rc.Members, e.s.cfg.PartitionSize)
 		if old == nil || old.Epoch != rc.Epoch {
-			// New rings: tokens of the old ones mean nothing now.
+			// New rings (perhaps with other leaders, who number their
+			// rounds afresh): tokens of the old ones mean nothing now.
 			e.lastToken = nil
 			e.inRound = [2]bool{}
+			e.seenRound = [2]uint64{}
+			e.prevLack = nil
 		}
 		for pi, p := range e.parts {
 			if i := slices.Index(p, e.s.id); i >= 0 {
@@ -866,6 +1102,11 @@ func (e *engine) installView(v *View) {
 			delete(e.recvs, id)
 		}
 	}
+	for k := range e.lastGSeq {
+		if v.node(k.node) == nil {
+			delete(e.lastGSeq, k)
+		}
+	}
 	// Send streams follow their regions' epochs.
 	for id, st := range e.sends {
 		var reg *Region
@@ -882,9 +1123,11 @@ func (e *engine) installView(v *View) {
 		st.dst = netip.AddrPortFrom(reg.Addr, uint16(e.s.cfg.Port))
 		if reg.Epoch != st.epoch {
 			e.flushStream(st)
-			st.epoch = reg.Epoch
-			st.epochStart = st.next
+			st.newEpoch(reg.Epoch)
 		}
+	}
+	for _, p := range plans {
+		e.handover(p)
 	}
 	e.s.gmsSend(gmsViewAck, binary.BigEndian.AppendUint64(nil, v.Number))
 	e.checkUnjoined()

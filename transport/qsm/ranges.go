@@ -41,6 +41,28 @@ func appendClamped(out []seqRange, r seqRange, lo, hi uint64) []seqRange {
 	return append(out, r)
 }
 
+// union returns the seqs in a or b (both ascending).
+func union(a, b []seqRange) []seqRange {
+	var out []seqRange
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		var r seqRange
+		if j >= len(b) || (i < len(a) && a[i].From <= b[j].From) {
+			r = a[i]
+			i++
+		} else {
+			r = b[j]
+			j++
+		}
+		if n := len(out); n > 0 && out[n-1].To+1 >= r.From {
+			out[n-1].To = max(out[n-1].To, r.To)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // intersect returns the seqs in both a and b.
 func intersect(a, b []seqRange) []seqRange {
 	var out []seqRange

@@ -81,6 +81,11 @@ type Stats struct {
 	Delivered uint64 `json:"delivered"`
 	Forwarded uint64 `json:"forwarded"`
 	Resent    uint64 `json:"resent"`
+	// Handovers counts the unstable messages this node, as a sender,
+	// sent again into the new region of nodes that changed region but
+	// kept the messages' groups (see "Region changes" in the package
+	// documentation).
+	Handovers uint64 `json:"handovers"`
 	// Tokens passed on and acks received.
 	Tokens uint64 `json:"tokens"`
 	Acks   uint64 `json:"acks"`
@@ -114,6 +119,7 @@ type counters struct {
 	overload                                                atomic.Uint64
 	duplicates, published, sent, delivered                  atomic.Uint64
 	forwarded, resent, tokens, acks, unstable, view, region atomic.Uint64
+	handovers                                               atomic.Uint64
 }
 
 // Service is a node's local QSM service: it runs the protocol stack and
@@ -311,7 +317,8 @@ func (s *Service) Stats() Stats {
 		StaleToken: c.staleToken.Load(), InjectedDrops: c.injected.Load(), SlowConsumer: c.slowConsumer.Load(), Overload: c.overload.Load(),
 		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
 		Delivered: c.delivered.Load(), Forwarded: c.forwarded.Load(), Resent: c.resent.Load(),
-		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(),
+		Handovers: c.handovers.Load(),
+		Tokens:    c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
 	}
 	if lat := s.repair.snapshot(); len(lat) > 0 {

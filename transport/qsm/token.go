@@ -359,10 +359,51 @@ func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *mes
 	return budget
 }
 
+// maxEscalate caps the seqs a partition leader asks a sender for on behalf
+// of single nodes per stream and round (see escalate).
+const maxEscalate = 256
+
+// escalate asks the sender of a stream directly for what one node of the
+// partition has lacked for two rounds in a row: its peers could not
+// forward it. That happens when the holders counted it as held by their
+// start point without ever having had it (a node that entered the region
+// later than another starts the stream later). The request is an ack
+// with no stability (Stable 0) whose naks name the lacking node, so the
+// sender unicasts the messages to it. It returns what each slot lacks now,
+// for the next round.
+func (e *engine) escalate(en *tokenStream, minAck uint64, ring []uint64, prev [][]seqRange) [][]seqRange {
+	now := make([][]seqRange, len(en.Slots))
+	var naks []ackNak
+	budget := uint64(maxEscalate)
+	for j := range en.Slots {
+		if en.Slots[j].State != slotStarted || j >= len(ring) {
+			continue // an unstarted node starts on the next datagram it gets
+		}
+		now[j] = lackingOf(&en.Slots[j], minAck, en.Hi)
+		if j >= len(prev) || len(prev[j]) == 0 || ring[j] == e.s.id && en.Sender == e.s.id {
+			continue
+		}
+		for _, r := range intersect(now[j], prev[j]) {
+			if budget == 0 || len(naks) == maxAckNaks {
+				break
+			}
+			r.To = min(r.To, r.From+budget-1)
+			budget -= r.To - r.From + 1
+			naks = append(naks, ackNak{From: r.From, To: r.To, Target: ring[j]})
+		}
+	}
+	if len(naks) > 0 {
+		e.sendAck(en.Sender, 0, naks)
+	}
+	return now
+}
+
 // complete ends a round at the ring's leader.
 func (e *engine) complete(t *tokenBody, level uint8) {
 	if level == levelPartition {
 		sums := map[uint64]*streamSummary{}
+		lacks := make(map[uint64][][]seqRange, len(t.Streams))
+		ring := e.ring(levelPartition, e.myPart)
 		for i := range t.Streams {
 			en := &t.Streams[i]
 			minAck := en.Hi
@@ -383,10 +424,12 @@ func (e *engine) complete(t *tokenBody, level uint8) {
 					lack = intersect(lack, l)
 				}
 			}
+			lacks[en.Sender] = e.escalate(en, minAck, ring, e.prevLack[en.Sender])
 			e.prevStable[en.Sender] = minAck
 			sums[en.Sender] = &streamSummary{hi: en.Hi, minAck: minAck, missing: lack}
 		}
 		e.partSummary = sums
+		e.prevLack = lacks
 		e.lastToken = t
 		if len(e.parts) == 1 {
 			for sender, sum := range sums {
@@ -480,6 +523,7 @@ func (e *engine) onAck(p *packet) {
 		if len(st.buf) == 0 {
 			st.buf = nil
 		}
+		st.pruneStarts()
 	}
 	now := time.Now()
 	gap := max(e.tick, 5*time.Millisecond)

@@ -12,8 +12,8 @@ import (
 // Protocol versions. A handshake carries the minimum and maximum version a
 // peer speaks; both sides use the highest common one.
 const (
-	ProtocolVersionMin = 1
-	ProtocolVersionMax = 1
+	ProtocolVersionMin = 2
+	ProtocolVersionMax = 2
 )
 
 // maxFrame caps a TCP frame (type byte and body) before anything is
@@ -299,13 +299,19 @@ func openDatagram(b []byte) (dgHeader, []byte, error) {
 // continues.
 const msgFlagMore = 1
 
+// msgFlagHandover marks a message a sender sent again into the new region
+// of nodes that changed region but kept the message's group (see "Region
+// changes" in the package documentation). Receivers that did not carry the
+// group across their own move do not deliver it.
+const msgFlagHandover = 2
+
 // message is one message of a sender's stream into a region.
 type message struct {
 	Seq    uint64 // position in the sender's stream into the region
 	Group  uint64 // group (channel) id
 	Source uint32 // the publishing membership within the sender node
 	GSeq   uint64 // per (sender, source) sequence number of the event
-	Flags  uint8  // msgFlagMore
+	Flags  uint8  // msgFlagMore, msgFlagHandover
 	Data   []byte // payload (a whole event or a fragment)
 }
 
@@ -318,21 +324,55 @@ const dataHeaderSize = 8 + 8 + 8 + 1 + 2
 // dataFlagRepair marks a datagram of repaired messages.
 const dataFlagRepair = 1
 
+// dataFlagStarts marks a data body that lists the starts of the stream's
+// recent epochs (dataBody.Starts) between its header and its messages.
+const dataFlagStarts = 2
+
+// maxEpochStarts bounds dataBody.Starts; epochStartsSize is the most room
+// the list takes in a datagram.
+const (
+	maxEpochStarts  = 4
+	epochStartsSize = 1 + maxEpochStarts*16
+)
+
+// epochStart is the first seq a sender sent in one epoch of a stream.
+type epochStart struct {
+	Epoch, Start uint64
+}
+
 // dataBody is the body of a dgData datagram.
 type dataBody struct {
 	StreamEpoch uint64 // region epoch when the stream was created
 	EpochStart  uint64 // first seq the sender sent in the current epoch
 	Hi          uint64 // highest seq the sender has sent
 	Flags       uint8
-	Msgs        []message
+	// Starts lists, by ascending epoch, the starts of the stream's
+	// earlier epochs that are not yet stable (dataFlagStarts), so that a
+	// node that entered the region in one of them starts there even when
+	// the first datagram it gets is of a later epoch.
+	Starts []epochStart
+	Msgs   []message
 }
 
 func appendDataHeader(dst []byte, b *dataBody, count int) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, b.StreamEpoch)
 	dst = binary.BigEndian.AppendUint64(dst, b.EpochStart)
 	dst = binary.BigEndian.AppendUint64(dst, b.Hi)
-	dst = append(dst, b.Flags)
-	return binary.BigEndian.AppendUint16(dst, uint16(count))
+	flags := b.Flags &^ dataFlagStarts
+	if len(b.Starts) > 0 {
+		flags |= dataFlagStarts
+	}
+	dst = append(dst, flags)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(count))
+	if len(b.Starts) > 0 {
+		n := min(len(b.Starts), maxEpochStarts)
+		dst = append(dst, uint8(n))
+		for _, es := range b.Starts[len(b.Starts)-n:] {
+			dst = binary.BigEndian.AppendUint64(dst, es.Epoch)
+			dst = binary.BigEndian.AppendUint64(dst, es.Start)
+		}
+	}
+	return dst
 }
 
 func appendMessage(dst []byte, m *message) []byte {
@@ -354,6 +394,19 @@ func parseData(p []byte) (dataBody, error) {
 	b.Hi = d.u64()
 	b.Flags = d.u8()
 	n := int(d.u16())
+	if b.Flags&dataFlagStarts != 0 {
+		ns := int(d.u8())
+		if d.err == nil && (ns == 0 || ns > maxEpochStarts) {
+			return b, fmt.Errorf("%w: %d epoch starts (want 1..%d)", ErrMalformed, ns, maxEpochStarts)
+		}
+		for i := 0; i < ns && d.err == nil; i++ {
+			es := epochStart{Epoch: d.u64(), Start: d.u64()}
+			if i > 0 && es.Epoch <= b.Starts[i-1].Epoch && d.err == nil {
+				return b, fmt.Errorf("%w: epoch starts out of order", ErrMalformed)
+			}
+			b.Starts = append(b.Starts, es)
+		}
+	}
 	if d.err == nil && n*msgOverhead > len(d.b) {
 		return b, fmt.Errorf("%w: %d messages in %d bytes", ErrTruncated, n, len(d.b))
 	}
@@ -371,7 +424,7 @@ func parseData(p []byte) (dataBody, error) {
 		if m.Seq == 0 && d.err == nil {
 			d.fail(fmt.Errorf("%w: message with sequence number 0", ErrMalformed))
 		}
-		if m.Flags&^msgFlagMore != 0 && d.err == nil {
+		if m.Flags&^(msgFlagMore|msgFlagHandover) != 0 && d.err == nil {
 			d.fail(fmt.Errorf("%w: unknown message flags %#x", ErrMalformed, m.Flags))
 		}
 		if data := d.take(l); data != nil {
@@ -383,7 +436,7 @@ func parseData(p []byte) (dataBody, error) {
 	if err := d.done(); err != nil {
 		return b, err
 	}
-	if b.Flags&^dataFlagRepair != 0 {
+	if b.Flags&^(dataFlagRepair|dataFlagStarts) != 0 {
 		return b, fmt.Errorf("%w: unknown data flags %#x", ErrMalformed, b.Flags)
 	}
 	return b, nil

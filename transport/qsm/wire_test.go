@@ -23,6 +23,47 @@ func sampleData() []byte {
 	return b
 }
 
+// sampleDataStarts is a data datagram that lists earlier epoch starts and
+// carries a handed-over message.
+func sampleDataStarts() []byte {
+	d := dataBody{StreamEpoch: 3, EpochStart: 40, Hi: 41, Starts: []epochStart{{Epoch: 5, Start: 20}, {Epoch: 7, Start: 30}}}
+	b := dgHeader{Type: dgData, Sender: 7, Region: 9, Epoch: 9}.append(nil)
+	b = appendDataHeader(b, &d, 1)
+	b = appendMessage(b, &message{Seq: 41, Group: 5, Source: 1, GSeq: 12, Flags: msgFlagHandover, Data: []byte("again")})
+	sealDatagram(b)
+	return b
+}
+
+func TestDataEpochStarts(t *testing.T) {
+	p, err := parseDatagram(sampleDataStarts(), netip.AddrPort{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.data
+	if d.Flags != dataFlagStarts || len(d.Starts) != 2 || d.Starts[1] != (epochStart{7, 30}) || len(d.Msgs) != 1 || d.Msgs[0].Flags != msgFlagHandover {
+		t.Fatalf("bad parse: %+v", d)
+	}
+	// Out of order or too many starts, and unknown message flags, are
+	// malformed.
+	for _, bad := range []dataBody{
+		{Starts: []epochStart{{7, 1}, {5, 1}}},
+		{Starts: []epochStart{{1, 1}, {2, 1}, {3, 1}, {4, 1}, {5, 1}}},
+	} {
+		b := appendDataHeader(nil, &bad, 0)
+		if len(bad.Starts) > maxEpochStarts {
+			b[24+2+1] = byte(len(bad.Starts)) // claim more than the cap
+		}
+		if _, err := parseData(b); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("starts %v: got %v, want ErrMalformed", bad.Starts, err)
+		}
+	}
+	b := appendDataHeader(nil, &dataBody{}, 1)
+	b = appendMessage(b, &message{Seq: 1, Flags: 4})
+	if _, err := parseData(b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("message flag 4: got %v, want ErrMalformed", err)
+	}
+}
+
 func sampleToken() []byte {
 	t := tokenBody{Level: 0, Round: 4, Streams: []tokenStream{{Sender: 7, Hi: 10, Stable: 2, Slots: []tokenSlot{
 		{State: slotStarted, Ack: 3, Upto: 10, Missing: []seqRange{{5, 6}, {9, 9}}},
@@ -102,6 +143,15 @@ func TestRanges(t *testing.T) {
 	}
 	if got := subtract([]seqRange{{1, 10}}, []seqRange{{2, 2}, {4, 5}, {10, 12}}); fmt.Sprint(got) != "[{1 1} {3 3} {6 9}]" {
 		t.Fatalf("subtract = %v", got)
+	}
+	if got := union(a, b); fmt.Sprint(got) != "[{1 10}]" {
+		t.Fatalf("union = %v", got)
+	}
+	if got := union([]seqRange{{1, 2}, {9, 9}}, []seqRange{{3, 4}, {6, 7}, {12, 14}}); fmt.Sprint(got) != "[{1 4} {6 7} {9 9} {12 14}]" {
+		t.Fatalf("union = %v", got)
+	}
+	if got := union(nil, []seqRange{{2, 3}}); fmt.Sprint(got) != "[{2 3}]" {
+		t.Fatalf("union = %v", got)
 	}
 	sl := tokenSlot{State: slotStarted, Ack: 3, Upto: 8, Missing: []seqRange{{5, 5}}}
 	if got := lackingOf(&sl, 2, 10); fmt.Sprint(got) != "[{5 5} {9 10}]" {
@@ -226,6 +276,7 @@ func TestGarbageDatagrams(t *testing.T) {
 
 func FuzzDatagram(f *testing.F) {
 	f.Add(sampleData())
+	f.Add(sampleDataStarts())
 	f.Add(sampleToken())
 	f.Add(sampleAck())
 	f.Add([]byte("QM\x01\x01"))
