@@ -72,7 +72,7 @@ func TestFanoutBurst(t *testing.T) {
 				m.mu.Unlock()
 			}
 			pc.mu.Lock()
-			t.Logf("pending pubs %d", len(pc.pubs))
+			t.Logf("pending pubs %d", pc.pubs.Len())
 			pc.mu.Unlock()
 			t.Fatal("events were lost between the relay and the handlers")
 		}

@@ -20,8 +20,30 @@ type event struct {
 	dataOff int    // where the payload starts in frame
 }
 
-func newEvent(channel string, seq uint64, sender string, data []byte) *event {
-	b := make([]byte, 0, 4+1+len(channel)+2+8+len(sender)+2+len(data)+8)
+// Event frames and records are carved from blocks of these sizes: one
+// allocation serves many events, and consecutive events lie next to each
+// other in memory so a writer sends a run of them with one write.
+const (
+	evSlabSize = 256 << 10
+	evRecBlock = 256
+)
+
+// newEventLocked builds the event and its frame. Frames are immutable once
+// built; their capacity may run on into the block (see member.fill).
+func (ch *channel) newEventLocked(seq uint64, sender string, data []byte) *event {
+	channel := ch.info.Name
+	n := 4 + 1 + uvarintLen(len(channel)) + len(channel) + 8 + uvarintLen(len(sender)) + len(sender) + uvarintLen(len(data)) + len(data)
+	var b, block []byte
+	if n > evSlabSize/8 {
+		b = make([]byte, 0, n)
+	} else {
+		if cap(ch.slab)-len(ch.slab) < n {
+			ch.slab = make([]byte, 0, evSlabSize)
+		}
+		off := len(ch.slab)
+		ch.slab = ch.slab[:off+n]
+		b, block = ch.slab[off:off:off+n], ch.slab[off:]
+	}
 	b, off := beginFrame(b, tEvent)
 	b = putStr(b, channel)
 	tailOff := len(b)
@@ -31,7 +53,16 @@ func newEvent(channel string, seq uint64, sender string, data []byte) *event {
 	dataOff := len(b)
 	b = append(b, data...)
 	b = endFrame(b, off)
-	return &event{seq: seq, sender: sender, frame: b, tailOff: tailOff, dataOff: dataOff}
+	if len(b) == n && block != nil {
+		b = block[:n] // capacity to the end of the block, for appendRun
+	}
+	if len(ch.recs) == 0 {
+		ch.recs = make([]event, evRecBlock)
+	}
+	ev := &ch.recs[0]
+	ch.recs = ch.recs[1:]
+	*ev = event{seq: seq, sender: sender, frame: b, tailOff: tailOff, dataOff: dataOff}
+	return ev
 }
 
 func (ev *event) data() []byte { return ev.frame[ev.dataOff:] }
@@ -56,6 +87,9 @@ type channel struct {
 	sinceCP   int        // events since the stored checkpoint
 	sinceCPB  int64      // bytes since the stored checkpoint
 	removed   bool
+	mlist     []*member // members as a slice, copied on change (commitLocked ranges over it)
+	slab      []byte    // block that event frames are carved from
+	recs      []event   // block that event records are carved from
 }
 
 // cpRequest is a checkpoint request sent to one member.
@@ -115,7 +149,7 @@ func (ch *channel) commitLocked(seq uint64) {
 	}
 	ch.committed = seq
 	limit := uint64(ch.s.cfg.MemberQueue)
-	for m := range ch.members {
+	for _, m := range ch.mlist {
 		if !m.synced || m.xfer != nil {
 			continue
 		}
@@ -353,7 +387,7 @@ func (ch *channel) serveOneFromStoreLocked(m *member) {
 		ch.s.log.Warn("relay: joiner needs trimmed history and no member can give a checkpoint",
 			"channel", ch.info.Name, "client", m.c.name, "base", ch.base, "checkpoint", ch.cpSeq)
 		m.left = true
-		delete(ch.members, m)
+		ch.delMemberLocked(m)
 		m.c.memberGone(m, errf(CodeTrimmed, "channel %q: history up to %d was trimmed and no member online could give a checkpoint; join again when a member is online", ch.info.Name, ch.base))
 	}
 }
@@ -374,13 +408,31 @@ func (ch *channel) startXferLocked(m *member, seq uint64, data []byte) {
 	m.c.signal()
 }
 
+// addMemberLocked adds m to the channel's members.
+func (ch *channel) addMemberLocked(m *member) {
+	ch.members[m] = struct{}{}
+	ch.mlist = append(ch.mlist[:len(ch.mlist):len(ch.mlist)], m)
+}
+
+// delMemberLocked drops m from the channel's members.
+func (ch *channel) delMemberLocked(m *member) {
+	delete(ch.members, m)
+	list := make([]*member, 0, len(ch.members))
+	for _, o := range ch.mlist {
+		if o != m {
+			list = append(list, o)
+		}
+	}
+	ch.mlist = list
+}
+
 // removeMemberLocked takes m out of the channel.
 func (ch *channel) removeMemberLocked(m *member) {
 	if m.left {
 		return
 	}
 	m.left = true
-	delete(ch.members, m)
+	ch.delMemberLocked(m)
 	for i, w := range ch.waiting {
 		if w == m {
 			ch.waiting = append(ch.waiting[:i], ch.waiting[i+1:]...)

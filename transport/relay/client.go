@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -13,7 +14,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,17 +77,20 @@ type Client struct {
 	cc       *cconn     // current connection; nil while disconnected
 	up       chan struct{}
 	epoch    uint64
-	maxEvent int
 	members  map[string]*Member
-	pubs     map[uint64]*pub
+	pubs     pubQueue // pending publishes
 	reqs     map[uint64]chan callResult
 	next     uint64
 	watchers map[int]chan ChannelChange
 	watchSeq int
 	closed   bool
 	sem      chan struct{} // one token per unacknowledged publish
+	slab     *pubSlab      // publish frames are carved from it (see carve)
+	slabs    []*pubSlab    // blocks whose frames were all acknowledged, for reuse
+	freePubs []*pub        // completed publish records, for reuse
 
-	snap atomic.Pointer[map[string]*Member] // members, for the reader
+	snap     atomic.Pointer[map[string]*Member] // members, for the reader
+	maxEvent atomic.Int64                       // the relay's event size limit
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -97,6 +100,7 @@ type pub struct {
 	counter uint64
 	m       *Member
 	frame   []byte
+	slab    *pubSlab // the block frame was carved from, or nil
 	sent    bool
 	done    func(seq uint64, err error)
 }
@@ -144,7 +148,6 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		id:       hex.EncodeToString(idb[:]),
 		up:       make(chan struct{}),
 		members:  map[string]*Member{},
-		pubs:     map[uint64]*pub{},
 		reqs:     map[uint64]chan callResult{},
 		watchers: map[int]chan ChannelChange{},
 		quit:     make(chan struct{}),
@@ -283,22 +286,16 @@ func (c *Client) install(cc *cconn) {
 	oldEpoch := c.epoch
 	c.cc = cc
 	c.epoch = cc.epoch
-	c.maxEvent = cc.maxEvent
+	c.maxEvent.Store(int64(cc.maxEvent))
 	for _, m := range c.members {
 		c.next++
 		m.joinReq = c.next
 		cc.enqueue(m.joinFrame(c.next, oldEpoch))
 	}
-	counters := make([]uint64, 0, len(c.pubs))
-	for k := range c.pubs {
-		counters = append(counters, k)
-	}
-	sort.Slice(counters, func(i, j int) bool { return counters[i] < counters[j] })
-	for _, k := range counters {
-		p := c.pubs[k]
+	c.pubs.each(func(p *pub) {
 		p.sent = true
 		cc.enqueue(p.frame)
-	}
+	})
 	close(c.up)
 	c.wg.Add(2)
 	go cc.writeLoop()
@@ -384,8 +381,7 @@ func (c *Client) Close() error {
 	for _, m := range c.members {
 		members = append(members, m)
 	}
-	pubs := c.pubs
-	c.pubs = map[uint64]*pub{}
+	pubs := c.pubs.removeIf(func(*pub) bool { return true })
 	for id, ch := range c.reqs {
 		ch <- callResult{err: transport.ErrClosed}
 		delete(c.reqs, id)
@@ -628,12 +624,9 @@ func (c *Client) removeMember(m *Member, err error) (sendLeave *cconn, reqID uin
 		c.next++
 		reqID = c.next
 	}
-	for k, p := range c.pubs {
-		if p.m == m && !p.sent {
-			delete(c.pubs, k)
-			<-c.sem
-			failed = append(failed, p)
-		}
+	failed = c.pubs.removeIf(func(p *pub) bool { return p.m == m && !p.sent })
+	for _, p := range failed {
+		c.dropPubLocked(p)
 	}
 	c.mu.Unlock()
 	for _, p := range failed {
@@ -651,6 +644,15 @@ type cconn struct {
 	maxEvent int
 	parser   *Parser
 
+	// The reader's cache of the member its last event went to, and the
+	// events parsed from the current read, not yet handed to pendM.
+	evSnap     *map[string]*Member
+	evName     string
+	evM        *Member
+	pendM      *Member
+	pend       []mitem
+	lastSender string
+
 	mu      sync.Mutex // protects segs, out, closed, cerr
 	segs    [][]byte   // buffers to write before out (large chunks by reference)
 	out     []byte
@@ -659,6 +661,115 @@ type cconn struct {
 	wake    chan struct{}
 	dead    chan struct{}
 	deadOne sync.Once
+}
+
+// pubSlabSize is the size of the blocks publish frames are carved from:
+// consecutive publishes lie next to each other in memory, so the writer
+// sends them with one write and no copy.
+const pubSlabSize = 256 << 10
+
+// pubSlab is a block publish frames are carved from. refs counts the
+// frames whose publish is still in Client.pubs; at zero every frame was
+// acknowledged, so the relay read it (the kernel copied it before), no
+// writer will read it again, and the block may be reused.
+type pubSlab struct {
+	buf  []byte
+	refs int
+}
+
+// maxFreeSlabs bounds the blocks kept for reuse.
+const maxFreeSlabs = 8
+
+// carve returns an empty buffer of capacity n for a publish frame, seg,
+// the same n bytes as a slice whose capacity runs to the end of the block
+// (for the writer to extend when the next frame follows it), and the
+// block (nil for a frame of its own). Frames are never modified while
+// their publish is pending. c.mu must be held.
+func (c *Client) carve(n int) (b, seg []byte, slab *pubSlab) {
+	if n > pubSlabSize/8 {
+		b = make([]byte, 0, n)
+		return b, b[:n], nil
+	}
+	if c.slab == nil || cap(c.slab.buf)-len(c.slab.buf) < n {
+		old := c.slab
+		c.slab = nil
+		if old != nil && old.refs == 0 {
+			c.keepSlabLocked(old)
+		}
+		if k := len(c.slabs); k > 0 {
+			c.slab = c.slabs[k-1]
+			c.slabs = c.slabs[:k-1]
+			c.slab.buf = c.slab.buf[:0]
+		} else {
+			c.slab = &pubSlab{buf: make([]byte, 0, pubSlabSize)}
+		}
+	}
+	sl := c.slab
+	off := len(sl.buf)
+	sl.buf = sl.buf[:off+n]
+	sl.refs++
+	return sl.buf[off : off : off+n], sl.buf[off:], sl
+}
+
+// keepSlabLocked keeps an unreferenced block for reuse.
+func (c *Client) keepSlabLocked(sl *pubSlab) {
+	if len(c.slabs) < maxFreeSlabs {
+		c.slabs = append(c.slabs, sl)
+	}
+}
+
+// dropPubLocked forgets a publish taken out of c.pubs: its token and its
+// frame's block are released. c.mu must be held.
+func (c *Client) dropPubLocked(p *pub) {
+	<-c.sem
+	if sl := p.slab; sl != nil {
+		p.slab = nil
+		p.frame = nil
+		if sl.refs--; sl.refs == 0 && sl != c.slab {
+			c.keepSlabLocked(sl)
+		}
+	}
+}
+
+// uvarintLen is the encoded size of n as a uvarint.
+func uvarintLen(n int) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
+}
+
+// enqueuePub queues a publish frame by reference. seg is the frame, with
+// capacity up to the end of its block: when it directly follows the last
+// queued segment, that segment grows over it, so a burst of publishes is
+// written with one system call and without copying.
+func (cc *cconn) enqueuePub(seg []byte) {
+	cc.mu.Lock()
+	if cc.closed {
+		cc.mu.Unlock()
+		return
+	}
+	n := len(seg)
+	if len(cc.out) > 0 {
+		cc.segs = append(cc.segs, cc.out)
+		cc.out = nil
+	}
+	k := len(cc.segs)
+	if last := k - 1; k > 0 && cap(cc.segs[last])-len(cc.segs[last]) >= n {
+		l := cc.segs[last]
+		if &l[:len(l)+1][len(l)] == &seg[0] {
+			cc.segs[last] = l[:len(l)+n]
+			cc.mu.Unlock()
+			return // the writer is already woken for this segment
+		}
+	}
+	cc.segs = append(cc.segs, seg)
+	cc.mu.Unlock()
+	select {
+	case cc.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (cc *cconn) enqueue(frame []byte) {
@@ -780,7 +891,9 @@ func (cc *cconn) readLoop() {
 	for {
 		n, err := cc.nc.Read(buf)
 		if n > 0 {
-			if perr := cc.parser.Feed(buf[:n], cc.dispatch); perr != nil {
+			perr := cc.parser.Feed(buf[:n], cc.dispatch)
+			cc.flushEvents()
+			if perr != nil {
 				cc.cl.log.Error("relay: bad frame from the relay; reconnecting", "err", perr)
 				cc.close(perr)
 				return
@@ -793,10 +906,28 @@ func (cc *cconn) readLoop() {
 	}
 }
 
+// eventFlush bounds the events parsed before they are handed to their
+// member, so that its Handler starts on a large read while the rest is
+// still being parsed.
+const eventFlush = 32
+
+// flushEvents hands the pending events to their member (reader goroutine).
+func (cc *cconn) flushEvents() {
+	if len(cc.pend) > 0 {
+		cc.pendM.pushEvents(cc, cc.pend)
+		clear(cc.pend)
+		cc.pend = cc.pend[:0]
+	}
+	cc.pendM = nil
+}
+
 // dispatch handles one frame from the relay (reader goroutine).
 func (cc *cconn) dispatch(typ byte, body []byte) error {
 	c := cc.cl
 	d := dec{b: body}
+	if typ != tEvent {
+		cc.flushEvents() // keep the stream order of everything else
+	}
 	switch typ {
 	case tEvent:
 		name := d.raw(maxString)
@@ -806,8 +937,24 @@ func (cc *cconn) dispatch(typ byte, body []byte) error {
 		if d.err != nil {
 			return errf(CodeProtocol, "event frame: %v", d.err)
 		}
-		if m := (*c.snap.Load())[string(name)]; m != nil {
-			m.pushEvent(cc, seq, sender, data)
+		snap := c.snap.Load()
+		m := cc.evM
+		if snap != cc.evSnap || string(name) != cc.evName {
+			m = (*snap)[string(name)]
+			cc.evSnap, cc.evName, cc.evM = snap, string(name), m
+		}
+		if m != nil {
+			if m != cc.pendM {
+				cc.flushEvents()
+				cc.pendM = m
+			}
+			if string(sender) != cc.lastSender {
+				cc.lastSender = string(sender)
+			}
+			cc.pend = append(cc.pend, mitem{kind: itemEvent, seq: seq, sender: cc.lastSender, data: bytes.Clone(data)})
+			if len(cc.pend) >= eventFlush {
+				cc.flushEvents()
+			}
 		}
 	case tAck:
 		counter, seq := d.u64(), d.u64()
@@ -935,14 +1082,15 @@ func (cc *cconn) dispatch(typ byte, body []byte) error {
 // finishPubs completes n publishes acknowledged by one range.
 func (c *Client) finishPubs(counter, seq uint64, n uint32) {
 	var buf [64]*pub
+	var prev []*pub
 	for n > 0 {
 		k := min(n, uint32(len(buf)))
-		ps := buf[:0]
 		c.mu.Lock()
+		c.recycleLocked(prev) // before buf is refilled
+		ps := buf[:0]
 		for i := uint32(0); i < k; i++ {
-			if p, ok := c.pubs[counter+uint64(i)]; ok {
-				delete(c.pubs, counter+uint64(i))
-				<-c.sem
+			if p := c.pubs.take(counter + uint64(i)); p != nil {
+				c.dropPubLocked(p)
 				ps = append(ps, p)
 			} else {
 				ps = append(ps, nil)
@@ -954,18 +1102,38 @@ func (c *Client) finishPubs(counter, seq uint64, n uint32) {
 				p.done(seq+uint64(i), nil)
 			}
 		}
+		prev = ps
 		counter += uint64(k)
 		seq += uint64(k)
 		n -= k
+	}
+	if len(prev) > 0 {
+		c.mu.Lock()
+		c.recycleLocked(prev)
+		c.mu.Unlock()
+	}
+}
+
+// maxFreePubs bounds the records kept for reuse.
+const maxFreePubs = 4096
+
+// recycleLocked keeps completed publish records for reuse (no one refers
+// to a record once it left c.pubs and its done was called). c.mu held.
+func (c *Client) recycleLocked(ps []*pub) {
+	for _, p := range ps {
+		if p != nil && len(c.freePubs) < maxFreePubs {
+			*p = pub{}
+			c.freePubs = append(c.freePubs, p)
+		}
 	}
 }
 
 func (c *Client) finishPub(counter, seq uint64, err error) {
 	c.mu.Lock()
-	p, ok := c.pubs[counter]
+	p := c.pubs.take(counter)
+	ok := p != nil
 	if ok {
-		delete(c.pubs, counter)
-		<-c.sem
+		c.dropPubLocked(p)
 	}
 	c.mu.Unlock()
 	if ok {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport"
@@ -15,6 +16,10 @@ import (
 
 // handshakeTimeout bounds how long a new connection may take to say hello.
 const handshakeTimeout = 10 * time.Second
+
+// maxReadBuf bounds the read buffer of a connection, which starts at
+// 64 KiB and grows while reads fill it.
+const maxReadBuf = 256 << 10
 
 // maxCtrlBacklog bounds control frames queued for a client that does not
 // read; past it the client is disconnected.
@@ -48,6 +53,17 @@ type sconn struct {
 	done    chan struct{} // closed when serve returns
 
 	asm map[uint64]*assembly // checkpoints being received (reader only)
+
+	// gen counts changes of members (bumped under mu); the reader caches
+	// the member it last published to and looks it up again after a change.
+	gen     atomic.Uint64
+	pubGen  uint64
+	pubName string
+	pubM    *member
+
+	// Acknowledgements not yet queued (reader only, see deferAck).
+	ackC, ackS uint64
+	ackN       uint32
 }
 
 // assembly is a checkpoint arriving in chunks.
@@ -139,7 +155,10 @@ func truncate(s string) string {
 
 // sendAck acknowledges a publish. Consecutive publishes that got
 // consecutive sequence numbers share one tAckRange frame.
-func (c *sconn) sendAck(counter, seq uint64) {
+func (c *sconn) sendAck(counter, seq uint64) { c.sendAcks(counter, seq, 1) }
+
+// sendAcks acknowledges n publishes: counters counter.. got seq...
+func (c *sconn) sendAcks(counter, seq uint64, k uint32) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -149,18 +168,38 @@ func (c *sconn) sendAck(counter, seq uint64) {
 		body := c.ctrl[off+5:]
 		c0, s0, n := binary.BigEndian.Uint64(body), binary.BigEndian.Uint64(body[8:]), binary.BigEndian.Uint32(body[16:])
 		if c0+uint64(n) == counter && s0+uint64(n) == seq && n < 1<<30 {
-			binary.BigEndian.PutUint32(body[16:], n+1)
+			binary.BigEndian.PutUint32(body[16:], n+k)
 			c.mu.Unlock()
 			return // the writer is already woken for this frame
 		}
 	}
 	var off int
 	c.ctrl, off = beginFrame(c.ctrl, tAckRange)
-	c.ctrl = putU32(putU64(putU64(c.ctrl, counter), seq), 1)
+	c.ctrl = putU32(putU64(putU64(c.ctrl, counter), seq), k)
 	c.ctrl = endFrame(c.ctrl, off)
 	c.ackOff = off
 	c.mu.Unlock()
 	c.signal()
+}
+
+// deferAck notes an acknowledgement (reader goroutine, memory mode): runs
+// of consecutive ones are queued together by flushAcks, once per read or
+// before any other frame is handled.
+func (c *sconn) deferAck(counter, seq uint64) {
+	if c.ackN > 0 && c.ackC+uint64(c.ackN) == counter && c.ackS+uint64(c.ackN) == seq && c.ackN < 1<<20 {
+		c.ackN++
+		return
+	}
+	c.flushAcks()
+	c.ackC, c.ackS, c.ackN = counter, seq, 1
+}
+
+// flushAcks queues the deferred acknowledgements (reader goroutine).
+func (c *sconn) flushAcks() {
+	if c.ackN > 0 {
+		c.sendAcks(c.ackC, c.ackS, c.ackN)
+		c.ackN = 0
+	}
 }
 
 func (c *sconn) sendOK(reqID uint64) {
@@ -217,6 +256,7 @@ func (c *sconn) dropMember(m *member, err error) {
 }
 
 func (c *sconn) rebuildListLocked() {
+	c.gen.Add(1)
 	list := make([]*member, 0, len(c.members))
 	for _, m := range c.members {
 		list = append(list, m)
@@ -234,6 +274,7 @@ func (c *sconn) serve() {
 		members := c.list
 		c.members = map[string]*member{}
 		c.list = nil
+		c.gen.Add(1)
 		c.mu.Unlock()
 		for _, m := range members {
 			m.ch.mu.Lock()
@@ -256,11 +297,18 @@ func (c *sconn) serve() {
 	for {
 		n, err := c.nc.Read(buf)
 		if n > 0 {
-			if perr := c.parser.Feed(buf[:n], c.dispatch); perr != nil {
+			perr := c.parser.Feed(buf[:n], c.dispatch)
+			c.flushAcks()
+			if perr != nil {
 				c.s.log.Info("relay: closing connection after a bad frame", "client", c.name, "err", perr)
 				c.sendError(0, perr)
 				c.flushAndClose()
 				return
+			}
+			// A busy publisher fills the buffer: read more per call. Frames
+			// never alias it after Feed returns.
+			if n == len(buf) && len(buf) < maxReadBuf {
+				buf = make([]byte, 2*len(buf))
 			}
 		}
 		if err != nil {
@@ -394,11 +442,19 @@ func (c *sconn) writeDirect(typ byte, fn func(b []byte) []byte) error {
 }
 
 // writeLoop writes control frames and pulls events, states and chunks from
-// the members, flushing when there is nothing more to send.
+// the members. Each round gathers everything ready and writes it with one
+// vectored write (no copy: event frames are written from the log, and runs
+// of consecutive events as one piece); on TLS (and in race builds, see
+// raceEnabled) the pieces go through a buffer instead, flushed when
+// nothing more is ready.
 func (c *sconn) writeLoop() {
-	bw := bufio.NewWriterSize(c.nc, 256<<10)
+	var bw *bufio.Writer
+	if _, ok := c.nc.(*net.TCPConn); !ok || raceEnabled {
+		bw = bufio.NewWriterSize(c.nc, 256<<10)
+	}
 	var spare []byte
 	var frames [][]byte
+	var bufs net.Buffers
 	for {
 		select {
 		case <-c.wake:
@@ -416,27 +472,33 @@ func (c *sconn) writeLoop() {
 			// acknowledgements never run ahead of the events this
 			// connection receives, so a pipelining publisher cannot make
 			// its own subscription lag.
-			wrote := false
+			frames = frames[:0]
 			for _, m := range list {
-				frames = m.fill(frames[:0])
-				for _, f := range frames {
-					if _, err := bw.Write(f); err != nil {
-						c.close(err)
-						return
-					}
-				}
-				if len(frames) > 0 {
-					wrote = true
-				}
+				frames = m.fill(frames)
 			}
-			clear(frames)
 			if len(ctrl) > 0 {
-				wrote = true
-				if _, err := bw.Write(ctrl); err != nil {
+				frames = append(frames, ctrl)
+			}
+			wrote := len(frames) > 0
+			if wrote {
+				var err error
+				if bw != nil {
+					for _, f := range frames {
+						if _, err = bw.Write(f); err != nil {
+							break
+						}
+					}
+				} else {
+					bufs = append(bufs[:0], frames...)
+					_, err = bufs.WriteTo(c.nc)
+				}
+				if err != nil {
 					c.close(err)
 					return
 				}
 			}
+			clear(frames)
+			clear(bufs[:cap(bufs)])
 			if cap(ctrl) <= 1<<20 {
 				spare = ctrl[:0]
 			} else {
@@ -446,15 +508,30 @@ func (c *sconn) writeLoop() {
 				break
 			}
 		}
-		if err := bw.Flush(); err != nil {
-			c.close(err)
-			return
+		if bw != nil {
+			if err := bw.Flush(); err != nil {
+				c.close(err)
+				return
+			}
 		}
 		select {
 		case c.flushed <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// appendRun appends f to frames, growing the last piece over f when f
+// directly follows it in memory (consecutive events of one block).
+func appendRun(frames [][]byte, f []byte) [][]byte {
+	if k := len(frames) - 1; k >= 0 && len(f) > 0 {
+		l := frames[k]
+		if len(l) > 0 && cap(l)-len(l) >= len(f) && &l[:len(l)+1][len(l)] == &f[0] {
+			frames[k] = l[:len(l)+len(f)]
+			return frames
+		}
+	}
+	return append(frames, f)
 }
 
 // eventBatch is how many events one member may send per writer round.
@@ -498,7 +575,7 @@ func (m *member) fill(frames [][]byte) [][]byte {
 	evs := ch.eventsLocked(m.cursor, eventBatch)
 	if m.key == ch.info.Name {
 		for _, ev := range evs {
-			frames = append(frames, ev.frame)
+			frames = appendRun(frames, ev.frame)
 		}
 	} else {
 		// Joined by ID: the same frames under the member's key.
@@ -517,6 +594,9 @@ func (m *member) fill(frames [][]byte) [][]byte {
 // dispatch handles one frame from the client (reader goroutine).
 func (c *sconn) dispatch(typ byte, body []byte) error {
 	d := dec{b: body}
+	if typ != tPublish {
+		c.flushAcks() // keep the order of everything else
+	}
 	switch typ {
 	case tPublish:
 		counter, name := d.u64(), d.raw(maxString)
@@ -674,7 +754,7 @@ func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from u
 	if ch.removed {
 		return errf(CodeNoChannel, "channel %q was removed", name)
 	}
-	ch.members[m] = struct{}{}
+	ch.addMemberLocked(m)
 	c.mu.Lock()
 	c.members[name] = m
 	c.rebuildListLocked()
@@ -705,15 +785,25 @@ func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from u
 
 // publish orders one event (reader goroutine).
 func (c *sconn) publish(counter uint64, nameb []byte, data []byte) {
-	c.mu.Lock()
-	m := c.members[string(nameb)]
-	c.mu.Unlock()
+	var m *member
+	if g := c.gen.Load(); g == c.pubGen && c.pubM != nil && string(nameb) == c.pubName {
+		m = c.pubM
+	} else {
+		c.mu.Lock()
+		m = c.members[string(nameb)]
+		c.mu.Unlock()
+		if m != nil {
+			c.pubGen, c.pubName, c.pubM = g, string(nameb), m
+		}
+	}
 	if m == nil {
+		c.flushAcks()
 		c.sendError(counter, errf(CodeNotJoined, "publish to channel %q without joining it", nameb))
 		return
 	}
 	name := m.ch.info.Name
 	if len(data) > c.s.cfg.MaxEvent {
+		c.flushAcks()
 		c.sendError(counter, errf(CodeTooLarge, "event of %d bytes exceeds the relay's limit of %d", len(data), c.s.cfg.MaxEvent))
 		return
 	}
@@ -725,6 +815,7 @@ func (c *sconn) publish(counter uint64, nameb []byte, data []byte) {
 		if c.s.com != nil {
 			c.s.com.add(citem{op: opAck, c: c, counter: counter, seq: seq})
 		} else {
+			c.flushAcks()
 			c.sendAck(counter, seq)
 		}
 		return
@@ -733,11 +824,12 @@ func (c *sconn) publish(counter uint64, nameb []byte, data []byte) {
 	if ch.removed || m.left {
 		ch.mu.Unlock()
 		cr.mu.Unlock()
+		c.flushAcks()
 		c.sendError(counter, errf(CodeRemoved, "channel %q was removed", name))
 		return
 	}
 	seq := ch.lastSeq + 1
-	ev := newEvent(name, seq, c.name, data)
+	ev := ch.newEventLocked(seq, c.name, data)
 	ev.client, ev.counter = c.id, counter
 	ch.appendLocked(ev)
 	cr.remember(counter, seq)
@@ -749,7 +841,7 @@ func (c *sconn) publish(counter uint64, nameb []byte, data []byte) {
 	}
 	ch.commitLocked(seq)
 	ch.mu.Unlock()
-	c.sendAck(counter, seq)
+	c.deferAck(counter, seq)
 }
 
 // checkpointChunk assembles a member's checkpoint (reader goroutine).

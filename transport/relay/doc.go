@@ -91,4 +91,17 @@
 // wait for a running call (Leave and Close may be called from a Handler).
 // Publish completion callbacks (PublishAsync) run on the reader goroutine
 // and must not block.
+//
+// # Data path
+//
+// Copies are kept to one per hop. The client encodes each publish once,
+// into a block shared by consecutive publishes (reused once all of its
+// frames are acknowledged), and its writer sends a run of them with one
+// vectored write. The relay's reader parses in place and encodes each
+// event once, into a block of its channel's log; the connection writer
+// sends runs of consecutive events straight from the log with one
+// vectored write per round (through a buffer on TLS), and acknowledgements
+// of consecutive publishes are sent as one range per read. The receiving
+// client copies each event's payload once (the Handler owns Event.Data)
+// and its member goroutine delivers a batch per wake-up.
 package relay

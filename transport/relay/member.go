@@ -25,21 +25,21 @@ type Member struct {
 
 	joinReq uint64 // guarded by c.mu: the request id of the last join sent
 
-	mu         sync.Mutex // protects the fields below
-	q          []mitem    // items for the handler goroutine
-	spare      []mitem
-	nev        int    // events in q
-	behind     bool   // dropped events; waiting for a state
-	synced     bool   // has received a state: joins after a reconnect resume
-	received   uint64 // last sequence number accepted into q
-	gen        uint64 // states received on the current connection
-	asm        *stateAsm
-	left       bool
-	failErr    error
-	lastSender string
-	restored   bool // handler holds a state (set by the handler goroutine)
+	mu       sync.Mutex // protects the fields below
+	q        []mitem    // items for the handler goroutine
+	spare    []mitem
+	nev      int    // events in q
+	behind   bool   // dropped events; waiting for a state
+	synced   bool   // has received a state: joins after a reconnect resume
+	received uint64 // last sequence number accepted into q
+	gen      uint64 // states received on the current connection
+	asm      *stateAsm
+	left     bool
+	failErr  error
+	restored bool // handler holds a state (set by the handler goroutine)
 
-	callMu    sync.Mutex // held during every Handler call
+	callMu    sync.Mutex  // held during every Handler call
+	stopped   atomic.Bool // left, readable without mu (set under mu)
 	delivered atomic.Uint64
 	gid       atomic.Int64
 
@@ -139,39 +139,43 @@ func (m *Member) resetStateAsm() {
 	m.mu.Unlock()
 }
 
-// pushEvent queues an event (reader goroutine). It never blocks: past the
-// queue bound the member asks the relay for a state and drops events until
-// it arrives.
-func (m *Member) pushEvent(cc *cconn, seq uint64, sender, data []byte) {
+// pushEvents queues events (reader goroutine), with one lock and at most
+// one wake-up per batch. It never blocks: past the queue bound the member
+// asks the relay for a state and drops events until it arrives.
+func (m *Member) pushEvents(cc *cconn, items []mitem) {
 	m.mu.Lock()
-	if m.left || m.behind || !m.synced {
-		m.mu.Unlock()
-		return
-	}
-	if seq != m.received+1 {
-		if seq > m.received+1 {
-			m.c.log.Error("relay: gap in the event stream; asking for a state", "channel", m.name, "got", seq, "want", m.received+1)
+	// The handler goroutine is woken when q becomes non-empty; until it
+	// takes q, later events need no wake-up of their own.
+	wake := len(m.q) == 0
+	added := false
+	for i := range items {
+		it := &items[i]
+		if m.left || m.behind || !m.synced {
+			break
+		}
+		if it.seq != m.received+1 {
+			if it.seq > m.received+1 {
+				m.c.log.Error("relay: gap in the event stream; asking for a state", "channel", m.name, "got", it.seq, "want", m.received+1)
+				m.behind = true
+				m.resyncLocked(cc)
+			}
+			continue
+		}
+		if m.nev >= m.c.cfg.MemberQueue {
+			m.c.log.Warn("relay: handler is slow; member fell behind, catching up by state transfer", "channel", m.name, "queued", m.nev)
 			m.behind = true
 			m.resyncLocked(cc)
+			break
 		}
-		m.mu.Unlock()
-		return
+		m.q = append(m.q, *it)
+		m.nev++
+		m.received = it.seq
+		added = true
 	}
-	if m.nev >= m.c.cfg.MemberQueue {
-		m.c.log.Warn("relay: handler is slow; member fell behind, catching up by state transfer", "channel", m.name, "queued", m.nev)
-		m.behind = true
-		m.resyncLocked(cc)
-		m.mu.Unlock()
-		return
-	}
-	if string(sender) != m.lastSender {
-		m.lastSender = string(sender)
-	}
-	m.q = append(m.q, mitem{kind: itemEvent, seq: seq, sender: m.lastSender, data: bytes.Clone(data)})
-	m.nev++
-	m.received = seq
 	m.mu.Unlock()
-	m.signal()
+	if wake && added {
+		m.signal()
+	}
 }
 
 func (m *Member) resyncLocked(cc *cconn) {
@@ -234,12 +238,6 @@ func (m *Member) pushCkptReq(cc *cconn, id uint64) {
 	m.signal()
 }
 
-func (m *Member) isLeft() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.left
-}
-
 // run is the handler goroutine.
 func (m *Member) run() {
 	defer close(m.done)
@@ -263,11 +261,16 @@ func (m *Member) run() {
 			}
 		}
 		m.mu.Unlock()
+		// One lock of callMu per batch: Leave sets stopped and waits for
+		// callMu, and the loop checks stopped before every call.
+		m.callMu.Lock()
 		for i := range items {
 			if !m.handle(&items[i]) {
+				m.callMu.Unlock()
 				return
 			}
 		}
+		m.callMu.Unlock()
 		clear(items)
 		// items is no longer referenced by m.q: it becomes the spare (the
 		// old spare is m.q now and must not be reused twice).
@@ -281,11 +284,9 @@ func (m *Member) run() {
 	}
 }
 
-// handle makes one Handler call; false ends the goroutine.
+// handle makes one Handler call (callMu held); false ends the goroutine.
 func (m *Member) handle(it *mitem) bool {
-	m.callMu.Lock()
-	defer m.callMu.Unlock()
-	if m.isLeft() {
+	if m.stopped.Load() {
 		return false
 	}
 	switch it.kind {
@@ -378,6 +379,7 @@ func (m *Member) stop(err error) {
 	m.mu.Lock()
 	if !m.left {
 		m.left = true
+		m.stopped.Store(true)
 		m.failErr = err
 	}
 	m.mu.Unlock()
@@ -463,18 +465,20 @@ func (m *Member) PublishAsync(ctx context.Context, data []byte, done func(seq ui
 
 func (m *Member) publishAsync(ctx context.Context, data []byte, done func(uint64, error)) (uint64, error) {
 	c := m.c
-	c.mu.Lock()
-	maxEvent := c.maxEvent
-	c.mu.Unlock()
+	maxEvent := int(c.maxEvent.Load())
 	if len(data) > maxEvent {
 		return 0, errf(CodeTooLarge, "event of %d bytes exceeds the relay's limit of %d", len(data), maxEvent)
 	}
 	select {
 	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-c.quit:
-		return 0, transport.ErrClosed
+	default:
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-c.quit:
+			return 0, transport.ErrClosed
+		}
 	}
 	c.mu.Lock()
 	if c.closed || c.members[m.name] != m {
@@ -487,17 +491,29 @@ func (m *Member) publishAsync(ctx context.Context, data []byte, done func(uint64
 	}
 	c.next++
 	counter := c.next
-	b := make([]byte, 0, len(data)+len(m.name)+24)
+	size := 4 + 1 + 8 + uvarintLen(len(m.name)) + len(m.name) + uvarintLen(len(data)) + len(data)
+	b, seg, slab := c.carve(size)
 	b, off := beginFrame(b, tPublish)
 	b = putU64(b, counter)
 	b = putStr(b, m.name)
 	b = putBytes(b, data)
 	b = endFrame(b, off)
-	p := &pub{counter: counter, m: m, frame: b, done: done}
-	c.pubs[counter] = p
+	var p *pub
+	if k := len(c.freePubs); k > 0 {
+		p = c.freePubs[k-1]
+		c.freePubs = c.freePubs[:k-1]
+	} else {
+		p = new(pub)
+	}
+	*p = pub{counter: counter, m: m, frame: b, slab: slab, done: done}
+	c.pubs.push(p)
 	if c.cc != nil {
 		p.sent = true
-		c.cc.enqueue(b)
+		if len(b) == len(seg) {
+			c.cc.enqueuePub(seg)
+		} else {
+			c.cc.enqueue(b)
+		}
 	}
 	c.mu.Unlock()
 	return counter, nil
@@ -507,9 +523,9 @@ func (m *Member) publishAsync(ctx context.Context, data []byte, done func(uint64
 func (c *Client) cancelPub(counter uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p, ok := c.pubs[counter]; ok && !p.sent {
-		delete(c.pubs, counter)
-		<-c.sem
+	if p := c.pubs.get(counter); p != nil && !p.sent {
+		c.pubs.take(counter)
+		c.dropPubLocked(p)
 	}
 }
 

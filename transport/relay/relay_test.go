@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,12 +84,19 @@ func TestLeaveFromHandler(t *testing.T) {
 	s := startServer(t, ServerConfig{AllowCreate: true})
 	c := dialClient(t, s.Addr().String())
 	p := dialClient(t, s.Addr().String())
+	// The handler reads the member set after Join returned: share it
+	// through a mutex (the causality through the relay is invisible to
+	// the race detector).
+	var mmu sync.Mutex
 	var m transport.Member
-	h := &leaveInside{m: func() transport.Member { return m }, done: make(chan struct{})}
-	var err error
-	if m, err = c.Join(ctxT(t), "l", h); err != nil {
+	h := &leaveInside{m: func() transport.Member { mmu.Lock(); defer mmu.Unlock(); return m }, done: make(chan struct{})}
+	jm, err := c.Join(ctxT(t), "l", h)
+	if err != nil {
 		t.Fatal(err)
 	}
+	mmu.Lock()
+	m = jm
+	mmu.Unlock()
 	pm, err := p.Join(ctxT(t), "l", &logHandler{})
 	if err != nil {
 		t.Fatal(err)

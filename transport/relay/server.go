@@ -166,7 +166,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ch.base, ch.cpSeq, ch.cp = sc.base, sc.cpSeq, sc.cp
 		ch.lastSeq = max(sc.base, sc.cpSeq)
 		for _, e := range sc.events {
-			ev := newEvent(ch.info.Name, e.seq, e.sender, e.data)
+			ev := ch.newEventLocked(e.seq, e.sender, e.data)
 			ev.client, ev.counter = e.client, e.counter
 			ch.appendLocked(ev)
 			if e.client != "" {
