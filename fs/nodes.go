@@ -56,14 +56,14 @@ type dirNode struct {
 }
 
 var (
-	_ gofs.NodeLookuper  = (*dirNode)(nil)
-	_ gofs.NodeReaddirer = (*dirNode)(nil)
-	_ gofs.NodeGetattrer = (*dirNode)(nil)
-	_ gofs.NodeCreater   = (*dirNode)(nil)
-	_ gofs.NodeMkdirer   = (*dirNode)(nil)
-	_ gofs.NodeUnlinker  = (*dirNode)(nil)
-	_ gofs.NodeRmdirer   = (*dirNode)(nil)
-	_ gofs.NodeAccesser  = (*dirNode)(nil)
+	_ gofs.NodeLookuper   = (*dirNode)(nil)
+	_ gofs.NodeReaddirer  = (*dirNode)(nil)
+	_ gofs.NodeGetattrer  = (*dirNode)(nil)
+	_ gofs.NodeCreater    = (*dirNode)(nil)
+	_ gofs.NodeMkdirer    = (*dirNode)(nil)
+	_ gofs.NodeUnlinker   = (*dirNode)(nil)
+	_ gofs.NodeRmdirer    = (*dirNode)(nil)
+	_ gofs.NodeAccesser   = (*dirNode)(nil)
 	_ gofs.NodeGetxattrer = (*dirNode)(nil)
 )
 
