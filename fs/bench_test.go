@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,15 +64,22 @@ func directReceive(b *testing.B, hub *channels.Hub, addr, channel string, n int)
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// catReceive measures events/s that cat gets through the mount.
+// catReceive measures events/s that cat gets through the mount: cat
+// writes into a file, and the time runs until the file holds every event.
 func catReceive(b *testing.B, m *Mount, hubAddr, name string, n int) float64 {
 	ctx := context.Background()
-	cmd := exec.Command("bash", "-c", fmt.Sprintf("head -c %d %s | wc -c", n*(benchLine+1), filepath.Join(m.Dir(), "channels", name+".liveobject")))
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	out := filepath.Join(b.TempDir(), "cat.out")
+	f, err := os.Create(out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("cat", filepath.Join(m.Dir(), "channels", name+".liveobject"))
+	cmd.Stdout = f
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	// Wait until cat has joined: the mount's hub holds the channel.
 	deadline := time.Now().Add(10 * time.Second)
 	for len(m.cfg.Hub.Joined()) == 0 {
@@ -91,25 +98,100 @@ func catReceive(b *testing.B, m *Mount, hubAddr, name string, n int) float64 {
 	defer pub.Release()
 	start := time.Now()
 	go pub.PublishBatch(ctx, benchEvents(n))
-	if err := cmd.Wait(); err != nil {
-		b.Fatal(err)
-	}
-	el := time.Since(start)
-	if got, _ := strconv.Atoi(strings.TrimSpace(out.String())); got != n*(benchLine+1) {
-		b.Fatalf("cat got %d bytes", got)
-	}
-	return float64(n) / el.Seconds()
+	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
 }
 
-// BenchmarkMountRead: events/s that cat receives through the mount vs the
-// Go client directly; reports the ratio (target >= 0.8).
+// liveobjectsBin builds the binary once, for benchmarks that run the Go
+// client as a process of its own.
+var liveobjectsBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "liveobjects-bench-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "liveobjects")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/liveobjects").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// waitFile waits until f holds want bytes and returns when it did.
+func waitFile(b *testing.B, f *os.File, want int64) time.Time {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := f.Stat()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Size() >= want {
+			if st.Size() != want {
+				b.Fatalf("got %d bytes, want %d", st.Size(), want)
+			}
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("got %d of %d bytes", st.Size(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// subReceive measures events/s that the Go client gets as a process of
+// its own (liveobjects sub, printing each event as a line into a file),
+// the same shape as cat through the mount.
+func subReceive(b *testing.B, w *world, channel string, n int) float64 {
+	bin, err := liveobjectsBin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(b.TempDir(), "sub.out"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, "-q", "sub", "--relay", w.addr, channel)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for joined := false; !joined; {
+		for _, c := range w.relay.Channels() {
+			if (c.Name == channel || c.ID == channel) && c.Members > 0 {
+				joined = true
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("sub did not join")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx := context.Background()
+	pubHub := channels.NewHub(dialRelay, channels.Options{})
+	defer pubHub.Close()
+	pub, err := pubHub.Acquire(ctx, channels.Spec{Object: "bench", Driver: "relay", Params: map[string]string{"address": w.addr}, Channel: channel, Logic: logic.Config{Kind: logic.Stream}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Release()
+	start := time.Now()
+	go pub.PublishBatch(ctx, benchEvents(n))
+	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
+}
+
+// BenchmarkMountRead: events/s that cat receives through the mount,
+// against the Go client as a process of its own (liveobjects sub into a
+// file, the same shape: target ratio >= 0.8) and against the Go client
+// inside this process (no process, pipe or file of its own).
 func BenchmarkMountRead(b *testing.B) {
 	w := newWorld(b)
 	m := w.mount()
 	hub := channels.NewHub(dialRelay, channels.Options{})
 	defer hub.Close()
 	const n = 100000
-	var direct, mount float64
+	var inproc, sub, mount float64
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("read%d", i)
 		if _, err := w.reg.CreateChannel(name, "", ""); err != nil {
@@ -117,12 +199,16 @@ func BenchmarkMountRead(b *testing.B) {
 		}
 		m.idx.invalidate()
 		md, _ := m.idx.channel(name)
-		direct += directReceive(b, hub, w.addr, md.ID+"-direct", n)
+		inproc += directReceive(b, hub, w.addr, md.ID+"-direct", n)
+		sub += subReceive(b, w, md.ID+"-sub", n)
 		mount += catReceive(b, m, w.addr, name, n)
 	}
-	b.ReportMetric(direct/float64(b.N), "direct-events/s")
+	b.ReportMetric(inproc/float64(b.N), "inprocess-events/s")
+	b.ReportMetric(sub/float64(b.N), "sub-events/s")
 	b.ReportMetric(mount/float64(b.N), "cat-events/s")
-	b.ReportMetric(mount/direct, "ratio")
+	b.ReportMetric(mount/float64(b.N)*(benchLine+1)/1e6, "cat-MB/s")
+	b.ReportMetric(mount/sub, "ratio")
+	b.ReportMetric(mount/inproc, "ratio-inprocess")
 }
 
 // BenchmarkMountWrite: line events/s published by dd bs=64K through the

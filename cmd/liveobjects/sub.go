@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 
 	"github.com/liveobjects/liveobjects/transport"
@@ -56,15 +56,58 @@ func runSub(ctx context.Context, args []string) error {
 	defer c.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// deliver appends to pending; one writer goroutine writes whatever has
+	// piled up with one system call, so a fast stream is written in large
+	// batches and a slow one line by line, without a timer.
 	var (
-		mu      sync.Mutex
-		out     = bufio.NewWriterSize(os.Stdout, 64<<10)
+		mu      sync.Mutex // protects everything below
+		pending []byte
 		n       int
 		last    uint64
 		joined  bool
 		werr    error
 		stopped bool
+		kick    = make(chan struct{}, 1)
 	)
+	wake := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		var buf []byte
+		for {
+			select {
+			case <-kick:
+			case <-ctx.Done():
+			}
+			mu.Lock()
+			buf, pending = pending, buf[:0]
+			done := ctx.Err() != nil
+			mu.Unlock()
+			if len(buf) > 0 {
+				if _, err := os.Stdout.Write(buf); err != nil {
+					mu.Lock()
+					if werr == nil {
+						werr = err
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+			}
+			if done {
+				mu.Lock()
+				rest := pending
+				mu.Unlock()
+				os.Stdout.Write(rest)
+				return
+			}
+		}
+	}()
 	h := &scriptHandler{
 		deliver: func(ev transport.Event) {
 			mu.Lock()
@@ -74,14 +117,12 @@ func runSub(ctx context.Context, args []string) error {
 			}
 			last = ev.Seq
 			if o.printSeq {
-				fmt.Fprintf(out, "%d\t", ev.Seq)
+				pending = strconv.AppendUint(pending, ev.Seq, 10)
+				pending = append(pending, '\t')
 			}
-			out.Write(ev.Data)
-			out.WriteByte('\n')
-			if err := out.Flush(); err != nil && werr == nil {
-				werr = err
-				cancel()
-			}
+			pending = append(pending, ev.Data...)
+			pending = append(pending, '\n')
+			wake()
 			n++
 			if o.count > 0 && n >= o.count {
 				stopped = true
@@ -95,11 +136,11 @@ func runSub(ctx context.Context, args []string) error {
 				fmt.Fprintf(os.Stderr, "liveobjects sub: fell behind; skipped to the state after event %d (%d events not printed)\n", seq, seq-last)
 			}
 			if !joined && o.printState && len(cp) > 0 {
-				out.Write(cp)
+				pending = append(pending, cp...)
 				if cp[len(cp)-1] != '\n' {
-					out.WriteByte('\n')
+					pending = append(pending, '\n')
 				}
-				out.Flush()
+				wake()
 			}
 			joined = true
 			last = seq
@@ -111,6 +152,7 @@ func runSub(ctx context.Context, args []string) error {
 	}
 	<-ctx.Done()
 	m.Leave()
+	<-writerDone
 	mu.Lock()
 	defer mu.Unlock()
 	if werr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -141,9 +142,8 @@ func (o *Object) Deliver(ev transport.Event) {
 		o.value = ev.Data
 		o.hasVal = true
 	}
-	out := o.render(ev.Data)
 	for r := range o.readers {
-		r.push(out, o)
+		r.pushEvent(ev.Data, o)
 	}
 }
 
@@ -263,9 +263,8 @@ func (o *Object) Restore(cp []byte, seq uint64) error {
 			if changed && o.seq != 0 {
 				// Readers that were open saw an older value; show them
 				// the one the object holds now.
-				out := o.render(v)
 				for r := range o.readers {
-					r.push(out, o)
+					r.pushEvent(v, o)
 				}
 			}
 		}
@@ -278,7 +277,7 @@ func (o *Object) Restore(cp []byte, seq uint64) error {
 // replayLocked gives open readers the events between o.seq and seq from
 // hist, or ends them when hist does not cover the gap.
 func (o *Object) replayLocked(hist []entry, seq uint64) {
-	var missed []byte
+	var missed []entry
 	next := o.seq + 1
 	for _, e := range hist {
 		if e.seq < next {
@@ -287,7 +286,7 @@ func (o *Object) replayLocked(hist []entry, seq uint64) {
 		if e.seq != next {
 			break // a hole: the history does not cover the gap
 		}
-		missed = append(missed, o.render(e.data)...)
+		missed = append(missed, e)
 		next++
 	}
 	for r := range o.readers {
@@ -296,8 +295,8 @@ func (o *Object) replayLocked(hist []entry, seq uint64) {
 			delete(o.readers, r)
 			continue
 		}
-		if len(missed) > 0 {
-			r.push(missed, o)
+		for _, e := range missed {
+			r.pushEvent(e.data, o)
 		}
 	}
 }
@@ -321,9 +320,13 @@ func (o *Object) NewReader() *Reader {
 	r := &Reader{obj: o, wake: make(chan struct{}, 1)}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if snap := o.snapshotLocked(); len(snap) > 0 {
-		r.queue = [][]byte{snap}
-		r.queued = len(snap)
+	switch {
+	case o.cfg.Kind == Stream:
+		for _, e := range o.history {
+			r.pushEvent(e.data, o)
+		}
+	case o.hasVal:
+		r.pushEvent(o.value, o)
 	}
 	if o.closed {
 		r.err = ErrClosed
@@ -343,32 +346,58 @@ func (o *Object) Readers() int {
 // Reader is one reader's view of an Object: the snapshot, then events.
 type Reader struct {
 	obj  *Object
-	wake chan struct{} // has a token when queue or err changed
+	wake chan struct{} // has a token when the queue or err changed
 
-	// Protected by obj.mu:
-	queue  [][]byte
-	off    int // bytes of queue[0] already read
-	queued int // bytes in queue not yet read
-	err    error
+	// Protected by obj.mu: the queued bytes are buf[head:]; ends holds
+	// the offsets in buf where queued events end, ascending, so that a
+	// read can return whole events. Events are copied into buf once.
+	buf  []byte
+	head int
+	ends []int
+	err  error
 }
 
-// push queues data; called with obj.mu held.
-func (r *Reader) push(b []byte, o *Object) {
+func (r *Reader) queued() int { return len(r.buf) - r.head }
+
+// pushEvent queues one event as readers see it (a newline added when it
+// does not end in one); called with obj.mu held.
+func (r *Reader) pushEvent(data []byte, o *Object) {
 	if r.err != nil {
 		return
 	}
-	if r.queued+len(b) > o.cfg.ReaderLimit {
+	n := len(data)
+	nl := n == 0 || data[n-1] != '\n'
+	if nl {
+		n++
+	}
+	if r.queued()+n > o.cfg.ReaderLimit {
 		if o.cfg.Kind == Stream {
 			r.err = ErrOverrun
 			delete(o.readers, r)
-		} else {
-			// A value is whole: the newest one replaces what is queued.
-			r.queue, r.off, r.queued = [][]byte{b}, 0, len(b)
+			r.signal()
+			return
 		}
-	} else {
-		r.queue = append(r.queue, b)
-		r.queued += len(b)
+		// A value is whole: the newest one replaces what is queued.
+		r.buf, r.head, r.ends = r.buf[:0], 0, r.ends[:0]
 	}
+	if r.head > 0 && r.head >= len(r.buf)/2 {
+		// Move the unread part down instead of growing forever.
+		k := copy(r.buf, r.buf[r.head:])
+		r.buf = r.buf[:k]
+		for i := range r.ends {
+			r.ends[i] -= r.head
+		}
+		r.head = 0
+	}
+	r.buf = append(r.buf, data...)
+	if nl {
+		r.buf = append(r.buf, '\n')
+	}
+	r.ends = append(r.ends, len(r.buf))
+	r.signal()
+}
+
+func (r *Reader) signal() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -380,17 +409,14 @@ func (r *Reader) end(err error) {
 	if r.err == nil {
 		r.err = err
 	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	r.signal()
 }
 
 // Ready reports whether a Read would return without blocking.
 func (r *Reader) Ready() bool {
 	r.obj.mu.Lock()
 	defer r.obj.mu.Unlock()
-	return r.queued > 0 || r.err != nil
+	return r.queued() > 0 || r.err != nil
 }
 
 // Read fills p with queued bytes, whole events first: it returns as many
@@ -403,27 +429,27 @@ func (r *Reader) Read(ctx context.Context, p []byte) (int, error) {
 	}
 	for {
 		r.obj.mu.Lock()
-		if r.queued > 0 {
-			n := 0
-			for len(r.queue) > 0 {
-				chunk := r.queue[0][r.off:]
-				if len(chunk) > len(p)-n {
-					if n > 0 {
-						break // whole events only, after the first
-					}
-					c := copy(p, chunk)
-					r.off += c
-					n += c
-					break
+		if q := r.queued(); q > 0 {
+			n := q
+			if n > len(p) {
+				// The last event end that fits; else part of the first.
+				i := sort.SearchInts(r.ends, r.head+len(p)+1) - 1
+				if i >= 0 && r.ends[i] > r.head {
+					n = r.ends[i] - r.head
+				} else {
+					n = len(p)
 				}
-				n += copy(p[n:], chunk)
-				r.queue[0] = nil
-				r.queue = r.queue[1:]
-				r.off = 0
 			}
-			r.queued -= n
-			if len(r.queue) == 0 {
-				r.queue = nil
+			copy(p, r.buf[r.head:r.head+n])
+			r.head += n
+			k := 0
+			for k < len(r.ends) && r.ends[k] <= r.head {
+				k++
+			}
+			r.ends = r.ends[k:]
+			if r.head == len(r.buf) {
+				r.buf, r.head = r.buf[:0], 0
+				r.ends = r.ends[:0]
 			}
 			r.obj.mu.Unlock()
 			return n, nil
