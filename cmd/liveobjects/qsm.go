@@ -83,24 +83,7 @@ Example, on each machine of a LAN:
 ` + qsmSettingsHelp,
 		Flags: qsmCommonFlags,
 		Run: func(ctx context.Context, args []string) error {
-			if len(args) != 0 {
-				return usagef("unexpected arguments %q", args)
-			}
-			cfg, err := qsm.ParseConfig(qsmFlags)
-			if err != nil {
-				return usagef("%v", err)
-			}
-			s, err := qsm.NewService(cfg)
-			if err != nil {
-				return err
-			}
-			if err := s.Start(ctx); err != nil {
-				return err
-			}
-			defer s.Close()
-			slog.Info("qsm service ready", "uplink", s.Addr(), "gms", cfg.GMSAddress)
-			<-ctx.Done()
-			return ctx.Err()
+			return runQSMRole(ctx, args, "qsm service", func(cfg qsm.Config) (qsmRole, error) { return qsm.NewService(cfg) })
 		},
 	})
 	register(&command{
@@ -116,24 +99,37 @@ Example:
 ` + qsmSettingsHelp,
 		Flags: qsmCommonFlags,
 		Run: func(ctx context.Context, args []string) error {
-			if len(args) != 0 {
-				return usagef("unexpected arguments %q", args)
-			}
-			cfg, err := qsm.ParseConfig(qsmFlags)
-			if err != nil {
-				return usagef("%v", err)
-			}
-			c, err := qsm.NewCoordinator(cfg)
-			if err != nil {
-				return err
-			}
-			if err := c.Start(ctx); err != nil {
-				return err
-			}
-			defer c.Close()
-			slog.Info("qsm coordinator ready", "gms", c.Addr())
-			<-ctx.Done()
-			return ctx.Err()
+			return runQSMRole(ctx, args, "qsm coordinator", func(cfg qsm.Config) (qsmRole, error) { return qsm.NewCoordinator(cfg) })
 		},
 	})
+}
+
+// qsmRole is a QSM service or coordinator.
+type qsmRole interface {
+	Start(ctx context.Context) error
+	Addr() string
+	Close() error
+}
+
+// runQSMRole starts a QSM role from the command's settings and runs it
+// until the command is interrupted.
+func runQSMRole(ctx context.Context, args []string, what string, make func(qsm.Config) (qsmRole, error)) error {
+	if len(args) != 0 {
+		return usagef("unexpected arguments %q", args)
+	}
+	cfg, err := qsm.ParseConfig(qsmFlags)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	r, err := make(cfg)
+	if err != nil {
+		return err
+	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	defer r.Close()
+	slog.Info(what+" ready", "addr", r.Addr(), "gms", cfg.GMSAddress)
+	<-ctx.Done()
+	return ctx.Err()
 }
