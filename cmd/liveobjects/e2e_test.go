@@ -379,7 +379,7 @@ func TestUpAllServices(t *testing.T) {
 	}
 	t.Setenv("LIVEOBJECTS_MO_KEYS", filepath.Join(dir, "mo.keys")) // not the user's keys
 	mnt := filepath.Join(dir, "live")
-	start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
+	d := start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
 	waitFor(t, 20*time.Second, func() error {
 		out, err := sh(t, "cat "+mnt+"/services/*.liveobject")
 		if err != nil || strings.Count(out, "state: running") != 4 {
@@ -407,6 +407,20 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	out, err = sh(t, "echo 'kept in micro objects' > "+mnt+"/files/note.txt && cat "+mnt+"/files/note.txt")
 	if err != nil || out != "kept in micro objects\n" {
 		t.Fatalf("files/: %q %v", out, err)
+	}
+	// Ctrl-C stops every service and unmounts.
+	d.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err != nil {
+			t.Fatalf("up with every service exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("up with every service did not stop on Ctrl-C")
+	}
+	if mounted(mnt) {
+		t.Fatal("up left its mount behind")
 	}
 }
 
@@ -496,5 +510,36 @@ func showAndCheckOnMount(t *testing.T, mnt string) {
 	out, err := exec.Command(bin, "check", mnt).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "is a mount of") {
 		t.Fatalf("check on the mount: %v\n%s", err, out)
+	}
+}
+
+// TestDaemonsStopOnCtrlC: every long-running command stops cleanly, with
+// exit status 0, on SIGINT.
+func TestDaemonsStopOnCtrlC(t *testing.T) {
+	dir := t.TempDir()
+	gms := freePort(t)
+	for _, args := range [][]string{
+		{"relay", "--memory", "--listen", "127.0.0.1:0"},
+		{"relay", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "relay")},
+		{"qsm", "coordinator", "-gms", gms},
+		{"mo", "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "mo")},
+	} {
+		d := start(t, "", args...)
+		waitFor(t, 10*time.Second, func() error {
+			if !strings.Contains(d.output(), "listening") && !strings.Contains(d.output(), "ready") {
+				return fmt.Errorf("%v not ready: %s", args, d.output())
+			}
+			return nil
+		})
+		d.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case err := <-d.done:
+			d.done <- err
+			if err != nil {
+				t.Fatalf("%v exited with %v after Ctrl-C:\n%s", args, err, d.output())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v did not stop on Ctrl-C", args)
+		}
 	}
 }

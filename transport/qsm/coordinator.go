@@ -110,7 +110,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.goroutine(func() {
 		select {
 		case <-ctx.Done():
-			c.Close()
+			// Close waits for every goroutine of the wait group, this
+			// one included: it must run on a goroutine of its own.
+			go c.Close()
 		case <-c.quit:
 		}
 	})

@@ -264,7 +264,9 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goroutine(func() {
 		select {
 		case <-ctx.Done():
-			s.Close()
+			// Close waits for every goroutine of the wait group, this
+			// one included: it must run on a goroutine of its own.
+			go s.Close()
 		case <-s.quit:
 		}
 	})
