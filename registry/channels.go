@@ -82,16 +82,55 @@ func (r *Root) CreateChannel(name, comment string, class string) (objects.Metada
 		return objects.Metadata{}, fmt.Errorf("registry: create channel %q: %w", name, ErrExists)
 	}
 	md := objects.Metadata{ID: objects.NewChannelID(), Name: name, Comment: comment, MessageClass: cls, CheckpointClass: cls}
+	if err := r.writeChannelLocked(md); err != nil {
+		return objects.Metadata{}, fmt.Errorf("registry: create channel %q: %w", name, err)
+	}
+	return md, nil
+}
+
+// AddChannel writes the metadata of a channel that exists elsewhere (on a
+// relay shared with other roots) under its own ID. A channel with that ID
+// already in the root is left as it is (ErrExists).
+func (r *Root) AddChannel(md objects.Metadata) error {
+	if !objects.IsChannelID(md.ID) {
+		return fmt.Errorf("registry: add channel %q: %q is not a channel ID (32 hex digits)", md.Name, md.ID)
+	}
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	r.mu.RLock()
+	closed := r.closed
+	var dup bool
+	for _, c := range r.channels {
+		if c.md != nil && strings.EqualFold(c.md.ID, md.ID) {
+			dup = true
+		}
+	}
+	r.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if dup {
+		return fmt.Errorf("registry: add channel %s: %w", md.ID, ErrExists)
+	}
+	if err := r.writeChannelLocked(md); err != nil {
+		return fmt.Errorf("registry: add channel %s: %w", md.ID, err)
+	}
+	return nil
+}
+
+// writeChannelLocked writes channels/<ID>/metadata.xml and loads it.
+// loadMu is held.
+func (r *Root) writeChannelLocked(md objects.Metadata) error {
 	data, err := md.Marshal()
 	if err != nil {
-		return objects.Metadata{}, fmt.Errorf("registry: create channel %q: %w", name, err)
+		return err
 	}
 	dir := filepath.Join(r.dir, ChannelsDir, md.ID)
 	if err := writeFileAtomic(filepath.Join(dir, MetadataFile), data); err != nil {
-		return objects.Metadata{}, fmt.Errorf("registry: create channel %q: %w", name, err)
+		return err
 	}
 	r.loadChannel(md.ID, r.notify)
-	return md, nil
+	return nil
 }
 
 // RemoveChannel removes the channel folder of the channel with the given

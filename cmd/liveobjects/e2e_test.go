@@ -543,3 +543,56 @@ func TestDaemonsStopOnCtrlC(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoRootsShareRelay: two mounts of two different roots (as on two
+// machines) share one relay: a channel made from the shell on one shows
+// up on the other, carries events between them, and goes away on both.
+func TestTwoRootsShareRelay(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	addr := freePort(t)
+	relayRoot := filepath.Join(dir, "relay-root")
+	if out, err := exec.Command(bin, "init", relayRoot).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	start(t, "", "relay", "--root", relayRoot, "--listen", addr)
+	var mnts []string
+	for _, name := range []string{"a", "b"} {
+		root := filepath.Join(dir, "root-"+name)
+		if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+			t.Fatalf("init: %v %s", err, out)
+		}
+		mnt := filepath.Join(dir, "live-"+name)
+		start(t, mnt, "mount", "--relay", addr, root, mnt)
+		waitFor(t, 20*time.Second, func() error {
+			if !mounted(mnt) {
+				return fmt.Errorf("%s not mounted yet", mnt)
+			}
+			return nil
+		})
+		mnts = append(mnts, mnt)
+	}
+	a, b := mnts[0], mnts[1]
+	if out, err := sh(t, "touch "+a+"/channels/shared-news"); err != nil {
+		t.Fatalf("touch: %v %s", err, out)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		_, err := os.Stat(b + "/channels/shared-news.liveobject")
+		return err
+	})
+	out, err := sh(t, fmt.Sprintf(`(timeout 10 cat %s/channels/shared-news.liveobject > %s/b.out 2>&1 &)
+for i in $(seq 1 50); do echo "from a $i" >> %s/channels/shared-news.liveobject; grep -q "from a" %s/b.out && break; sleep 0.1; done
+cat %s/b.out`, b, dir, a, dir, dir))
+	if err != nil || !strings.Contains(out, "from a") {
+		t.Fatalf("an event from mount A did not reach mount B: %q %v", out, err)
+	}
+	if out, err := sh(t, "rm "+a+"/channels/shared-news.liveobject"); err != nil {
+		t.Fatalf("rm: %v %s", err, out)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if _, err := os.Stat(b + "/channels/shared-news.liveobject"); err == nil {
+			return fmt.Errorf("still on mount B")
+		}
+		return nil
+	})
+}

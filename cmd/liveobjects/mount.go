@@ -253,6 +253,10 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 	if err != nil {
 		return err
 	}
+	mctx, stopMirror := context.WithCancel(ctx)
+	mirrored := make(chan struct{})
+	go func() { defer close(mirrored); mirrorChannels(mctx, hub, params, reg) }()
+	defer func() { stopMirror(); <-mirrored }()
 	fmt.Fprintf(os.Stderr, "live objects from %s mounted at %s (relay %s). Try:\n", reg.Dir(), mnt, params["address"])
 	fmt.Fprintf(os.Stderr, "  ls %s/examples %s/channels\n", mnt, mnt)
 	fmt.Fprintf(os.Stderr, "  cat %s/channels/chat.liveobject &    # joins: state, then every event\n", mnt)

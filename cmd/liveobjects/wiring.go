@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/liveobjects/liveobjects/channels"
 	"github.com/liveobjects/liveobjects/objects"
@@ -192,4 +194,73 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// mirrorChannels keeps the root's channels/ in line with the relay's
+// channels, so that mounts of different roots sharing one relay (on other
+// machines) see the same channels: channels created or removed elsewhere
+// appear and disappear here. It runs until ctx ends, reconnecting as the
+// relay client does.
+func mirrorChannels(ctx context.Context, hub *channels.Hub, params map[string]string, reg *registry.Root) {
+	log := slog.Default().With("component", "channels")
+	for delay := 100 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
+		c, err := relayOf(ctx, hub, params)
+		if err != nil {
+			log.Debug("relay not reachable yet; channels are not mirrored", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		changes, stop := c.Watch()
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		infos, err := c.Channels(lctx)
+		cancel()
+		if err == nil {
+			for _, in := range infos {
+				addMirrored(reg, in, log)
+			}
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				stop()
+				return
+			case ch, ok := <-changes:
+				if !ok {
+					stop()
+					goto again
+				}
+				switch ch.Kind {
+				case relay.ChannelAdded:
+					addMirrored(reg, ch.Info, log)
+				case relay.ChannelRemoved:
+					if objects.IsChannelID(ch.Info.ID) {
+						if _, ok := reg.Channel(ch.Info.ID); ok {
+							if err := reg.RemoveChannel(ch.Info.ID); err != nil {
+								log.Warn("remove channel removed on the relay", "id", ch.Info.ID, "err", err)
+							}
+						}
+					}
+				}
+			}
+		}
+	again:
+	}
+}
+
+// addMirrored writes a relay channel into the root unless it is there.
+func addMirrored(reg *registry.Root, in transport.ChannelInfo, log *slog.Logger) {
+	if !objects.IsChannelID(in.ID) {
+		return // a channel known by name only has no folder of its own
+	}
+	if _, ok := reg.Channel(in.ID); ok {
+		return
+	}
+	err := reg.AddChannel(objects.Metadata{ID: in.ID, Name: in.Name, Comment: in.Comment})
+	if err != nil && !errors.Is(err, registry.ErrExists) {
+		log.Warn("add channel created on the relay", "id", in.ID, "name", in.Name, "err", err)
+	}
 }
