@@ -204,50 +204,54 @@ func addrString(a net.Addr) string {
 func mirrorChannels(ctx context.Context, hub *channels.Hub, params map[string]string, reg *registry.Root) {
 	log := slog.Default().With("component", "channels")
 	for delay := 100 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
-		c, err := relayOf(ctx, hub, params)
-		if err != nil {
+		if c, err := relayOf(ctx, hub, params); err != nil {
 			log.Debug("relay not reachable yet; channels are not mirrored", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			continue
+		} else {
+			followChannels(ctx, c, reg, log)
 		}
-		changes, stop := c.Watch()
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		infos, err := c.Channels(lctx)
-		cancel()
-		if err == nil {
-			for _, in := range infos {
-				addMirrored(reg, in, log)
-			}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
 		}
-		for {
-			select {
-			case <-ctx.Done():
-				stop()
+	}
+}
+
+// followChannels mirrors the relay's channels into reg until ctx ends or
+// the client's notifications stop.
+func followChannels(ctx context.Context, c *relay.Client, reg *registry.Root, log *slog.Logger) {
+	changes, stop := c.Watch()
+	defer stop()
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	infos, err := c.Channels(lctx)
+	cancel()
+	if err == nil {
+		for _, in := range infos {
+			addMirrored(reg, in, log)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ch, ok := <-changes:
+			if !ok {
 				return
-			case ch, ok := <-changes:
-				if !ok {
-					stop()
-					goto again
+			}
+			switch ch.Kind {
+			case relay.ChannelAdded:
+				addMirrored(reg, ch.Info, log)
+			case relay.ChannelRemoved:
+				if !objects.IsChannelID(ch.Info.ID) {
+					continue
 				}
-				switch ch.Kind {
-				case relay.ChannelAdded:
-					addMirrored(reg, ch.Info, log)
-				case relay.ChannelRemoved:
-					if objects.IsChannelID(ch.Info.ID) {
-						if _, ok := reg.Channel(ch.Info.ID); ok {
-							if err := reg.RemoveChannel(ch.Info.ID); err != nil {
-								log.Warn("remove channel removed on the relay", "id", ch.Info.ID, "err", err)
-							}
-						}
+				if _, ok := reg.Channel(ch.Info.ID); ok {
+					if err := reg.RemoveChannel(ch.Info.ID); err != nil {
+						log.Warn("remove channel removed on the relay", "id", ch.Info.ID, "err", err)
 					}
 				}
 			}
 		}
-	again:
 	}
 }
 
