@@ -87,10 +87,7 @@ func (w *world) mount() *Mount {
 	hub := channels.NewHub(dialRelay, channels.Options{})
 	mnt := filepath.Join(w.t.TempDir(), "live")
 	params := map[string]string{"address": w.addr}
-	m, err := New(mnt, Config{
-		Root: w.reg, Hub: hub, ChannelDriver: "relay", ChannelParams: params,
-		OnCreateChannel: nil,
-	})
+	m, err := New(mnt, Config{Root: w.reg, Hub: hub, ChannelDriver: "relay", ChannelParams: params})
 	if err != nil {
 		hub.Close()
 		w.t.Fatal(err)

@@ -52,12 +52,14 @@ const (
 
 // Status is what a service's file shows.
 type Status struct {
-	Path  string
-	Class string
-	State State
-	Addr  string
-	Since time.Time
-	Err   string
+	Path string
+	// Class is the service's class name; ClassID its id.
+	Class   string
+	ClassID string
+	State   State
+	Addr    string
+	Since   time.Time
+	Err     string
 }
 
 // String renders the status as the lines a service file shows.
@@ -238,7 +240,7 @@ func (h *Host) apply(ctx context.Context, path string) error {
 	case disabled:
 		n.status.State = Disabled
 	default:
-		n.status.Class = def.Class.Name
+		n.status.Class, n.status.ClassID = def.Class.Name, def.Class.ID
 		f := h.factories[def.Class.ID]
 		if f == nil {
 			n.status.State = Unknown

@@ -166,7 +166,7 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	host.Follow()
 	relayAddr := ""
 	for _, s := range host.All() {
-		if s.State == services.Running && s.Class == relayClassName() {
+		if s.State == services.Running && s.ClassID == objects.ClassRelayServer {
 			relayAddr = s.Addr
 		}
 	}
@@ -175,21 +175,11 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	}
 	f.relay = relayAddr
 	for _, s := range host.All() {
-		if s.State == services.Running && s.Class == moClassName() {
+		if s.State == services.Running && s.ClassID == objects.ClassMOServer {
 			f.mo = filepath.Join(stateDir(reg.Dir(), "mo"), "mo.sock")
 		}
 	}
 	return runMount(ctx, f, mnt, reg, host)
-}
-
-func moClassName() string {
-	c, _ := objects.LookupClass(objects.ClassMOServer)
-	return c.Name
-}
-
-func relayClassName() string {
-	c, _ := objects.LookupClass(objects.ClassRelayServer)
-	return c.Name
 }
 
 func openRoot(ctx context.Context, dir string) (*registry.Root, error) {
