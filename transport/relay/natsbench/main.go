@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport/relay/relaybench"
@@ -20,10 +21,17 @@ func main() {
 	cpMiB := flag.Int("checkpoint", 64, "checkpoint size for the join measurement, MiB (0: skip)")
 	reps := flag.Int("reps", 3, "runs per case and system (the median is kept)")
 	jsSync := flag.Bool("js-sync", false, "also run JetStream with sync_always (fsync per message: very slow)")
+	only := flag.String("cases", "", "comma-separated SUBSxSIZE cases to run, e.g. 1x16,1x1024 (default: all)")
+	memOnly := flag.Bool("mem", false, "only the in-memory relay against NATS core")
 	flag.Parse()
+	cases, err := pickCases(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "natsbench:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	results, text, err := compare(ctx, relaybench.Options{Events: *events, Window: *window}, *cpMiB<<20, *reps, *jsSync, func(s string) { fmt.Fprintln(os.Stderr, s) })
+	results, text, err := compare(ctx, cases, relaybench.Options{Events: *events, Window: *window}, *cpMiB<<20, *reps, *jsSync, *memOnly, func(s string) { fmt.Fprintln(os.Stderr, s) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "natsbench:", err)
 		os.Exit(1)
@@ -42,7 +50,7 @@ var pairs = map[string]string{
 
 // compare runs every case on every system (reps times, interleaved, the
 // median by msgs/s kept) and renders the table.
-func compare(ctx context.Context, o relaybench.Options, cpBytes int, reps int, jsSync bool, progress func(string)) ([]relaybench.Result, string, error) {
+func compare(ctx context.Context, cases []relaybench.Case, o relaybench.Options, cpBytes int, reps int, jsSync, memOnly bool, progress func(string)) ([]relaybench.Result, string, error) {
 	var lg *slog.Logger
 	if os.Getenv("LIVEOBJECTS_BENCH_LOG") != "" {
 		lg = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -53,11 +61,13 @@ func compare(ctx context.Context, o relaybench.Options, cpBytes int, reps int, j
 		&relaybench.RelaySystem{Durable: true, Logger: lg},
 		&natsSystem{jetStream: true},
 	}
-	if jsSync {
+	if memOnly {
+		systems = systems[:2]
+	} else if jsSync {
 		systems = append(systems, &natsSystem{jetStream: true, syncAlways: true})
 	}
 	var results []relaybench.Result
-	for _, c := range relaybench.Cases {
+	for _, c := range cases {
 		runs := make([][]relaybench.Result, len(systems))
 		for rep := 0; rep < reps; rep++ {
 			for i, sys := range systems {
@@ -90,4 +100,20 @@ func compare(ctx context.Context, o relaybench.Options, cpBytes int, reps int, j
 		}
 	}
 	return results, text, nil
+}
+
+// pickCases parses -cases ("1x16,4x1024"); empty means every case.
+func pickCases(spec string) ([]relaybench.Case, error) {
+	if spec == "" {
+		return relaybench.Cases, nil
+	}
+	var cases []relaybench.Case
+	for _, f := range strings.Split(spec, ",") {
+		var c relaybench.Case
+		if _, err := fmt.Sscanf(f, "%dx%d", &c.Subs, &c.Size); err != nil || c.Subs < 1 || c.Size < 16 {
+			return nil, fmt.Errorf("-cases: %q is not SUBSxSIZE with at least 1 subscriber and 16 bytes (e.g. 1x128)", f)
+		}
+		cases = append(cases, c)
+	}
+	return cases, nil
 }
