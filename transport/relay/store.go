@@ -275,6 +275,26 @@ type citem struct {
 	done    chan error
 }
 
+// deleteThrough deletes the log's events up to seq. The keys are listed
+// first and then deleted one by one: restarting a cursor at First after
+// each delete walks every emptied node again, which is quadratic in the
+// events deleted (a compaction of 15,000 1 KiB events took a second).
+func deleteThrough(lb *bolt.Bucket, seq uint64) error {
+	var seqs []uint64
+	c := lb.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq; k, _ = c.Next() {
+		seqs = append(seqs, binary.BigEndian.Uint64(k))
+	}
+	var key [8]byte
+	for _, s := range seqs {
+		binary.BigEndian.PutUint64(key[:], s)
+		if err := lb.Delete(key[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // write applies items in one transaction.
 func (st *boltStore) write(items []citem) error {
 	return st.db.Update(func(tx *bolt.Tx) error {
@@ -338,11 +358,8 @@ func (st *boltStore) write(items []citem) error {
 				if err != nil {
 					return err
 				}
-				c := lb.Cursor()
-				for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= it.seq; k, _ = c.First() {
-					if err := c.Delete(); err != nil {
-						return err
-					}
+				if err := deleteThrough(lb, it.seq); err != nil {
+					return err
 				}
 			case opChannel:
 				rec := putStr(nil, it.info.ID)
