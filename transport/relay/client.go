@@ -44,6 +44,12 @@ type ClientConfig struct {
 	MaxInFlight int
 	// MaxBackoff bounds the delay between reconnection attempts (default 5s).
 	MaxBackoff time.Duration
+	// Heartbeat is how long the connection may be quiet before the client
+	// pings the relay (default 5s; negative: never). A relay that stays
+	// silent for three heartbeats is taken for gone, as a relay whose host
+	// vanished or whose network was cut sends no error: the client closes
+	// the connection and reconnects.
+	Heartbeat time.Duration
 }
 
 // ChangeKind says what happened to a channel.
@@ -139,6 +145,9 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 5 * time.Second
 	}
 	var idb [12]byte
 	_, _ = rand.Read(idb[:])
@@ -297,9 +306,45 @@ func (c *Client) install(cc *cconn) {
 		cc.enqueue(p.frame)
 	})
 	close(c.up)
+	cc.heard.Store(time.Now().UnixNano())
 	c.wg.Add(2)
 	go cc.writeLoop()
 	go cc.readLoop()
+	if c.cfg.Heartbeat > 0 {
+		c.wg.Add(1)
+		go cc.heartbeat(c.cfg.Heartbeat)
+	}
+}
+
+// silentBeats is how many heartbeats of silence make the relay gone.
+const silentBeats = 3
+
+// heartbeat pings the relay when the connection was quiet for a beat and
+// closes it when the relay stayed silent for silentBeats beats. It ends
+// with the connection.
+func (cc *cconn) heartbeat(beat time.Duration) {
+	defer cc.cl.wg.Done()
+	t := time.NewTicker(beat / 2)
+	defer t.Stop()
+	var token uint64
+	for {
+		select {
+		case <-t.C:
+		case <-cc.dead:
+			return
+		}
+		quiet := time.Since(time.Unix(0, cc.heard.Load()))
+		switch {
+		case quiet >= silentBeats*beat:
+			cc.cl.log.Warn("relay: the relay is silent; reconnecting", "addr", cc.cl.cfg.Addr, "silent", quiet.Round(time.Millisecond))
+			cc.close(fmt.Errorf("%w: nothing heard from the relay for %v", ErrSilent, quiet.Round(time.Millisecond)))
+			return
+		case quiet >= beat:
+			token++
+			tok := token
+			cc.enqueueFn(tPing, func(b []byte) []byte { return putU64(b, tok) })
+		}
+	}
 }
 
 // supervise waits for the connection to die and reconnects.
@@ -662,6 +707,8 @@ type cconn struct {
 	wake    chan struct{}
 	dead    chan struct{}
 	deadOne sync.Once
+
+	heard atomic.Int64 // when the reader last got bytes (Unix ns)
 }
 
 // pubSlabSize is the size of the blocks publish frames are carved from:
@@ -892,6 +939,7 @@ func (cc *cconn) readLoop() {
 	for {
 		n, err := cc.nc.Read(buf)
 		if n > 0 {
+			cc.heard.Store(time.Now().UnixNano())
 			perr := cc.parser.Feed(buf[:n], cc.dispatch)
 			cc.flushEvents()
 			if perr != nil {

@@ -30,6 +30,12 @@
 // while no member can give a checkpoint gets an error with CodeTrimmed.
 // Without DataDir the relay keeps the same structures in memory only.
 //
+// A client pings the relay when its connection was quiet for a heartbeat
+// (ClientConfig.Heartbeat, 5 s) and takes a relay that stays silent for
+// three heartbeats for gone (a host that vanished or a cut network sends
+// no error): it drops the connection and reconnects. The relay finds dead
+// clients through TCP keepalive.
+//
 // Clients reconnect by themselves with bounded exponential backoff and
 // resume each channel after the last event they received: the relay sends
 // the log after it, or a checkpoint when the log was compacted past it.
@@ -83,9 +89,9 @@
 // held while taking another lock except sconn.mu. committer.mu guards only
 // its pending list and is taken under channel.mu.
 //
-// Client: per connection a reader and a writer goroutine, one supervisor
-// goroutine that reconnects, and per Member one goroutine that calls its
-// Handler; Close stops them all. Client.mu guards the connection, the
+// Client: per connection a reader, a writer and a heartbeat goroutine,
+// one supervisor goroutine that reconnects, and per Member one goroutine
+// that calls its Handler; Close stops them all. Client.mu guards the connection, the
 // member map, pending publishes and requests; Member.mu guards the member's
 // queue; Member.callMu is held during each Handler call so that Leave can
 // wait for a running call (Leave and Close may be called from a Handler).

@@ -109,6 +109,9 @@ var (
 	// ErrDisconnected is returned by calls that need the connection when
 	// it is down and the context ended before it came back.
 	ErrDisconnected = errors.New("relay: disconnected")
+	// ErrSilent is why a client drops a connection on which the relay
+	// answered nothing, not even a ping, for three heartbeats.
+	ErrSilent = errors.New("relay: relay silent")
 	// ErrStore matches failures of the relay's durable store (corrupt
 	// file, wrong format version).
 	ErrStore = errors.New("relay: store")
