@@ -115,7 +115,11 @@ func (h *Hub) Driver(ctx context.Context, spec Spec) (transport.Driver, error) {
 		e.d, e.err = h.dial(dctx, spec.Driver, spec.Params)
 		cancel()
 		if e.err != nil {
-			e.err = fmt.Errorf("channels: connect to %s %s: %w", spec.Driver, spec.Params["address"], e.err)
+			where := spec.Driver
+			if a := spec.Params["address"]; a != "" {
+				where += " " + a
+			}
+			e.err = fmt.Errorf("channels: connect to %s: %w", where, e.err)
 			h.mu.Lock()
 			delete(h.drivers, key)
 			h.mu.Unlock()

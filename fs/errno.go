@@ -13,7 +13,8 @@ import (
 )
 
 // errno maps an error from the layers below onto the errno a shell
-// understands. Anything unknown is logged and becomes EIO.
+// understands, and logs it (the shell shows only the errno). Anything
+// unknown becomes EIO.
 func errno(op, path string, err error) syscall.Errno {
 	if err == nil {
 		return 0
@@ -21,7 +22,6 @@ func errno(op, path string, err error) syscall.Errno {
 	var e syscall.Errno
 	switch {
 	case errors.As(err, &e):
-		return e
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, context.DeadlineExceeded):

@@ -59,9 +59,12 @@ type Config struct {
 type ChannelFolder struct {
 	// Name is the folder's name ("channels", "qsm").
 	Name string
-	// Driver and Params select the substrate.
-	Driver string
-	Params map[string]string
+	// Driver and Params select the substrate. Settings, if set, gives the
+	// params at each join instead (so that edits of the definitions they
+	// come from take effect).
+	Driver   string
+	Params   map[string]string
+	Settings func() map[string]string
 	// History is how many recent events a stream channel keeps for
 	// joiners (only meaningful where the driver transfers state).
 	History int

@@ -405,8 +405,12 @@ func (f *fileNode) spec() (channels.Spec, error) {
 		if key == "" {
 			key = md.Name
 		}
+		params := folder.Params
+		if folder.Settings != nil {
+			params = folder.Settings()
+		}
 		return channels.Spec{
-			Object: f.rel, Driver: folder.Driver, Params: folder.Params,
+			Object: f.rel, Driver: folder.Driver, Params: params,
 			Channel: key, ChannelName: md.Name, Logic: logic.Config{Kind: kind, History: history},
 		}, nil
 	}

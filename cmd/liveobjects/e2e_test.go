@@ -158,6 +158,7 @@ func TestUp(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "services")); err != nil {
 		t.Fatalf("up did not create a root: %v", err)
 	}
+	qsmOffSaysWhy(t, d, mnt, root)
 	// The chat channel keeps a history, so head sees both lines even if
 	// it joins after they were published.
 	headOut := filepath.Join(dir, "head.out")
@@ -183,6 +184,44 @@ func TestUp(t *testing.T) {
 	}
 	if mounted(mnt) {
 		t.Fatal("up left its mount behind")
+	}
+}
+
+// qsmOffSaysWhy: with the QSM local service off (as up makes a root), a
+// channel in qsm/ cannot be joined; the shell sees the errno, and the
+// error attribute and the daemon's log say what to do.
+func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
+	t.Helper()
+	// Point the root's QSM settings at a port nobody listens on, so that a
+	// QSM service running on this machine changes nothing.
+	_, port, _ := net.SplitHostPort(freePort(t))
+	err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		if !strings.Contains(string(b), "60100") {
+			return nil
+		}
+		return os.WriteFile(p, []byte(strings.ReplaceAll(string(b), "60100", port)), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	waitFor(t, 10*time.Second, func() error {
+		out, err = sh(t, "cat "+mnt+"/qsm/chat.liveobject 2>&1")
+		if err == nil || !strings.Contains(out, "Connection refused") || !strings.Contains(out, port) && !strings.Contains(d.output(), port) {
+			return fmt.Errorf("cat qsm/chat.liveobject with the QSM service off (port %s): %q %v", port, out, err)
+		}
+		return nil
+	})
+	attr, err := sh(t, "getfattr --only-values -n user.liveobject.error "+mnt+"/qsm/chat.liveobject")
+	if err != nil || !strings.Contains(attr, "liveobjects service on ROOT quicksilver_localservice") {
+		t.Fatalf("the error attribute does not say how to switch QSM on: %q %v", attr, err)
+	}
+	if log := d.output(); !strings.Contains(log, "join failed") || !strings.Contains(log, "qsm/chat.liveobject") {
+		t.Fatalf("the daemon did not log the failed join:\n%s", log)
 	}
 }
 

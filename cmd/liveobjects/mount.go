@@ -228,8 +228,15 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 		cfg.ServiceStatus = host.StatusText
 	}
 	if e, ok := reg.Key(objects.KeyQSMClient); ok && e.Def != nil {
-		// The root's channels over QSM, in a folder of their own.
-		cfg.Folders = append(cfg.Folders, fs.ChannelFolder{Name: "qsm", Driver: "qsm", Params: services.Settings(reg, e.Def)})
+		// The root's channels over QSM, in a folder of their own, with the
+		// client settings the registry has when each is joined.
+		last := services.Settings(reg, e.Def)
+		cfg.Folders = append(cfg.Folders, fs.ChannelFolder{Name: "qsm", Driver: "qsm", Settings: func() map[string]string {
+			if e, ok := reg.Key(objects.KeyQSMClient); ok && e.Def != nil {
+				return services.Settings(reg, e.Def)
+			}
+			return last // the key was removed: keep what it said
+		}})
 	}
 	if f.mo != "" {
 		folder, closeFolder, err := openFolder(ctx, f.mo)

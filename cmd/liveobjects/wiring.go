@@ -44,7 +44,7 @@ func dialDriver(ctx context.Context, driver string, params map[string]string) (t
 		}
 		c, err := qsm.Dial(ctx, addr)
 		if err != nil {
-			return nil, fmt.Errorf("%w (is the QSM local service running? switch on services/quicksilver_localservice.liveobject, or run 'liveobjects qsm service')", err)
+			return nil, fmt.Errorf("%w; or switch it on in the root: liveobjects service on ROOT quicksilver_localservice", err)
 		}
 		return c, nil
 	}
