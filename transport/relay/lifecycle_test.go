@@ -58,9 +58,19 @@ func TestCompactionDurable(t *testing.T) {
 	if _, err := c2.Join(ctxT(t), "cp", h2); err != nil {
 		t.Fatal(err)
 	}
-	state, last := h2.snapshot()
-	if last != 500 || len(state) != 500 || state[499] != "500:500" {
-		t.Fatalf("joiner after restart at %d with %d entries", last, len(state))
+	// Join returns once the state is restored; the log after the stored
+	// checkpoint follows as events.
+	waitFor(t, 5*time.Second, func() error {
+		state, last := h2.snapshot()
+		if last != 500 || len(state) != 500 || state[499] != "500:500" {
+			return fmt.Errorf("joiner after restart at %d with %d entries", last, len(state))
+		}
+		return nil
+	})
+	h2.mu.Lock()
+	defer h2.mu.Unlock()
+	if h2.dup != 0 || h2.gap != 0 {
+		t.Fatalf("joiner after restart: %d duplicates, %d gaps", h2.dup, h2.gap)
 	}
 }
 
