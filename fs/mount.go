@@ -188,6 +188,9 @@ func New(dir string, cfg Config) (*Mount, error) {
 	}
 	m := &Mount{cfg: cfg, dir: abs, start: time.Now(), handles: map[string]map[*handle]struct{}{}, watchDone: make(chan struct{})}
 	m.folders = append([]ChannelFolder{{Name: "channels", Driver: cfg.ChannelDriver, Params: cfg.ChannelParams, History: ChannelHistory}}, cfg.Folders...)
+	// Subscribe before the index is first built, so that a change made
+	// while mounting invalidates it.
+	ch, stop := cfg.Root.Subscribe()
 	m.idx = newIndex(cfg.Root, m.folders)
 	m.idx.withFiles = cfg.Files != nil
 
@@ -215,14 +218,15 @@ func New(dir string, cfg Config) (*Mount, error) {
 	root := &dirNode{m: m, rel: ""}
 	server, err := gofs.Mount(abs, root, opts)
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
 	}
 	m.server = server
 	if err := server.WaitMount(); err != nil {
+		stop()
 		server.Unmount()
 		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
 	}
-	ch, stop := cfg.Root.Subscribe()
 	m.stopWatch = stop
 	go m.follow(ch)
 	return m, nil

@@ -144,6 +144,8 @@ func (h *Host) Follow() {
 	go func() {
 		defer close(h.done)
 		defer cancel()
+		// What changed between Start and Subscribe.
+		h.applyAll()
 		for {
 			select {
 			case <-h.stop:
@@ -157,14 +159,19 @@ func (h *Host) Follow() {
 				}
 				// A registry entry can change any service's settings:
 				// re-apply every service; unchanged ones are left alone.
-				for _, p := range h.paths() {
-					if err := h.apply(context.Background(), p); err != nil {
-						h.log.Error("service", "path", p, "err", err)
-					}
-				}
+				h.applyAll()
 			}
 		}
 	}()
+}
+
+// applyAll brings every service in line with its definition.
+func (h *Host) applyAll() {
+	for _, p := range h.paths() {
+		if err := h.apply(context.Background(), p); err != nil {
+			h.log.Error("service", "path", p, "err", err)
+		}
+	}
 }
 
 // paths returns the service definitions in the root and those running.

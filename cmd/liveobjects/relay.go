@@ -151,13 +151,18 @@ func runRelay(ctx context.Context, args []string) error {
 		// Channels added to ROOT/channels/ while running are created at
 		// the relay. Removing a folder does not delete a channel's
 		// history: that takes a client's RemoveChannel (rm in the mount).
+		// Subscribed before watching starts, and the root's channels added
+		// once more after: nothing added since the configuration was read
+		// is missed.
+		changes, stop := reg.Subscribe()
 		if err := reg.Watch(ctx); err != nil {
+			stop()
 			slog.Warn("relay: not watching the root for new channels", "root", o.root, "err", err)
 		} else {
-			changes, stop := reg.Subscribe()
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
+				addRootChannels(s, reg)
 				for ch := range changes {
 					if ch.Kind == registry.Added || ch.Kind == registry.Changed || ch.Kind == registry.Resync {
 						addRootChannels(s, reg)
