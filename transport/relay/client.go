@@ -90,7 +90,8 @@ type Client struct {
 	watchers map[int]chan ChannelChange
 	watchSeq int
 	closed   bool
-	sem      chan struct{} // one token per unacknowledged publish
+	inflight int           // publishes not yet acknowledged (at most cfg.MaxInFlight)
+	slotFree chan struct{} // made by a publisher waiting for a slot, closed when one frees
 	slab     *pubSlab      // publish frames are carved from it (see carve)
 	slabs    []*pubSlab    // blocks whose frames were all acknowledged, for reuse
 	freePubs []*pub        // completed publish records, for reuse
@@ -161,7 +162,6 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		watchers: map[int]chan ChannelChange{},
 		quit:     make(chan struct{}),
 	}
-	c.sem = make(chan struct{}, cfg.MaxInFlight)
 	c.snap.Store(&map[string]*Member{})
 	cc, err := c.connect(ctx)
 	if err != nil {
@@ -759,6 +759,42 @@ func (c *Client) carve(n int) (b, seg []byte, slab *pubSlab) {
 	return sl.buf[off : off : off+n], sl.buf[off:], sl
 }
 
+// takeSlotLocked waits for a publish slot and takes it; c.mu is held
+// on return, also on error.
+func (c *Client) takeSlotLocked(ctx context.Context) error {
+	for c.inflight >= c.cfg.MaxInFlight {
+		if c.closed {
+			return transport.ErrClosed
+		}
+		if c.slotFree == nil {
+			c.slotFree = make(chan struct{})
+		}
+		free := c.slotFree
+		c.mu.Unlock()
+		select {
+		case <-free:
+		case <-ctx.Done():
+			c.mu.Lock()
+			return ctx.Err()
+		case <-c.quit:
+			c.mu.Lock()
+			return transport.ErrClosed
+		}
+		c.mu.Lock()
+	}
+	c.inflight++
+	return nil
+}
+
+// releaseSlotLocked gives a publish slot back and wakes those waiting.
+func (c *Client) releaseSlotLocked() {
+	c.inflight--
+	if c.slotFree != nil {
+		close(c.slotFree)
+		c.slotFree = nil
+	}
+}
+
 // keepSlabLocked keeps an unreferenced block for reuse.
 func (c *Client) keepSlabLocked(sl *pubSlab) {
 	if len(c.slabs) < maxFreeSlabs {
@@ -769,7 +805,7 @@ func (c *Client) keepSlabLocked(sl *pubSlab) {
 // dropPubLocked forgets a publish taken out of c.pubs: its token and its
 // frame's block are released. c.mu must be held.
 func (c *Client) dropPubLocked(p *pub) {
-	<-c.sem
+	c.releaseSlotLocked()
 	if sl := p.slab; sl != nil {
 		p.slab = nil
 		p.frame = nil

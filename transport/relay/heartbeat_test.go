@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -163,5 +165,48 @@ func TestHeartbeatFindsSilentRelay(t *testing.T) {
 	h.mu.Unlock()
 	if last != 3 || dup != 0 || gap != 0 {
 		t.Fatalf("after the silence: last %d, %d duplicates, %d gaps, state %q", last, dup, gap, st)
+	}
+}
+
+// TestInFlightBound: publishes beyond MaxInFlight wait for an
+// acknowledgement; the wait ends with the caller's context or with Close.
+func TestInFlightBound(t *testing.T) {
+	s := startServer(t, ServerConfig{Channels: []transport.ChannelInfo{{Name: "chat"}}})
+	fz := startFreezer(t, s.Addr().String())
+	c := dialClient(t, fz.ln.Addr().String(), func(cfg *ClientConfig) { cfg.MaxInFlight = 8; cfg.Heartbeat = -1 })
+	m, err := c.JoinMember(ctxT(t), "chat", &logHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz.frozen.Store(true) // no acknowledgement comes back
+	var acked atomic.Int64
+	for i := 0; i < 8; i++ {
+		if err := m.PublishAsync(ctxT(t), []byte("x"), func(uint64, error) { acked.Add(1) }); err != nil {
+			t.Fatalf("publish %d of 8 in flight: %v", i, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := m.PublishAsync(ctx, []byte("x"), func(uint64, error) {}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a ninth publish with 8 in flight returned %v, want it to wait until its context ends", err)
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- m.PublishAsync(context.Background(), []byte("x"), func(uint64, error) {}) }()
+	select {
+	case err := <-waiting:
+		t.Fatalf("a publish beyond the bound returned %v without waiting", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.Close()
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, transport.ErrClosed) {
+			t.Fatalf("a waiting publish ended with %v at Close, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiting publish did not end at Close")
+	}
+	if n := acked.Load(); n != 8 {
+		t.Fatalf("%d of the 8 publishes in flight were completed at Close, want all (with an error)", n)
 	}
 }

@@ -469,21 +469,14 @@ func (m *Member) publishAsync(ctx context.Context, data []byte, done func(uint64
 	if len(data) > maxEvent {
 		return 0, errf(CodeTooLarge, "event of %d bytes exceeds the relay's limit of %d", len(data), maxEvent)
 	}
-	select {
-	case c.sem <- struct{}{}:
-	default:
-		select {
-		case c.sem <- struct{}{}:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-c.quit:
-			return 0, transport.ErrClosed
-		}
-	}
 	c.mu.Lock()
-	if c.closed || c.members[m.name] != m {
+	if err := c.takeSlotLocked(ctx); err != nil {
 		c.mu.Unlock()
-		<-c.sem
+		return 0, err
+	}
+	if c.closed || c.members[m.name] != m {
+		c.releaseSlotLocked()
+		c.mu.Unlock()
 		if c.closed {
 			return 0, transport.ErrClosed
 		}
