@@ -664,6 +664,7 @@ func (c *Client) removeMember(m *Member, err error) (sendLeave *cconn, reqID uin
 	c.mu.Lock()
 	if c.members[m.name] == m {
 		delete(c.members, m.name)
+		m.removed = true
 		c.rebuildSnapLocked()
 		sendLeave = c.cc
 		c.next++

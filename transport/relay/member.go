@@ -24,6 +24,7 @@ type Member struct {
 	h    transport.Handler
 
 	joinReq uint64 // guarded by c.mu: the request id of the last join sent
+	removed bool   // guarded by c.mu: no longer in c.members
 
 	mu       sync.Mutex // protects the fields below
 	q        []mitem    // items for the handler goroutine
@@ -474,7 +475,7 @@ func (m *Member) publishAsync(ctx context.Context, data []byte, done func(uint64
 		c.mu.Unlock()
 		return 0, err
 	}
-	if c.closed || c.members[m.name] != m {
+	if c.closed || m.removed {
 		c.releaseSlotLocked()
 		c.mu.Unlock()
 		if c.closed {
