@@ -133,6 +133,16 @@ type Handler interface {
 	Restore(cp []byte, seq uint64) error
 }
 
+// BatchHandler is a Handler that takes a run of consecutive events in one
+// call. A driver that delivers in batches calls DeliverBatch instead of
+// Deliver for each event of a run when its Handler implements it; the
+// events follow every rule of Deliver. The Handler owns each event's
+// Data, not the slice, which the driver reuses.
+type BatchHandler interface {
+	Handler
+	DeliverBatch(evs []Event)
+}
+
 // Member is a process's membership in one channel, returned by Join.
 type Member interface {
 	// Publish sends data as one event. It returns once the driver has the

@@ -301,3 +301,39 @@ func TestCatchUpReplaysOrEnds(t *testing.T) {
 		t.Fatalf("a reader with an unrecoverable gap: %v, want ErrOverrun", err)
 	}
 }
+
+// TestDeliverBatchIsDeliverEach: a run of events in one DeliverBatch call
+// leaves every kind of object, its checkpoint and its readers as the same
+// events one by one do.
+func TestDeliverBatchIsDeliverEach(t *testing.T) {
+	for _, kind := range []Kind{Stream, Variable, Text} {
+		t.Run(fmt.Sprint(kind), func(t *testing.T) {
+			each, batch := New(Config{Kind: kind, History: 3}), New(Config{Kind: kind, History: 3})
+			re, rb := each.NewReader(), batch.NewReader()
+			var evs []transport.Event
+			for i := 1; i <= 7; i++ {
+				ev := transport.Event{Seq: uint64(i), Data: []byte(fmt.Sprintf("e%d", i))}
+				each.Deliver(ev)
+				evs = append(evs, ev)
+			}
+			before := batch.ModTime()
+			batch.DeliverBatch(evs[:2])
+			batch.DeliverBatch(nil)
+			batch.DeliverBatch(evs[2:])
+			if got, want := readAll(t, rb), readAll(t, re); got != want || got == "" {
+				t.Fatalf("reader after the batches got %q; one by one: %q", got, want)
+			}
+			if batch.Seq() != 7 || batch.Seq() != each.Seq() {
+				t.Fatalf("seq %d after the batches, %d one by one", batch.Seq(), each.Seq())
+			}
+			cb, _ := batch.Checkpoint()
+			ce, _ := each.Checkpoint()
+			if !bytes.Equal(cb, ce) {
+				t.Fatalf("checkpoint after the batches %q; one by one %q", cb, ce)
+			}
+			if after := batch.ModTime(); after.Before(before) {
+				t.Fatalf("mtime went back: %v before, %v after", before, after)
+			}
+		})
+	}
+}

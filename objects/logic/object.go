@@ -115,6 +115,8 @@ func New(cfg Config) *Object {
 // Kind returns the object's kind.
 func (o *Object) Kind() Kind { return o.cfg.Kind }
 
+var _ transport.BatchHandler = (*Object)(nil)
+
 // Deliver applies one event and passes it to every reader.
 func (o *Object) Deliver(ev transport.Event) {
 	o.mu.Lock()
@@ -122,9 +124,28 @@ func (o *Object) Deliver(ev transport.Event) {
 	if o.closed {
 		return
 	}
+	o.mtime = time.Now()
+	o.applyLocked(ev)
+}
+
+// DeliverBatch applies a run of events and passes each to every reader,
+// under one lock and with one reading of the clock.
+func (o *Object) DeliverBatch(evs []transport.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || len(evs) == 0 {
+		return
+	}
+	o.mtime = time.Now()
+	for _, ev := range evs {
+		o.applyLocked(ev)
+	}
+}
+
+// applyLocked applies one event; o.mu is held.
+func (o *Object) applyLocked(ev transport.Event) {
 	o.seq = ev.Seq
 	o.events++
-	o.mtime = time.Now()
 	switch o.cfg.Kind {
 	case Stream:
 		if o.cfg.History > 0 {

@@ -109,5 +109,6 @@
 // vectored write per round (through a buffer on TLS), and acknowledgements
 // of consecutive publishes are sent as one range per read. The receiving
 // client copies each event's payload once (the Handler owns Event.Data)
-// and its member goroutine delivers a batch per wake-up.
+// and its member goroutine delivers a batch per wake-up (in calls of up
+// to 256 events to a transport.BatchHandler).
 package relay

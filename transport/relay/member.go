@@ -39,8 +39,9 @@ type Member struct {
 	failErr  error
 	restored bool // handler holds a state (set by the handler goroutine)
 
-	callMu    sync.Mutex  // held during every Handler call
-	stopped   atomic.Bool // left, readable without mu (set under mu)
+	callMu    sync.Mutex        // held during every Handler call
+	evs       []transport.Event // a run of events for a BatchHandler (handler goroutine)
+	stopped   atomic.Bool       // left, readable without mu (set under mu)
 	delivered atomic.Uint64
 	gid       atomic.Int64
 
@@ -265,11 +266,9 @@ func (m *Member) run() {
 		// One lock of callMu per batch: Leave sets stopped and waits for
 		// callMu, and the loop checks stopped before every call.
 		m.callMu.Lock()
-		for i := range items {
-			if !m.handle(&items[i]) {
-				m.callMu.Unlock()
-				return
-			}
+		if !m.handleAll(items) {
+			m.callMu.Unlock()
+			return
 		}
 		m.callMu.Unlock()
 		clear(items)
@@ -283,6 +282,38 @@ func (m *Member) run() {
 		}
 		m.mu.Unlock()
 	}
+}
+
+// maxBatch bounds the events of one DeliverBatch call, so that a Handler
+// holding a lock while it applies them does not hold it for long.
+const maxBatch = 256
+
+// handleAll makes the Handler calls for items (callMu held): runs of
+// events go in one call to a BatchHandler. False ends the goroutine.
+func (m *Member) handleAll(items []mitem) bool {
+	bh, batches := m.h.(transport.BatchHandler)
+	for i := 0; i < len(items); {
+		if !batches || items[i].kind != itemEvent {
+			if !m.handle(&items[i]) {
+				return false
+			}
+			i++
+			continue
+		}
+		if m.stopped.Load() {
+			return false
+		}
+		evs := m.evs[:0]
+		for ; i < len(items) && items[i].kind == itemEvent && len(evs) < maxBatch; i++ {
+			it := &items[i]
+			evs = append(evs, transport.Event{Seq: it.seq, Sender: it.sender, Data: it.data})
+		}
+		bh.DeliverBatch(evs)
+		m.delivered.Store(evs[len(evs)-1].Seq)
+		clear(evs)
+		m.evs = evs[:0]
+	}
+	return true
 }
 
 // handle makes one Handler call (callMu held); false ends the goroutine.

@@ -165,3 +165,72 @@ func TestPublisherOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// batchRecorder is a BatchHandler that counts the calls of each kind.
+type batchRecorder struct {
+	logHandler
+	mu2     sync.Mutex
+	single  int
+	batches int
+	largest int
+}
+
+func (b *batchRecorder) Deliver(ev transport.Event) {
+	b.mu2.Lock()
+	b.single++
+	b.mu2.Unlock()
+	b.logHandler.Deliver(ev)
+}
+
+func (b *batchRecorder) DeliverBatch(evs []transport.Event) {
+	b.mu2.Lock()
+	b.batches++
+	b.largest = max(b.largest, len(evs))
+	b.mu2.Unlock()
+	for _, ev := range evs {
+		b.logHandler.Deliver(ev)
+	}
+}
+
+// TestBatchHandler: a Handler that takes batches gets every event once, in
+// order, through DeliverBatch, runs of at most maxBatch.
+func TestBatchHandler(t *testing.T) {
+	s := startServer(t, ServerConfig{Channels: []transport.ChannelInfo{{Name: "chat"}}})
+	a := dialClient(t, s.Addr().String())
+	b := dialClient(t, s.Addr().String())
+	h := &batchRecorder{}
+	if _, err := b.Join(ctxT(t), "chat", h); err != nil {
+		t.Fatal(err)
+	}
+	m, err := a.JoinMember(ctxT(t), "chat", &logHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	var wg sync.WaitGroup
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		if err := m.PublishAsync(ctxT(t), []byte(fmt.Sprint(i)), func(uint64, error) { wg.Done() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	waitFor(t, 10*time.Second, func() error {
+		if _, last := h.snapshot(); last != n {
+			return fmt.Errorf("delivered up to %d of %d", last, n)
+		}
+		return nil
+	})
+	st, _ := h.snapshot()
+	for i, e := range st {
+		if want := fmt.Sprintf("%d:%d", i+1, i+1); e != want {
+			t.Fatalf("event %d is %q, want %q", i, e, want)
+		}
+	}
+	h.mu2.Lock()
+	defer h.mu2.Unlock()
+	if h.single != 0 || h.batches == 0 || h.largest > maxBatch || h.dup != 0 || h.gap != 0 {
+		t.Fatalf("%d single deliveries, %d batches (largest %d, limit %d), %d duplicates, %d gaps", h.single, h.batches, h.largest, maxBatch, h.dup, h.gap)
+	}
+	t.Logf("%d events in %d batches, the largest of %d", n, h.batches, h.largest)
+}
