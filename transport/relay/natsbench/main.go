@@ -67,6 +67,7 @@ func compare(ctx context.Context, cases []relaybench.Case, o relaybench.Options,
 		systems = append(systems, &natsSystem{jetStream: true, syncAlways: true})
 	}
 	var results []relaybench.Result
+	var paired strings.Builder
 	for _, c := range cases {
 		runs := make([][]relaybench.Result, len(systems))
 		for rep := 0; rep < reps; rep++ {
@@ -79,12 +80,16 @@ func compare(ctx context.Context, cases []relaybench.Case, o relaybench.Options,
 				runs[i] = append(runs[i], r)
 			}
 		}
+		paired.WriteString(pairedRatios(systems, runs))
 		for _, rs := range runs {
 			sort.Slice(rs, func(a, b int) bool { return rs[a].MsgsPerS < rs[b].MsgsPerS })
 			results = append(results, rs[len(rs)/2])
 		}
 	}
 	text := relaybench.Table(results, pairs)
+	if reps > 1 {
+		text += "\nrun by run (each relay run against the peer run right after it):\n" + paired.String()
+	}
 	if cpBytes > 0 {
 		raw, err := relaybench.RawCopy(ctx, cpBytes)
 		if err != nil {
@@ -116,4 +121,37 @@ func pickCases(spec string) ([]relaybench.Case, error) {
 		cases = append(cases, c)
 	}
 	return cases, nil
+}
+
+// pairedRatios compares each relay run with the peer run made right after
+// it: runs next to each other share the machine's state, so their ratio
+// varies less than the ratio of the two medians. It returns one line per
+// relay system with a peer: the median ratio, its range, and in how many
+// runs the relay delivered more.
+func pairedRatios(systems []relaybench.System, runs [][]relaybench.Result) string {
+	var b strings.Builder
+	for i, sys := range systems {
+		peer, ok := pairs[sys.Name()]
+		if !ok {
+			continue
+		}
+		for j, other := range systems {
+			if other.Name() != peer || len(runs[j]) != len(runs[i]) {
+				continue
+			}
+			ratios := make([]float64, len(runs[i]))
+			ahead := 0
+			for k := range runs[i] {
+				ratios[k] = runs[i][k].MsgsPerS / runs[j][k].MsgsPerS
+				if ratios[k] > 1 {
+					ahead++
+				}
+			}
+			sort.Float64s(ratios)
+			c := runs[i][0].Case
+			fmt.Fprintf(&b, "%-18s vs %-12s subs %d size %5d: msgs/s x%.2f (x%.2f-x%.2f), more in %d of %d runs\n",
+				sys.Name(), peer, c.Subs, c.Size, ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1], ahead, len(ratios))
+		}
+	}
+	return b.String()
 }
