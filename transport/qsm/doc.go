@@ -56,7 +56,12 @@
 // Rate caps the messages a service multicasts per second. A receiver whose
 // clients do not keep up (DeliveryQueue) refuses incoming data, which is
 // then repaired later and, through the window, slows the senders. Data
-// datagrams are read and written in batches (recvmmsg, sendmmsg).
+// datagrams are read and written in batches (recvmmsg, sendmmsg); on Linux
+// a run of datagrams of one size to one address goes to the kernel as one
+// buffer that it cuts into datagrams (UDP_SEGMENT), and datagrams that
+// arrive together are read as one buffer and cut again here (UDP_GRO).
+// Each datagram keeps its own header and checksum, so the wire format is
+// the same; a route that cannot segment turns it off (and NoOffload does).
 //
 // A join completes when every node has acknowledged the view that added
 // the joiner (the coordinator announces each view that all nodes have

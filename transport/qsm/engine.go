@@ -732,7 +732,7 @@ func (e *engine) flushStream(st *sendStream) {
 	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: st.udpDst})
 	st.b.n = 0
 	st.lastSend = time.Now()
-	if len(e.outbox) >= 64 {
+	if len(e.outbox) >= 256 {
 		e.sendOutbox()
 	}
 }
@@ -744,7 +744,7 @@ func (e *engine) sendOutbox() {
 	}
 	e.s.sendBatch(e.outbox)
 	for i := range e.outbox {
-		if len(e.spareBufs) < 128 {
+		if len(e.spareBufs) < 512 {
 			e.spareBufs = append(e.spareBufs, e.outbox[i].Buffers[0])
 		}
 		e.outbox[i] = ipv4.Message{}

@@ -159,6 +159,14 @@ type Service struct {
 
 	stopHeartbeats atomic.Bool   // test hook: a frozen node
 	dropRate       atomic.Uint64 // math.Float64bits of the current DropRate
+
+	// Segmentation offload (sendBatch): on while the kernel takes it.
+	// The scratch slices belong to the engine goroutine.
+	gso       atomic.Bool
+	gsoOut    []ipv4.Message
+	gsoFirsts []int
+	gsoBufs   [][]byte
+	gsoOOB    []byte
 }
 
 // SetDropRate changes the fraction of received datagrams dropped at random
@@ -217,6 +225,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.uconn = uc
 	setBuffers(uc, 8<<20)
+	s.gso.Store(gsoAvailable && !s.cfg.NoOffload)
 	upc := ipv4.NewPacketConn(uc)
 	s.upc = upc
 	if err := upc.SetMulticastInterface(ifc); err != nil {
@@ -373,10 +382,15 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 	// Read up to readBatch datagrams per system call (recvmmsg) and hand
 	// the data among them to the engine in one go.
 	pc := ipv4.NewPacketConn(conn)
+	gro := gsoAvailable && !s.cfg.NoOffload && setGRO(conn)
 	msgs := make([]ipv4.Message, readBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
+		if gro {
+			msgs[i].OOB = make([]byte, gsoOOBSize)
+		}
 	}
+	idb := binary.BigEndian.AppendUint64(nil, s.id)
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -393,35 +407,51 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 		var batch []*packet
 		for i := 0; i < n; i++ {
 			m := &msgs[i]
-			s.ctr.datagramsIn.Add(1)
-			s.ctr.bytesIn.Add(uint64(m.N))
-			if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
-				s.rngMu.Lock()
-				drop := s.rng.Float64() < rate
-				s.rngMu.Unlock()
-				if drop {
-					s.ctr.injected.Add(1)
-					continue
-				}
-			}
 			var from netip.AddrPort
 			if ua, ok := m.Addr.(*net.UDPAddr); ok {
 				from = ua.AddrPort()
 			}
-			ev, err := parseDatagram(m.Buffers[0][:m.N], from)
-			if err != nil {
-				s.countBad(err)
-				continue
-			}
-			if ev.data == nil {
-				select {
-				case s.eng.ctl <- ev:
-				case <-s.quit:
-					return
+			// With UDP_GRO the kernel hands datagrams of one flow that
+			// arrived together over in one buffer, cut at seg bytes.
+			b := m.Buffers[0][:m.N]
+			seg := len(b)
+			if gro && m.NN > 0 {
+				if g := groSegment(m.OOB[:m.NN]); g > 0 {
+					seg = g
 				}
-				continue
 			}
-			batch = append(batch, ev)
+			for len(b) > 0 {
+				dg := b[:min(seg, len(b))]
+				b = b[len(dg):]
+				s.ctr.datagramsIn.Add(1)
+				s.ctr.bytesIn.Add(uint64(len(dg)))
+				if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
+					s.rngMu.Lock()
+					drop := s.rng.Float64() < rate
+					s.rngMu.Unlock()
+					if drop {
+						s.ctr.injected.Add(1)
+						continue
+					}
+				}
+				if len(dg) >= dgHeaderSize && dg[3] == dgData && string(dg[8:16]) == string(idb) {
+					continue // my own multicast, looped back
+				}
+				ev, err := parseDatagram(dg, from)
+				if err != nil {
+					s.countBad(err)
+					continue
+				}
+				if ev.data == nil {
+					select {
+					case s.eng.ctl <- ev:
+					case <-s.quit:
+						return
+					}
+					continue
+				}
+				batch = append(batch, ev)
+			}
 		}
 		if len(batch) == 0 {
 			continue
@@ -515,8 +545,98 @@ func (s *Service) send(b []byte, to netip.AddrPort) {
 }
 
 // sendBatch writes several sealed datagrams with as few system calls as
-// the kernel allows (sendmmsg).
+// the kernel allows: one sendmmsg for the batch, in which, with
+// segmentation offload, each run of datagrams of one size to one address
+// (the last may be shorter) is one buffer that the kernel cuts into those
+// datagrams (UDP_SEGMENT). It runs on the engine goroutine only.
 func (s *Service) sendBatch(msgs []ipv4.Message) {
+	if !s.gso.Load() || len(msgs) < 2 {
+		s.sendEach(msgs)
+		return
+	}
+	out, firsts := s.coalesce(msgs)
+	for k := 0; k < len(out); {
+		n, err := s.upc.WriteBatch(out[k:], 0)
+		n = max(0, min(n, len(out)-k))
+		for _, m := range out[k : k+n] {
+			for _, b := range m.Buffers {
+				s.ctr.datagramsOut.Add(1)
+				s.ctr.bytesOut.Add(uint64(len(b)))
+			}
+		}
+		k += n
+		if err == nil || k == len(out) {
+			continue
+		}
+		select {
+		case <-s.quit:
+			return
+		default:
+		}
+		if len(out[k].Buffers) > 1 && offloadRefused(err) {
+			// The route cannot segment: send this run and every later
+			// datagram one by one from now on.
+			s.gso.Store(false)
+			s.log.Info("segmentation offload refused; sending datagrams one by one", "err", err)
+			s.sendEach(msgs[firsts[k]:])
+			return
+		}
+		s.log.Debug("batch send failed", "err", err)
+		k++ // skip the send that failed; the rest may go
+	}
+}
+
+// coalesce groups msgs into runs for one segmentation offload send each;
+// firsts[k] is the index in msgs of the first datagram of out[k]. The
+// results are scratch space reused by the next call.
+func (s *Service) coalesce(msgs []ipv4.Message) (out []ipv4.Message, firsts []int) {
+	if cap(s.gsoBufs) < len(msgs) {
+		s.gsoBufs = make([][]byte, len(msgs))
+		s.gsoOOB = make([]byte, 0, len(msgs)*gsoOOBSize)
+	}
+	bufs, oob := s.gsoBufs[:len(msgs)], s.gsoOOB[:0]
+	out, firsts = s.gsoOut[:0], s.gsoFirsts[:0]
+	for i := 0; i < len(msgs); {
+		seg := len(msgs[i].Buffers[0])
+		bufs[i] = msgs[i].Buffers[0]
+		total, j := seg, i+1
+		for j < len(msgs) && j-i < gsoMaxSegments && sameAddr(msgs[j].Addr, msgs[i].Addr) {
+			l := len(msgs[j].Buffers[0])
+			if l > seg || l == 0 || total+l > gsoMaxBytes {
+				break
+			}
+			bufs[j] = msgs[j].Buffers[0]
+			total += l
+			j++
+			if l < seg {
+				break // a shorter datagram ends the run
+			}
+		}
+		m := ipv4.Message{Buffers: bufs[i:j:j], Addr: msgs[i].Addr}
+		if j-i > 1 {
+			n := len(oob)
+			oob = appendGSO(oob, seg)
+			m.OOB = oob[n:len(oob):len(oob)]
+		}
+		out = append(out, m)
+		firsts = append(firsts, i)
+		i = j
+	}
+	s.gsoOut, s.gsoFirsts, s.gsoOOB = out, firsts, oob
+	return out, firsts
+}
+
+func sameAddr(a, b net.Addr) bool {
+	if a == b {
+		return true
+	}
+	ua, ok1 := a.(*net.UDPAddr)
+	ub, ok2 := b.(*net.UDPAddr)
+	return ok1 && ok2 && ua.Port == ub.Port && ua.IP.Equal(ub.IP)
+}
+
+// sendEach writes datagrams one per message (sendmmsg).
+func (s *Service) sendEach(msgs []ipv4.Message) {
 	for len(msgs) > 0 {
 		n, err := s.upc.WriteBatch(msgs, 0)
 		for _, m := range msgs[:max(0, min(n, len(msgs)))] {
