@@ -50,7 +50,7 @@ type engine struct {
 	// publishing membership, so that each event is delivered once
 	// whichever stream brings it; and the groups this node kept across its
 	// last change of region, whose handed-over copies it delivers.
-	lastGSeq map[sourceKey]sourceLast
+	lastGSeq map[uint64]*sourceTable // by sender node
 	carried  map[uint64]bool
 	deaf     bool // tests: drop every data datagram received
 
@@ -78,17 +78,68 @@ type memberKey struct {
 	id uint32
 }
 
-// sourceKey names a publishing membership: a sender node and the source
-// number of one of its members.
-type sourceKey struct {
-	node   uint64
-	source uint32
-}
-
-// sourceLast is the last event delivered here from a sourceKey.
+// sourceLast is the last event delivered here from a publishing
+// membership (a sender node and the source number of one of its members),
+// and the local group it was delivered to.
 type sourceLast struct {
 	group uint64
-	gseq  uint64
+	gseq  uint64 // 0: none yet
+	g     *localGroup
+}
+
+// sourceTable holds the sourceLast of every publishing membership of one
+// sender node. Senders number their memberships 1, 2, 3...: those below
+// denseSources are found by index, the others in a map.
+type sourceTable struct {
+	dense []sourceLast
+	more  map[uint32]*sourceLast
+}
+
+const denseSources = 1 << 16
+
+// find returns the entry of source, or nil.
+func (t *sourceTable) find(source uint32) *sourceLast {
+	if source < denseSources {
+		if int(source) < len(t.dense) && t.dense[source].gseq != 0 {
+			return &t.dense[source]
+		}
+		return nil
+	}
+	return t.more[source]
+}
+
+// add returns the entry of source, making room for it.
+func (t *sourceTable) add(source uint32) *sourceLast {
+	if source < denseSources {
+		if int(source) >= len(t.dense) {
+			t.dense = slices.Grow(t.dense, int(source)+1-len(t.dense))
+			t.dense = t.dense[:int(source)+1]
+		}
+		return &t.dense[source]
+	}
+	if t.more == nil {
+		t.more = map[uint32]*sourceLast{}
+	}
+	sl := t.more[source]
+	if sl == nil {
+		sl = &sourceLast{}
+		t.more[source] = sl
+	}
+	return sl
+}
+
+// forget drops the entries of group g.
+func (t *sourceTable) forget(g uint64) {
+	for i := range t.dense {
+		if t.dense[i].group == g {
+			t.dense[i] = sourceLast{}
+		}
+	}
+	for k, sl := range t.more {
+		if sl.group == g {
+			delete(t.more, k)
+		}
+	}
 }
 
 // localMember is one membership of an in-process client.
@@ -103,6 +154,7 @@ type localMember struct {
 	joined   bool   // every node has installed joinView: the join is complete
 	joinReq  uint32
 	gone     bool
+	g        *localGroup // the group's entry in engine.groups while !gone
 }
 
 // localGroup is a group some local member belongs to.
@@ -212,6 +264,7 @@ type recvStream struct {
 	frag        []byte
 	lastData    time.Time
 	gapAt       map[uint64]time.Time
+	sources     *sourceTable // engine.lastGSeq[sender], once looked up
 }
 
 func (rs *recvStream) get(seq uint64) *message {
@@ -286,7 +339,7 @@ func newEngine(s *Service) *engine {
 		sends:       map[uint64]*sendStream{},
 		targets:     map[uint64][]*sendStream{},
 		recvs:       map[uint64]*recvStream{},
-		lastGSeq:    map[sourceKey]sourceLast{},
+		lastGSeq:    map[uint64]*sourceTable{},
 		prevStable:  map[uint64]uint64{},
 		partSummary: map[uint64]*streamSummary{},
 		tick:        time.Second / time.Duration(s.cfg.TokenRate),
@@ -419,6 +472,7 @@ func (e *engine) join(j clientJoin) {
 		e.sendGroups([]string{j.channel}, nil)
 	}
 	g.members = append(g.members, m)
+	m.g = g
 	e.checkJoined(m)
 	if !m.joined {
 		e.unjoined = append(e.unjoined, m)
@@ -554,12 +608,8 @@ func (e *engine) congested() bool {
 	return false
 }
 
-// deliverLocal hands an event to every joined local member of group.
-func (e *engine) deliverLocal(group, node uint64, source uint32, gseq uint64, data []byte) {
-	g := e.groups[group]
-	if g == nil {
-		return
-	}
+// deliverLocal hands an event to every joined local member of g.
+func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq uint64, data []byte) {
 	for _, m := range g.members {
 		if !m.inView {
 			continue
@@ -664,7 +714,7 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	gseq := m.gseq
 	e.pubSeq++
 	e.s.ctr.published.Add(1)
-	e.deliverLocal(m.group, e.s.id, m.source, gseq, p.data)
+	e.deliverLocal(m.g, e.s.id, m.source, gseq, p.data)
 	for _, st := range ts {
 		e.appendEvent(st, message{Group: m.group, Source: m.source, GSeq: gseq}, e.pubSeq, p.data)
 	}
@@ -884,11 +934,14 @@ func (e *engine) deliverReady(rs *recvStream) {
 			data = append(rs.frag, m.Data...)
 			rs.frag = nil
 		}
-		if !e.fresh(rs.sender, m) {
+		g, ok := e.fresh(rs, m)
+		if !ok {
 			e.s.ctr.duplicates.Add(1)
 			continue
 		}
-		e.deliverLocal(m.Group, rs.sender, m.Source, m.GSeq, data)
+		if g != nil {
+			e.deliverLocal(g, rs.sender, m.Source, m.GSeq, data)
+		}
 	}
 }
 
@@ -898,26 +951,43 @@ func (e *engine) deliverReady(rs *recvStream) {
 // it is a copy that a handover brought again. A handed-over copy of a
 // group this node did not carry across its last change of region is an
 // event published before this node joined the group: it is noted but not
-// delivered.
-func (e *engine) fresh(sender uint64, m *message) bool {
-	if e.groups[m.Group] == nil {
-		return true // no local member: deliverLocal drops it
+// delivered. It returns the local group to deliver to, nil when the
+// group has no local member.
+func (e *engine) fresh(rs *recvStream, m *message) (*localGroup, bool) {
+	tab := rs.sources
+	if tab == nil {
+		tab = e.lastGSeq[rs.sender]
+		if tab == nil {
+			tab = &sourceTable{}
+			e.lastGSeq[rs.sender] = tab
+		}
+		rs.sources = tab
 	}
-	k := sourceKey{sender, m.Source}
-	if last, ok := e.lastGSeq[k]; ok && m.GSeq <= last.gseq {
-		return false
+	sl := tab.find(m.Source)
+	var g *localGroup
+	if sl != nil && sl.group == m.Group {
+		g = sl.g // forgetGroup clears the entries of a group that goes
+	} else {
+		g = e.groups[m.Group]
 	}
-	e.lastGSeq[k] = sourceLast{group: m.Group, gseq: m.GSeq}
-	return m.Flags&msgFlagHandover == 0 || e.carried[m.Group]
+	if g == nil {
+		return nil, true // no local member
+	}
+	if sl != nil && m.GSeq <= sl.gseq {
+		return nil, false
+	}
+	if sl == nil {
+		sl = tab.add(m.Source)
+	}
+	*sl = sourceLast{group: m.Group, gseq: m.GSeq, g: g}
+	return g, m.Flags&msgFlagHandover == 0 || e.carried[m.Group]
 }
 
 // forgetGroup drops the delivery positions of a group no local member
 // belongs to any more.
 func (e *engine) forgetGroup(g uint64) {
-	for k, l := range e.lastGSeq {
-		if l.group == g {
-			delete(e.lastGSeq, k)
-		}
+	for _, t := range e.lastGSeq {
+		t.forget(g)
 	}
 }
 
@@ -1102,9 +1172,9 @@ func (e *engine) installView(v *View) {
 			delete(e.recvs, id)
 		}
 	}
-	for k := range e.lastGSeq {
-		if v.node(k.node) == nil {
-			delete(e.lastGSeq, k)
+	for id := range e.lastGSeq {
+		if v.node(id) == nil {
+			delete(e.lastGSeq, id)
 		}
 	}
 	// Send streams follow their regions' epochs.
