@@ -393,7 +393,11 @@ func (e *engine) run() {
 }
 
 func (e *engine) handleData(b []*packet) {
+	now := time.Now()
 	for _, p := range b {
+		if p.at.IsZero() {
+			p.at = now
+		}
 		e.onData(p)
 	}
 }
@@ -769,13 +773,15 @@ func (e *engine) flushStream(st *sendStream) {
 		return
 	}
 	// Hi is the last seq in this datagram: later ones are not sent yet.
-	dg := st.b.finish(st.b.last)
-	var buf []byte
+	// The datagram goes out in the builder's buffer; the builder takes a
+	// spare one.
+	buf := st.b.finish(st.b.last)
 	if n := len(e.spareBufs); n > 0 {
-		buf = e.spareBufs[n-1][:0]
+		st.b.buf = e.spareBufs[n-1][:0]
 		e.spareBufs = e.spareBufs[:n-1]
+	} else {
+		st.b.buf = make([]byte, 0, e.s.cfg.MTU)
 	}
-	buf = append(buf, dg...)
 	if st.udpDst == nil || st.udpDst.Port != int(st.dst.Port()) || !st.udpDst.IP.Equal(st.dst.Addr().AsSlice()) {
 		st.udpDst = net.UDPAddrFromAddrPort(st.dst)
 	}
@@ -904,44 +910,56 @@ func (e *engine) onData(p *packet) {
 			e.s.ctr.duplicates.Add(1)
 			continue
 		}
-		rs.pending[m.Seq] = m
-		if t, ok := rs.gapAt[m.Seq]; ok {
-			e.s.repair.add(now.Sub(t))
-			delete(rs.gapAt, m.Seq)
+		if len(rs.gapAt) > 0 {
+			if t, ok := rs.gapAt[m.Seq]; ok {
+				e.s.repair.add(now.Sub(t))
+				delete(rs.gapAt, m.Seq)
+			}
 		}
+		if m.Seq == rs.next && len(rs.pending) == 0 {
+			e.deliverNext(rs, m) // in order: no need to queue it
+			continue
+		}
+		rs.pending[m.Seq] = m
 	}
 	e.deliverReady(rs)
 }
 
 func (e *engine) deliverReady(rs *recvStream) {
-	for {
+	for len(rs.pending) > 0 {
 		m := rs.pending[rs.next]
 		if m == nil {
 			return
 		}
 		delete(rs.pending, rs.next)
-		rs.next++
-		rs.kept = append(rs.kept, m)
-		if len(rs.kept) > 4*e.s.cfg.Window {
-			rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
-		}
-		if m.Flags&msgFlagMore != 0 {
-			rs.frag = append(rs.frag, m.Data...)
-			continue
-		}
-		data := m.Data
-		if len(rs.frag) > 0 {
-			data = append(rs.frag, m.Data...)
-			rs.frag = nil
-		}
-		g, ok := e.fresh(rs, m)
-		if !ok {
-			e.s.ctr.duplicates.Add(1)
-			continue
-		}
-		if g != nil {
-			e.deliverLocal(g, rs.sender, m.Source, m.GSeq, data)
-		}
+		e.deliverNext(rs, m)
+	}
+}
+
+// deliverNext delivers m, the message of seq rs.next, and keeps it for
+// forwarding.
+func (e *engine) deliverNext(rs *recvStream, m *message) {
+	rs.next++
+	rs.kept = append(rs.kept, m)
+	if len(rs.kept) > 4*e.s.cfg.Window {
+		rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
+	}
+	if m.Flags&msgFlagMore != 0 {
+		rs.frag = append(rs.frag, m.Data...)
+		return
+	}
+	data := m.Data
+	if len(rs.frag) > 0 {
+		data = append(rs.frag, m.Data...)
+		rs.frag = nil
+	}
+	g, ok := e.fresh(rs, m)
+	if !ok {
+		e.s.ctr.duplicates.Add(1)
+		return
+	}
+	if g != nil {
+		e.deliverLocal(g, rs.sender, m.Source, m.GSeq, data)
 	}
 }
 

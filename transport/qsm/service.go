@@ -391,6 +391,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 		}
 	}
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
+	var payloads payloadBlocks
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -437,7 +438,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 				if len(dg) >= dgHeaderSize && dg[3] == dgData && string(dg[8:16]) == string(idb) {
 					continue // my own multicast, looped back
 				}
-				ev, err := parseDatagram(dg, from)
+				ev, err := parseDatagramInto(dg, from, &payloads)
 				if err != nil {
 					s.countBad(err)
 					continue
@@ -493,10 +494,18 @@ type packet struct {
 	token *tokenBody
 	ack   *ackBody
 	at    time.Time
+
+	dbody dataBody   // what data points to
+	msg1  [1]message // the message of a datagram of one
 }
 
 // parseDatagram checks a datagram and parses its body.
 func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
+	return parseDatagramInto(b, from, nil)
+}
+
+// parseDatagramInto is parseDatagram copying payloads into blocks from pb.
+func parseDatagramInto(b []byte, from netip.AddrPort, pb *payloadBlocks) (*packet, error) {
 	h, body, err := openDatagram(b)
 	if err != nil {
 		return nil, err
@@ -504,11 +513,10 @@ func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
 	p := &packet{hdr: h, from: from}
 	switch h.Type {
 	case dgData:
-		d, err := parseData(body)
-		if err != nil {
+		if err := parseDataInto(body, &p.dbody, &p.msg1, pb); err != nil {
 			return nil, err
 		}
-		p.data = &d
+		p.data = &p.dbody
 	case dgToken:
 		t, err := parseToken(body)
 		if err != nil {

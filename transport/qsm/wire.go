@@ -203,6 +203,18 @@ func (f *frameReader) next() (uint8, []byte, error) {
 	if n == 0 || uint64(n) > uint64(f.max) {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes (cap %d)", ErrMalformed, n, f.max)
 	}
+	if int(n) <= f.r.Size() {
+		// The frame fits the read buffer: return it from there.
+		p, err := f.r.Peek(int(n))
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
+		f.r.Discard(int(n))
+		return p[0], p[1:], nil
+	}
 	if cap(f.buf) < int(n) {
 		f.buf = make([]byte, n)
 	}
@@ -387,8 +399,16 @@ func appendMessage(dst []byte, m *message) []byte {
 
 // parseData decodes a data body; message payloads are copied.
 func parseData(p []byte) (dataBody, error) {
-	d := decoder{b: p}
 	var b dataBody
+	err := parseDataInto(p, &b, nil, nil)
+	return b, err
+}
+
+// parseDataInto decodes a data body into b, with the messages in one's
+// room when there is one, and payloads copied into blocks from pb (nil:
+// each on its own).
+func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payloadBlocks) error {
+	d := decoder{b: p}
 	b.StreamEpoch = d.u64()
 	b.EpochStart = d.u64()
 	b.Hi = d.u64()
@@ -397,20 +417,22 @@ func parseData(p []byte) (dataBody, error) {
 	if b.Flags&dataFlagStarts != 0 {
 		ns := int(d.u8())
 		if d.err == nil && (ns == 0 || ns > maxEpochStarts) {
-			return b, fmt.Errorf("%w: %d epoch starts (want 1..%d)", ErrMalformed, ns, maxEpochStarts)
+			return fmt.Errorf("%w: %d epoch starts (want 1..%d)", ErrMalformed, ns, maxEpochStarts)
 		}
 		for i := 0; i < ns && d.err == nil; i++ {
 			es := epochStart{Epoch: d.u64(), Start: d.u64()}
 			if i > 0 && es.Epoch <= b.Starts[i-1].Epoch && d.err == nil {
-				return b, fmt.Errorf("%w: epoch starts out of order", ErrMalformed)
+				return fmt.Errorf("%w: epoch starts out of order", ErrMalformed)
 			}
 			b.Starts = append(b.Starts, es)
 		}
 	}
 	if d.err == nil && n*msgOverhead > len(d.b) {
-		return b, fmt.Errorf("%w: %d messages in %d bytes", ErrTruncated, n, len(d.b))
+		return fmt.Errorf("%w: %d messages in %d bytes", ErrTruncated, n, len(d.b))
 	}
-	if n > 0 {
+	if n == 1 && one != nil {
+		b.Msgs = one[:]
+	} else if n > 0 {
 		b.Msgs = make([]message, n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
@@ -428,18 +450,41 @@ func parseData(p []byte) (dataBody, error) {
 			d.fail(fmt.Errorf("%w: unknown message flags %#x", ErrMalformed, m.Flags))
 		}
 		if data := d.take(l); data != nil {
-			m.Data = append([]byte(nil), data...)
+			m.Data = pb.copy(data)
 		} else if l == 0 {
 			m.Data = []byte{}
 		}
 	}
 	if err := d.done(); err != nil {
-		return b, err
+		return err
 	}
 	if b.Flags&^(dataFlagRepair|dataFlagStarts) != 0 {
-		return b, fmt.Errorf("%w: unknown data flags %#x", ErrMalformed, b.Flags)
+		return fmt.Errorf("%w: unknown data flags %#x", ErrMalformed, b.Flags)
 	}
-	return b, nil
+	return nil
+}
+
+// payloadBlocks copies message payloads into shared blocks, so that the
+// payloads of many datagrams cost one allocation. A block lives while any
+// payload cut from it does; each payload's capacity ends with it, so that
+// appending to one never touches the next.
+type payloadBlocks struct{ b []byte }
+
+const (
+	payloadBlockSize = 64 << 10
+	payloadBlockMax  = 4 << 10 // larger payloads get their own allocation
+)
+
+func (pb *payloadBlocks) copy(p []byte) []byte {
+	if pb == nil || len(p) > payloadBlockMax {
+		return append([]byte(nil), p...)
+	}
+	if cap(pb.b)-len(pb.b) < len(p) {
+		pb.b = make([]byte, 0, payloadBlockSize)
+	}
+	n := len(pb.b)
+	pb.b = append(pb.b, p...)
+	return pb.b[n:len(pb.b):len(pb.b)]
 }
 
 // seqRange is an inclusive range of stream sequence numbers.
