@@ -368,6 +368,7 @@ func (c *Client) readLoop(fr *frameReader) {
 	var lastNode uint64
 	var cur *[]string
 	senders := map[[2]uint64]string{}
+	nodeNames := map[string]string{}
 	senderName := func(node uint64, source uint32) string {
 		if cur == nil || node != lastNode {
 			cur, lastNode = names[node], node
@@ -485,8 +486,19 @@ func (c *Client) readLoop(fr *frameReader) {
 				id := d.u32()
 				v := GroupView{Number: d.u64()}
 				n := d.count(2)
+				v.Members = make([]string, 0, n)
 				for i := 0; i < n && d.err == nil; i++ {
-					v.Members = append(v.Members, d.str())
+					// Every member's view names the same few nodes:
+					// share their strings.
+					b := d.strBytes()
+					name, ok := nodeNames[string(b)]
+					if !ok {
+						name = string(b)
+						if len(nodeNames) < 4096 {
+							nodeNames[name] = name
+						}
+					}
+					v.Members = append(v.Members, name)
 				}
 				if err := d.done(); err != nil {
 					return err

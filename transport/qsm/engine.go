@@ -40,11 +40,12 @@ type engine struct {
 	groups     map[uint64]*localGroup
 	nextSource uint32
 
-	sends   map[uint64]*sendStream // by region id
-	targets map[uint64][]*sendStream
-	recvs   map[uint64]*recvStream // by sender node id, in my region
-	pending []*pendingPub
-	pubSeq  uint64 // events published by this node: their order across streams
+	sends      map[uint64]*sendStream // by region id
+	targets    map[uint64][]*sendStream
+	targetsGen uint64                 // counts the resets of targets; localMember.tsGen
+	recvs      map[uint64]*recvStream // by sender node id, in my region
+	pending    []*pendingPub
+	pubSeq     uint64 // events published by this node: their order across streams
 
 	// Region changes (see handover): the last event delivered per
 	// publishing membership, so that each event is delivered once
@@ -155,6 +156,8 @@ type localMember struct {
 	joinReq  uint32
 	gone     bool
 	g        *localGroup // the group's entry in engine.groups while !gone
+	ts       []*sendStream
+	tsGen    uint64 // ts is targetsOf(group) while this is engine.targetsGen
 }
 
 // localGroup is a group some local member belongs to.
@@ -343,6 +346,7 @@ func newEngine(s *Service) *engine {
 		prevStable:  map[uint64]uint64{},
 		partSummary: map[uint64]*streamSummary{},
 		tick:        time.Second / time.Duration(s.cfg.TokenRate),
+		targetsGen:  1,
 		view:        &View{},
 	}
 }
@@ -425,6 +429,7 @@ func (e *engine) handle(ev any) {
 			// stream afresh (what was in flight may be lost).
 			e.sends = map[uint64]*sendStream{}
 			e.targets = map[uint64][]*sendStream{}
+			e.targetsGen++
 			e.recvs = map[uint64]*recvStream{}
 			e.region = nil
 		}
@@ -469,6 +474,7 @@ func (e *engine) join(j clientJoin) {
 	e.nextSource++
 	m := &localMember{c: j.c, id: j.member, group: GroupID(j.channel), source: e.nextSource, joinReq: j.req}
 	e.members[k] = m
+	j.c.setMember(j.member, m)
 	g := e.groups[m.group]
 	if g == nil {
 		g = &localGroup{id: m.group, name: j.channel}
@@ -533,6 +539,7 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 		return
 	}
 	delete(e.members, k)
+	c.setMember(member, nil)
 	m.gone = true
 	g := e.groups[m.group]
 	if g == nil {
@@ -635,7 +642,10 @@ func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq ui
 // --- publishing -------------------------------------------------------
 
 func (e *engine) publish(p clientPublish) {
-	m := e.members[memberKey{p.c, p.member}]
+	m := p.c.member(p.member)
+	if m == nil && p.member >= denseMembers {
+		m = e.members[memberKey{p.c, p.member}]
+	}
 	if m == nil || !m.joined {
 		e.sendError(p.c, 0, p.member, ErrUnknownMember)
 		return
@@ -696,7 +706,10 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	}
 	mp := e.maxPayload()
 	nfrag := max(1, (len(p.data)+mp-1)/mp)
-	ts := e.targetsOf(m.group)
+	if m.tsGen != e.targetsGen {
+		m.ts, m.tsGen = e.targetsOf(m.group), e.targetsGen
+	}
+	ts := m.ts
 	for _, st := range ts {
 		if st.unstable()+nfrag > e.s.cfg.Window {
 			return false
@@ -1118,6 +1131,7 @@ func (e *engine) installView(v *View) {
 	plans := e.planHandovers(e.view, v)
 	e.view = v
 	e.targets = map[uint64][]*sendStream{}
+	e.targetsGen++
 	e.s.ctr.view.Store(v.Number)
 	r := v.regionOf(e.s.id)
 	old := e.region

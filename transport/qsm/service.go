@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -858,6 +859,34 @@ type svcClient struct {
 	name string
 	w    *connWriter
 	quit chan struct{}
+
+	byID []*localMember // the engine's members of this client by id, below denseMembers
+}
+
+// denseMembers bounds the member ids a client's table holds; members
+// with larger ids are found in engine.members only.
+const denseMembers = 1 << 16
+
+// member returns the member with id from the table (engine goroutine).
+func (c *svcClient) member(id uint32) *localMember {
+	if int64(id) < int64(len(c.byID)) {
+		return c.byID[id]
+	}
+	return nil
+}
+
+// setMember notes m (nil: none) as the member with id (engine goroutine).
+func (c *svcClient) setMember(id uint32, m *localMember) {
+	if id >= denseMembers {
+		return
+	}
+	if int(id) >= len(c.byID) {
+		if m == nil {
+			return
+		}
+		c.byID = slices.Grow(c.byID, int(id)+1-len(c.byID))[:id+1]
+	}
+	c.byID[id] = m
 }
 
 var clientIDs atomic.Uint32

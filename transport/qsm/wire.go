@@ -131,13 +131,16 @@ func (d *decoder) bytes32(max int) []byte {
 	return append([]byte(nil), p...)
 }
 
-func (d *decoder) str() string {
+func (d *decoder) str() string { return string(d.strBytes()) }
+
+// strBytes reads a string field without copying it.
+func (d *decoder) strBytes() []byte {
 	n := d.u16()
 	if int(n) > maxString {
 		d.fail(fmt.Errorf("%w: string of %d bytes over the cap of %d", ErrMalformed, n, maxString))
-		return ""
+		return nil
 	}
-	return string(d.take(int(n)))
+	return d.take(int(n))
 }
 
 // count reads a u32 element count and checks it against what the rest of
