@@ -540,10 +540,13 @@ type GroupView struct {
 
 // Member is a process's membership in one QSM channel.
 type Member struct {
-	c       *Client
-	id      uint32
-	channel string
+	// What every delivery reads comes first, in one cache line.
 	h       transport.Handler
+	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
+	stopped atomic.Bool // no handler call starts once set
+	id      uint32
+	c       *Client
+	channel string
 	credits chan struct{} // the client's publish tokens (Client.sem)
 	done    chan struct{} // closed by stop
 
@@ -551,9 +554,6 @@ type Member struct {
 	acks    []chan pubResult
 	asyncEr error
 	idle    chan struct{} // closed when acks empties, if Flush waits
-
-	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
-	stopped atomic.Bool // no handler call starts once set
 
 	mu   sync.Mutex // protects err and view
 	err  error

@@ -145,19 +145,20 @@ func (t *sourceTable) forget(g uint64) {
 
 // localMember is one membership of an in-process client.
 type localMember struct {
+	// What delivering and publishing read comes first.
 	c        *svcClient
 	id       uint32
-	group    uint64
 	source   uint32
-	gseq     uint64
-	inView   bool   // the view has this node in the group: deliver to it
-	joinView uint64 // the view in which inView became true
-	joined   bool   // every node has installed joinView: the join is complete
-	joinReq  uint32
+	inView   bool // the view has this node in the group: deliver to it
+	joined   bool // every node has installed joinView: the join is complete
 	gone     bool
+	gseq     uint64
 	g        *localGroup // the group's entry in engine.groups while !gone
+	tsGen    uint64      // ts is targetsOf(group) while this is engine.targetsGen
 	ts       []*sendStream
-	tsGen    uint64 // ts is targetsOf(group) while this is engine.targetsGen
+	group    uint64
+	joinView uint64 // the view in which inView became true
+	joinReq  uint32
 }
 
 // localGroup is a group some local member belongs to.
@@ -449,6 +450,10 @@ func (e *engine) handle(ev any) {
 		e.leave(ev.c, ev.member, true)
 	case clientPublish:
 		e.publish(ev)
+	case []clientPublish:
+		for _, p := range ev {
+			e.publish(p)
+		}
 	case func(*engine):
 		ev(e)
 	}
@@ -462,7 +467,7 @@ func (e *engine) sendError(c *svcClient, req, member uint32, err error) {
 	body.u32(member)
 	body.u16(errorCode(err))
 	body.str(err.Error())
-	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, body.b) })
+	e.frame(c, func(b []byte) []byte { return appendFrame(b, cliError, body.b) })
 }
 
 func (e *engine) join(j clientJoin) {
@@ -511,7 +516,7 @@ func (e *engine) checkJoined(m *localMember) {
 	body := encoder{}
 	body.u32(m.joinReq)
 	body.u32(m.id)
-	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliJoined, body.b) })
+	e.frame(m.c, func(b []byte) []byte { return appendFrame(b, cliJoined, body.b) })
 }
 
 // checkUnjoined retries the joins waiting for a view.
@@ -605,8 +610,11 @@ func (e *engine) sendGroupView(m *localMember, ids []uint64) {
 		}
 		body.str(name)
 	}
-	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliView, body.b) })
+	e.frame(m.c, func(b []byte) []byte { return appendFrame(b, cliView, body.b) })
 }
+
+// frame queues a frame built by f to client c.
+func (e *engine) frame(c *svcClient, f func(b []byte) []byte) { c.w.frame(f) }
 
 // congested reports whether some client has more than DeliveryQueue bytes
 // queued; incoming data is then refused and repaired later.
@@ -626,7 +634,7 @@ func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq ui
 			continue
 		}
 		id := m.id
-		m.c.w.frame(func(b []byte) []byte {
+		e.frame(m.c, func(b []byte) []byte {
 			b = binary.BigEndian.AppendUint32(b, uint32(1+4+8+4+8+len(data)))
 			b = append(b, cliDeliver)
 			b = binary.BigEndian.AppendUint32(b, id)
@@ -738,10 +746,13 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	if n := len(ts); n > 0 {
 		e.s.ctr.sent.Add(uint64(n * nfrag))
 	}
-	body := encoder{}
-	body.u32(m.id)
-	body.u64(gseq)
-	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliPubAck, body.b) })
+	id := m.id
+	e.frame(m.c, func(b []byte) []byte {
+		b = binary.BigEndian.AppendUint32(b, 1+4+8)
+		b = append(b, cliPubAck)
+		b = binary.BigEndian.AppendUint32(b, id)
+		return binary.BigEndian.AppendUint64(b, gseq)
+	})
 	return true
 }
 

@@ -962,7 +962,24 @@ func (s *Service) serveClient(conn net.Conn) {
 		return
 	}
 	defer s.post(clientDown{c})
+	// Publishes that arrived together go to the engine in one batch.
+	var pubs []clientPublish
+	var payloads payloadBlocks
+	postPubs := func() bool {
+		if len(pubs) == 0 {
+			return true
+		}
+		b := pubs
+		pubs = nil
+		return s.post(b)
+	}
+	defer postPubs()
 	for {
+		if len(pubs) >= maxPublishBatch || len(pubs) > 0 && !fr.hasFrame() {
+			if !postPubs() {
+				return
+			}
+		}
 		t, body, err := fr.next()
 		if err != nil {
 			return
@@ -976,9 +993,11 @@ func (s *Service) serveClient(conn net.Conn) {
 			ev = clientLeave{c: c, member: d.u32()}
 		case cliPublish:
 			m := d.u32()
-			data := append([]byte(nil), d.b...)
-			d.b = nil
-			ev = clientPublish{c: c, member: m, data: data}
+			if d.err != nil {
+				break
+			}
+			pubs = append(pubs, clientPublish{c: c, member: m, data: payloads.copy(d.b)})
+			continue
 		case cliStatsReq:
 			req := d.u32()
 			var flags uint8
@@ -1012,11 +1031,14 @@ func (s *Service) serveClient(conn net.Conn) {
 			c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, e.b) })
 			return
 		}
-		if !s.post(ev) {
+		if !postPubs() || !s.post(ev) {
 			return
 		}
 	}
 }
+
+// maxPublishBatch caps the publishes serveClient hands the engine at once.
+const maxPublishBatch = 256
 
 // post hands an event to the engine; false when the service is closing.
 func (s *Service) post(ev any) bool {

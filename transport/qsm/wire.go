@@ -195,6 +195,16 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 // returned as frames.
 func (f *frameReader) buffered() int { return f.r.Buffered() }
 
+// hasFrame reports whether a whole frame is buffered, so that next
+// returns without reading from the stream.
+func (f *frameReader) hasFrame() bool {
+	if f.r.Buffered() < 4 {
+		return false
+	}
+	hdr, _ := f.r.Peek(4)
+	return uint64(f.r.Buffered()) >= 4+uint64(binary.BigEndian.Uint32(hdr))
+}
+
 // next returns the next frame's type and body. The body is valid until the
 // following call.
 func (f *frameReader) next() (uint8, []byte, error) {
