@@ -323,6 +323,20 @@ func (c *Client) shutdown(err error) {
 
 func (c *Client) member(id uint32) *Member { return c.byID.load(id) }
 
+// senderString names the publishing membership source of node as
+// events carry it (Event.Sender): the node id in 16 hex digits, a slash,
+// the source number.
+func senderString(node uint64, source uint32) string {
+	const hex = "0123456789abcdef"
+	var b [16 + 1 + 10]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[node&15]
+		node >>= 4
+	}
+	b[16] = '/'
+	return string(strconv.AppendUint(b[:17], uint64(source), 10))
+}
+
 // memberTable finds members by id without a lock: ids count up from 1, and
 // the table is a list of chunks of memberChunk ids, grown by copying the
 // list. Writers hold Client.mu. A chunk stays once made (8 KiB per 1024
@@ -387,14 +401,14 @@ func (c *Client) readLoop(fr *frameReader) {
 			} else {
 				*cur = slices.Grow(*cur, int(source)+1-len(*cur))[:source+1]
 			}
-			name := fmt.Sprintf("%016x/%d", node, source)
+			name := senderString(node, source)
 			(*cur)[source] = name
 			return name
 		}
 		key := [2]uint64{node, uint64(source)}
 		name, ok := senders[key]
 		if !ok {
-			name = fmt.Sprintf("%016x/%d", node, source)
+			name = senderString(node, source)
 			if len(senders) < 1<<16 {
 				senders[key] = name
 			}

@@ -1,6 +1,9 @@
 package qsm
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // TestSourceTable checks the delivery positions by source number: dense
 // below denseSources, in a map above, and forgotten per group.
@@ -61,5 +64,16 @@ func TestPayloadBlocks(t *testing.T) {
 	big := make([]byte, payloadBlockMax+1)
 	if c := pb.copy(big); len(c) != len(big) {
 		t.Fatal("large payload")
+	}
+}
+
+func TestSenderString(t *testing.T) {
+	for _, c := range []struct {
+		node   uint64
+		source uint32
+	}{{0, 0}, {1, 1}, {0xdeadbeef, 42}, {^uint64(0), ^uint32(0)}, {0x0123456789abcdef, 8000}} {
+		if got, want := senderString(c.node, c.source), fmt.Sprintf("%016x/%d", c.node, c.source); got != want {
+			t.Errorf("senderString(%#x, %d) = %q, want %q", c.node, c.source, got, want)
+		}
 	}
 }
