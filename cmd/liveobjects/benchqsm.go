@@ -16,6 +16,7 @@ import (
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
 	groups, mode                              string
+	noOffload                                 bool
 }
 
 func init() {
@@ -43,6 +44,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.StringVar(&benchQSM.groups, "groups", "1,1000,8000", "group counts to compare, the first being the reference")
 			fs.StringVar(&benchQSM.mode, "mode", "auto", "netns, loopback or auto")
 			fs.IntVar(&benchQSM.repeat, "repeat", 3, "runs per measurement; the median by goodput is kept")
+			fs.BoolVar(&benchQSM.noOffload, "no-offload", false, "QSM services send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
 		},
 		Run: func(ctx context.Context, args []string) error {
@@ -69,9 +71,11 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			if benchQSM.count < 1 {
 				return usagef("-count: %d must be positive", benchQSM.count)
 			}
+			cfg := qsm.DefaultConfig()
+			cfg.NoOffload = benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: benchQSM.loss, Groups: groups, Config: qsm.DefaultConfig(), LinkMTU: benchQSM.mtu, Repeat: benchQSM.repeat,
+				LossPercent: benchQSM.loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Repeat: benchQSM.repeat,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode

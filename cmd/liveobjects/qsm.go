@@ -66,6 +66,7 @@ Settings (-set name=value; the same names as in a services definition):
   view_delay         how long the coordinator gathers changes into one view (default 5ms)
   delivery_queue     bytes queued per client before data is refused (default 32 MiB)
   drop_rate          fault injection: drop this fraction of received datagrams
+  no_offload         send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)
 Multicast TTL is always 1: all nodes must share one LAN.`
 
 func init() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,8 @@ type Client struct {
 	closed  sync.Once
 	workers []*worker
 	sem     chan struct{} // one token per publish in flight, shared by all members
+
+	byID memberTable // members by id, read without mu (written under it)
 
 	mu      sync.Mutex // protects the fields below
 	members map[uint32]*Member
@@ -193,6 +196,7 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 	}
 	ch := make(chan error, 1)
 	c.members[id] = m
+	c.byID.store(id, m)
 	c.joins[id] = ch
 	c.mu.Unlock()
 	body := encoder{}
@@ -202,6 +206,7 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 	fail := func(err error) (*Member, error) {
 		c.mu.Lock()
 		delete(c.members, id)
+		c.byID.store(id, nil)
 		delete(c.joins, id)
 		c.mu.Unlock()
 		m.stop(err)
@@ -299,6 +304,9 @@ func (c *Client) shutdown(err error) {
 	}
 	members := c.members
 	c.members = map[uint32]*Member{}
+	for id := range members {
+		c.byID.store(id, nil)
+	}
 	for _, ch := range c.joins {
 		ch <- err
 	}
@@ -313,14 +321,100 @@ func (c *Client) shutdown(err error) {
 	}
 }
 
-func (c *Client) member(id uint32) *Member {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.members[id]
+func (c *Client) member(id uint32) *Member { return c.byID.load(id) }
+
+// senderString names the publishing membership source of node as
+// events carry it (Event.Sender): the node id in 16 hex digits, a slash,
+// the source number.
+func senderString(node uint64, source uint32) string {
+	const hex = "0123456789abcdef"
+	var b [16 + 1 + 10]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[node&15]
+		node >>= 4
+	}
+	b[16] = '/'
+	return string(strconv.AppendUint(b[:17], uint64(source), 10))
+}
+
+// memberTable finds members by id without a lock: ids count up from 1, and
+// the table is a list of chunks of memberChunk ids, grown by copying the
+// list. Writers hold Client.mu. A chunk stays once made (8 KiB per 1024
+// ids handed out).
+type memberTable struct {
+	chunks atomic.Pointer[[]*[memberChunk]atomic.Pointer[Member]]
+}
+
+const memberChunk = 1024
+
+func (t *memberTable) load(id uint32) *Member {
+	p := t.chunks.Load()
+	if p == nil || int(id/memberChunk) >= len(*p) {
+		return nil
+	}
+	return (*p)[id/memberChunk][id%memberChunk].Load()
+}
+
+func (t *memberTable) store(id uint32, m *Member) {
+	var cs []*[memberChunk]atomic.Pointer[Member]
+	if p := t.chunks.Load(); p != nil {
+		cs = *p
+	}
+	i := int(id / memberChunk)
+	if i >= len(cs) {
+		if m == nil {
+			return
+		}
+		grown := slices.Clone(cs)
+		for len(grown) <= i {
+			grown = append(grown, new([memberChunk]atomic.Pointer[Member]))
+		}
+		t.chunks.Store(&grown)
+		cs = grown
+	}
+	cs[i][id%memberChunk].Store(m)
 }
 
 func (c *Client) readLoop(fr *frameReader) {
+	// Sender names ("node/source"), made once: per node in a slice by
+	// source number (below 1<<16), others in a map.
+	names := map[uint64]*[]string{}
+	var lastNode uint64
+	var cur *[]string
 	senders := map[[2]uint64]string{}
+	nodeNames := map[string]string{}
+	senderName := func(node uint64, source uint32) string {
+		if cur == nil || node != lastNode {
+			cur, lastNode = names[node], node
+			if cur == nil {
+				cur = new([]string)
+				if len(names) < 4096 {
+					names[node] = cur
+				}
+			}
+		}
+		if source < 1<<16 {
+			if int(source) < len(*cur) {
+				if name := (*cur)[source]; name != "" {
+					return name
+				}
+			} else {
+				*cur = slices.Grow(*cur, int(source)+1-len(*cur))[:source+1]
+			}
+			name := senderString(node, source)
+			(*cur)[source] = name
+			return name
+		}
+		key := [2]uint64{node, uint64(source)}
+		name, ok := senders[key]
+		if !ok {
+			name = senderString(node, source)
+			if len(senders) < 1<<16 {
+				senders[key] = name
+			}
+		}
+		return name
+	}
 	pending := make([][]item, len(c.workers))
 	npending := 0
 	handOver := func() {
@@ -351,14 +445,7 @@ func (c *Client) readLoop(fr *frameReader) {
 				node := binary.BigEndian.Uint64(body[4:])
 				source := binary.BigEndian.Uint32(body[12:])
 				seq := binary.BigEndian.Uint64(body[16:])
-				key := [2]uint64{node, uint64(source)}
-				name, ok := senders[key]
-				if !ok {
-					name = fmt.Sprintf("%016x/%d", node, source)
-					if len(senders) < 1<<16 {
-						senders[key] = name
-					}
-				}
+				name := senderName(node, source)
 				if m := c.member(id); m != nil && !m.stopped.Load() {
 					// Events are handed to the workers in batches: once
 					// per read from the link, not once per event.
@@ -413,8 +500,19 @@ func (c *Client) readLoop(fr *frameReader) {
 				id := d.u32()
 				v := GroupView{Number: d.u64()}
 				n := d.count(2)
+				v.Members = make([]string, 0, n)
 				for i := 0; i < n && d.err == nil; i++ {
-					v.Members = append(v.Members, d.str())
+					// Every member's view names the same few nodes:
+					// share their strings.
+					b := d.strBytes()
+					name, ok := nodeNames[string(b)]
+					if !ok {
+						name = string(b)
+						if len(nodeNames) < 4096 {
+							nodeNames[name] = name
+						}
+					}
+					v.Members = append(v.Members, name)
 				}
 				if err := d.done(); err != nil {
 					return err
@@ -456,10 +554,13 @@ type GroupView struct {
 
 // Member is a process's membership in one QSM channel.
 type Member struct {
-	c       *Client
-	id      uint32
-	channel string
+	// What every delivery reads comes first, in one cache line.
 	h       transport.Handler
+	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
+	stopped atomic.Bool // no handler call starts once set
+	id      uint32
+	c       *Client
+	channel string
 	credits chan struct{} // the client's publish tokens (Client.sem)
 	done    chan struct{} // closed by stop
 
@@ -467,9 +568,6 @@ type Member struct {
 	acks    []chan pubResult
 	asyncEr error
 	idle    chan struct{} // closed when acks empties, if Flush waits
-
-	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
-	stopped atomic.Bool // no handler call starts once set
 
 	mu   sync.Mutex // protects err and view
 	err  error
@@ -746,6 +844,9 @@ func (m *Member) Leave() error {
 		m.c.mu.Lock()
 		_, mine := m.c.members[m.id]
 		delete(m.c.members, m.id)
+		if mine {
+			m.c.byID.store(m.id, nil)
+		}
 		m.c.mu.Unlock()
 		m.stop(transport.ErrClosed)
 		if mine {

@@ -88,6 +88,12 @@ type Config struct {
 	DropRate float64
 	// Name ("name") names the node in views; "" uses host name and port.
 	Name string
+	// NoOffload ("no_offload") sends and reads data datagrams one by one.
+	// By default a run of datagrams of one size to one address goes to
+	// the kernel as one buffer that it cuts into datagrams (UDP_SEGMENT),
+	// and datagrams that arrive together are read as one buffer (UDP_GRO),
+	// where the kernel can; elsewhere they go one by one anyway.
+	NoOffload bool
 }
 
 // DefaultConfig returns settings that work on one machine: coordinator on
@@ -180,6 +186,7 @@ var configKeys = []string{
 	"uplink_port", "uplink_subnet", "subnet", "port", "gms_address", "multicast", "mtu",
 	"max_event", "credits", "client_credits", "rate", "token_rate", "partition_size",
 	"heartbeat_interval", "missed_heartbeats", "view_delay", "delivery_queue", "drop_rate", "name",
+	"no_offload",
 }
 
 // ParseConfig builds a Config from name/value pairs, as found in a
@@ -295,6 +302,8 @@ func (c *Config) set(k, v string) error {
 		c.DropRate = f
 	case "name":
 		c.Name = v
+	case "no_offload":
+		return boolv(&c.NoOffload)
 	default:
 		return fmt.Errorf("%w: unknown setting %q (known: %s)", ErrBadConfig, k, strings.Join(configKeys, ", "))
 	}

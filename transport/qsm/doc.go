@@ -56,7 +56,12 @@
 // Rate caps the messages a service multicasts per second. A receiver whose
 // clients do not keep up (DeliveryQueue) refuses incoming data, which is
 // then repaired later and, through the window, slows the senders. Data
-// datagrams are read and written in batches (recvmmsg, sendmmsg).
+// datagrams are read and written in batches (recvmmsg, sendmmsg); on Linux
+// a run of datagrams of one size to one address goes to the kernel as one
+// buffer that it cuts into datagrams (UDP_SEGMENT), and datagrams that
+// arrive together are read as one buffer and cut again here (UDP_GRO).
+// Each datagram keeps its own header and checksum, so the wire format is
+// the same; a route that cannot segment turns it off (and NoOffload does).
 //
 // A join completes when every node has acknowledged the view that added
 // the joiner (the coordinator announces each view that all nodes have
@@ -133,7 +138,8 @@
 //
 // In the client, one reader goroutine dispatches frames; four worker
 // goroutines call the handlers, each member always on the same worker, one
-// event at a time. Client.mu protects the member and request tables;
+// event at a time. Client.mu protects the member and request tables (the
+// reader finds members in Client.byID, whose writers hold Client.mu);
 // Member.ackMu the publishes in flight (held while a publish frame is
 // queued, so acks match in order); Member.callMu is held during a handler
 // call (Leave takes it to wait for a call in progress); worker.mu guards a
@@ -156,9 +162,11 @@
 // change region many times a second. Handovers and epoch starts came with
 // protocol version 2; a service of version 1 is refused with a version
 // error, not misread. A
-// receiver keeps one delivery position (about 50 bytes) per publishing
+// receiver keeps one delivery position (32 bytes) per publishing
 // membership of its groups while the group has a local member and the
-// sender is in the view. A joiner that loses every message of the epoch
+// sender is in the view, in a table per sender indexed by the sender's
+// membership numbers (it keeps the size of the highest number seen below
+// 65536). A joiner that loses every message of the epoch
 // that added it and of the four epochs of the region after it starts at a
 // later epoch's start point. Repair runs at token speed: a round visits
 // every node of a partition TokenRate times a second at most, so a repair

@@ -40,17 +40,18 @@ type engine struct {
 	groups     map[uint64]*localGroup
 	nextSource uint32
 
-	sends   map[uint64]*sendStream // by region id
-	targets map[uint64][]*sendStream
-	recvs   map[uint64]*recvStream // by sender node id, in my region
-	pending []*pendingPub
-	pubSeq  uint64 // events published by this node: their order across streams
+	sends      map[uint64]*sendStream // by region id
+	targets    map[uint64][]*sendStream
+	targetsGen uint64                 // counts the resets of targets; localMember.tsGen
+	recvs      map[uint64]*recvStream // by sender node id, in my region
+	pending    []*pendingPub
+	pubSeq     uint64 // events published by this node: their order across streams
 
 	// Region changes (see handover): the last event delivered per
 	// publishing membership, so that each event is delivered once
 	// whichever stream brings it; and the groups this node kept across its
 	// last change of region, whose handed-over copies it delivers.
-	lastGSeq map[sourceKey]sourceLast
+	lastGSeq map[uint64]*sourceTable // by sender node
 	carried  map[uint64]bool
 	deaf     bool // tests: drop every data datagram received
 
@@ -78,31 +79,86 @@ type memberKey struct {
 	id uint32
 }
 
-// sourceKey names a publishing membership: a sender node and the source
-// number of one of its members.
-type sourceKey struct {
-	node   uint64
-	source uint32
-}
-
-// sourceLast is the last event delivered here from a sourceKey.
+// sourceLast is the last event delivered here from a publishing
+// membership (a sender node and the source number of one of its members),
+// and the local group it was delivered to.
 type sourceLast struct {
 	group uint64
-	gseq  uint64
+	gseq  uint64 // 0: none yet
+	g     *localGroup
+}
+
+// sourceTable holds the sourceLast of every publishing membership of one
+// sender node. Senders number their memberships 1, 2, 3...: those below
+// denseSources are found by index, the others in a map.
+type sourceTable struct {
+	dense []sourceLast
+	more  map[uint32]*sourceLast
+}
+
+const denseSources = 1 << 16
+
+// find returns the entry of source, or nil.
+func (t *sourceTable) find(source uint32) *sourceLast {
+	if source < denseSources {
+		if int(source) < len(t.dense) && t.dense[source].gseq != 0 {
+			return &t.dense[source]
+		}
+		return nil
+	}
+	return t.more[source]
+}
+
+// add returns the entry of source, making room for it.
+func (t *sourceTable) add(source uint32) *sourceLast {
+	if source < denseSources {
+		if int(source) >= len(t.dense) {
+			t.dense = slices.Grow(t.dense, int(source)+1-len(t.dense))
+			t.dense = t.dense[:int(source)+1]
+		}
+		return &t.dense[source]
+	}
+	if t.more == nil {
+		t.more = map[uint32]*sourceLast{}
+	}
+	sl := t.more[source]
+	if sl == nil {
+		sl = &sourceLast{}
+		t.more[source] = sl
+	}
+	return sl
+}
+
+// forget drops the entries of group g.
+func (t *sourceTable) forget(g uint64) {
+	for i := range t.dense {
+		if t.dense[i].group == g {
+			t.dense[i] = sourceLast{}
+		}
+	}
+	for k, sl := range t.more {
+		if sl.group == g {
+			delete(t.more, k)
+		}
+	}
 }
 
 // localMember is one membership of an in-process client.
 type localMember struct {
+	// What delivering and publishing read comes first.
 	c        *svcClient
 	id       uint32
-	group    uint64
 	source   uint32
-	gseq     uint64
-	inView   bool   // the view has this node in the group: deliver to it
-	joinView uint64 // the view in which inView became true
-	joined   bool   // every node has installed joinView: the join is complete
-	joinReq  uint32
+	inView   bool // the view has this node in the group: deliver to it
+	joined   bool // every node has installed joinView: the join is complete
 	gone     bool
+	gseq     uint64
+	g        *localGroup // the group's entry in engine.groups while !gone
+	tsGen    uint64      // ts is targetsOf(group) while this is engine.targetsGen
+	ts       []*sendStream
+	group    uint64
+	joinView uint64 // the view in which inView became true
+	joinReq  uint32
 }
 
 // localGroup is a group some local member belongs to.
@@ -212,6 +268,7 @@ type recvStream struct {
 	frag        []byte
 	lastData    time.Time
 	gapAt       map[uint64]time.Time
+	sources     *sourceTable // engine.lastGSeq[sender], once looked up
 }
 
 func (rs *recvStream) get(seq uint64) *message {
@@ -286,10 +343,11 @@ func newEngine(s *Service) *engine {
 		sends:       map[uint64]*sendStream{},
 		targets:     map[uint64][]*sendStream{},
 		recvs:       map[uint64]*recvStream{},
-		lastGSeq:    map[sourceKey]sourceLast{},
+		lastGSeq:    map[uint64]*sourceTable{},
 		prevStable:  map[uint64]uint64{},
 		partSummary: map[uint64]*streamSummary{},
 		tick:        time.Second / time.Duration(s.cfg.TokenRate),
+		targetsGen:  1,
 		view:        &View{},
 	}
 }
@@ -340,7 +398,11 @@ func (e *engine) run() {
 }
 
 func (e *engine) handleData(b []*packet) {
+	now := time.Now()
 	for _, p := range b {
+		if p.at.IsZero() {
+			p.at = now
+		}
 		e.onData(p)
 	}
 }
@@ -368,6 +430,7 @@ func (e *engine) handle(ev any) {
 			// stream afresh (what was in flight may be lost).
 			e.sends = map[uint64]*sendStream{}
 			e.targets = map[uint64][]*sendStream{}
+			e.targetsGen++
 			e.recvs = map[uint64]*recvStream{}
 			e.region = nil
 		}
@@ -387,6 +450,10 @@ func (e *engine) handle(ev any) {
 		e.leave(ev.c, ev.member, true)
 	case clientPublish:
 		e.publish(ev)
+	case []clientPublish:
+		for _, p := range ev {
+			e.publish(p)
+		}
 	case func(*engine):
 		ev(e)
 	}
@@ -400,7 +467,7 @@ func (e *engine) sendError(c *svcClient, req, member uint32, err error) {
 	body.u32(member)
 	body.u16(errorCode(err))
 	body.str(err.Error())
-	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, body.b) })
+	e.frame(c, func(b []byte) []byte { return appendFrame(b, cliError, body.b) })
 }
 
 func (e *engine) join(j clientJoin) {
@@ -412,6 +479,7 @@ func (e *engine) join(j clientJoin) {
 	e.nextSource++
 	m := &localMember{c: j.c, id: j.member, group: GroupID(j.channel), source: e.nextSource, joinReq: j.req}
 	e.members[k] = m
+	j.c.setMember(j.member, m)
 	g := e.groups[m.group]
 	if g == nil {
 		g = &localGroup{id: m.group, name: j.channel}
@@ -419,6 +487,7 @@ func (e *engine) join(j clientJoin) {
 		e.sendGroups([]string{j.channel}, nil)
 	}
 	g.members = append(g.members, m)
+	m.g = g
 	e.checkJoined(m)
 	if !m.joined {
 		e.unjoined = append(e.unjoined, m)
@@ -447,7 +516,7 @@ func (e *engine) checkJoined(m *localMember) {
 	body := encoder{}
 	body.u32(m.joinReq)
 	body.u32(m.id)
-	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliJoined, body.b) })
+	e.frame(m.c, func(b []byte) []byte { return appendFrame(b, cliJoined, body.b) })
 }
 
 // checkUnjoined retries the joins waiting for a view.
@@ -475,6 +544,7 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 		return
 	}
 	delete(e.members, k)
+	c.setMember(member, nil)
 	m.gone = true
 	g := e.groups[m.group]
 	if g == nil {
@@ -540,8 +610,11 @@ func (e *engine) sendGroupView(m *localMember, ids []uint64) {
 		}
 		body.str(name)
 	}
-	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliView, body.b) })
+	e.frame(m.c, func(b []byte) []byte { return appendFrame(b, cliView, body.b) })
 }
+
+// frame queues a frame built by f to client c.
+func (e *engine) frame(c *svcClient, f func(b []byte) []byte) { c.w.frame(f) }
 
 // congested reports whether some client has more than DeliveryQueue bytes
 // queued; incoming data is then refused and repaired later.
@@ -554,18 +627,14 @@ func (e *engine) congested() bool {
 	return false
 }
 
-// deliverLocal hands an event to every joined local member of group.
-func (e *engine) deliverLocal(group, node uint64, source uint32, gseq uint64, data []byte) {
-	g := e.groups[group]
-	if g == nil {
-		return
-	}
+// deliverLocal hands an event to every joined local member of g.
+func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq uint64, data []byte) {
 	for _, m := range g.members {
 		if !m.inView {
 			continue
 		}
 		id := m.id
-		m.c.w.frame(func(b []byte) []byte {
+		e.frame(m.c, func(b []byte) []byte {
 			b = binary.BigEndian.AppendUint32(b, uint32(1+4+8+4+8+len(data)))
 			b = append(b, cliDeliver)
 			b = binary.BigEndian.AppendUint32(b, id)
@@ -581,7 +650,10 @@ func (e *engine) deliverLocal(group, node uint64, source uint32, gseq uint64, da
 // --- publishing -------------------------------------------------------
 
 func (e *engine) publish(p clientPublish) {
-	m := e.members[memberKey{p.c, p.member}]
+	m := p.c.member(p.member)
+	if m == nil && p.member >= denseMembers {
+		m = e.members[memberKey{p.c, p.member}]
+	}
 	if m == nil || !m.joined {
 		e.sendError(p.c, 0, p.member, ErrUnknownMember)
 		return
@@ -642,7 +714,10 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	}
 	mp := e.maxPayload()
 	nfrag := max(1, (len(p.data)+mp-1)/mp)
-	ts := e.targetsOf(m.group)
+	if m.tsGen != e.targetsGen {
+		m.ts, m.tsGen = e.targetsOf(m.group), e.targetsGen
+	}
+	ts := m.ts
 	for _, st := range ts {
 		if st.unstable()+nfrag > e.s.cfg.Window {
 			return false
@@ -664,17 +739,20 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	gseq := m.gseq
 	e.pubSeq++
 	e.s.ctr.published.Add(1)
-	e.deliverLocal(m.group, e.s.id, m.source, gseq, p.data)
+	e.deliverLocal(m.g, e.s.id, m.source, gseq, p.data)
 	for _, st := range ts {
 		e.appendEvent(st, message{Group: m.group, Source: m.source, GSeq: gseq}, e.pubSeq, p.data)
 	}
 	if n := len(ts); n > 0 {
 		e.s.ctr.sent.Add(uint64(n * nfrag))
 	}
-	body := encoder{}
-	body.u32(m.id)
-	body.u64(gseq)
-	m.c.w.frame(func(b []byte) []byte { return appendFrame(b, cliPubAck, body.b) })
+	id := m.id
+	e.frame(m.c, func(b []byte) []byte {
+		b = binary.BigEndian.AppendUint32(b, 1+4+8)
+		b = append(b, cliPubAck)
+		b = binary.BigEndian.AppendUint32(b, id)
+		return binary.BigEndian.AppendUint64(b, gseq)
+	})
 	return true
 }
 
@@ -719,20 +797,22 @@ func (e *engine) flushStream(st *sendStream) {
 		return
 	}
 	// Hi is the last seq in this datagram: later ones are not sent yet.
-	dg := st.b.finish(st.b.last)
-	var buf []byte
+	// The datagram goes out in the builder's buffer; the builder takes a
+	// spare one.
+	buf := st.b.finish(st.b.last)
 	if n := len(e.spareBufs); n > 0 {
-		buf = e.spareBufs[n-1][:0]
+		st.b.buf = e.spareBufs[n-1][:0]
 		e.spareBufs = e.spareBufs[:n-1]
+	} else {
+		st.b.buf = make([]byte, 0, e.s.cfg.MTU)
 	}
-	buf = append(buf, dg...)
 	if st.udpDst == nil || st.udpDst.Port != int(st.dst.Port()) || !st.udpDst.IP.Equal(st.dst.Addr().AsSlice()) {
 		st.udpDst = net.UDPAddrFromAddrPort(st.dst)
 	}
 	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: st.udpDst})
 	st.b.n = 0
 	st.lastSend = time.Now()
-	if len(e.outbox) >= 64 {
+	if len(e.outbox) >= 256 {
 		e.sendOutbox()
 	}
 }
@@ -744,7 +824,7 @@ func (e *engine) sendOutbox() {
 	}
 	e.s.sendBatch(e.outbox)
 	for i := range e.outbox {
-		if len(e.spareBufs) < 128 {
+		if len(e.spareBufs) < 512 {
 			e.spareBufs = append(e.spareBufs, e.outbox[i].Buffers[0])
 		}
 		e.outbox[i] = ipv4.Message{}
@@ -854,41 +934,56 @@ func (e *engine) onData(p *packet) {
 			e.s.ctr.duplicates.Add(1)
 			continue
 		}
-		rs.pending[m.Seq] = m
-		if t, ok := rs.gapAt[m.Seq]; ok {
-			e.s.repair.add(now.Sub(t))
-			delete(rs.gapAt, m.Seq)
+		if len(rs.gapAt) > 0 {
+			if t, ok := rs.gapAt[m.Seq]; ok {
+				e.s.repair.add(now.Sub(t))
+				delete(rs.gapAt, m.Seq)
+			}
 		}
+		if m.Seq == rs.next && len(rs.pending) == 0 {
+			e.deliverNext(rs, m) // in order: no need to queue it
+			continue
+		}
+		rs.pending[m.Seq] = m
 	}
 	e.deliverReady(rs)
 }
 
 func (e *engine) deliverReady(rs *recvStream) {
-	for {
+	for len(rs.pending) > 0 {
 		m := rs.pending[rs.next]
 		if m == nil {
 			return
 		}
 		delete(rs.pending, rs.next)
-		rs.next++
-		rs.kept = append(rs.kept, m)
-		if len(rs.kept) > 4*e.s.cfg.Window {
-			rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
-		}
-		if m.Flags&msgFlagMore != 0 {
-			rs.frag = append(rs.frag, m.Data...)
-			continue
-		}
-		data := m.Data
-		if len(rs.frag) > 0 {
-			data = append(rs.frag, m.Data...)
-			rs.frag = nil
-		}
-		if !e.fresh(rs.sender, m) {
-			e.s.ctr.duplicates.Add(1)
-			continue
-		}
-		e.deliverLocal(m.Group, rs.sender, m.Source, m.GSeq, data)
+		e.deliverNext(rs, m)
+	}
+}
+
+// deliverNext delivers m, the message of seq rs.next, and keeps it for
+// forwarding.
+func (e *engine) deliverNext(rs *recvStream, m *message) {
+	rs.next++
+	rs.kept = append(rs.kept, m)
+	if len(rs.kept) > 4*e.s.cfg.Window {
+		rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
+	}
+	if m.Flags&msgFlagMore != 0 {
+		rs.frag = append(rs.frag, m.Data...)
+		return
+	}
+	data := m.Data
+	if len(rs.frag) > 0 {
+		data = append(rs.frag, m.Data...)
+		rs.frag = nil
+	}
+	g, ok := e.fresh(rs, m)
+	if !ok {
+		e.s.ctr.duplicates.Add(1)
+		return
+	}
+	if g != nil {
+		e.deliverLocal(g, rs.sender, m.Source, m.GSeq, data)
 	}
 }
 
@@ -898,26 +993,43 @@ func (e *engine) deliverReady(rs *recvStream) {
 // it is a copy that a handover brought again. A handed-over copy of a
 // group this node did not carry across its last change of region is an
 // event published before this node joined the group: it is noted but not
-// delivered.
-func (e *engine) fresh(sender uint64, m *message) bool {
-	if e.groups[m.Group] == nil {
-		return true // no local member: deliverLocal drops it
+// delivered. It returns the local group to deliver to, nil when the
+// group has no local member.
+func (e *engine) fresh(rs *recvStream, m *message) (*localGroup, bool) {
+	tab := rs.sources
+	if tab == nil {
+		tab = e.lastGSeq[rs.sender]
+		if tab == nil {
+			tab = &sourceTable{}
+			e.lastGSeq[rs.sender] = tab
+		}
+		rs.sources = tab
 	}
-	k := sourceKey{sender, m.Source}
-	if last, ok := e.lastGSeq[k]; ok && m.GSeq <= last.gseq {
-		return false
+	sl := tab.find(m.Source)
+	var g *localGroup
+	if sl != nil && sl.group == m.Group {
+		g = sl.g // forgetGroup clears the entries of a group that goes
+	} else {
+		g = e.groups[m.Group]
 	}
-	e.lastGSeq[k] = sourceLast{group: m.Group, gseq: m.GSeq}
-	return m.Flags&msgFlagHandover == 0 || e.carried[m.Group]
+	if g == nil {
+		return nil, true // no local member
+	}
+	if sl != nil && m.GSeq <= sl.gseq {
+		return nil, false
+	}
+	if sl == nil {
+		sl = tab.add(m.Source)
+	}
+	*sl = sourceLast{group: m.Group, gseq: m.GSeq, g: g}
+	return g, m.Flags&msgFlagHandover == 0 || e.carried[m.Group]
 }
 
 // forgetGroup drops the delivery positions of a group no local member
 // belongs to any more.
 func (e *engine) forgetGroup(g uint64) {
-	for k, l := range e.lastGSeq {
-		if l.group == g {
-			delete(e.lastGSeq, k)
-		}
+	for _, t := range e.lastGSeq {
+		t.forget(g)
 	}
 }
 
@@ -1030,6 +1142,7 @@ func (e *engine) installView(v *View) {
 	plans := e.planHandovers(e.view, v)
 	e.view = v
 	e.targets = map[uint64][]*sendStream{}
+	e.targetsGen++
 	e.s.ctr.view.Store(v.Number)
 	r := v.regionOf(e.s.id)
 	old := e.region
@@ -1102,9 +1215,9 @@ func (e *engine) installView(v *View) {
 			delete(e.recvs, id)
 		}
 	}
-	for k := range e.lastGSeq {
-		if v.node(k.node) == nil {
-			delete(e.lastGSeq, k)
+	for id := range e.lastGSeq {
+		if v.node(id) == nil {
+			delete(e.lastGSeq, id)
 		}
 	}
 	// Send streams follow their regions' epochs.

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -159,6 +160,14 @@ type Service struct {
 
 	stopHeartbeats atomic.Bool   // test hook: a frozen node
 	dropRate       atomic.Uint64 // math.Float64bits of the current DropRate
+
+	// Segmentation offload (sendBatch): on while the kernel takes it.
+	// The scratch slices belong to the engine goroutine.
+	gso       atomic.Bool
+	gsoOut    []ipv4.Message
+	gsoFirsts []int
+	gsoBufs   [][]byte
+	gsoOOB    []byte
 }
 
 // SetDropRate changes the fraction of received datagrams dropped at random
@@ -217,6 +226,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.uconn = uc
 	setBuffers(uc, 8<<20)
+	s.gso.Store(gsoAvailable && !s.cfg.NoOffload)
 	upc := ipv4.NewPacketConn(uc)
 	s.upc = upc
 	if err := upc.SetMulticastInterface(ifc); err != nil {
@@ -373,10 +383,16 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 	// Read up to readBatch datagrams per system call (recvmmsg) and hand
 	// the data among them to the engine in one go.
 	pc := ipv4.NewPacketConn(conn)
+	gro := gsoAvailable && !s.cfg.NoOffload && setGRO(conn)
 	msgs := make([]ipv4.Message, readBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
+		if gro {
+			msgs[i].OOB = make([]byte, gsoOOBSize)
+		}
 	}
+	idb := binary.BigEndian.AppendUint64(nil, s.id)
+	var payloads payloadBlocks
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -393,35 +409,51 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 		var batch []*packet
 		for i := 0; i < n; i++ {
 			m := &msgs[i]
-			s.ctr.datagramsIn.Add(1)
-			s.ctr.bytesIn.Add(uint64(m.N))
-			if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
-				s.rngMu.Lock()
-				drop := s.rng.Float64() < rate
-				s.rngMu.Unlock()
-				if drop {
-					s.ctr.injected.Add(1)
-					continue
-				}
-			}
 			var from netip.AddrPort
 			if ua, ok := m.Addr.(*net.UDPAddr); ok {
 				from = ua.AddrPort()
 			}
-			ev, err := parseDatagram(m.Buffers[0][:m.N], from)
-			if err != nil {
-				s.countBad(err)
-				continue
-			}
-			if ev.data == nil {
-				select {
-				case s.eng.ctl <- ev:
-				case <-s.quit:
-					return
+			// With UDP_GRO the kernel hands datagrams of one flow that
+			// arrived together over in one buffer, cut at seg bytes.
+			b := m.Buffers[0][:m.N]
+			seg := len(b)
+			if gro && m.NN > 0 {
+				if g := groSegment(m.OOB[:m.NN]); g > 0 {
+					seg = g
 				}
-				continue
 			}
-			batch = append(batch, ev)
+			for len(b) > 0 {
+				dg := b[:min(seg, len(b))]
+				b = b[len(dg):]
+				s.ctr.datagramsIn.Add(1)
+				s.ctr.bytesIn.Add(uint64(len(dg)))
+				if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
+					s.rngMu.Lock()
+					drop := s.rng.Float64() < rate
+					s.rngMu.Unlock()
+					if drop {
+						s.ctr.injected.Add(1)
+						continue
+					}
+				}
+				if len(dg) >= dgHeaderSize && dg[3] == dgData && string(dg[8:16]) == string(idb) {
+					continue // my own multicast, looped back
+				}
+				ev, err := parseDatagramInto(dg, from, &payloads)
+				if err != nil {
+					s.countBad(err)
+					continue
+				}
+				if ev.data == nil {
+					select {
+					case s.eng.ctl <- ev:
+					case <-s.quit:
+						return
+					}
+					continue
+				}
+				batch = append(batch, ev)
+			}
 		}
 		if len(batch) == 0 {
 			continue
@@ -463,10 +495,18 @@ type packet struct {
 	token *tokenBody
 	ack   *ackBody
 	at    time.Time
+
+	dbody dataBody   // what data points to
+	msg1  [1]message // the message of a datagram of one
 }
 
 // parseDatagram checks a datagram and parses its body.
 func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
+	return parseDatagramInto(b, from, nil)
+}
+
+// parseDatagramInto is parseDatagram copying payloads into blocks from pb.
+func parseDatagramInto(b []byte, from netip.AddrPort, pb *payloadBlocks) (*packet, error) {
 	h, body, err := openDatagram(b)
 	if err != nil {
 		return nil, err
@@ -474,11 +514,10 @@ func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
 	p := &packet{hdr: h, from: from}
 	switch h.Type {
 	case dgData:
-		d, err := parseData(body)
-		if err != nil {
+		if err := parseDataInto(body, &p.dbody, &p.msg1, pb); err != nil {
 			return nil, err
 		}
-		p.data = &d
+		p.data = &p.dbody
 	case dgToken:
 		t, err := parseToken(body)
 		if err != nil {
@@ -515,8 +554,98 @@ func (s *Service) send(b []byte, to netip.AddrPort) {
 }
 
 // sendBatch writes several sealed datagrams with as few system calls as
-// the kernel allows (sendmmsg).
+// the kernel allows: one sendmmsg for the batch, in which, with
+// segmentation offload, each run of datagrams of one size to one address
+// (the last may be shorter) is one buffer that the kernel cuts into those
+// datagrams (UDP_SEGMENT). It runs on the engine goroutine only.
 func (s *Service) sendBatch(msgs []ipv4.Message) {
+	if !s.gso.Load() || len(msgs) < 2 {
+		s.sendEach(msgs)
+		return
+	}
+	out, firsts := s.coalesce(msgs)
+	for k := 0; k < len(out); {
+		n, err := s.upc.WriteBatch(out[k:], 0)
+		n = max(0, min(n, len(out)-k))
+		for _, m := range out[k : k+n] {
+			for _, b := range m.Buffers {
+				s.ctr.datagramsOut.Add(1)
+				s.ctr.bytesOut.Add(uint64(len(b)))
+			}
+		}
+		k += n
+		if err == nil || k == len(out) {
+			continue
+		}
+		select {
+		case <-s.quit:
+			return
+		default:
+		}
+		if len(out[k].Buffers) > 1 && offloadRefused(err) {
+			// The route cannot segment: send this run and every later
+			// datagram one by one from now on.
+			s.gso.Store(false)
+			s.log.Info("segmentation offload refused; sending datagrams one by one", "err", err)
+			s.sendEach(msgs[firsts[k]:])
+			return
+		}
+		s.log.Debug("batch send failed", "err", err)
+		k++ // skip the send that failed; the rest may go
+	}
+}
+
+// coalesce groups msgs into runs for one segmentation offload send each;
+// firsts[k] is the index in msgs of the first datagram of out[k]. The
+// results are scratch space reused by the next call.
+func (s *Service) coalesce(msgs []ipv4.Message) (out []ipv4.Message, firsts []int) {
+	if cap(s.gsoBufs) < len(msgs) {
+		s.gsoBufs = make([][]byte, len(msgs))
+		s.gsoOOB = make([]byte, 0, len(msgs)*gsoOOBSize)
+	}
+	bufs, oob := s.gsoBufs[:len(msgs)], s.gsoOOB[:0]
+	out, firsts = s.gsoOut[:0], s.gsoFirsts[:0]
+	for i := 0; i < len(msgs); {
+		seg := len(msgs[i].Buffers[0])
+		bufs[i] = msgs[i].Buffers[0]
+		total, j := seg, i+1
+		for j < len(msgs) && j-i < gsoMaxSegments && sameAddr(msgs[j].Addr, msgs[i].Addr) {
+			l := len(msgs[j].Buffers[0])
+			if l > seg || l == 0 || total+l > gsoMaxBytes {
+				break
+			}
+			bufs[j] = msgs[j].Buffers[0]
+			total += l
+			j++
+			if l < seg {
+				break // a shorter datagram ends the run
+			}
+		}
+		m := ipv4.Message{Buffers: bufs[i:j:j], Addr: msgs[i].Addr}
+		if j-i > 1 {
+			n := len(oob)
+			oob = appendGSO(oob, seg)
+			m.OOB = oob[n:len(oob):len(oob)]
+		}
+		out = append(out, m)
+		firsts = append(firsts, i)
+		i = j
+	}
+	s.gsoOut, s.gsoFirsts, s.gsoOOB = out, firsts, oob
+	return out, firsts
+}
+
+func sameAddr(a, b net.Addr) bool {
+	if a == b {
+		return true
+	}
+	ua, ok1 := a.(*net.UDPAddr)
+	ub, ok2 := b.(*net.UDPAddr)
+	return ok1 && ok2 && ua.Port == ub.Port && ua.IP.Equal(ub.IP)
+}
+
+// sendEach writes datagrams one per message (sendmmsg).
+func (s *Service) sendEach(msgs []ipv4.Message) {
 	for len(msgs) > 0 {
 		n, err := s.upc.WriteBatch(msgs, 0)
 		for _, m := range msgs[:max(0, min(n, len(msgs)))] {
@@ -730,6 +859,34 @@ type svcClient struct {
 	name string
 	w    *connWriter
 	quit chan struct{}
+
+	byID []*localMember // the engine's members of this client by id, below denseMembers
+}
+
+// denseMembers bounds the member ids a client's table holds; members
+// with larger ids are found in engine.members only.
+const denseMembers = 1 << 16
+
+// member returns the member with id from the table (engine goroutine).
+func (c *svcClient) member(id uint32) *localMember {
+	if int64(id) < int64(len(c.byID)) {
+		return c.byID[id]
+	}
+	return nil
+}
+
+// setMember notes m (nil: none) as the member with id (engine goroutine).
+func (c *svcClient) setMember(id uint32, m *localMember) {
+	if id >= denseMembers {
+		return
+	}
+	if int(id) >= len(c.byID) {
+		if m == nil {
+			return
+		}
+		c.byID = slices.Grow(c.byID, int(id)+1-len(c.byID))[:id+1]
+	}
+	c.byID[id] = m
 }
 
 var clientIDs atomic.Uint32
@@ -805,7 +962,24 @@ func (s *Service) serveClient(conn net.Conn) {
 		return
 	}
 	defer s.post(clientDown{c})
+	// Publishes that arrived together go to the engine in one batch.
+	var pubs []clientPublish
+	var payloads payloadBlocks
+	postPubs := func() bool {
+		if len(pubs) == 0 {
+			return true
+		}
+		b := pubs
+		pubs = nil
+		return s.post(b)
+	}
+	defer postPubs()
 	for {
+		if len(pubs) >= maxPublishBatch || len(pubs) > 0 && !fr.hasFrame() {
+			if !postPubs() {
+				return
+			}
+		}
 		t, body, err := fr.next()
 		if err != nil {
 			return
@@ -819,9 +993,11 @@ func (s *Service) serveClient(conn net.Conn) {
 			ev = clientLeave{c: c, member: d.u32()}
 		case cliPublish:
 			m := d.u32()
-			data := append([]byte(nil), d.b...)
-			d.b = nil
-			ev = clientPublish{c: c, member: m, data: data}
+			if d.err != nil {
+				break
+			}
+			pubs = append(pubs, clientPublish{c: c, member: m, data: payloads.copy(d.b)})
+			continue
 		case cliStatsReq:
 			req := d.u32()
 			var flags uint8
@@ -855,11 +1031,14 @@ func (s *Service) serveClient(conn net.Conn) {
 			c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, e.b) })
 			return
 		}
-		if !s.post(ev) {
+		if !postPubs() || !s.post(ev) {
 			return
 		}
 	}
 }
+
+// maxPublishBatch caps the publishes serveClient hands the engine at once.
+const maxPublishBatch = 256
 
 // post hands an event to the engine; false when the service is closing.
 func (s *Service) post(ev any) bool {

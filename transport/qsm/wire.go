@@ -131,13 +131,16 @@ func (d *decoder) bytes32(max int) []byte {
 	return append([]byte(nil), p...)
 }
 
-func (d *decoder) str() string {
+func (d *decoder) str() string { return string(d.strBytes()) }
+
+// strBytes reads a string field without copying it.
+func (d *decoder) strBytes() []byte {
 	n := d.u16()
 	if int(n) > maxString {
 		d.fail(fmt.Errorf("%w: string of %d bytes over the cap of %d", ErrMalformed, n, maxString))
-		return ""
+		return nil
 	}
-	return string(d.take(int(n)))
+	return d.take(int(n))
 }
 
 // count reads a u32 element count and checks it against what the rest of
@@ -192,6 +195,16 @@ func newFrameReader(r io.Reader, max int) *frameReader {
 // returned as frames.
 func (f *frameReader) buffered() int { return f.r.Buffered() }
 
+// hasFrame reports whether a whole frame is buffered, so that next
+// returns without reading from the stream.
+func (f *frameReader) hasFrame() bool {
+	if f.r.Buffered() < 4 {
+		return false
+	}
+	hdr, _ := f.r.Peek(4)
+	return uint64(f.r.Buffered()) >= 4+uint64(binary.BigEndian.Uint32(hdr))
+}
+
 // next returns the next frame's type and body. The body is valid until the
 // following call.
 func (f *frameReader) next() (uint8, []byte, error) {
@@ -202,6 +215,18 @@ func (f *frameReader) next() (uint8, []byte, error) {
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n == 0 || uint64(n) > uint64(f.max) {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes (cap %d)", ErrMalformed, n, f.max)
+	}
+	if int(n) <= f.r.Size() {
+		// The frame fits the read buffer: return it from there.
+		p, err := f.r.Peek(int(n))
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
+		f.r.Discard(int(n))
+		return p[0], p[1:], nil
 	}
 	if cap(f.buf) < int(n) {
 		f.buf = make([]byte, n)
@@ -387,8 +412,16 @@ func appendMessage(dst []byte, m *message) []byte {
 
 // parseData decodes a data body; message payloads are copied.
 func parseData(p []byte) (dataBody, error) {
-	d := decoder{b: p}
 	var b dataBody
+	err := parseDataInto(p, &b, nil, nil)
+	return b, err
+}
+
+// parseDataInto decodes a data body into b, with the messages in one's
+// room when there is one, and payloads copied into blocks from pb (nil:
+// each on its own).
+func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payloadBlocks) error {
+	d := decoder{b: p}
 	b.StreamEpoch = d.u64()
 	b.EpochStart = d.u64()
 	b.Hi = d.u64()
@@ -397,20 +430,22 @@ func parseData(p []byte) (dataBody, error) {
 	if b.Flags&dataFlagStarts != 0 {
 		ns := int(d.u8())
 		if d.err == nil && (ns == 0 || ns > maxEpochStarts) {
-			return b, fmt.Errorf("%w: %d epoch starts (want 1..%d)", ErrMalformed, ns, maxEpochStarts)
+			return fmt.Errorf("%w: %d epoch starts (want 1..%d)", ErrMalformed, ns, maxEpochStarts)
 		}
 		for i := 0; i < ns && d.err == nil; i++ {
 			es := epochStart{Epoch: d.u64(), Start: d.u64()}
 			if i > 0 && es.Epoch <= b.Starts[i-1].Epoch && d.err == nil {
-				return b, fmt.Errorf("%w: epoch starts out of order", ErrMalformed)
+				return fmt.Errorf("%w: epoch starts out of order", ErrMalformed)
 			}
 			b.Starts = append(b.Starts, es)
 		}
 	}
 	if d.err == nil && n*msgOverhead > len(d.b) {
-		return b, fmt.Errorf("%w: %d messages in %d bytes", ErrTruncated, n, len(d.b))
+		return fmt.Errorf("%w: %d messages in %d bytes", ErrTruncated, n, len(d.b))
 	}
-	if n > 0 {
+	if n == 1 && one != nil {
+		b.Msgs = one[:]
+	} else if n > 0 {
 		b.Msgs = make([]message, n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
@@ -428,18 +463,41 @@ func parseData(p []byte) (dataBody, error) {
 			d.fail(fmt.Errorf("%w: unknown message flags %#x", ErrMalformed, m.Flags))
 		}
 		if data := d.take(l); data != nil {
-			m.Data = append([]byte(nil), data...)
+			m.Data = pb.copy(data)
 		} else if l == 0 {
 			m.Data = []byte{}
 		}
 	}
 	if err := d.done(); err != nil {
-		return b, err
+		return err
 	}
 	if b.Flags&^(dataFlagRepair|dataFlagStarts) != 0 {
-		return b, fmt.Errorf("%w: unknown data flags %#x", ErrMalformed, b.Flags)
+		return fmt.Errorf("%w: unknown data flags %#x", ErrMalformed, b.Flags)
 	}
-	return b, nil
+	return nil
+}
+
+// payloadBlocks copies message payloads into shared blocks, so that the
+// payloads of many datagrams cost one allocation. A block lives while any
+// payload cut from it does; each payload's capacity ends with it, so that
+// appending to one never touches the next.
+type payloadBlocks struct{ b []byte }
+
+const (
+	payloadBlockSize = 64 << 10
+	payloadBlockMax  = 4 << 10 // larger payloads get their own allocation
+)
+
+func (pb *payloadBlocks) copy(p []byte) []byte {
+	if pb == nil || len(p) > payloadBlockMax {
+		return append([]byte(nil), p...)
+	}
+	if cap(pb.b)-len(pb.b) < len(p) {
+		pb.b = make([]byte, 0, payloadBlockSize)
+	}
+	n := len(pb.b)
+	pb.b = append(pb.b, p...)
+	return pb.b[n:len(pb.b):len(pb.b)]
 }
 
 // seqRange is an inclusive range of stream sequence numbers.

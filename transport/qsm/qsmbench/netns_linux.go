@@ -43,7 +43,8 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 			"-name", fmt.Sprintf("node%d", i), "-set", "uplink_address=127.0.0.1", "-set", "uplink_port=7000",
 			"-set", "multicast=" + cfg.Multicast.String(), "-set", fmt.Sprintf("mtu=%d", cfg.MTU),
 			"-set", fmt.Sprintf("credits=%d", cfg.Window), "-set", fmt.Sprintf("token_rate=%d", cfg.TokenRate),
-			"-set", fmt.Sprintf("client_credits=%d", cfg.ClientCredits), "-set", fmt.Sprintf("rate=%d", cfg.Rate)}
+			"-set", fmt.Sprintf("client_credits=%d", cfg.ClientCredits), "-set", fmt.Sprintf("rate=%d", cfg.Rate),
+			"-set", fmt.Sprintf("no_offload=%t", cfg.NoOffload)}
 		p, err := lab.Start(i, o.Binary, args...)
 		if err != nil {
 			return nil, err
