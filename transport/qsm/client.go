@@ -818,6 +818,7 @@ func (w *worker) stop() {
 
 func (w *worker) run() {
 	var batch []item
+	var evs []transport.Event
 	for {
 		w.mu.Lock()
 		for len(w.q) == 0 && !w.stopped {
@@ -830,11 +831,44 @@ func (w *worker) run() {
 		batch, w.q = w.q, batch[:0]
 		w.cond.Broadcast()
 		w.mu.Unlock()
-		for i := range batch {
-			batch[i].m.deliver(batch[i].ev)
-			batch[i] = item{}
+		for i := 0; i < len(batch); {
+			m := batch[i].m
+			j := i + 1
+			for j < len(batch) && batch[j].m == m && j-i < maxRun {
+				j++
+			}
+			evs = m.deliverRun(batch[i:j], evs)
+			clear(batch[i:j])
+			i = j
 		}
 	}
+}
+
+// maxRun bounds the events of one DeliverBatch call.
+const maxRun = 256
+
+// deliverRun hands one member's consecutive events to its handler: in one
+// call when the handler takes batches. evs is scratch space, returned for
+// reuse.
+func (m *Member) deliverRun(run []item, evs []transport.Event) []transport.Event {
+	bh, ok := m.h.(transport.BatchHandler)
+	if !ok || len(run) == 1 {
+		for i := range run {
+			m.deliver(run[i].ev)
+		}
+		return evs
+	}
+	evs = evs[:0]
+	for i := range run {
+		evs = append(evs, run[i].ev)
+	}
+	m.callMu.Lock()
+	if !m.stopped.Load() {
+		bh.DeliverBatch(evs)
+	}
+	m.callMu.Unlock()
+	clear(evs)
+	return evs[:0]
 }
 
 // Leave ends the membership; no handler call starts after it returns. It

@@ -101,3 +101,88 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Fatalf("join after close: %v", err)
 	}
 }
+
+// batchRecorder is a recorder that takes runs of events (a BatchHandler).
+type batchRecorder struct {
+	*recorder
+	batches, inBatches int // guarded by recorder.mu
+}
+
+func (b *batchRecorder) DeliverBatch(evs []transport.Event) {
+	b.recorder.mu.Lock()
+	b.batches++
+	b.inBatches += len(evs)
+	b.recorder.mu.Unlock()
+	for _, ev := range evs {
+		b.recorder.Deliver(ev)
+	}
+}
+
+// TestBatchDelivery: a BatchHandler gets runs of a sender's events in one
+// call, still every event once and in FIFO order, beside a Handler that
+// takes them one by one.
+func TestBatchDelivery(t *testing.T) {
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 2)
+	ctx := context.Background()
+	pc := dial(t, cl.svcs[0].Addr())
+	pm, err := pc.Join(ctx, "chat", newRecorder(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := dial(t, cl.svcs[1].Addr())
+	one := newRecorder(true)
+	batch := &batchRecorder{recorder: newRecorder(true)}
+	if _, err := rc.Join(ctx, "chat", batch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Join(ctx, "chat2", one); err != nil {
+		t.Fatal(err)
+	}
+	pm2, err := pc.Join(ctx, "chat2", newRecorder(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		v := cl.coord.View()
+		for _, s := range cl.svcs {
+			if s.Stats().View < v.Number {
+				return fmt.Errorf("service behind")
+			}
+		}
+		for _, r := range v.Regions {
+			if len(r.Members) != 2 {
+				return fmt.Errorf("view %d: a region of %d nodes", v.Number, len(r.Members))
+			}
+		}
+		return nil
+	})
+	const n = 5000
+	for i := 0; i < n; i++ {
+		for _, m := range []transport.Member{pm, pm2} {
+			if err := m.(*Member).PublishAsync(ctx, []byte(fmt.Sprintf("msg %d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, r := range []*recorder{batch.recorder, one} {
+		r.waitCount(t, n, 20*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatal(p)
+		}
+		r.mu.Lock()
+		for j, ev := range r.events {
+			if want := fmt.Sprintf("msg %d", j); string(ev.Data) != want {
+				r.mu.Unlock()
+				t.Fatalf("event %d = %q, want %q", j, ev.Data, want)
+			}
+		}
+		r.mu.Unlock()
+	}
+	batch.mu.Lock()
+	defer batch.mu.Unlock()
+	if batch.batches == 0 || batch.inBatches < 2*batch.batches || batch.count != n {
+		t.Fatalf("%d events, %d of them in %d batches", batch.count, batch.inBatches, batch.batches)
+	}
+	t.Logf("%d events, %d of them in %d batches", batch.count, batch.inBatches, batch.batches)
+}
