@@ -288,10 +288,20 @@ func TestCLIConventions(t *testing.T) {
 	}
 	for name := range commands {
 		args := append(strings.Fields(name), "--help")
-		out, err := exec.Command(bin, args...).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "usage: liveobjects "+name) {
-			t.Errorf("%s --help: %v\n%s", name, err, out)
+		cmd := exec.Command(bin, args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil || strings.Count(string(out), "usage: liveobjects "+name+" ") != 1 || stderr.Len() != 0 {
+			t.Errorf("%s --help: %v; want the help once on stdout and nothing on stderr\nstdout:\n%s\nstderr:\n%s", name, err, out, stderr.String())
 		}
+	}
+	// A bad flag: named on stderr with the command's help, exit code 2.
+	bad := exec.Command(bin, "pub", "--no-such-flag", "x")
+	var badErr strings.Builder
+	bad.Stderr = &badErr
+	if err := bad.Run(); err == nil || bad.ProcessState.ExitCode() != exitUsage || !strings.Contains(badErr.String(), "no-such-flag") || !strings.Contains(badErr.String(), "usage: liveobjects pub") {
+		t.Errorf("a bad flag: exit %d, stderr %q; want %d with the flag named and the help", bad.ProcessState.ExitCode(), badErr.String(), exitUsage)
 	}
 	cmd := exec.Command(bin, "no-such-command")
 	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != exitUsage {

@@ -80,11 +80,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	gfs.SetOutput(stderr)
 	verbose := gfs.Bool("v", false, "log debug messages")
 	quiet := gfs.Bool("q", false, "log only errors")
-	gfs.Usage = func() { printTopHelp(stderr) }
+	// Help asked for goes to stdout once; after a bad flag (which the
+	// flag package names on stderr) the help follows on stderr.
+	gfs.Usage = func() {}
 	if err := gfs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printTopHelp(stdout)
 			return exitOK
 		}
+		printTopHelp(stderr)
 		return exitUsage
 	}
 	switch {
@@ -117,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("liveobjects "+c.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { printCommandHelp(stderr, c) }
+	fs.Usage = func() {}
 	if c.Flags != nil {
 		c.Flags(fs)
 	}
@@ -126,6 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			printCommandHelp(stdout, c)
 			return exitOK
 		}
+		printCommandHelp(stderr, c)
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
