@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
 )
 
 // Frame types on the client-to-service link. ONLY APPEND TO THIS LIST:
@@ -226,7 +228,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.uconn = uc
 	setBuffers(uc, 8<<20)
-	s.gso.Store(gsoAvailable && !s.cfg.NoOffload)
+	s.gso.Store(udpgso.Available && !s.cfg.NoOffload)
 	upc := ipv4.NewPacketConn(uc)
 	s.upc = upc
 	if err := upc.SetMulticastInterface(ifc); err != nil {
@@ -383,12 +385,12 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 	// Read up to readBatch datagrams per system call (recvmmsg) and hand
 	// the data among them to the engine in one go.
 	pc := ipv4.NewPacketConn(conn)
-	gro := gsoAvailable && !s.cfg.NoOffload && setGRO(conn)
+	gro := udpgso.Available && !s.cfg.NoOffload && udpgso.SetGRO(conn)
 	msgs := make([]ipv4.Message, readBatch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, 65536)}
 		if gro {
-			msgs[i].OOB = make([]byte, gsoOOBSize)
+			msgs[i].OOB = make([]byte, udpgso.OOBSize)
 		}
 	}
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
@@ -418,7 +420,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 			b := m.Buffers[0][:m.N]
 			seg := len(b)
 			if gro && m.NN > 0 {
-				if g := groSegment(m.OOB[:m.NN]); g > 0 {
+				if g := udpgso.Segment(m.OOB[:m.NN]); g > 0 {
 					seg = g
 				}
 			}
@@ -582,7 +584,7 @@ func (s *Service) sendBatch(msgs []ipv4.Message) {
 			return
 		default:
 		}
-		if len(out[k].Buffers) > 1 && offloadRefused(err) {
+		if len(out[k].Buffers) > 1 && udpgso.Refused(err) {
 			// The route cannot segment: send this run and every later
 			// datagram one by one from now on.
 			s.gso.Store(false)
@@ -601,7 +603,7 @@ func (s *Service) sendBatch(msgs []ipv4.Message) {
 func (s *Service) coalesce(msgs []ipv4.Message) (out []ipv4.Message, firsts []int) {
 	if cap(s.gsoBufs) < len(msgs) {
 		s.gsoBufs = make([][]byte, len(msgs))
-		s.gsoOOB = make([]byte, 0, len(msgs)*gsoOOBSize)
+		s.gsoOOB = make([]byte, 0, len(msgs)*udpgso.OOBSize)
 	}
 	bufs, oob := s.gsoBufs[:len(msgs)], s.gsoOOB[:0]
 	out, firsts = s.gsoOut[:0], s.gsoFirsts[:0]
@@ -609,9 +611,9 @@ func (s *Service) coalesce(msgs []ipv4.Message) (out []ipv4.Message, firsts []in
 		seg := len(msgs[i].Buffers[0])
 		bufs[i] = msgs[i].Buffers[0]
 		total, j := seg, i+1
-		for j < len(msgs) && j-i < gsoMaxSegments && sameAddr(msgs[j].Addr, msgs[i].Addr) {
+		for j < len(msgs) && j-i < udpgso.MaxSegments && sameAddr(msgs[j].Addr, msgs[i].Addr) {
 			l := len(msgs[j].Buffers[0])
-			if l > seg || l == 0 || total+l > gsoMaxBytes {
+			if l > seg || l == 0 || total+l > udpgso.MaxBytes {
 				break
 			}
 			bufs[j] = msgs[j].Buffers[0]
@@ -624,7 +626,7 @@ func (s *Service) coalesce(msgs []ipv4.Message) (out []ipv4.Message, firsts []in
 		m := ipv4.Message{Buffers: bufs[i:j:j], Addr: msgs[i].Addr}
 		if j-i > 1 {
 			n := len(oob)
-			oob = appendGSO(oob, seg)
+			oob = udpgso.AppendSegment(oob, seg)
 			m.OOB = oob[n:len(oob):len(oob)]
 		}
 		out = append(out, m)

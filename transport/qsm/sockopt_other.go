@@ -19,21 +19,3 @@ func setBuffers(conn *net.UDPConn, n int) {
 	conn.SetReadBuffer(n)
 	conn.SetWriteBuffer(n)
 }
-
-const (
-	gsoMaxSegments = 1
-	gsoMaxBytes    = 65507
-)
-
-// gsoAvailable is false: datagrams go one by one.
-const gsoAvailable = false
-
-func setGRO(conn *net.UDPConn) bool { return false }
-
-var gsoOOBSize = 0
-
-func appendGSO(b []byte, seg int) []byte { return b }
-
-func groSegment(oob []byte) int { return 0 }
-
-func offloadRefused(err error) bool { return false }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/liveobjects/liveobjects/transport"
 	"github.com/liveobjects/liveobjects/transport/qsm"
+	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
 	"golang.org/x/net/ipv4"
 )
 
@@ -192,12 +193,25 @@ func (g *groupCounter) Restore(_ []byte, _ uint64) error { return nil }
 func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	res := &Result{Mode: e.mode}
 	o.Progress("raw UDP multicast baseline: %d x %d B to %d receivers", o.Count, o.Size, o.Receivers)
-	raw, err := median(o.Repeat, func() (Row, error) { return rawRun(ctx, e, o) })
+	raw, err := median(o.Repeat, func() (Row, error) { return rawRun(ctx, e, o, false) })
 	if err != nil {
 		return nil, err
 	}
 	res.Rows = append(res.Rows, raw)
 	o.Progress("  %.1f MB/s per receiver, %d lost", raw.Goodput/1e6, raw.Lost)
+	// QSM is compared with raw multicast that has the same help from the
+	// kernel: with segmentation offload when QSM uses it, without when not.
+	ref, refName := raw, "raw"
+	if udpgso.Available && !o.Config.NoOffload {
+		o.Progress("raw UDP multicast with kernel offload (UDP_SEGMENT, UDP_GRO)")
+		off, err := median(o.Repeat, func() (Row, error) { return rawRun(ctx, e, o, true) })
+		if err != nil {
+			return nil, err
+		}
+		res.Rows = append(res.Rows, off)
+		o.Progress("  %.1f MB/s per receiver, %d lost", off.Goodput/1e6, off.Lost)
+		ref, refName = off, "raw with offload"
+	}
 
 	// Warm up (connections, buffers, the heap) so the first measurement
 	// is not penalized.
@@ -206,7 +220,7 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	if _, err := qsmRun(ctx, e, wo, 1, "warm-", 0); err != nil {
 		return nil, fmt.Errorf("qsmbench: warm-up: %w", err)
 	}
-	var ref Row
+	var one Row
 	for gi, g := range o.Groups {
 		name := fmt.Sprintf("QSM, %d group(s)", g)
 		o.Progress("%s: %d x %d B to %d receivers", name, o.Count, o.Size, o.Receivers)
@@ -220,10 +234,10 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 		}
 		row.Name = name
 		if gi == 0 {
-			row.Ratio, row.Of, row.Target = row.Goodput/raw.Goodput, "raw", 0.8
-			ref = row
+			row.Ratio, row.Of, row.Target = row.Goodput/ref.Goodput, refName, 0.8
+			one = row
 		} else {
-			row.Ratio, row.Of, row.Target = row.Goodput/ref.Goodput, "1 group", 0.95
+			row.Ratio, row.Of, row.Target = row.Goodput/one.Goodput, "1 group", 0.95
 		}
 		res.Rows = append(res.Rows, row)
 		o.Progress("  %.1f MB/s per receiver (%.2f), %d lost", row.Goodput/1e6, row.Ratio, row.Lost)
@@ -243,7 +257,7 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 		})
 		if err == nil {
 			row.Name = name
-			row.Ratio, row.Of, row.Target = row.Goodput/raw.Goodput, "raw lossless", 0.6
+			row.Ratio, row.Of, row.Target = row.Goodput/ref.Goodput, refName+", lossless", 0.6
 			res.Rows = append(res.Rows, row)
 			o.Progress("  %.1f MB/s per receiver (%.2f), repair p50 %v p99 %v", row.Goodput/1e6, row.Ratio, row.RepairP50, row.RepairP99)
 			// Repair time when the network is not saturated: a paced
@@ -284,8 +298,11 @@ func median(n int, f func() (Row, error)) (Row, error) {
 }
 
 // rawRun multicasts o.Count datagrams of o.Size bytes from node 0 as fast
-// as it can and counts what each receiver gets.
-func rawRun(ctx context.Context, e *env, o Options) (Row, error) {
+// as it can and counts what each receiver gets. With offload the sender
+// hands the kernel runs of datagrams in one buffer (UDP_SEGMENT) and the
+// receivers read what arrives together in one (UDP_GRO), as QSM's
+// services do; each datagram is still a datagram of its own on the wire.
+func rawRun(ctx context.Context, e *env, o Options, offload bool) (Row, error) {
 	group := netip.MustParseAddr("239.254.77.77")
 	port := 12399
 	var socks []*net.UDPConn
@@ -298,6 +315,9 @@ func rawRun(ctx context.Context, e *env, o Options) (Row, error) {
 		s, err := e.nodes[i].rawSocket(group, port)
 		if err != nil {
 			return Row{}, err
+		}
+		if offload && !udpgso.SetGRO(s) {
+			return Row{}, errors.New("qsmbench: raw baseline: the kernel refused UDP_GRO")
 		}
 		socks = append(socks, s)
 	}
@@ -318,31 +338,54 @@ func rawRun(ctx context.Context, e *env, o Options) (Row, error) {
 		go func(i int) {
 			defer wg.Done()
 			buf := make([]byte, 65536)
+			oob := make([]byte, udpgso.OOBSize)
 			for {
 				socks[i].SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-				n, _, err := socks[i].ReadFromUDPAddrPort(buf)
+				n, oobn, _, _, err := socks[i].ReadMsgUDPAddrPort(buf, oob)
 				if err != nil {
 					return
 				}
+				seg := n
+				if g := udpgso.Segment(oob[:oobn]); g > 0 {
+					seg = g
+				}
 				got[i].bytes += int64(n)
-				got[i].n++
+				got[i].n += int64((n + seg - 1) / max(seg, 1))
 				got[i].last = time.Now()
 			}
 		}(i)
 	}
 	cpu0 := e.cpu()
-	payload := make([]byte, o.Size)
+	run := 1
+	var oob []byte
+	if offload {
+		run = max(1, min(udpgso.MaxSegments, udpgso.MaxBytes/o.Size))
+		oob = udpgso.AppendSegment(nil, o.Size)
+	}
+	payload := make([]byte, run*o.Size)
 	dst := netip.AddrPortFrom(group, uint16(port))
-	for i := 0; i < o.Count; i++ {
-		if _, err := snd.WriteToUDPAddrPort(payload, dst); err != nil {
-			// ENOBUFS: the sender outran its queue; that datagram is lost.
-			continue
+	for sent := 0; sent < o.Count; {
+		n := min(run, o.Count-sent)
+		var err error
+		if offload {
+			_, _, err = snd.WriteMsgUDPAddrPort(payload[:n*o.Size], oob, dst)
+		} else {
+			_, err = snd.WriteToUDPAddrPort(payload[:o.Size], dst)
 		}
+		if err != nil && offload && udpgso.Refused(err) {
+			return Row{}, fmt.Errorf("qsmbench: raw baseline: the kernel refused segmentation offload: %w", err)
+		}
+		// Other errors (ENOBUFS: the sender outran its queue): those
+		// datagrams are lost, and counted so at the receivers.
+		sent += n
 	}
 	wg.Wait()
 	cpu := e.cpu() - cpu0
 	var row Row
 	row.Name = "raw UDP multicast (no reliability)"
+	if offload {
+		row.Name = "raw UDP multicast with kernel offload (no reliability)"
+	}
 	var sum float64
 	var delivered int64
 	for _, g := range got {
