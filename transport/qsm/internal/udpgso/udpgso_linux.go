@@ -54,7 +54,7 @@ func AppendSegment(b []byte, seg int) []byte {
 }
 
 // Segment returns the segment size a UDP_GRO control message in oob
-// gives, or 0.
+// gives, or 0 (also for a size no datagram could have).
 func Segment(oob []byte) int {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
@@ -63,7 +63,11 @@ func Segment(oob []byte) int {
 			return 0
 		}
 		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
-			return int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])))
+			seg := int(*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])))
+			if seg <= 0 || seg > MaxBytes {
+				return 0
+			}
+			return seg
 		}
 		sp := unix.CmsgSpace(l - unix.CmsgLen(0))
 		if sp > len(oob) {
