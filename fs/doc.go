@@ -3,7 +3,8 @@
 // file, channels/ lists the root's channels over the relay (and further
 // channel folders, such as qsm/, list them over other drivers), services/
 // shows each service's state, and files/ shows the distributed files of a
-// micro-object server (FileStore). Opening a live file for reading joins the object (via
+// micro-object server (FileStore; while it runs, for a FileStoreSwitch).
+// Opening a live file for reading joins the object (via
 // channels.Hub) and reads stream its state and events; writing publishes.
 // The file semantics (what a read returns, what a write publishes) live in
 // objects/logic; this package only maps them onto FUSE calls, and maps

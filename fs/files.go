@@ -20,6 +20,25 @@ type FileStore interface {
 	Write(ctx context.Context, name string, data []byte) error
 }
 
+// FileStoreSwitch is a FileStore that can be off (its server not
+// running): files/ is listed, and can be looked up, only while On reports
+// true. On must answer from memory.
+type FileStoreSwitch interface {
+	FileStore
+	On() bool
+}
+
+// filesOn reports whether files/ is shown now.
+func (m *Mount) filesOn() bool {
+	if m.cfg.Files == nil {
+		return false
+	}
+	if sw, ok := m.cfg.Files.(FileStoreSwitch); ok {
+		return sw.On()
+	}
+	return true
+}
+
 // filesDir is the files/ folder.
 type filesDir struct {
 	gofs.Inode

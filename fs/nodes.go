@@ -108,6 +108,9 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	out := make([]fuse.DirEntry, 0, len(list))
 	for _, e := range list {
 		rel := join(d.rel, e.name)
+		if rel == "files" && !d.m.filesOn() {
+			continue
+		}
 		if e.dir {
 			out = append(out, fuse.DirEntry{Name: e.name, Mode: syscall.S_IFDIR, Ino: ino('d', rel)})
 		} else {
@@ -119,7 +122,7 @@ func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	e, ok := d.m.idx.lookup(d.rel, name)
-	if !ok {
+	if !ok || d.rel == "" && name == "files" && !d.m.filesOn() {
 		return nil, syscall.ENOENT
 	}
 	return d.child(ctx, e, out), 0

@@ -460,6 +460,33 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	if err != nil || out != "kept in micro objects\n" {
 		t.Fatalf("files/: %q %v", out, err)
 	}
+	// files/ follows the micro-object server: gone when it is switched
+	// off, back with the file when it is switched on again.
+	hasFiles := func() (bool, error) {
+		out, err := sh(t, "ls "+mnt)
+		return strings.Contains(out, "files\n"), err
+	}
+	for _, c := range []struct {
+		sw   string
+		want bool
+	}{{"off", false}, {"on", true}} {
+		if out, err := exec.Command(bin, "service", c.sw, root, "mo").CombinedOutput(); err != nil {
+			t.Fatalf("service %s mo: %v %s", c.sw, err, out)
+		}
+		waitFor(t, 20*time.Second, func() error {
+			if got, err := hasFiles(); err != nil || got != c.want {
+				return fmt.Errorf("after service %s mo, files/ listed: %v (%v)", c.sw, got, err)
+			}
+			return nil
+		})
+	}
+	waitFor(t, 20*time.Second, func() error {
+		out, err := sh(t, "cat "+mnt+"/files/note.txt")
+		if err != nil || out != "kept in micro objects\n" {
+			return fmt.Errorf("files/note.txt after the server came back: %q %v", out, err)
+		}
+		return nil
+	})
 	// Ctrl-C stops every service and unmounts.
 	d.cmd.Process.Signal(syscall.SIGINT)
 	select {

@@ -174,11 +174,6 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 		slog.Warn("no relay service is running in this root; live objects will use the relay address in the registry")
 	}
 	f.relay = relayAddr
-	for _, s := range host.All() {
-		if s.State == services.Running && s.ClassID == objects.ClassMOServer {
-			f.mo = filepath.Join(stateDir(reg.Dir(), "mo"), "mo.sock")
-		}
-	}
 	return runMount(ctx, f, mnt, reg, host)
 }
 
@@ -238,7 +233,13 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 			return last // the key was removed: keep what it said
 		}})
 	}
-	if f.mo != "" {
+	switch {
+	case host != nil:
+		// The root's own micro-object server, while it runs.
+		hf := newHostedFiles(ctx, host, filepath.Join(stateDir(reg.Dir(), "mo"), "mo.sock"))
+		defer hf.Close()
+		cfg.Files = hf
+	case f.mo != "":
 		folder, closeFolder, err := openFolder(ctx, f.mo)
 		if err != nil {
 			return err
