@@ -181,17 +181,107 @@ func subReceive(b *testing.B, w *world, channel string, n int) float64 {
 	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
 }
 
-// BenchmarkMountRead: events/s that cat receives through the mount,
-// against the Go client as a process of its own (liveobjects sub into a
-// file, the same shape: target ratio >= 0.8) and against the Go client
-// inside this process (no process, pipe or file of its own).
+// procMount starts 'liveobjects mount' of the world's root against its
+// relay, as a process of its own, and returns its mountpoint once mounted.
+func procMount(b *testing.B, w *world) string {
+	bin, err := liveobjectsBin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mnt := filepath.Join(b.TempDir(), "live")
+	cmd := exec.Command(bin, "-q", "mount", w.root, mnt, "--relay", w.addr)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		exec.Command("umount", "-l", mnt).Run()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(mnt, "channels")); err == nil {
+			return mnt
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("liveobjects mount did not mount")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// procCatReceive measures events/s that cat gets through a mount daemon of
+// its own (procMount): the same shape as liveobjects sub, a subscriber
+// process of its own.
+func procCatReceive(b *testing.B, w *world, mnt, name, id string, n int) float64 {
+	path := filepath.Join(mnt, "channels", name+".liveobject")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s did not appear in the mount", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f, err := os.Create(filepath.Join(b.TempDir(), "pcat.out"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("cat", path)
+	cmd.Stdout = f
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for joined := false; !joined; {
+		var seen []string
+		for _, c := range w.relay.Channels() {
+			if (c.Name == name || c.Name == id || c.ID == id) && c.Members > 0 {
+				joined = true
+			}
+			seen = append(seen, fmt.Sprintf("%s/%s:%d", c.Name, c.ID, c.Members))
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("cat did not join through the mount process: %v", seen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx := context.Background()
+	pubHub := channels.NewHub(dialRelay, channels.Options{})
+	defer pubHub.Close()
+	pub, err := pubHub.Acquire(ctx, channels.Spec{Object: "bench", Driver: "relay", Params: map[string]string{"address": w.addr}, Channel: id, Logic: logic.Config{Kind: logic.Stream}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Release()
+	start := time.Now()
+	go pub.PublishBatch(ctx, benchEvents(n))
+	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
+}
+
+// BenchmarkMountRead: events/s that cat receives through the mount (in
+// this process, and as a 'liveobjects mount' process of its own), against
+// the Go client as a process of its own (liveobjects sub into a file, the
+// same shape: target ratio >= 0.8) and against the Go client inside this
+// process (no process, pipe or file of its own).
 func BenchmarkMountRead(b *testing.B) {
 	w := newWorld(b)
 	m := w.mount()
+	pm := procMount(b, w)
 	hub := channels.NewHub(dialRelay, channels.Options{})
 	defer hub.Close()
 	const n = 100000
-	var inproc, sub, mount float64
+	var inproc, sub, mount, pmount float64
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("read%d", i)
 		if _, err := w.reg.CreateChannel(name, "", ""); err != nil {
@@ -202,12 +292,22 @@ func BenchmarkMountRead(b *testing.B) {
 		inproc += directReceive(b, hub, w.addr, md.ID+"-direct", n)
 		sub += subReceive(b, w, md.ID+"-sub", n)
 		mount += catReceive(b, m, w.addr, name, n)
+		// A channel of its own: a joiner of the first gets its history.
+		pname := name + "p"
+		if _, err := w.reg.CreateChannel(pname, "", ""); err != nil {
+			b.Fatal(err)
+		}
+		m.idx.invalidate()
+		pmd, _ := m.idx.channel(pname)
+		pmount += procCatReceive(b, w, pm, pname, pmd.ID, n)
 	}
 	b.ReportMetric(inproc/float64(b.N), "inprocess-events/s")
 	b.ReportMetric(sub/float64(b.N), "sub-events/s")
 	b.ReportMetric(mount/float64(b.N), "cat-events/s")
 	b.ReportMetric(mount/float64(b.N)*(benchLine+1)/1e6, "cat-MB/s")
+	b.ReportMetric(pmount/float64(b.N), "cat-mountproc-events/s")
 	b.ReportMetric(mount/sub, "ratio")
+	b.ReportMetric(pmount/sub, "ratio-mountproc")
 	b.ReportMetric(mount/inproc, "ratio-inprocess")
 }
 
