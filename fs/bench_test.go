@@ -67,31 +67,39 @@ func directReceive(b *testing.B, hub *channels.Hub, addr, channel string, n int)
 // catReceive measures events/s that cat gets through the mount: cat
 // writes into a file, and the time runs until the file holds every event.
 func catReceive(b *testing.B, m *Mount, hubAddr, name string, n int) float64 {
-	ctx := context.Background()
-	out := filepath.Join(b.TempDir(), "cat.out")
-	f, err := os.Create(out)
+	md, _ := m.idx.channel(name)
+	cmd := exec.Command("cat", filepath.Join(m.Dir(), "channels", name+".liveobject"))
+	// cat has joined once the mount's hub holds the channel.
+	joined := func() bool { return len(m.cfg.Hub.Joined()) > 0 }
+	return receiveInFile(b, hubAddr, cmd, joined, md.ID, n)
+}
+
+// receiveInFile measures events/s that a subscriber process gets: cmd
+// writes each event as a line into a file; once joined reports true, n
+// events are published on channel and the time runs until the file holds
+// every one of them.
+func receiveInFile(b *testing.B, addr string, cmd *exec.Cmd, joined func() bool, channel string, n int) float64 {
+	f, err := os.Create(filepath.Join(b.TempDir(), "received"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("cat", filepath.Join(m.Dir(), "channels", name+".liveobject"))
 	cmd.Stdout = f
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	// Wait until cat has joined: the mount's hub holds the channel.
 	deadline := time.Now().Add(10 * time.Second)
-	for len(m.cfg.Hub.Joined()) == 0 {
+	for !joined() {
 		if time.Now().After(deadline) {
-			b.Fatal("cat did not join")
+			b.Fatalf("%s did not join %s", cmd.Args, channel)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	ctx := context.Background()
 	pubHub := channels.NewHub(dialRelay, channels.Options{})
 	defer pubHub.Close()
-	md, _ := m.idx.channel(name)
-	pub, err := pubHub.Acquire(ctx, channels.Spec{Object: "bench", Driver: "relay", Params: map[string]string{"address": hubAddr}, Channel: md.ID, Logic: logic.Config{Kind: logic.Stream}})
+	pub, err := pubHub.Acquire(ctx, channels.Spec{Object: "bench", Driver: "relay", Params: map[string]string{"address": addr}, Channel: channel, Logic: logic.Config{Kind: logic.Stream}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -99,6 +107,21 @@ func catReceive(b *testing.B, m *Mount, hubAddr, name string, n int) float64 {
 	start := time.Now()
 	go pub.PublishBatch(ctx, benchEvents(n))
 	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
+}
+
+// relayHasMember returns a join condition for receiveInFile: the relay
+// has a member on the channel known by any of keys (name or ID).
+func relayHasMember(w *world, keys ...string) func() bool {
+	return func() bool {
+		for _, c := range w.relay.Channels() {
+			for _, k := range keys {
+				if (c.Name == k || c.ID == k) && c.Members > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }
 
 // liveobjectsBin builds the binary once, for benchmarks that run the Go
@@ -145,40 +168,8 @@ func subReceive(b *testing.B, w *world, channel string, n int) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f, err := os.Create(filepath.Join(b.TempDir(), "sub.out"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	cmd := exec.Command(bin, "-q", "sub", "--relay", w.addr, channel)
-	cmd.Stdout = f
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for joined := false; !joined; {
-		for _, c := range w.relay.Channels() {
-			if (c.Name == channel || c.ID == channel) && c.Members > 0 {
-				joined = true
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("sub did not join")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	ctx := context.Background()
-	pubHub := channels.NewHub(dialRelay, channels.Options{})
-	defer pubHub.Close()
-	pub, err := pubHub.Acquire(ctx, channels.Spec{Object: "bench", Driver: "relay", Params: map[string]string{"address": w.addr}, Channel: channel, Logic: logic.Config{Kind: logic.Stream}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Release()
-	start := time.Now()
-	go pub.PublishBatch(ctx, benchEvents(n))
-	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
+	return receiveInFile(b, w.addr, cmd, relayHasMember(w, channel), channel, n)
 }
 
 // procMount starts 'liveobjects mount' of the world's root against its
@@ -232,41 +223,7 @@ func procCatReceive(b *testing.B, w *world, mnt, name, id string, n int) float64
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	f, err := os.Create(filepath.Join(b.TempDir(), "pcat.out"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command("cat", path)
-	cmd.Stdout = f
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for joined := false; !joined; {
-		var seen []string
-		for _, c := range w.relay.Channels() {
-			if (c.Name == name || c.Name == id || c.ID == id) && c.Members > 0 {
-				joined = true
-			}
-			seen = append(seen, fmt.Sprintf("%s/%s:%d", c.Name, c.ID, c.Members))
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("cat did not join through the mount process: %v", seen)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	ctx := context.Background()
-	pubHub := channels.NewHub(dialRelay, channels.Options{})
-	defer pubHub.Close()
-	pub, err := pubHub.Acquire(ctx, channels.Spec{Object: "bench", Driver: "relay", Params: map[string]string{"address": w.addr}, Channel: id, Logic: logic.Config{Kind: logic.Stream}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Release()
-	start := time.Now()
-	go pub.PublishBatch(ctx, benchEvents(n))
-	return float64(n) / waitFile(b, f, int64(n*(benchLine+1))).Sub(start).Seconds()
+	return receiveInFile(b, w.addr, exec.Command("cat", path), relayHasMember(w, name, id), id, n)
 }
 
 // BenchmarkMountRead: events/s that cat receives through the mount (in
