@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -118,7 +118,7 @@ func (h *hostedFiles) current() *micro.Folder {
 
 // errFilesOff is what reads and writes in files/ get while the server is
 // off.
-var errFilesOff = fmt.Errorf("the micro-object server of this root is not running; switch it on with 'liveobjects service on ROOT mo'")
+var errFilesOff = errors.New("the micro-object server of this root is not running; switch it on with 'liveobjects service on ROOT mo'")
 
 // On reports whether the server's files are shown.
 func (h *hostedFiles) On() bool { return h.current() != nil }
