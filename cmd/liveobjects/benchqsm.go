@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
 	"github.com/liveobjects/liveobjects/transport/qsm/qsmbench"
@@ -16,7 +20,7 @@ import (
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
 	groups, mode                              string
-	noOffload                                 bool
+	noOffload, wire                           bool
 }
 
 func init() {
@@ -33,9 +37,18 @@ sender to the receivers and QSM doing the same reliably:
   - CPU time per delivered message, and repair time (p50, p99)
 
 -mode netns (needs root) builds a bridge and one network namespace per node
-(198.19.X.0/24, multicast TTL 1) and runs 'liveobjects qsm service' in each,
-removing everything afterwards; -mode loopback runs every node in this
+(198.19.X.0/24, multicast TTL 1) and runs 'liveobjects qsm service' in each
+(and, for the raw baseline, 'liveobjects bench udp-receive'), removing
+everything afterwards. Its links act like network cards (-wire): a run of
+datagrams handed to the kernel in one buffer is cut into datagrams at the
+sending device and coalesced again (GRO) at the receiving one; -wire=false
+leaves veth's shortcut, which carries a run from socket to socket in one
+piece, at memory speed. -mode loopback runs every node in this
 process on the loopback adapter. -mode auto picks netns when root.
+
+The measurements are made in rounds (-repeat), each measuring everything
+once; a ratio is the median of the rounds' ratios, each taken within one
+round, so that what else the machine does weighs on both sides alike.
 
 Prints a Markdown table on stdout; progress goes to stderr.`,
 		Flags: func(fs *flag.FlagSet) {
@@ -45,8 +58,9 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.IntVar(&benchQSM.loss, "loss", 5, "percent loss injected at every receiver in the lossy measurement (negative: skip)")
 			fs.StringVar(&benchQSM.groups, "groups", "1,1000,8000", "group counts to compare, the first being the reference")
 			fs.StringVar(&benchQSM.mode, "mode", "auto", "netns, loopback or auto")
-			fs.IntVar(&benchQSM.repeat, "repeat", 3, "runs per measurement; the median by goodput is kept")
+			fs.IntVar(&benchQSM.repeat, "repeat", 3, "rounds, each measuring everything once; rows show the median round, ratios the median of the rounds' ratios")
 			fs.BoolVar(&benchQSM.noOffload, "no-offload", false, "QSM services send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)")
+			fs.BoolVar(&benchQSM.wire, "wire", true, "netns links act like network cards: runs of datagrams are cut at the sending device and coalesced (GRO) at the receiving one; false hands a run from socket to socket in one piece")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
 		},
 		Run: func(ctx context.Context, args []string) error {
@@ -77,7 +91,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			cfg.NoOffload = benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: benchQSM.loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Repeat: benchQSM.repeat,
+				LossPercent: benchQSM.loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Repeat: benchQSM.repeat,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode
@@ -109,6 +123,73 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 				return err
 			}
 			fmt.Print(res.Table())
+			return nil
+		},
+	})
+}
+
+var benchUDP struct {
+	group, ifname string
+	port          int
+	gro           bool
+	idle, timeout time.Duration
+}
+
+func init() {
+	register(&command{
+		Name:    "bench udp-receive",
+		Summary: "receive raw UDP multicast and report what came (the raw baseline's receiver)",
+		Help: `Joins a multicast group, prints "ready" once it receives, counts the
+datagrams and bytes that arrive, and once nothing has come for -idle after
+the first (or for -timeout when nothing comes) prints one JSON line:
+  {"bytes":N,"datagrams":N,"last_unix_nano":T,"cpu_ns":C}
+with the time of the last arrival and the CPU time the process used.
+'bench qsm -mode netns' runs one in each receiving node's namespace for
+its raw multicast baseline, as QSM's service runs there; alone it shows
+what a host receives from a multicast sender.
+
+Exit status 0 when the count was printed (also when nothing came).`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&benchUDP.group, "group", "239.254.77.77", "IPv4 multicast group to join")
+			fs.IntVar(&benchUDP.port, "port", 12399, "UDP port")
+			fs.StringVar(&benchUDP.ifname, "interface", "", "interface to join the group at (default: the kernel's choice)")
+			fs.BoolVar(&benchUDP.gro, "gro", false, "let the kernel hand over runs of datagrams in one read (UDP_GRO)")
+			fs.DurationVar(&benchUDP.idle, "idle", 500*time.Millisecond, "stop once nothing came for this long after the first datagram")
+			fs.DurationVar(&benchUDP.timeout, "timeout", time.Minute, "stop when nothing came at all for this long")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return usagef("unexpected arguments %q", args)
+			}
+			group, err := netip.ParseAddr(benchUDP.group)
+			if err != nil || !group.Is4() || !group.IsMulticast() {
+				return usagef("-group: %q is not an IPv4 multicast address (224.0.0.0/4)", benchUDP.group)
+			}
+			if benchUDP.port < 1 || benchUDP.port > 65535 {
+				return usagef("-port: %d out of range (1-65535)", benchUDP.port)
+			}
+			if benchUDP.idle <= 0 || benchUDP.timeout <= 0 {
+				return usagef("-idle and -timeout must be positive")
+			}
+			var ifc *net.Interface
+			if benchUDP.ifname != "" {
+				if ifc, err = net.InterfaceByName(benchUDP.ifname); err != nil {
+					return fmt.Errorf("bench udp-receive: -interface: %w", err)
+				}
+			}
+			conn, err := qsmbench.OpenRawReceiver(group, benchUDP.port, ifc, benchUDP.gro)
+			if err != nil {
+				return fmt.Errorf("bench udp-receive: %w", err)
+			}
+			defer conn.Close()
+			fmt.Println("ready")
+			got, err := qsmbench.ReceiveRaw(ctx, conn, benchUDP.idle, benchUDP.timeout)
+			if err != nil {
+				return fmt.Errorf("bench udp-receive: %w", err)
+			}
+			got.CPU = qsmlab.SelfCPU()
+			out, _ := json.Marshal(got)
+			fmt.Println(string(out))
 			return nil
 		},
 	})

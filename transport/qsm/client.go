@@ -417,6 +417,9 @@ func (c *Client) readLoop(fr *frameReader) {
 	}
 	pending := make([][]item, len(c.workers))
 	npending := 0
+	// Payloads are copied into shared blocks: one allocation for many
+	// events instead of one each.
+	var payloads payloadBlocks
 	handOver := func() {
 		for i, p := range pending {
 			if len(p) > 0 {
@@ -450,7 +453,7 @@ func (c *Client) readLoop(fr *frameReader) {
 					// Events are handed to the workers in batches: once
 					// per read from the link, not once per event.
 					wi := int(m.id) % len(c.workers)
-					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: append([]byte(nil), body[24:]...)}})
+					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: payloads.copy(body[24:])}})
 					npending++
 				}
 			case cliPubAck:

@@ -43,7 +43,7 @@ type lan struct {
 func newLAN(t testing.TB, nodes int, cfg Config) *lan {
 	requireNetns(t)
 	bin := liveobjectsBinary(t)
-	ql, err := qsmlab.New(qsmlab.Options{Nodes: nodes})
+	ql, err := qsmlab.New(qsmlab.Options{Nodes: nodes, Wire: true})
 	if err != nil {
 		t.Fatal(err)
 	}

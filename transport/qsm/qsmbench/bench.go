@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -35,13 +36,19 @@ type Options struct {
 	Groups []int
 	// Binary is the liveobjects binary that runs the services (RunNetns).
 	Binary string
-	// Repeat runs each measurement this many times and keeps the median
-	// by goodput (default 3).
+	// Repeat is the number of rounds, each measuring everything once;
+	// a row shows the round with the median goodput, and a ratio is the
+	// median of the rounds' ratios (default 3).
 	Repeat int
 	// LinkMTU is the MTU of the LAN's links (RunNetns; default 1500). QSM
 	// packs events into datagrams of up to LinkMTU-28 bytes; the raw
 	// baseline sends one event per datagram.
 	LinkMTU int
+	// Wire makes the LAN's links cut runs of datagrams at the sending
+	// device and coalesce them at the receiving one, as network cards do
+	// (RunNetns; see qsmlab.Options.Wire). Without it a veth link hands a
+	// run from socket to socket in one piece.
+	Wire bool
 	// Config is the base QSM configuration.
 	Config qsm.Config
 	// Progress, when set, receives a line per step.
@@ -82,8 +89,11 @@ type Row struct {
 	// Goodput is application bytes per second delivered to each receiver
 	// (the mean over receivers).
 	Goodput float64
-	// Ratio is Goodput over the reference named in Of.
+	// Ratio is the median over the rounds of the measurement's goodput
+	// over that of the reference named in Of in the same round.
 	Ratio float64
+	// Pairs are those ratios, round by round.
+	Pairs []float64
 	// Of names the reference of Ratio.
 	Of string
 	// Target is the ratio the issue asks for (0: none).
@@ -116,6 +126,9 @@ func (r *Result) Table() string {
 		ratio, target, rep50, rep99 := "", "", "", ""
 		if x.Of != "" {
 			ratio = fmt.Sprintf("%.2f of %s", x.Ratio, x.Of)
+			if len(x.Pairs) > 1 {
+				ratio += fmt.Sprintf(" (%.2f-%.2f)", slices.Min(x.Pairs), slices.Max(x.Pairs))
+			}
 		}
 		if x.Target > 0 {
 			ok := "met"
@@ -138,11 +151,22 @@ func (r *Result) Table() string {
 type node interface {
 	// dial connects an in-process client to the node's service.
 	dial(ctx context.Context) (*qsm.Client, error)
-	// rawSocket opens a UDP socket for the raw baseline: bound to port
-	// and joined to group when group is valid, else a sending socket.
-	rawSocket(group netip.Addr, port int) (*net.UDPConn, error)
+	// rawReceiver starts a raw multicast receiver of group:port at the
+	// node (reading runs of datagrams at once with gro), ready to
+	// receive when it returns.
+	rawReceiver(ctx context.Context, group netip.Addr, port int, gro bool) (rawRx, error)
+	// rawSender opens a socket that multicasts from the node, TTL 1.
+	rawSender() (*net.UDPConn, error)
 	// setLoss injects percent loss at the node (0 removes it).
 	setLoss(percent int) error
+}
+
+// rawRx is a running raw receiver.
+type rawRx interface {
+	// wait returns what it received once it has gone idle.
+	wait() (RawReceipt, error)
+	// close stops it (after wait: nothing to do).
+	close()
 }
 
 // env is a set of nodes plus CPU accounting.
@@ -189,29 +213,16 @@ func (g *groupCounter) Deliver(ev transport.Event) {
 func (g *groupCounter) Checkpoint() ([]byte, error)      { return nil, nil }
 func (g *groupCounter) Restore(_ []byte, _ uint64) error { return nil }
 
-// run performs every measurement on e.
+// run performs every measurement on e. The measurements are made in
+// rounds, each round measuring everything once, and every ratio is the
+// median of the ratios within a round: what the machine does besides
+// (the cores are shared and noisy) then weighs on both sides of a ratio
+// alike, instead of on whichever measurement it happened to overlap.
 func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	res := &Result{Mode: e.mode}
-	o.Progress("raw UDP multicast baseline: %d x %d B to %d receivers", o.Count, o.Size, o.Receivers)
-	raw, err := median(o.Repeat, func() (Row, error) { return rawRun(ctx, e, o, false) })
-	if err != nil {
-		return nil, err
-	}
-	res.Rows = append(res.Rows, raw)
-	o.Progress("  %.1f MB/s per receiver, %d lost", raw.Goodput/1e6, raw.Lost)
 	// QSM is compared with raw multicast that has the same help from the
 	// kernel: with segmentation offload when QSM uses it, without when not.
-	ref, refName := raw, "raw"
-	if udpgso.Available && !o.Config.NoOffload {
-		o.Progress("raw UDP multicast with kernel offload (UDP_SEGMENT, UDP_GRO)")
-		off, err := median(o.Repeat, func() (Row, error) { return rawRun(ctx, e, o, true) })
-		if err != nil {
-			return nil, err
-		}
-		res.Rows = append(res.Rows, off)
-		o.Progress("  %.1f MB/s per receiver, %d lost", off.Goodput/1e6, off.Lost)
-		ref, refName = off, "raw with offload"
-	}
+	offload := udpgso.Available && !o.Config.NoOffload
 
 	// Warm up (connections, buffers, the heap) so the first measurement
 	// is not penalized.
@@ -220,142 +231,159 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	if _, err := qsmRun(ctx, e, wo, 1, "warm-", 0); err != nil {
 		return nil, fmt.Errorf("qsmbench: warm-up: %w", err)
 	}
-	var one Row
-	for gi, g := range o.Groups {
-		name := fmt.Sprintf("QSM, %d group(s)", g)
-		o.Progress("%s: %d x %d B to %d receivers", name, o.Count, o.Size, o.Receivers)
-		k := 0
-		row, err := median(o.Repeat, func() (Row, error) {
-			k++
-			return qsmRun(ctx, e, o, g, fmt.Sprintf("b%d.%d-", gi, k), 0)
-		})
+	var raw, off, lossy []Row
+	groups := make([][]Row, len(o.Groups))
+	for k := 1; k <= o.Repeat; k++ {
+		o.Progress("round %d of %d", k, o.Repeat)
+		r, err := rawRun(ctx, e, o, false)
 		if err != nil {
-			return nil, fmt.Errorf("qsmbench: %s: %w", name, err)
+			return nil, err
 		}
-		row.Name = name
-		if gi == 0 {
-			row.Ratio, row.Of, row.Target = row.Goodput/ref.Goodput, refName, 0.8
-			one = row
-		} else {
-			row.Ratio, row.Of, row.Target = row.Goodput/one.Goodput, "1 group", 0.95
-		}
-		res.Rows = append(res.Rows, row)
-		o.Progress("  %.1f MB/s per receiver (%.2f), %d lost", row.Goodput/1e6, row.Ratio, row.Lost)
-	}
-	if o.LossPercent > 0 {
-		name := fmt.Sprintf("QSM, 1 group, %d%% loss at every receiver", o.LossPercent)
-		o.Progress("%s", name)
-		for i := 1; i <= o.Receivers; i++ {
-			if err := e.nodes[i].setLoss(o.LossPercent); err != nil {
+		raw = append(raw, r)
+		o.Progress("  raw UDP multicast: %.1f MB/s per receiver, %d lost", r.Goodput/1e6, r.Lost)
+		if offload {
+			r, err := rawRun(ctx, e, o, true)
+			if err != nil {
 				return nil, err
 			}
+			off = append(off, r)
+			o.Progress("  raw UDP multicast with offload (UDP_SEGMENT, UDP_GRO): %.1f MB/s per receiver, %d lost", r.Goodput/1e6, r.Lost)
 		}
-		k := 0
-		row, err := median(o.Repeat, func() (Row, error) {
-			k++
-			return qsmRun(ctx, e, o, 1, fmt.Sprintf("loss%d-", k), 0)
-		})
-		if err == nil {
-			row.Name = name
-			row.Ratio, row.Of, row.Target = row.Goodput/ref.Goodput, refName+", lossless", 0.6
-			res.Rows = append(res.Rows, row)
-			o.Progress("  %.1f MB/s per receiver (%.2f), repair p50 %v p99 %v", row.Goodput/1e6, row.Ratio, row.RepairP50, row.RepairP99)
-			// Repair time when the network is not saturated: a paced
-			// stream with the same loss.
-			pace := 2000
-			po := o
-			po.Count = min(o.Count, 4*pace)
-			o.Progress("QSM, 1 group, %d%% loss, paced at %d events/s (repair time)", o.LossPercent, pace)
-			row, err = qsmRun(ctx, e, po, 1, "paced-", pace)
-			if err == nil {
-				row.Name = fmt.Sprintf("QSM, 1 group, %d%% loss, paced %d events/s", o.LossPercent, pace)
-				res.Rows = append(res.Rows, row)
-				o.Progress("  repair p50 %v p99 %v", row.RepairP50, row.RepairP99)
+		for gi, g := range o.Groups {
+			r, err := qsmRun(ctx, e, o, g, fmt.Sprintf("b%d.%d-", gi, k), 0)
+			if err != nil {
+				return nil, fmt.Errorf("qsmbench: QSM, %d group(s): %w", g, err)
 			}
+			groups[gi] = append(groups[gi], r)
+			o.Progress("  QSM, %d group(s): %.1f MB/s per receiver, %d lost", g, r.Goodput/1e6, r.Lost)
 		}
-		for i := 1; i <= o.Receivers; i++ {
-			e.nodes[i].setLoss(0)
+		if o.LossPercent > 0 {
+			r, err := lossyRun(ctx, e, o, fmt.Sprintf("loss%d-", k), 0)
+			if err != nil {
+				return nil, err
+			}
+			lossy = append(lossy, r)
+			o.Progress("  QSM, 1 group, %d%% loss: %.1f MB/s per receiver, repair p50 %v p99 %v", o.LossPercent, r.Goodput/1e6, r.RepairP50, r.RepairP99)
 		}
+	}
+	ref, refName := raw, "raw"
+	res.Rows = append(res.Rows, medianRow(raw))
+	if offload {
+		ref, refName = off, "raw with offload"
+		res.Rows = append(res.Rows, medianRow(off))
+	}
+	for gi, g := range o.Groups {
+		row := medianRow(groups[gi])
+		row.Name = fmt.Sprintf("QSM, %d group(s)", g)
+		if gi == 0 {
+			row.Pairs, row.Ratio = pairRatios(groups[gi], ref)
+			row.Of, row.Target = refName, 0.8
+		} else {
+			row.Pairs, row.Ratio = pairRatios(groups[gi], groups[0])
+			row.Of, row.Target = "1 group", 0.95
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if o.LossPercent > 0 {
+		row := medianRow(lossy)
+		row.Name = fmt.Sprintf("QSM, 1 group, %d%% loss at every receiver", o.LossPercent)
+		row.Pairs, row.Ratio = pairRatios(lossy, ref)
+		row.Of, row.Target = refName+", lossless", 0.6
+		res.Rows = append(res.Rows, row)
+		// Repair time when the network is not saturated: a paced stream
+		// with the same loss.
+		pace := 2000
+		po := o
+		po.Count = min(o.Count, 4*pace)
+		o.Progress("QSM, 1 group, %d%% loss, paced at %d events/s (repair time)", o.LossPercent, pace)
+		row, err := lossyRun(ctx, e, po, "paced-", pace)
 		if err != nil {
-			return nil, fmt.Errorf("qsmbench: %s: %w", name, err)
+			return nil, err
 		}
+		row.Name = fmt.Sprintf("QSM, 1 group, %d%% loss, paced %d events/s", o.LossPercent, pace)
+		res.Rows = append(res.Rows, row)
+		o.Progress("  repair p50 %v p99 %v", row.RepairP50, row.RepairP99)
 	}
 	return res, nil
 }
 
-// median runs f n times and returns the run with the median goodput.
-func median(n int, f func() (Row, error)) (Row, error) {
-	var rows []Row
-	for i := 0; i < n; i++ {
-		r, err := f()
-		if err != nil {
-			return Row{}, err
-		}
-		rows = append(rows, r)
-	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Goodput < rows[j].Goodput })
-	return rows[len(rows)/2], nil
-}
-
-// rawRun multicasts o.Count datagrams of o.Size bytes from node 0 as fast
-// as it can and counts what each receiver gets. With offload the sender
-// hands the kernel runs of datagrams in one buffer (UDP_SEGMENT) and the
-// receivers read what arrives together in one (UDP_GRO), as QSM's
-// services do; each datagram is still a datagram of its own on the wire.
-func rawRun(ctx context.Context, e *env, o Options, offload bool) (Row, error) {
-	group := netip.MustParseAddr("239.254.77.77")
-	port := 12399
-	var socks []*net.UDPConn
+// lossyRun is qsmRun of one group with o.LossPercent loss injected at
+// every receiver, removed again afterwards.
+func lossyRun(ctx context.Context, e *env, o Options, prefix string, pace int) (Row, error) {
 	defer func() {
-		for _, s := range socks {
-			s.Close()
+		for i := 1; i <= o.Receivers; i++ {
+			e.nodes[i].setLoss(0)
 		}
 	}()
 	for i := 1; i <= o.Receivers; i++ {
-		s, err := e.nodes[i].rawSocket(group, port)
-		if err != nil {
+		if err := e.nodes[i].setLoss(o.LossPercent); err != nil {
 			return Row{}, err
 		}
-		if offload && !udpgso.SetGRO(s) {
-			return Row{}, errors.New("qsmbench: raw baseline: the kernel refused UDP_GRO")
-		}
-		socks = append(socks, s)
 	}
-	snd, err := e.nodes[0].rawSocket(netip.Addr{}, 0)
+	row, err := qsmRun(ctx, e, o, 1, prefix, pace)
+	if err != nil {
+		return Row{}, fmt.Errorf("qsmbench: QSM with %d%% loss: %w", o.LossPercent, err)
+	}
+	return row, nil
+}
+
+// medianRow returns the row with the median goodput.
+func medianRow(rows []Row) Row {
+	s := slices.Clone(rows)
+	sort.Slice(s, func(i, j int) bool { return s[i].Goodput < s[j].Goodput })
+	return s[len(s)/2]
+}
+
+// pairRatios returns the goodput ratio of each row to the reference of
+// the same round, in round order, and their median.
+func pairRatios(rows, ref []Row) ([]float64, float64) {
+	var out []float64
+	for k := range rows {
+		if k < len(ref) && ref[k].Goodput > 0 {
+			out = append(out, rows[k].Goodput/ref[k].Goodput)
+		}
+	}
+	if len(out) == 0 {
+		return nil, 0
+	}
+	s := slices.Clone(out)
+	sort.Float64s(s)
+	if len(s)%2 == 0 {
+		return out, (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return out, s[len(s)/2]
+}
+
+// rawRun multicasts o.Count datagrams of o.Size bytes from node 0 as fast
+// as it can and counts what each receiver gets. Each receiver runs at its
+// node as QSM's service does (in netns mode a process of its own in the
+// node's namespace). With offload the sender hands the kernel runs of
+// datagrams in one buffer (UDP_SEGMENT) and the receivers read what
+// arrives together in one (UDP_GRO), as QSM's services do; each datagram
+// is still a datagram of its own on the wire.
+func rawRun(ctx context.Context, e *env, o Options, offload bool) (Row, error) {
+	group := netip.MustParseAddr("239.254.77.77")
+	port := 12399
+	var rxs []rawRx
+	defer func() {
+		for _, r := range rxs {
+			r.close()
+		}
+	}()
+	for i := 1; i <= o.Receivers; i++ {
+		r, err := e.nodes[i].rawReceiver(ctx, group, port, offload)
+		if err != nil {
+			return Row{}, fmt.Errorf("qsmbench: raw receiver at node %d: %w", i, err)
+		}
+		rxs = append(rxs, r)
+	}
+	snd, err := e.nodes[0].rawSender()
 	if err != nil {
 		return Row{}, err
 	}
-	socks = append(socks, snd)
-	type rcv struct {
-		bytes, n int64
-		last     time.Time
-	}
-	got := make([]rcv, o.Receivers)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < o.Receivers; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			buf := make([]byte, 65536)
-			oob := make([]byte, udpgso.OOBSize)
-			for {
-				socks[i].SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-				n, oobn, _, _, err := socks[i].ReadMsgUDPAddrPort(buf, oob)
-				if err != nil {
-					return
-				}
-				seg := n
-				if g := udpgso.Segment(oob[:oobn]); g > 0 {
-					seg = g
-				}
-				got[i].bytes += int64(n)
-				got[i].n += int64((n + seg - 1) / max(seg, 1))
-				got[i].last = time.Now()
-			}
-		}(i)
-	}
+	defer snd.Close()
 	cpu0 := e.cpu()
+	start := time.Now()
 	run := 1
 	var oob []byte
 	if offload {
@@ -379,21 +407,26 @@ func rawRun(ctx context.Context, e *env, o Options, offload bool) (Row, error) {
 		// datagrams are lost, and counted so at the receivers.
 		sent += n
 	}
-	wg.Wait()
-	cpu := e.cpu() - cpu0
 	var row Row
+	var sum float64
+	var delivered int64
+	var rxCPU time.Duration
+	for i, r := range rxs {
+		got, err := r.wait()
+		if err != nil {
+			return Row{}, fmt.Errorf("qsmbench: raw receiver at node %d: %w", i+1, err)
+		}
+		if got.Datagrams > 0 {
+			sum += float64(got.Bytes) / time.Unix(0, got.Last).Sub(start).Seconds()
+		}
+		delivered += got.Datagrams
+		rxCPU += got.CPU
+		row.Lost = max(row.Lost, o.Count-int(got.Datagrams))
+	}
+	cpu := e.cpu() - cpu0 + rxCPU
 	row.Name = "raw UDP multicast (no reliability)"
 	if offload {
 		row.Name = "raw UDP multicast with kernel offload (no reliability)"
-	}
-	var sum float64
-	var delivered int64
-	for _, g := range got {
-		if g.n > 0 {
-			sum += float64(g.bytes) / g.last.Sub(start).Seconds()
-		}
-		delivered += g.n
-		row.Lost = max(row.Lost, o.Count-int(g.n))
 	}
 	row.Goodput = sum / float64(o.Receivers)
 	row.Elapsed = time.Since(start)
@@ -570,12 +603,6 @@ func joinMany(ctx context.Context, c *qsm.Client, prefix string, n int, h func()
 	}
 	wg.Wait()
 	return ms, firstErr
-}
-
-// joinRaw joins group on conn's socket at ifc.
-func joinRaw(conn *net.UDPConn, ifc *net.Interface, group netip.Addr) error {
-	p := ipv4.NewPacketConn(conn)
-	return p.JoinGroup(ifc, &net.UDPAddr{IP: group.AsSlice()})
 }
 
 // sendRaw prepares conn for sending multicast at ifc with TTL 1.

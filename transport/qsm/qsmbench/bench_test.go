@@ -81,6 +81,7 @@ func BenchmarkQSM(b *testing.B) {
 				b.Fatalf("build: %v\n%s", err, out.String())
 			}
 			o.Binary = bin
+			o.Wire = true
 			b.ResetTimer()
 			res, err = RunNetns(ctx, o)
 		} else {

@@ -5,12 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
 	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
-	"golang.org/x/sys/unix"
 )
 
 // RunLoopback runs the measurements in this process on the loopback
@@ -60,32 +58,52 @@ func (n *loNode) setLoss(percent int) error {
 	return nil
 }
 
-func (n *loNode) rawSocket(group netip.Addr, port int) (*net.UDPConn, error) {
+func (n *loNode) rawSender() (*net.UDPConn, error) {
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		return nil, err
 	}
-	if !group.IsValid() {
-		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			return nil, err
-		}
-		return conn, sendRaw(conn, lo)
-	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		})
-		return serr
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", net.JoinHostPort("0.0.0.0", itoa(port)))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return nil, err
 	}
-	conn := pc.(*net.UDPConn)
-	conn.SetReadBuffer(8 << 20)
-	return conn, joinRaw(conn, lo, group)
+	return conn, sendRaw(conn, lo)
+}
+
+func (n *loNode) rawReceiver(ctx context.Context, group netip.Addr, port int, gro bool) (rawRx, error) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := OpenRawReceiver(group, port, lo, gro)
+	if err != nil {
+		return nil, err
+	}
+	r := &goRx{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.got, r.err = ReceiveRaw(ctx, conn, 500*time.Millisecond, time.Minute)
+	}()
+	return r, nil
+}
+
+// goRx is a raw receiver running as a goroutine of this process (its CPU
+// time is the process's).
+type goRx struct {
+	conn *net.UDPConn
+	done chan struct{}
+	got  RawReceipt
+	err  error
+}
+
+func (r *goRx) wait() (RawReceipt, error) {
+	<-r.done
+	return r.got, r.err
+}
+
+func (r *goRx) close() {
+	r.conn.Close()
+	<-r.done
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

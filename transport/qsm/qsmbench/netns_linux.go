@@ -1,11 +1,17 @@
 package qsmbench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
@@ -19,7 +25,7 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 	if o.Binary == "" {
 		return nil, errors.New("qsmbench: no liveobjects binary to run the services")
 	}
-	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1, MTU: o.LinkMTU})
+	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1, MTU: o.LinkMTU, Wire: o.Wire})
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +66,7 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 	}
 	e := &env{mode: "netns", coord: coord}
 	for i := 0; i <= o.Receivers; i++ {
-		e.nodes = append(e.nodes, &nsNode{lab: lab, i: i})
+		e.nodes = append(e.nodes, &nsNode{lab: lab, i: i, bin: o.Binary})
 	}
 	e.cpu = func() time.Duration {
 		t := qsmlab.SelfCPU()
@@ -77,6 +83,7 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 type nsNode struct {
 	lab *qsmlab.LAN
 	i   int
+	bin string // the liveobjects binary
 }
 
 func (n *nsNode) dial(ctx context.Context) (*qsm.Client, error) {
@@ -95,20 +102,12 @@ func (n *nsNode) dial(ctx context.Context) (*qsm.Client, error) {
 	}
 }
 
-func (n *nsNode) rawSocket(group netip.Addr, port int) (*net.UDPConn, error) {
+func (n *nsNode) rawSender() (*net.UDPConn, error) {
 	var conn *net.UDPConn
 	err := n.lab.InNetns(n.i, func() error {
 		ifc, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
-		}
-		if group.IsValid() {
-			conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port})
-			if err != nil {
-				return err
-			}
-			conn.SetReadBuffer(8 << 20)
-			return joinRaw(conn, ifc, group)
 		}
 		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(n.lab.NodeIP(n.i))})
 		if err != nil {
@@ -117,6 +116,58 @@ func (n *nsNode) rawSocket(group netip.Addr, port int) (*net.UDPConn, error) {
 		return sendRaw(conn, ifc)
 	})
 	return conn, err
+}
+
+// rawReceiver runs `liveobjects bench udp-receive` in the node's
+// namespace, as the node's QSM service runs there: a process of its own.
+func (n *nsNode) rawReceiver(ctx context.Context, group netip.Addr, port int, gro bool) (rawRx, error) {
+	cmd := n.lab.Command(n.i, n.bin, "-q", "bench", "udp-receive", "-group", group.String(),
+		"-port", strconv.Itoa(port), "-interface", "eth0", "-gro="+strconv.FormatBool(gro),
+		"-idle", "500ms", "-timeout", "1m")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &procRx{cmd: cmd, stderr: &stderr, out: bufio.NewReader(out)}
+	line, err := r.out.ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		r.close()
+		return nil, fmt.Errorf("udp-receive did not get ready (%v): %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return r, nil
+}
+
+// procRx is a raw receiver process.
+type procRx struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	out    *bufio.Reader
+	waited bool
+}
+
+func (r *procRx) wait() (RawReceipt, error) {
+	var got RawReceipt
+	line, _ := r.out.ReadString('\n')
+	jerr := json.Unmarshal([]byte(line), &got)
+	err := r.cmd.Wait()
+	r.waited = true
+	if err != nil || jerr != nil {
+		return got, fmt.Errorf("udp-receive: %v %v: %s", err, jerr, bytes.TrimSpace(r.stderr.Bytes()))
+	}
+	return got, nil
+}
+
+func (r *procRx) close() {
+	if !r.waited {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+		r.waited = true
+	}
 }
 
 func (n *nsNode) setLoss(percent int) error {

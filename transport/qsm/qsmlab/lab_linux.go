@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,14 @@ type Options struct {
 	Nodes int
 	// MTU of the veth links and the bridge; 0 keeps the default 1500.
 	MTU int
+	// Wire makes each node's link behave like a network card on a wire
+	// instead of a memory copy: a run of datagrams handed to the kernel
+	// as one buffer (UDP_SEGMENT) is cut into datagrams at the sender's
+	// device (gso_max_segs 1), and the receiving device coalesces
+	// consecutive datagrams for sockets that ask for it (GRO through
+	// NAPI), as NIC drivers do. Without it a veth link carries a run
+	// unsegmented from sending socket to receiving socket.
+	Wire bool
 }
 
 // LAN is a bridge and a set of namespaces.
@@ -145,13 +154,54 @@ func New(opts Options) (l *LAN, err error) {
 			steps = append(steps, []string{"ip", "link", "set", host, "mtu", strconv.Itoa(opts.MTU)},
 				[]string{"ip", "-n", ns, "link", "set", "eth0", "mtu", strconv.Itoa(opts.MTU)})
 		}
+		if opts.Wire {
+			steps = append(steps, []string{"ip", "-n", ns, "link", "set", "eth0", "gso_max_segs", "1"})
+		}
 		for _, s := range steps {
 			if err := run(s...); err != nil {
 				return nil, err
 			}
 		}
+		if opts.Wire {
+			// veth hands a packet to the NAPI (GRO) path only if the
+			// sending device lacks TSO or the packet is local: the host
+			// side forwards from the bridge, so it must lack TSO.
+			if err := setFeature(host, unix.ETHTOOL_STSO, false); err != nil {
+				return nil, err
+			}
+			if err := l.InNetns(i, func() error { return setFeature("eth0", unix.ETHTOOL_SGRO, true) }); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return l, nil
+}
+
+// setFeature switches an offload of a device in the calling thread's
+// namespace with a legacy ethtool ioctl (cmd is ETHTOOL_SGRO, ETHTOOL_STSO,
+// ...). Switching GRO on a veth device also switches on the NAPI receive
+// path that GRO runs in.
+func setFeature(dev string, cmd uint32, on bool) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("qsmlab: offload setting of %s: %w", dev, err)
+	}
+	defer unix.Close(fd)
+	val := struct{ cmd, data uint32 }{cmd: cmd}
+	if on {
+		val.data = 1
+	}
+	var req struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(req.name[:], dev)
+	req.data = unsafe.Pointer(&val)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
+		return fmt.Errorf("qsmlab: offload setting %#x of %s: %w", cmd, dev, e)
+	}
+	return nil
 }
 
 // Prefix returns the LAN's subnet, 198.19.X.0/24.
@@ -189,6 +239,12 @@ func (l *LAN) Start(i int, name string, args ...string) (*Proc, error) {
 	}()
 	l.procs = append(l.procs, p)
 	return p, nil
+}
+
+// Command returns a command that runs name inside node i's namespace;
+// the caller starts it and waits for it (Close does not know of it).
+func (l *LAN) Command(i int, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", l.ns[i], name}, args...)...)
 }
 
 // Signal sends sig to the process (SIGSTOP freezes a node).

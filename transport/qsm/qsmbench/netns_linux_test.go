@@ -1,0 +1,68 @@
+package qsmbench
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
+	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
+)
+
+// TestNetnsHarness runs a small measurement on a LAN of namespaces with
+// wire-like links: the raw receivers run as `liveobjects bench
+// udp-receive` processes in the nodes' namespaces and report what they
+// got, every QSM row delivers everything, and each ratio is the median of
+// its rounds' ratios.
+func TestNetnsHarness(t *testing.T) {
+	if err := qsmlab.Available(); err != nil {
+		t.Skipf("needs root, ip and nft: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "liveobjects")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/liveobjects/liveobjects/cmd/liveobjects")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out.String())
+	}
+	const rounds = 2 // the median of two ratios is their mean
+	res, err := RunNetns(context.Background(), Options{
+		Receivers: 2, Count: 4000, Size: 1024, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(),
+		Repeat: rounds, Binary: bin, Wire: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", res.Table())
+	raws := 1
+	if udpgso.Available {
+		raws = 2
+	}
+	if len(res.Rows) != raws+4 {
+		t.Fatalf("got %d rows, want %d", len(res.Rows), raws+4)
+	}
+	for _, r := range res.Rows[:raws] {
+		// The receivers' processes reported what they got.
+		if !strings.HasPrefix(r.Name, "raw UDP multicast") || r.Goodput <= 0 || r.Lost >= 4000 || r.CPUPerMsg <= 0 {
+			t.Fatalf("%s: goodput %v, lost %d, CPU/msg %v", r.Name, r.Goodput, r.Lost, r.CPUPerMsg)
+		}
+	}
+	for _, r := range res.Rows[raws : raws+3] {
+		if r.Lost != 0 || r.Goodput <= 0 {
+			t.Fatalf("%s: lost %d, goodput %v", r.Name, r.Lost, r.Goodput)
+		}
+		if len(r.Pairs) != rounds {
+			t.Fatalf("%s: %d round ratios, want %d", r.Name, len(r.Pairs), rounds)
+		}
+		s := slices.Clone(r.Pairs)
+		sort.Float64s(s)
+		if r.Ratio != (s[0]+s[1])/2 {
+			t.Fatalf("%s: ratio %v is not the median of %v", r.Name, r.Ratio, r.Pairs)
+		}
+	}
+}
