@@ -139,7 +139,7 @@ func New(opts Options) (l *LAN, err error) {
 			return nil, err
 		}
 		l.ns = append(l.ns, ns)
-		host, peer := fmt.Sprintf("lqh%s_%d", l.id, i), fmt.Sprintf("lqn%s_%d", l.id, i)
+		host, peer := l.hostLink(i), fmt.Sprintf("lqn%s_%d", l.id, i)
 		steps := [][]string{
 			{"ip", "link", "add", host, "type", "veth", "peer", "name", peer},
 			{"ip", "link", "set", peer, "netns", ns},
@@ -260,29 +260,39 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
-// Lossy makes node i drop percent of the UDP datagrams it receives, at
-// random (nftables numgen), replacing earlier loss rules.
+// Lossy makes the link to node i drop percent of the UDP datagrams the
+// node would receive, at random (nftables numgen), replacing earlier loss
+// rules. The datagrams are dropped where the bridge forwards them to the
+// node, one by one, as a wire loses packets: inside the node's namespace
+// they could only be dropped after the receiving device coalesced them
+// (GRO), a whole run at once.
 func (l *LAN) Lossy(i, percent int) error {
 	l.Lossless(i)
-	rules := fmt.Sprintf(`table inet lqsm {
-  chain input {
-    type filter hook input priority 0; policy accept;
-    meta l4proto udp numgen random mod 100 < %d drop
+	rules := fmt.Sprintf(`table bridge %s {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    oifname "%s" meta l4proto udp numgen random mod 100 < %d drop
   }
 }
-`, percent)
-	cmd := exec.Command("ip", "netns", "exec", l.ns[i], "nft", "-f", "-")
+`, l.lossTable(i), l.hostLink(i), percent)
+	cmd := exec.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("qsmlab: nft in %s: %v: %s", l.ns[i], err, out)
+		return fmt.Errorf("qsmlab: nft loss rules for node %d: %v: %s", i, err, out)
 	}
 	return nil
 }
 
 // Lossless removes node i's loss rules.
 func (l *LAN) Lossless(i int) error {
-	return run("ip", "netns", "exec", l.ns[i], "nft", "delete", "table", "inet", "lqsm")
+	return run("nft", "delete", "table", "bridge", l.lossTable(i))
 }
+
+// lossTable names node i's nftables table of loss rules.
+func (l *LAN) lossTable(i int) string { return fmt.Sprintf("lqsm%s_%d", l.id, i) }
+
+// hostLink names the bridge side of node i's veth pair.
+func (l *LAN) hostLink(i int) string { return fmt.Sprintf("lqh%s_%d", l.id, i) }
 
 // InNetns runs f on an OS thread switched into node i's namespace;
 // sockets f opens belong to that namespace and keep working from any
@@ -330,7 +340,8 @@ func (l *LAN) Close() error {
 		p.Kill()
 	}
 	for i, ns := range l.ns {
-		exec.Command("ip", "link", "del", fmt.Sprintf("lqh%s_%d", l.id, i)).Run()
+		exec.Command("nft", "delete", "table", "bridge", l.lossTable(i)).Run()
+		exec.Command("ip", "link", "del", l.hostLink(i)).Run()
 		exec.Command("ip", "netns", "del", ns).Run()
 	}
 	l.ns = nil

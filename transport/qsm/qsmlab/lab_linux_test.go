@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,121 @@ func TestWireCutsRuns(t *testing.T) {
 		if !wire && packets >= segs {
 			t.Fatalf("veth: the receiving device counted %d packets for a run of %d datagrams; want it carried whole", packets, segs)
 		}
+	}
+}
+
+// TestLossPerDatagram: Lossy drops datagrams one by one, before the
+// receiving device coalesces them: runs of datagrams arrive with holes,
+// not whole or not at all; Lossless ends the loss; Close removes the
+// rules.
+func TestLossPerDatagram(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("needs root, ip and nft: %v", err)
+	}
+	if !udpgso.Available {
+		t.Skip("no UDP segmentation offload on this platform")
+	}
+	l, err := New(Options{Nodes: 2, Wire: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	group := net.IPv4(239, 254, 66, 2)
+	var rx, tx *net.UDPConn
+	if err := l.InNetns(1, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 12378}); err != nil {
+			return err
+		}
+		udpgso.SetGRO(rx)
+		rx.SetReadBuffer(8 << 20)
+		return ipv4.NewPacketConn(rx).JoinGroup(ifc, &net.UDPAddr{IP: group})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := l.InNetns(0, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if tx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(l.NodeIP(0))}); err != nil {
+			return err
+		}
+		p := ipv4.NewPacketConn(tx)
+		if err := p.SetMulticastInterface(ifc); err != nil {
+			return err
+		}
+		return p.SetMulticastTTL(1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	const runs, segs, seg = 100, 20, 1000
+	// send sends runs of segs datagrams, each marked with its run, and
+	// returns how many of each run arrived.
+	send := func() []int {
+		for k := 0; k < runs; k++ {
+			b := make([]byte, segs*seg)
+			for j := 0; j < segs; j++ {
+				b[j*seg] = byte(k)
+			}
+			if _, _, err := tx.WriteMsgUDP(b, udpgso.AppendSegment(nil, seg), &net.UDPAddr{IP: group, Port: 12378}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+		got := make([]int, runs)
+		buf := make([]byte, 65536)
+		oob := make([]byte, udpgso.OOBSize)
+		for {
+			rx.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			n, _, _, _, err := rx.ReadMsgUDP(buf, oob)
+			if err != nil {
+				return got
+			}
+			for off := 0; off+seg <= n; off += seg {
+				got[buf[off]]++
+			}
+		}
+	}
+	if err := l.Lossy(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	got := send()
+	total, partial := 0, 0
+	for _, n := range got {
+		total += n
+		if n > 0 && n < segs {
+			partial++
+		}
+	}
+	lost := runs*segs - total
+	t.Logf("10%% loss: %d of %d datagrams lost; %d of %d runs arrived with holes", lost, runs*segs, partial, runs)
+	if lost < runs*segs/50 || lost > runs*segs/4 {
+		t.Fatalf("lost %d of %d datagrams at 10%% loss", lost, runs*segs)
+	}
+	if partial < runs/4 {
+		t.Fatalf("only %d of %d runs arrived with holes: the loss takes whole runs, not datagrams", partial, runs)
+	}
+	if err := l.Lossless(1); err != nil {
+		t.Fatal(err)
+	}
+	got = send()
+	for k, n := range got {
+		if n != segs {
+			t.Fatalf("without loss, run %d: %d of %d datagrams arrived", k, n, segs)
+		}
+	}
+	if err := l.Lossy(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	table := l.lossTable(1)
+	l.Close()
+	if out, _ := exec.Command("nft", "list", "tables").CombinedOutput(); strings.Contains(string(out), table) {
+		t.Fatalf("Close left the loss table %s behind:\n%s", table, out)
 	}
 }
