@@ -383,6 +383,8 @@ func (c *Client) readLoop(fr *frameReader) {
 	var cur *[]string
 	senders := map[[2]uint64]string{}
 	nodeNames := map[string]string{}
+	var lastView GroupView // the last view handed to a member
+	var scratch []string
 	senderName := func(node uint64, source uint32) string {
 		if cur == nil || node != lastNode {
 			cur, lastNode = names[node], node
@@ -503,7 +505,7 @@ func (c *Client) readLoop(fr *frameReader) {
 				id := d.u32()
 				v := GroupView{Number: d.u64()}
 				n := d.count(2)
-				v.Members = make([]string, 0, n)
+				scratch = scratch[:0]
 				for i := 0; i < n && d.err == nil; i++ {
 					// Every member's view names the same few nodes:
 					// share their strings.
@@ -515,11 +517,20 @@ func (c *Client) readLoop(fr *frameReader) {
 							nodeNames[name] = name
 						}
 					}
-					v.Members = append(v.Members, name)
+					scratch = append(scratch, name)
 				}
 				if err := d.done(); err != nil {
 					return err
 				}
+				// The groups of a region get the same view: they share
+				// one list of members (nobody modifies it).
+				if lastView.Members == nil || v.Number != lastView.Number || !slices.Equal(scratch, lastView.Members) {
+					lastView = GroupView{Number: v.Number, Members: slices.Clone(scratch)}
+					if lastView.Members == nil {
+						lastView.Members = []string{}
+					}
+				}
+				v.Members = lastView.Members
 				if m := c.member(id); m != nil {
 					m.setView(v)
 				}
@@ -592,7 +603,9 @@ func (m *Member) Channel() string { return m.channel }
 func (m *Member) View() GroupView {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.view
+	// The members' list is shared with the views of other channels:
+	// callers get their own copy.
+	return GroupView{Number: m.view.Number, Members: slices.Clone(m.view.Members)}
 }
 
 func (m *Member) setView(v GroupView) {

@@ -70,8 +70,9 @@ type engine struct {
 	tick      time.Duration
 	dirty     []*sendStream
 	fwd       dgBuilder
-	outbox    []ipv4.Message // data datagrams waiting for one batched send
-	spareBufs [][]byte       // buffers of sent outbox datagrams, for reuse
+	udpAddrs  map[netip.AddrPort]*net.UDPAddr // destinations of queued repairs
+	outbox    []ipv4.Message                  // data datagrams waiting for one batched send
+	spareBufs [][]byte                        // buffers of sent outbox datagrams, for reuse
 }
 
 type memberKey struct {
@@ -800,18 +801,45 @@ func (e *engine) flushStream(st *sendStream) {
 	// The datagram goes out in the builder's buffer; the builder takes a
 	// spare one.
 	buf := st.b.finish(st.b.last)
-	if n := len(e.spareBufs); n > 0 {
-		st.b.buf = e.spareBufs[n-1][:0]
-		e.spareBufs = e.spareBufs[:n-1]
-	} else {
-		st.b.buf = make([]byte, 0, e.s.cfg.MTU)
-	}
+	st.b.buf = e.spareBuf()
 	if st.udpDst == nil || st.udpDst.Port != int(st.dst.Port()) || !st.udpDst.IP.Equal(st.dst.Addr().AsSlice()) {
 		st.udpDst = net.UDPAddrFromAddrPort(st.dst)
 	}
 	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: st.udpDst})
 	st.b.n = 0
 	st.lastSend = time.Now()
+	if len(e.outbox) >= 256 {
+		e.sendOutbox()
+	}
+}
+
+// spareBuf returns an empty datagram buffer, recycled when one is spare.
+func (e *engine) spareBuf() []byte {
+	if n := len(e.spareBufs); n > 0 {
+		b := e.spareBufs[n-1][:0]
+		e.spareBufs = e.spareBufs[:n-1]
+		return b
+	}
+	return make([]byte, 0, e.s.cfg.MTU)
+}
+
+// queueRepair seals b's datagram with hi and queues it for to in the
+// outbox (b takes a spare buffer), so that the repairs of one token visit
+// or one ack go out in one batch: with segmentation offload, the
+// datagrams for one node are one send.
+func (e *engine) queueRepair(b *dgBuilder, hi uint64, to netip.AddrPort) {
+	buf := b.finish(hi)
+	b.buf = e.spareBuf()
+	b.n = 0
+	ua := e.udpAddrs[to]
+	if ua == nil {
+		ua = net.UDPAddrFromAddrPort(to)
+		if e.udpAddrs == nil || len(e.udpAddrs) >= 4096 {
+			e.udpAddrs = map[netip.AddrPort]*net.UDPAddr{}
+		}
+		e.udpAddrs[to] = ua
+	}
+	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: ua})
 	if len(e.outbox) >= 256 {
 		e.sendOutbox()
 	}

@@ -305,10 +305,12 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}
 		budget = e.forward(en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
 	}
+	// The repairs go out now, not at the end of the engine's batch.
+	e.sendOutbox()
 }
 
-// forward sends other participants of a partition ring the messages of a
-// stream they lack and this node holds, and removes them from their
+// forward queues for other participants of a partition ring the messages
+// of a stream they lack and this node holds, and removes them from their
 // missing lists so that the nodes after this one do not send them too.
 func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *message, streamEpoch, epochStart uint64) int {
 	ring := e.parts[e.myPart]
@@ -338,7 +340,7 @@ func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *mes
 				if e.fwd.n == 0 {
 					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
 				} else if !e.fwd.fits(m) {
-					e.s.send(e.fwd.finish(en.Hi), addr)
+					e.queueRepair(&e.fwd, en.Hi, addr)
 					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
 				}
 				e.fwd.add(m)
@@ -349,8 +351,7 @@ func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *mes
 			}
 		}
 		if e.fwd.n > 0 {
-			e.s.send(e.fwd.finish(en.Hi), addr)
-			e.fwd.n = 0
+			e.queueRepair(&e.fwd, en.Hi, addr)
 		}
 		if len(sent) > 0 {
 			sl.Missing = subtract(sl.Missing, sent)
@@ -550,7 +551,7 @@ func (e *engine) onAck(p *packet) {
 			if b.n == 0 {
 				b.begin(h, &d, to, e.s.cfg.MTU)
 			} else if !b.fits(&m.message) {
-				e.s.send(b.finish(st.next-1), to)
+				e.queueRepair(&b, st.next-1, to)
 				b.begin(h, &d, to, e.s.cfg.MTU)
 			}
 			b.add(&m.message)
@@ -558,8 +559,9 @@ func (e *engine) onAck(p *packet) {
 			e.s.ctr.resent.Add(1)
 		}
 		if b.n > 0 {
-			e.s.send(b.finish(st.next-1), to)
+			e.queueRepair(&b, st.next-1, to)
 		}
 	}
+	e.sendOutbox()
 	e.admit()
 }
