@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -446,6 +447,22 @@ echo "second" >> qsm/chat.liveobject
 for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat %s/q.out`, mnt, dir, dir, dir, dir))
 	if err != nil || !strings.Contains(out, "over qsm") || !strings.HasSuffix(out, "second\n") {
 		t.Fatalf("qsm/ channel: %q %v", out, err)
+	}
+	// The command line lists it, as the coordinator knows it: one node
+	// (the mount's) has members in it.
+	// QSM names the channel by its ID.
+	id, err := sh(t, "getfattr --absolute-names --only-values -n user.liveobject.id "+mnt+"/qsm/chat.liveobject")
+	if err != nil || id == "" {
+		t.Fatalf("channel ID of qsm/chat: %q %v", id, err)
+	}
+	qsmOut, err := exec.Command(bin, "qsm", "channels", "-service", "127.0.0.1:"+repl["60100"]).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^NAME +NODES$`).Match(qsmOut) ||
+		!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(id)+` +1$`).Match(qsmOut) {
+		t.Fatalf("qsm channels: want %s on one node: %v\n%s", id, err, qsmOut)
+	}
+	// Without a service there, it says so and fails.
+	if out, err := exec.Command(bin, "qsm", "channels", "-service", freePort(t)).CombinedOutput(); err == nil || !strings.Contains(string(out), "qsm service") {
+		t.Fatalf("qsm channels with no service: %v\n%s", err, out)
 	}
 	// An object that needs total order refuses QSM, saying why.
 	if _, err := sh(t, "cat "+mnt+"/examples/shared_text_1.qsm.liveobject"); err == nil {

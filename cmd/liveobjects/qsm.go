@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
 )
@@ -103,6 +107,77 @@ Example:
 			return runQSMRole(ctx, args, "qsm coordinator", func(cfg qsm.Config) (qsmRole, error) { return qsm.NewCoordinator(cfg) })
 		},
 	})
+}
+
+var qsmChannelsJSON bool
+
+func init() {
+	register(&command{
+		Name:    "qsm channels",
+		Summary: "list the QSM channels the coordinator knows, with the nodes in each",
+		Help: `Asks the local QSM service (uplink_address:uplink_port; -service
+host:port) for the channels its coordinator knows: the channels some node
+has joined, one line each with the number of nodes (local services) that
+have members in it. --json prints a JSON array instead.
+
+Exit status 1 when the service or its coordinator cannot be reached (the
+message says which).
+
+Example:
+  liveobjects qsm channels -service 127.0.0.1:60100
+` + qsmSettingsHelp,
+		Flags: func(fs *flag.FlagSet) {
+			qsmCommonFlags(fs)
+			fs.Var(shortcut{qsmFlags, "uplink_address"}, "service", "the local service's uplink, host:port or host (uplink_address)")
+			fs.BoolVar(&qsmChannelsJSON, "json", false, "print JSON")
+		},
+		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return usagef("unexpected arguments %q", args)
+			}
+			cfg, err := qsm.ParseConfig(qsmFlags)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			c, err := qsm.Dial(ctx, qsmUplink(cfg))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			list, err := c.Channels(ctx)
+			if err != nil {
+				return err
+			}
+			if qsmChannelsJSON {
+				type entry struct {
+					Name  string `json:"name"`
+					Nodes int    `json:"nodes"`
+				}
+				out := make([]entry, 0, len(list))
+				for _, ch := range list {
+					out = append(out, entry{ch.Name, ch.Members})
+				}
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tNODES")
+			for _, ch := range list {
+				fmt.Fprintf(tw, "%s\t%d\n", ch.Name, ch.Members)
+			}
+			return tw.Flush()
+		},
+	})
+}
+
+// qsmUplink returns where the local service of cfg serves its clients:
+// uplink_address:uplink_port, or uplink_address when it holds a port.
+func qsmUplink(cfg qsm.Config) string {
+	if _, _, err := net.SplitHostPort(cfg.UplinkAddress); err == nil {
+		return cfg.UplinkAddress
+	}
+	return cfg.UplinkAddr()
 }
 
 // qsmRole is a QSM service or coordinator.

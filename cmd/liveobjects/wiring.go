@@ -38,11 +38,7 @@ func dialDriver(ctx context.Context, driver string, params map[string]string) (t
 		if err != nil {
 			return nil, err
 		}
-		addr := cfg.UplinkAddr()
-		if _, _, err := net.SplitHostPort(cfg.UplinkAddress); err == nil {
-			addr = cfg.UplinkAddress // host:port in one setting
-		}
-		c, err := qsm.Dial(ctx, addr)
+		c, err := qsm.Dial(ctx, qsmUplink(cfg))
 		if err != nil {
 			return nil, fmt.Errorf("%w; or switch it on in the root: liveobjects service on ROOT quicksilver_localservice", err)
 		}

@@ -31,6 +31,7 @@ type Client struct {
 	nodeName string
 	maxEvent int
 	credits  int
+	version  uint8 // the protocol version spoken with the service
 
 	quit    chan struct{}
 	wg      sync.WaitGroup
@@ -44,11 +45,15 @@ type Client struct {
 	members map[uint32]*Member
 	joins   map[uint32]chan error
 	stats   map[uint32]chan []byte
+	lists   map[uint32]chan listReply
 	nextID  uint32
 	err     error // why the link closed
 }
 
-var _ transport.Driver = (*Client)(nil)
+var (
+	_ transport.Driver = (*Client)(nil)
+	_ transport.Lister = (*Client)(nil)
+)
 
 // maxQueue caps the events queued for one dispatch worker; above it the
 // client stops reading from the service (which then slows the senders).
@@ -117,6 +122,8 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 		members:  map[uint32]*Member{},
 		joins:    map[uint32]chan error{},
 		stats:    map[uint32]chan []byte{},
+		lists:    map[uint32]chan listReply{},
+		version:  min(ver, ProtocolVersionMax),
 	}
 	if err := d2.done(); err != nil || ver < ProtocolVersionMin || c.credits < 1 {
 		conn.Close()
@@ -282,6 +289,56 @@ func (c *Client) serviceStats(ctx context.Context, flags uint8) (Stats, error) {
 	}
 }
 
+// listReply is the service's answer to a channel listing.
+type listReply struct {
+	list []transport.ChannelInfo
+	err  error
+}
+
+// Channels lists the channels some node has joined, as the coordinator
+// knows them, by name; Members counts the nodes (services) with members
+// in the channel, and ID, Comment and LastSeq are empty (QSM keeps no
+// channel metadata and no global sequence). It needs a service and a
+// coordinator of protocol version 3 or later.
+func (c *Client) Channels(ctx context.Context) ([]transport.ChannelInfo, error) {
+	if c.version < listVersion {
+		return nil, fmt.Errorf("qsm: channels: %w: the service speaks protocol %d; listing channels needs %d (upgrade 'liveobjects qsm service')", ErrVersion, c.version, listVersion)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, fmt.Errorf("qsm: channels: %w", err)
+	}
+	c.nextID++
+	req := c.nextID
+	ch := make(chan listReply, 1)
+	c.lists[req] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.lists, req)
+		c.mu.Unlock()
+	}()
+	body := encoder{}
+	body.u32(req)
+	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, cliListReq, body.b) }); err != nil {
+		return nil, fmt.Errorf("qsm: channels: %w", err)
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, fmt.Errorf("qsm: channels: %w", transport.ErrClosed)
+		}
+		if r.err != nil {
+			return nil, fmt.Errorf("qsm: channels: %w", r.err)
+		}
+		return r.list, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // Close leaves every channel and closes the link. It is idempotent.
 func (c *Client) Close() error {
 	c.closed.Do(func() {
@@ -315,6 +372,10 @@ func (c *Client) shutdown(err error) {
 		close(ch)
 	}
 	c.stats = map[uint32]chan []byte{}
+	for _, ch := range c.lists {
+		ch <- listReply{err: err}
+	}
+	c.lists = map[uint32]chan listReply{}
 	c.mu.Unlock()
 	for _, m := range members {
 		m.stop(err)
@@ -534,6 +595,23 @@ func (c *Client) readLoop(fr *frameReader) {
 				if m := c.member(id); m != nil {
 					m.setView(v)
 				}
+			case cliList:
+				d := decoder{b: body}
+				req, code, msg := d.u32(), d.u16(), d.str()
+				list := decodeChannels(&d)
+				if err := d.done(); err != nil {
+					return err
+				}
+				r := listReply{list: list}
+				if code != codeOK {
+					r.err = codeError(code, msg)
+				}
+				c.mu.Lock()
+				if ch := c.lists[req]; ch != nil {
+					ch <- r
+					delete(c.lists, req)
+				}
+				c.mu.Unlock()
 			case cliStats:
 				if len(body) < 4 {
 					return fmt.Errorf("%w: short stats frame", ErrMalformed)

@@ -19,14 +19,16 @@ import (
 // Frame types on the service-to-coordinator link. ONLY APPEND TO THIS
 // LIST: the values are part of the protocol.
 const (
-	gmsHello     uint8 = 1 // service -> coordinator: magic, versions, node id, name, address
-	gmsWelcome   uint8 = 2 // coordinator -> service: version, heartbeat interval, missed count
-	gmsGroups    uint8 = 3 // service -> coordinator: groups joined and left
-	gmsHeartbeat uint8 = 4 // service -> coordinator: still alive
-	gmsView      uint8 = 5 // coordinator -> service: a membership view
-	gmsError     uint8 = 6 // either way: code and message, then the link closes
-	gmsViewAck   uint8 = 7 // service -> coordinator: view number installed
-	gmsStable    uint8 = 8 // coordinator -> service: every node has installed this view
+	gmsHello     uint8 = 1  // service -> coordinator: magic, versions, node id, name, address
+	gmsWelcome   uint8 = 2  // coordinator -> service: version, heartbeat interval, missed count
+	gmsGroups    uint8 = 3  // service -> coordinator: groups joined and left
+	gmsHeartbeat uint8 = 4  // service -> coordinator: still alive
+	gmsView      uint8 = 5  // coordinator -> service: a membership view
+	gmsError     uint8 = 6  // either way: code and message, then the link closes
+	gmsViewAck   uint8 = 7  // service -> coordinator: view number installed
+	gmsStable    uint8 = 8  // coordinator -> service: every node has installed this view
+	gmsListReq   uint8 = 9  // service -> coordinator (version 3): request id
+	gmsList      uint8 = 10 // coordinator -> service (version 3): request id, channels (see appendChannels)
 )
 
 // gmsMagic opens a hello on the coordinator link.
@@ -161,7 +163,8 @@ func (c *Coordinator) View() *View {
 	return c.view
 }
 
-// Channels lists the groups some node has joined, with member counts.
+// Channels lists the groups some node has joined; Members counts the
+// nodes (services) with members in the group.
 func (c *Coordinator) Channels() []transport.ChannelInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -309,6 +312,17 @@ func (c *Coordinator) serve(conn net.Conn) {
 			}
 			c.scheduleLocked()
 			c.mu.Unlock()
+		case gmsListReq:
+			d := decoder{b: body}
+			req := d.u32()
+			if err := d.done(); err != nil {
+				c.log.Warn("bad list request", "node", n.info.Name, "err", err)
+				return
+			}
+			e := encoder{}
+			e.u32(req)
+			e.b = appendChannels(e.b, c.Channels())
+			c.broadcast([]*gmsNode{n}, appendFrame(nil, gmsList, e.b))
 		default:
 			c.log.Warn("unknown frame from service", "node", n.info.Name, "type", t)
 			return
@@ -557,3 +571,37 @@ func (c *Coordinator) computeLocked(num uint64) *View {
 
 // errCoordinatorClosed reports a coordinator link that closed.
 var errCoordinatorClosed = errors.New("qsm: coordinator link closed")
+
+// maxListed caps the channels one listing carries (their names are at
+// most maxString bytes each, so the frame stays below maxFrame).
+const maxListed = 100000
+
+// appendChannels encodes a channel list: a count, then per channel its
+// name and the number of nodes with members in it.
+func appendChannels(b []byte, list []transport.ChannelInfo) []byte {
+	if len(list) > maxListed {
+		list = list[:maxListed]
+	}
+	e := encoder{b: b}
+	e.u32(uint32(len(list)))
+	for _, ch := range list {
+		e.str(ch.Name)
+		e.u32(uint32(max(ch.Members, 0)))
+	}
+	return e.b
+}
+
+// decodeChannels decodes what appendChannels encoded.
+func decodeChannels(d *decoder) []transport.ChannelInfo {
+	n := d.count(6)
+	if n > maxListed {
+		d.fail(fmt.Errorf("%w: %d channels listed (at most %d)", ErrMalformed, n, maxListed))
+		return nil
+	}
+	out := make([]transport.ChannelInfo, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		name := d.str()
+		out = append(out, transport.ChannelInfo{Name: name, Members: int(d.u32())})
+	}
+	return out
+}

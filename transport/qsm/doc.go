@@ -161,7 +161,10 @@
 // the copies too), and a multiple of the stream's traffic when nodes
 // change region many times a second. Handovers and epoch starts came with
 // protocol version 2; a service of version 1 is refused with a version
-// error, not misread. A
+// error, not misread. Listing channels (Client.Channels, through the
+// service to the coordinator) came with version 3; datagrams are still of
+// version 2, and a client facing a service or coordinator of version 2
+// gets a version error from Channels while the rest works. A
 // receiver keeps one delivery position (32 bytes) per publishing
 // membership of its groups while the group has a local member and the
 // sender is in the view, in a table per sender indexed by the sender's

@@ -39,6 +39,8 @@ const (
 	cliError    uint8 = 10 // service -> client: request id, member id, code, message
 	cliStatsReq uint8 = 11 // client -> service: request id
 	cliStats    uint8 = 12 // service -> client: request id, JSON counters
+	cliListReq  uint8 = 13 // client -> service (version 3): request id
+	cliList     uint8 = 14 // service -> client (version 3): request id, code, message, channels (see appendChannels)
 )
 
 // statsReset in a stats request clears the repair-time window after the
@@ -148,8 +150,13 @@ type Service struct {
 	rngMu  sync.Mutex
 	repair *latencyRecorder
 
-	gmsMu   sync.Mutex // protects gmsW
-	gmsW    *connWriter
+	gmsMu  sync.Mutex // protects gmsW
+	gmsW   *connWriter
+	gmsVer atomic.Uint32 // protocol version of the coordinator link
+
+	listMu  sync.Mutex // protects lists and listSeq
+	lists   map[uint32]listWait
+	listSeq uint32
 	gmsDone chan struct{} // closed when the first view is installed
 
 	quit   chan struct{}
@@ -740,6 +747,10 @@ func (s *Service) gmsSession() error {
 	if t != gmsWelcome {
 		return fmt.Errorf("%w: coordinator sent frame type %d before welcome", ErrMalformed, t)
 	}
+	if len(body) > 0 {
+		s.gmsVer.Store(uint32(min(body[0], ProtocolVersionMax)))
+	}
+	defer s.failLists(errors.New("the link to the coordinator was lost"))
 	w := newConnWriter(conn)
 	wquit := make(chan struct{})
 	s.wg.Add(1)
@@ -796,10 +807,102 @@ func (s *Service) gmsSession() error {
 			d := decoder{b: body}
 			code := d.u16()
 			return fmt.Errorf("qsm: service: coordinator: %w", codeError(code, d.str()))
+		case gmsList:
+			d := decoder{b: body}
+			req := d.u32()
+			decodeChannels(&d)
+			if err := d.done(); err != nil {
+				return fmt.Errorf("qsm: service: channel list from coordinator: %w", err)
+			}
+			s.listDone(req, body[4:])
 		default:
 			return fmt.Errorf("%w: coordinator frame type %d", ErrMalformed, t)
 		}
 	}
+}
+
+// listWait is a client's request for the channel list, waiting for the
+// coordinator's answer.
+type listWait struct {
+	c   *svcClient
+	req uint32
+}
+
+// listChannels asks the coordinator for the channel list on behalf of
+// client c; the answer (or why there is none) goes to c as a cliList
+// frame with c's request id.
+func (s *Service) listChannels(c *svcClient, req uint32) {
+	s.gmsMu.Lock()
+	w := s.gmsW
+	s.gmsMu.Unlock()
+	switch {
+	case w == nil:
+		sendList(c, req, codeClosed, "no link to the coordinator (is 'liveobjects qsm coordinator' running?)", nil)
+		return
+	case s.gmsVer.Load() < listVersion:
+		sendList(c, req, codeVersion, fmt.Sprintf("the coordinator speaks protocol %d; listing channels needs %d (upgrade the coordinator)", s.gmsVer.Load(), listVersion), nil)
+		return
+	}
+	s.listMu.Lock()
+	if s.lists == nil {
+		s.lists = map[uint32]listWait{}
+	}
+	if len(s.lists) >= 1024 {
+		s.listMu.Unlock()
+		sendList(c, req, codeInternal, "too many channel listings in progress; try again", nil)
+		return
+	}
+	s.listSeq++
+	id := s.listSeq
+	s.lists[id] = listWait{c: c, req: req}
+	s.listMu.Unlock()
+	e := encoder{}
+	e.u32(id)
+	if err := w.frame(func(b []byte) []byte { return appendFrame(b, gmsListReq, e.b) }); err != nil {
+		s.listDone(id, nil)
+	}
+}
+
+// listDone hands the coordinator's answer to request id (channels encoded
+// by appendChannels; nil: the link failed) to the client that asked.
+func (s *Service) listDone(id uint32, channels []byte) {
+	s.listMu.Lock()
+	lw, ok := s.lists[id]
+	delete(s.lists, id)
+	s.listMu.Unlock()
+	if !ok {
+		return
+	}
+	if channels == nil {
+		sendList(lw.c, lw.req, codeClosed, "the link to the coordinator failed", nil)
+		return
+	}
+	sendList(lw.c, lw.req, codeOK, "", channels)
+}
+
+// failLists answers every listing in progress with err.
+func (s *Service) failLists(err error) {
+	s.listMu.Lock()
+	lists := s.lists
+	s.lists = nil
+	s.listMu.Unlock()
+	for _, lw := range lists {
+		sendList(lw.c, lw.req, codeClosed, err.Error(), nil)
+	}
+}
+
+// sendList writes a cliList frame; channels is appendChannels' encoding
+// (nil: none).
+func sendList(c *svcClient, req uint32, code uint16, msg string, channels []byte) {
+	if channels == nil {
+		channels = appendChannels(nil, nil)
+	}
+	e := encoder{}
+	e.u32(req)
+	e.u16(code)
+	e.str(msg)
+	body := append(e.b, channels...)
+	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliList, body) })
 }
 
 // gmsSend sends one frame to the coordinator if the link is up.
@@ -999,6 +1102,12 @@ func (s *Service) serveClient(conn net.Conn) {
 				break
 			}
 			pubs = append(pubs, clientPublish{c: c, member: m, data: payloads.copy(d.b)})
+			continue
+		case cliListReq:
+			req := d.u32()
+			if d.done() == nil {
+				s.listChannels(c, req)
+			}
 			continue
 		case cliStatsReq:
 			req := d.u32()

@@ -10,10 +10,15 @@ import (
 )
 
 // Protocol versions. A handshake carries the minimum and maximum version a
-// peer speaks; both sides use the highest common one.
+// peer speaks; both sides use the highest common one. Version 3 added the
+// listing of channels (client to service to coordinator); datagrams did
+// not change and still carry version 2, so that services of versions 2
+// and 3 share a network.
 const (
 	ProtocolVersionMin = 2
-	ProtocolVersionMax = 2
+	ProtocolVersionMax = 3
+	datagramVersion    = 2
+	listVersion        = 3 // the first version that lists channels
 )
 
 // maxFrame caps a TCP frame (type byte and body) before anything is
@@ -278,7 +283,7 @@ type dgHeader struct {
 }
 
 func (h dgHeader) append(dst []byte) []byte {
-	dst = append(dst, dgMagic0, dgMagic1, ProtocolVersionMax, h.Type, 0, 0, 0, 0)
+	dst = append(dst, dgMagic0, dgMagic1, datagramVersion, h.Type, 0, 0, 0, 0)
 	dst = binary.BigEndian.AppendUint64(dst, h.Sender)
 	dst = binary.BigEndian.AppendUint64(dst, h.Region)
 	return binary.BigEndian.AppendUint64(dst, h.Epoch)
