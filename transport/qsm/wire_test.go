@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/liveobjects/liveobjects/transport"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -362,3 +363,24 @@ func (p *twoPart) Read(out []byte) (int, error) {
 }
 
 var errEOF = fmt.Errorf("EOF: %w", net.ErrClosed)
+
+// FuzzChannels: a channel list from the coordinator (or, forwarded, from a
+// service) never crashes the decoder, and whatever decodes survives a
+// round trip.
+func FuzzChannels(f *testing.F) {
+	f.Add(appendChannels(nil, []transport.ChannelInfo{{Name: "news", Members: 3}, {Name: "chat", Members: 1}}))
+	f.Add(appendChannels(nil, nil))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := decoder{b: b}
+		list := decodeChannels(&d)
+		if d.done() != nil {
+			return
+		}
+		d2 := decoder{b: appendChannels(nil, list)}
+		again := decodeChannels(&d2)
+		if d2.done() != nil || fmt.Sprint(again) != fmt.Sprint(list) {
+			t.Fatalf("round trip changed %v into %v", list, again)
+		}
+	})
+}
