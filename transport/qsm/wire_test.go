@@ -6,12 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/liveobjects/liveobjects/transport"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
 )
 
 func sampleData() []byte {

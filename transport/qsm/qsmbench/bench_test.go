@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/liveobjects/liveobjects/transport"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveobjects/liveobjects/transport"
 	"github.com/liveobjects/liveobjects/transport/qsm"
 	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
 	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
