@@ -304,6 +304,18 @@ func TestCLIConventions(t *testing.T) {
 	if err := bad.Run(); err == nil || bad.ProcessState.ExitCode() != exitUsage || !strings.Contains(badErr.String(), "no-such-flag") || !strings.Contains(badErr.String(), "usage: liveobjects pub") {
 		t.Errorf("a bad flag: exit %d, stderr %q; want %d with the flag named and the help", bad.ProcessState.ExitCode(), badErr.String(), exitUsage)
 	}
+	// A bad value: said what is wrong, exit code 2.
+	for _, args := range [][]string{
+		{"bench", "udp-receive", "-group", "10.1.2.3"},
+		{"qsm", "channels", "extra"},
+	} {
+		c := exec.Command(bin, args...)
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		if err := c.Run(); err == nil || c.ProcessState.ExitCode() != exitUsage || stderr.Len() == 0 {
+			t.Errorf("%v: exit %d, stderr %q; want %d and why", args, c.ProcessState.ExitCode(), stderr.String(), exitUsage)
+		}
+	}
 	cmd := exec.Command(bin, "no-such-command")
 	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != exitUsage {
 		t.Errorf("unknown command exit code %d, want %d", cmd.ProcessState.ExitCode(), exitUsage)
