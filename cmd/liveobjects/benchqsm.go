@@ -21,6 +21,7 @@ var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
 	groups, mode                              string
 	noOffload, wire                           bool
+	settings                                  qsmSettings
 }
 
 func init() {
@@ -59,6 +60,8 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.StringVar(&benchQSM.groups, "groups", "1,1000,8000", "group counts to compare, the first being the reference")
 			fs.StringVar(&benchQSM.mode, "mode", "auto", "netns, loopback or auto")
 			fs.IntVar(&benchQSM.repeat, "repeat", 3, "rounds, each measuring everything once; rows show the median round, ratios the median of the rounds' ratios")
+			benchQSM.settings = qsmSettings{}
+			fs.Var(benchQSM.settings, "set", "a QSM setting for the services, name=value (repeatable; e.g. token_rate=400); see 'liveobjects help qsm service'")
 			fs.BoolVar(&benchQSM.noOffload, "no-offload", false, "QSM services send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)")
 			fs.BoolVar(&benchQSM.wire, "wire", true, "netns links act like network cards: runs of datagrams are cut at the sending device and coalesced (GRO) at the receiving one; false hands a run from socket to socket in one piece")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
@@ -87,11 +90,20 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			if benchQSM.count < 1 {
 				return usagef("-count: %d must be positive", benchQSM.count)
 			}
-			cfg := qsm.DefaultConfig()
-			cfg.NoOffload = benchQSM.noOffload
+			for k := range benchQSM.settings {
+				switch strings.ToLower(strings.TrimSpace(k)) {
+				case "gms_address", "subnet", "port", "uplink_address", "uplink_port", "uplink_subnet", "name":
+					return usagef("-set %s: the benchmark wires its nodes itself", k)
+				}
+			}
+			cfg, err := qsm.ParseConfig(benchQSM.settings)
+			if err != nil {
+				return usagef("-set: %v", err)
+			}
+			cfg.NoOffload = cfg.NoOffload || benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: benchQSM.loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Repeat: benchQSM.repeat,
+				LossPercent: benchQSM.loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode
@@ -102,7 +114,6 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 				}
 			}
 			var res *qsmbench.Result
-			var err error
 			switch mode {
 			case "netns":
 				if err := qsmlab.Available(); err != nil {

@@ -51,6 +51,10 @@ type Options struct {
 	Wire bool
 	// Config is the base QSM configuration.
 	Config qsm.Config
+	// Settings are QSM settings (name=value, as qsm.ParseConfig reads
+	// them) that RunNetns passes on to the service processes after the
+	// ones it derives from Config; Config should already hold them.
+	Settings map[string]string
 	// Progress, when set, receives a line per step.
 	Progress func(format string, a ...any)
 }

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +53,9 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 			"-set", fmt.Sprintf("credits=%d", cfg.Window), "-set", fmt.Sprintf("token_rate=%d", cfg.TokenRate),
 			"-set", fmt.Sprintf("client_credits=%d", cfg.ClientCredits), "-set", fmt.Sprintf("rate=%d", cfg.Rate),
 			"-set", fmt.Sprintf("no_offload=%t", cfg.NoOffload)}
+		for _, k := range slices.Sorted(maps.Keys(o.Settings)) {
+			args = append(args, "-set", k+"="+o.Settings[k])
+		}
 		p, err := lab.Start(i, o.Binary, args...)
 		if err != nil {
 			return nil, err
