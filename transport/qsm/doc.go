@@ -151,10 +151,18 @@
 // # Limits
 //
 // Region changes keep the events of kept groups (see above) while the
-// senders and the coordinator stay up: a sender that fails takes its
-// unstable messages with it (members deliver what they hold), and when the
-// coordinator link is re-established (a new session numbers views afresh)
-// every stream restarts and what was in flight may be lost. A handover
+// senders and the coordinator stay up. When a sender fails, the survivors
+// keep its stream in their tokens for a while (100 token rounds, at least
+// a second: its orphan time), so that each forwards what the others lack,
+// and then settle it: each delivers what it holds in order, skipping a
+// gap that no survivor could fill and the event after it (a message after
+// a gap may be the tail of an event whose head is lost; the format cannot
+// tell), so that the survivors of one partition deliver the same events
+// (Stats.OrphanLost counts what was skipped). What no survivor received
+// is lost, and survivors in different partitions of a large region may
+// settle differently. When the coordinator link is re-established (a new
+// session numbers views afresh) every stream restarts and what was in
+// flight may be lost. A handover
 // sends every unstable message of the old streams (the sender does not
 // know how far the mover got), up to a window per old region at once:
 // beyond the window (new publishes wait until they are stable; Rate counts

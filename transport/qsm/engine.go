@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -53,7 +54,9 @@ type engine struct {
 	// last change of region, whose handed-over copies it delivers.
 	lastGSeq map[uint64]*sourceTable // by sender node
 	carried  map[uint64]bool
-	deaf     bool // tests: drop every data datagram received
+	deaf     bool                          // tests: drop every data datagram received
+	mute     bool                          // tests: send nothing again when asked to (naks)
+	lose     func(sender, seq uint64) bool // tests: drop these received messages
 
 	round       [2]uint64 // rounds I started as leader, per level
 	roundAt     [2]time.Time
@@ -270,6 +273,7 @@ type recvStream struct {
 	lastData    time.Time
 	gapAt       map[uint64]time.Time
 	sources     *sourceTable // engine.lastGSeq[sender], once looked up
+	orphanAt    time.Time    // when the sender left the view (zero: it is in it)
 }
 
 func (rs *recvStream) get(seq uint64) *message {
@@ -883,12 +887,14 @@ func (e *engine) onData(p *packet) {
 	if p.hdr.Sender == e.s.id {
 		return // my own multicast, looped back
 	}
-	if e.view.node(p.hdr.Sender) == nil {
-		e.s.ctr.foreignRegion.Add(1) // not a node of the view: forged or stale
-		return
-	}
 	d := p.data
 	rs := e.recvs[p.hdr.Sender]
+	if e.view.node(p.hdr.Sender) == nil && (rs == nil || rs.orphanAt.IsZero() || d.StreamEpoch != rs.streamEpoch) {
+		// Not a node of the view: forged or stale (but a survivor may
+		// repair another with messages of a sender that failed).
+		e.s.ctr.foreignRegion.Add(1)
+		return
+	}
 	if rs != nil && d.StreamEpoch != rs.streamEpoch {
 		if d.StreamEpoch < rs.streamEpoch {
 			e.s.ctr.staleToken.Add(1)
@@ -925,6 +931,9 @@ func (e *engine) onData(p *packet) {
 	}
 	if d.Flags&dataFlagRepair == 0 {
 		rs.epochStart = d.EpochStart
+	}
+	if e.lose != nil {
+		d.Msgs = slices.DeleteFunc(d.Msgs, func(m message) bool { return e.lose(p.hdr.Sender, m.Seq) })
 	}
 	if len(d.Msgs) > 0 && e.congested() {
 		e.s.ctr.slowConsumer.Add(1)
@@ -1160,6 +1169,48 @@ func (e *engine) handover(p handoverPlan) {
 	}
 }
 
+// --- failed senders ---------------------------------------------------
+
+// orphanGrace is how long the stream of a sender that left the view stays
+// in the tokens, for the survivors to repair each other, before it is
+// settled: a hundred token rounds, and at least a second.
+func (e *engine) orphanGrace() time.Duration { return max(100*e.tick, time.Second) }
+
+// settleOrphan delivers, in order, what this node holds of the stream of
+// a sender that left the view, and forgets the stream. By now the
+// survivors hold the same messages (each forwarded what others lacked),
+// so they deliver the same events: a gap that no survivor could fill is
+// skipped, and after a gap the messages up to the end of an event are
+// dropped (the head of that event may be what is missing).
+func (e *engine) settleOrphan(rs *recvStream) {
+	seqs := make([]uint64, 0, len(rs.pending))
+	for seq := range rs.pending {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	skipping := false
+	for _, seq := range seqs {
+		m := rs.pending[seq]
+		if seq > rs.next {
+			e.s.ctr.orphanLost.Add(seq - rs.next)
+			rs.frag = nil
+			skipping = true
+		}
+		rs.next = seq
+		if skipping {
+			rs.next++
+			e.s.ctr.orphanLost.Add(1)
+			skipping = m.Flags&msgFlagMore != 0
+			continue
+		}
+		e.deliverNext(rs, m)
+	}
+	e.log.Info("settled the stream of a sender that left the view", "sender", strconv.FormatUint(rs.sender, 16),
+		"delivered_to", rs.next-1, "held_beyond_gaps", len(seqs))
+	delete(e.recvs, rs.sender)
+	delete(e.lastGSeq, rs.sender)
+}
+
 // --- views ------------------------------------------------------------
 
 func (e *engine) installView(v *View) {
@@ -1237,14 +1288,23 @@ func (e *engine) installView(v *View) {
 		}
 		e.mcast = want
 	}
-	// Senders that left the view: nothing more will come from them.
-	for id := range e.recvs {
-		if v.node(id) == nil {
+	// Senders that left the view: nothing more will come from them, but
+	// the survivors may hold messages of theirs that others lack. Their
+	// streams stay in the tokens for a while (orphans), so that the
+	// survivors repair each other, and are then settled (settleOrphan).
+	now := time.Now()
+	for id, rs := range e.recvs {
+		switch {
+		case v.node(id) != nil:
+			rs.orphanAt = time.Time{} // back, or never gone
+		case !rs.started:
 			delete(e.recvs, id)
+		case rs.orphanAt.IsZero():
+			rs.orphanAt = now
 		}
 	}
 	for id := range e.lastGSeq {
-		if v.node(id) == nil {
+		if v.node(id) == nil && e.recvs[id] == nil {
 			delete(e.lastGSeq, id)
 		}
 	}
@@ -1323,6 +1383,11 @@ func (e *engine) onTick(now time.Time) {
 		}
 	}
 	e.s.ctr.unstable.Store(unstable)
+	for _, rs := range e.recvs {
+		if !rs.orphanAt.IsZero() && now.Sub(rs.orphanAt) >= e.orphanGrace() {
+			e.settleOrphan(rs)
+		}
+	}
 	if e.region != nil {
 		if e.myIdx == 0 {
 			e.startRound(levelPartition, now)

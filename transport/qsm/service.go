@@ -91,6 +91,10 @@ type Stats struct {
 	// kept the messages' groups (see "Region changes" in the package
 	// documentation).
 	Handovers uint64 `json:"handovers"`
+	// OrphanLost counts the messages of senders that left the view which
+	// no survivor held (or that followed such a gap inside one event),
+	// skipped when their streams were settled.
+	OrphanLost uint64 `json:"orphan_lost"`
 	// Tokens passed on and acks received.
 	Tokens uint64 `json:"tokens"`
 	Acks   uint64 `json:"acks"`
@@ -124,6 +128,7 @@ type counters struct {
 	overload                                                atomic.Uint64
 	duplicates, published, sent, delivered                  atomic.Uint64
 	forwarded, resent, tokens, acks, unstable, view, region atomic.Uint64
+	orphanLost                                              atomic.Uint64
 	handovers                                               atomic.Uint64
 }
 
@@ -338,8 +343,8 @@ func (s *Service) Stats() Stats {
 		StaleToken: c.staleToken.Load(), InjectedDrops: c.injected.Load(), SlowConsumer: c.slowConsumer.Load(), Overload: c.overload.Load(),
 		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
 		Delivered: c.delivered.Load(), Forwarded: c.forwarded.Load(), Resent: c.resent.Load(),
-		Handovers: c.handovers.Load(),
-		Tokens:    c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(),
+		Handovers: c.handovers.Load(), OrphanLost: c.orphanLost.Load(),
+		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
 	}
 	if lat := s.repair.snapshot(); len(lat) > 0 {

@@ -230,7 +230,7 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		return
 	}
 	for sender, rs := range e.recvs {
-		if rs.active(now) {
+		if rs.active(now) || !rs.orphanAt.IsZero() {
 			entry(t, sender, nslots)
 		}
 	}
@@ -267,11 +267,17 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			rs.free(en.Stable)
 		}
 		// Report gaps only below the highest seq this node has seen
-		// itself: above it, messages may simply be on their way.
+		// itself: above it, messages may simply be on their way. Of a
+		// sender that left the view nothing is on its way: what another
+		// survivor has seen and this node has not is missing.
 		en.Hi = max(en.Hi, rs.hi)
+		hi := rs.hi
+		if !rs.orphanAt.IsZero() {
+			hi = en.Hi
+		}
 		ack := rs.next - 1
 		var miss []seqRange
-		if rs.hi > ack {
+		if hi > ack {
 			keys := make([]uint64, 0, len(rs.pending))
 			for k := range rs.pending {
 				keys = append(keys, k)
@@ -287,11 +293,11 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 					break
 				}
 			}
-			if from <= rs.hi && len(miss) <= maxSlotRanges {
-				miss = append(miss, seqRange{from, rs.hi})
+			if from <= hi && len(miss) <= maxSlotRanges {
+				miss = append(miss, seqRange{from, hi})
 			}
 		}
-		ms, upto := capRanges(miss, maxSlotRanges, max(rs.hi, ack))
+		ms, upto := capRanges(miss, maxSlotRanges, max(hi, ack))
 		for _, r := range ms {
 			if rs.gapAt == nil {
 				rs.gapAt = map[uint64]time.Time{}
@@ -529,6 +535,9 @@ func (e *engine) onAck(p *packet) {
 	now := time.Now()
 	gap := max(e.tick, 5*time.Millisecond)
 	budget := e.s.cfg.Window
+	if e.mute {
+		budget = 0
+	}
 	var b dgBuilder
 	for _, k := range a.Naks {
 		to := st.dst
