@@ -152,9 +152,9 @@
 //
 // Region changes keep the events of kept groups (see above) while the
 // senders and the coordinator stay up. When a sender fails, the survivors
-// keep its stream in their tokens for a while (100 token rounds, at least
-// a second: its orphan time), so that each forwards what the others lack,
-// and then settle it: each delivers what it holds in order, skipping a
+// keep its stream in their tokens for a while (100 token rounds and at
+// least a second, and until no repair has come for 20 rounds: its orphan
+// time), so that each forwards what the others lack, and then settle it: each delivers what it holds in order, skipping a
 // gap that no survivor could fill and the event after it (a message after
 // a gap may be the tail of an event whose head is lost; the format cannot
 // tell), so that the survivors of one partition deliver the same events

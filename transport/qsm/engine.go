@@ -1172,9 +1172,13 @@ func (e *engine) handover(p handoverPlan) {
 // --- failed senders ---------------------------------------------------
 
 // orphanGrace is how long the stream of a sender that left the view stays
-// in the tokens, for the survivors to repair each other, before it is
-// settled: a hundred token rounds, and at least a second.
+// in the tokens at least, for the survivors to repair each other, before
+// it is settled: a hundred token rounds, and at least a second.
 func (e *engine) orphanGrace() time.Duration { return max(100*e.tick, time.Second) }
+
+// orphanQuiet is how long no message of an orphan stream may have come
+// before it is settled: while survivors still repair each other, it waits.
+func (e *engine) orphanQuiet() time.Duration { return max(20*e.tick, 200*time.Millisecond) }
 
 // settleOrphan delivers, in order, what this node holds of the stream of
 // a sender that left the view, and forgets the stream. By now the
@@ -1384,7 +1388,13 @@ func (e *engine) onTick(now time.Time) {
 	}
 	e.s.ctr.unstable.Store(unstable)
 	for _, rs := range e.recvs {
-		if !rs.orphanAt.IsZero() && now.Sub(rs.orphanAt) >= e.orphanGrace() {
+		if rs.orphanAt.IsZero() {
+			continue
+		}
+		// Settle once the orphan time is over and repairs have stopped
+		// coming (or, at the latest, after a minute).
+		since := now.Sub(rs.orphanAt)
+		if since >= e.orphanGrace() && now.Sub(rs.lastData) >= e.orphanQuiet() || since >= time.Minute {
 			e.settleOrphan(rs)
 		}
 	}
