@@ -16,20 +16,7 @@ func TestSenderCrashSurvivorsRepair(t *testing.T) {
 	cl := newCluster(t, cfg, 3)
 	ctx := context.Background()
 	sender, a, b := cl.svcs[0], cl.svcs[1], cl.svcs[2]
-	var recs []*recorder
-	var pub *Member
-	for i, s := range cl.svcs {
-		r := newRecorder(false)
-		m, err := dial(t, s.Addr()).JoinMember(ctx, "crash", r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			pub = m
-		}
-		recs = append(recs, r)
-	}
-	waitGroupView(t, cl, "crash", 3)
+	pub, recs := joinEvery(t, cl, "crash")
 	const warm, lost = 500, 300
 	for i := 0; i < warm; i++ {
 		if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("warm ", i))); err != nil {
@@ -41,15 +28,11 @@ func TestSenderCrashSurvivorsRepair(t *testing.T) {
 	// A loses what the sender sends next; B gets it all; then the sender
 	// fails before it could repair A.
 	var from uint64
-	if !a.inEngine(func(e *engine) {
+	inEngine(t, a, func(e *engine) {
 		from = e.recvs[sender.NodeID()].next
 		e.lose = func(snd, seq uint64) bool { return snd == sender.NodeID() && seq >= from && seq < from+lost }
-	}) {
-		t.Fatal("engine gone")
-	}
-	if !sender.inEngine(func(e *engine) { e.mute = true }) {
-		t.Fatal("engine gone")
-	}
+	})
+	inEngine(t, sender, func(e *engine) { e.mute = true })
 	for i := 0; i < lost; i++ {
 		if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("late ", i))); err != nil {
 			t.Fatal(err)
@@ -57,9 +40,7 @@ func TestSenderCrashSurvivorsRepair(t *testing.T) {
 	}
 	recs[2].waitCount(t, warm+lost, 10*time.Second)
 	sender.freeze()
-	if !a.inEngine(func(e *engine) { e.lose = nil }) {
-		t.Fatal("engine gone")
-	}
+	inEngine(t, a, func(e *engine) { e.lose = nil })
 	if n := recs[1].n(); n != warm {
 		t.Fatalf("A delivered %d events before the sender failed, want %d", n, warm)
 	}
@@ -94,25 +75,7 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	cl := newCluster(t, cfg, 3)
 	ctx := context.Background()
 	sender := cl.svcs[0]
-	var recs []*recorder
-	var pub *Member
-	for i, s := range cl.svcs {
-		r := newRecorder(false)
-		m, err := dial(t, s.Addr()).JoinMember(ctx, "gap", r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			pub = m
-		}
-		recs = append(recs, r)
-	}
-	waitGroupView(t, cl, "gap", 3)
-	inEngine := func(s *Service, f func(e *engine)) {
-		if !s.inEngine(f) {
-			t.Fatal("engine gone")
-		}
-	}
+	pub, recs := joinEvery(t, cl, "gap")
 	publish := func(n int) {
 		for i := 0; i < n; i++ {
 			if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("event ", i))); err != nil {
@@ -127,10 +90,10 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	// Both survivors lose the next events, and the sender will not send
 	// them again; the events after them arrive.
 	var from uint64
-	inEngine(cl.svcs[1], func(e *engine) { from = e.recvs[sender.NodeID()].next })
-	inEngine(sender, func(e *engine) { e.mute = true })
+	inEngine(t, cl.svcs[1], func(e *engine) { from = e.recvs[sender.NodeID()].next })
+	inEngine(t, sender, func(e *engine) { e.mute = true })
 	for _, s := range cl.svcs[1:] {
-		inEngine(s, func(e *engine) {
+		inEngine(t, s, func(e *engine) {
 			e.lose = func(snd, seq uint64) bool { return snd == sender.NodeID() && seq >= from && seq < from+gap }
 		})
 	}
@@ -138,7 +101,7 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	checkFor(t, 10*time.Second, time.Millisecond, func() error {
 		for _, s := range cl.svcs[1:] {
 			var held int
-			inEngine(s, func(e *engine) { held = len(e.recvs[sender.NodeID()].pending) })
+			inEngine(t, s, func(e *engine) { held = len(e.recvs[sender.NodeID()].pending) })
 			if held < after {
 				return fmt.Errorf("a survivor holds %d of the %d events after the gap", held, after)
 			}
@@ -161,5 +124,34 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	pa, pb := recs[1].problems(), recs[2].problems()
 	if len(pa) != 1 || fmt.Sprint(pa) != fmt.Sprint(pb) {
 		t.Fatalf("survivors saw %v and %v; want the same single jump over the gap", pa, pb)
+	}
+}
+
+// joinEvery joins a member of group at every service of cl and waits for
+// the view; the first member is the one to publish from.
+func joinEvery(t *testing.T, cl *cluster, group string) (*Member, []*recorder) {
+	t.Helper()
+	var recs []*recorder
+	var pub *Member
+	for i, s := range cl.svcs {
+		r := newRecorder(false)
+		m, err := dial(t, s.Addr()).JoinMember(context.Background(), group, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pub = m
+		}
+		recs = append(recs, r)
+	}
+	waitGroupView(t, cl, group, len(cl.svcs))
+	return pub, recs
+}
+
+// inEngine runs f on s's engine goroutine.
+func inEngine(t *testing.T, s *Service, f func(e *engine)) {
+	t.Helper()
+	if !s.inEngine(f) {
+		t.Fatal("engine gone")
 	}
 }

@@ -30,38 +30,42 @@ func rxPackets(t *testing.T, l *LAN, i int) int {
 	return n
 }
 
-// sendRun makes node 0 multicast one buffer of segs datagrams of seg
-// bytes (UDP_SEGMENT) to group:port, and node 1 read them with UDP_GRO.
-// It returns the reads node 1 made, the datagrams and bytes they held,
-// and how many packets node 1's device received meanwhile.
-func sendRun(t *testing.T, l *LAN, group net.IP, port, seg, segs int) (reads, datagrams, bytes, packets int) {
+// groupReceiver opens a socket in node i's namespace that reads group:port
+// with UDP_GRO; the test closes it.
+func groupReceiver(t *testing.T, l *LAN, i int, group net.IP, port int) *net.UDPConn {
 	t.Helper()
 	var rx *net.UDPConn
-	if err := l.InNetns(1, func() error {
+	if err := l.InNetns(i, func() error {
 		ifc, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
-		rx, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port})
-		if err != nil {
+		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port}); err != nil {
 			return err
 		}
 		if !udpgso.SetGRO(rx) {
 			return fmt.Errorf("UDP_GRO refused")
 		}
+		rx.SetReadBuffer(8 << 20)
 		return ipv4.NewPacketConn(rx).JoinGroup(ifc, &net.UDPAddr{IP: group})
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer rx.Close()
+	t.Cleanup(func() { rx.Close() })
+	return rx
+}
+
+// groupSender opens a socket in node i's namespace that multicasts with
+// TTL 1; the test closes it.
+func groupSender(t *testing.T, l *LAN, i int) *net.UDPConn {
+	t.Helper()
 	var tx *net.UDPConn
-	if err := l.InNetns(0, func() error {
+	if err := l.InNetns(i, func() error {
 		ifc, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
-		tx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(l.NodeIP(0))})
-		if err != nil {
+		if tx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(l.NodeIP(i))}); err != nil {
 			return err
 		}
 		p := ipv4.NewPacketConn(tx)
@@ -72,7 +76,17 @@ func sendRun(t *testing.T, l *LAN, group net.IP, port, seg, segs int) (reads, da
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Close()
+	t.Cleanup(func() { tx.Close() })
+	return tx
+}
+
+// sendRun makes node 0 multicast one buffer of segs datagrams of seg
+// bytes (UDP_SEGMENT) to group:port, and node 1 read them with UDP_GRO.
+// It returns the reads node 1 made, the datagrams and bytes they held,
+// and how many packets node 1's device received meanwhile.
+func sendRun(t *testing.T, l *LAN, group net.IP, port, seg, segs int) (reads, datagrams, bytes, packets int) {
+	t.Helper()
+	rx, tx := groupReceiver(t, l, 1, group, port), groupSender(t, l, 0)
 	before := rxPackets(t, l, 1)
 	if _, _, err := tx.WriteMsgUDP(make([]byte, seg*segs), udpgso.AppendSegment(nil, seg), &net.UDPAddr{IP: group, Port: port}); err != nil {
 		t.Fatalf("send a run of %d datagrams: %v", segs, err)
@@ -149,39 +163,7 @@ func TestLossPerDatagram(t *testing.T) {
 	}
 	defer l.Close()
 	group := net.IPv4(239, 254, 66, 2)
-	var rx, tx *net.UDPConn
-	if err := l.InNetns(1, func() error {
-		ifc, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 12378}); err != nil {
-			return err
-		}
-		udpgso.SetGRO(rx)
-		rx.SetReadBuffer(8 << 20)
-		return ipv4.NewPacketConn(rx).JoinGroup(ifc, &net.UDPAddr{IP: group})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	if err := l.InNetns(0, func() error {
-		ifc, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		if tx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(l.NodeIP(0))}); err != nil {
-			return err
-		}
-		p := ipv4.NewPacketConn(tx)
-		if err := p.SetMulticastInterface(ifc); err != nil {
-			return err
-		}
-		return p.SetMulticastTTL(1)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	rx, tx := groupReceiver(t, l, 1, group, 12378), groupSender(t, l, 0)
 	const runs, segs, seg = 100, 20, 1000
 	// send sends runs of segs datagrams, each marked with its run, and
 	// returns how many of each run arrived.
