@@ -161,8 +161,13 @@
 // (Stats.OrphanLost counts what was skipped). What no survivor received
 // is lost, and survivors in different partitions of a large region may
 // settle differently. When the coordinator link is re-established (a new
-// session numbers views afresh) every stream restarts and what was in
-// flight may be lost. A handover
+// session numbers views afresh, as after a coordinator restart) every
+// stream restarts; each sender keeps the messages that were unstable and
+// hands them over, as to a node that changed region, to each node of its
+// old regions as that node comes back into a region of the new session
+// (within a minute); receivers take them for the groups they had, and
+// their delivery positions drop what they already delivered, so nothing
+// is lost or delivered twice while the senders stay up. A handover
 // sends every unstable message of the old streams (the sender does not
 // know how far the mover got), up to a window per old region at once:
 // beyond the window (new publishes wait until they are stable; Rate counts

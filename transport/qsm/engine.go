@@ -54,9 +54,17 @@ type engine struct {
 	// last change of region, whose handed-over copies it delivers.
 	lastGSeq map[uint64]*sourceTable // by sender node
 	carried  map[uint64]bool
-	deaf     bool                          // tests: drop every data datagram received
-	mute     bool                          // tests: send nothing again when asked to (naks)
-	lose     func(sender, seq uint64) bool // tests: drop these received messages
+	// carryOver holds the unstable messages of the send streams of the
+	// last coordinator session, carryTo the nodes that may lack them
+	// (not yet back in a region of this session), until carryUntil; and
+	// sessionGroups the groups this node had then (keepForSession).
+	carryOver     []*outMsg
+	carryTo       map[uint64]bool
+	carryUntil    time.Time
+	sessionGroups map[uint64]bool
+	deaf          bool                                       // tests: drop every data datagram received
+	mute          bool                                       // tests: send nothing again when asked to (naks)
+	lose          func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
 
 	round       [2]uint64 // rounds I started as leader, per level
 	roundAt     [2]time.Time
@@ -432,7 +440,11 @@ func (e *engine) handle(ev any) {
 		e.stableView = 0
 		if e.ready {
 			// Region epochs restart with the numbering: start every
-			// stream afresh (what was in flight may be lost).
+			// stream afresh. What was unstable is sent again in the new
+			// streams once the first view of the session is installed,
+			// and receivers take it for the groups they had (their
+			// delivery positions drop what they already delivered).
+			e.keepForSession()
 			e.sends = map[uint64]*sendStream{}
 			e.targets = map[uint64][]*sendStream{}
 			e.targetsGen++
@@ -933,7 +945,7 @@ func (e *engine) onData(p *packet) {
 		rs.epochStart = d.EpochStart
 	}
 	if e.lose != nil {
-		d.Msgs = slices.DeleteFunc(d.Msgs, func(m message) bool { return e.lose(p.hdr.Sender, m.Seq) })
+		d.Msgs = slices.DeleteFunc(d.Msgs, func(m message) bool { return e.lose(p.hdr.Sender, d.StreamEpoch, m.Seq) })
 	}
 	if len(d.Msgs) > 0 && e.congested() {
 		e.s.ctr.slowConsumer.Add(1)
@@ -1169,6 +1181,72 @@ func (e *engine) handover(p handoverPlan) {
 	}
 }
 
+// --- coordinator sessions ---------------------------------------------
+
+// keepForSession keeps, when the coordinator session ends, what the next
+// one needs to lose nothing: the unstable messages of every send stream
+// (sent again into the new streams) and the groups this node has members
+// in (whose handed-over messages it takes).
+func (e *engine) keepForSession() {
+	if e.carryTo == nil {
+		e.carryTo = map[uint64]bool{}
+	}
+	for id, st := range e.sends {
+		kept := false
+		for _, om := range st.buf {
+			if om != nil && om.event != nil {
+				e.carryOver = append(e.carryOver, om)
+				kept = true
+			}
+		}
+		for i := range e.view.Regions {
+			if r := &e.view.Regions[i]; r.ID == id && kept {
+				for _, m := range r.Members {
+					if m != e.s.id {
+						e.carryTo[m] = true
+					}
+				}
+			}
+		}
+	}
+	e.carryUntil = time.Now().Add(time.Minute)
+	e.sessionGroups = make(map[uint64]bool, len(e.groups))
+	for id := range e.groups {
+		e.sessionGroups[id] = true
+	}
+}
+
+// handOverSession sends the messages kept from the last session into
+// each region of v that holds nodes which may lack them, once per node:
+// nodes come back into their regions one view at a time as their
+// services reconnect to the coordinator.
+func (e *engine) handOverSession(v *View) {
+	if len(e.carryOver) == 0 {
+		return
+	}
+	if len(e.carryTo) == 0 || time.Now().After(e.carryUntil) {
+		e.carryOver, e.carryTo = nil, nil
+		return
+	}
+	old := &sendStream{buf: e.carryOver}
+	for i := range v.Regions {
+		r := &v.Regions[i]
+		back := false
+		for _, m := range r.Members {
+			if e.carryTo[m] {
+				delete(e.carryTo, m)
+				back = true
+			}
+		}
+		if back {
+			e.handover(handoverPlan{to: r, from: []*sendStream{old}})
+		}
+	}
+	if len(e.carryTo) == 0 {
+		e.carryOver, e.carryTo = nil, nil
+	}
+}
+
 // --- failed senders ---------------------------------------------------
 
 // orphanGrace is how long the stream of a sender that left the view stays
@@ -1221,6 +1299,7 @@ func (e *engine) installView(v *View) {
 	if v.Number <= e.view.Number && !e.newSession {
 		return
 	}
+	restart := e.newSession && e.ready // the first view of a later session
 	e.newSession = false
 	plans := e.planHandovers(e.view, v)
 	e.view = v
@@ -1244,7 +1323,17 @@ func (e *engine) installView(v *View) {
 		e.carried = nil
 		if r != nil {
 			e.joinEpoch = r.Epoch
-			if old != nil {
+			if restart {
+				// A new session: the groups I had before it are kept.
+				for _, g := range r.Groups {
+					if e.sessionGroups[g] {
+						if e.carried == nil {
+							e.carried = map[uint64]bool{}
+						}
+						e.carried[g] = true
+					}
+				}
+			} else if old != nil {
 				for _, g := range r.Groups {
 					if _, ok := slices.BinarySearch(old.Groups, g); ok {
 						if e.carried == nil {
@@ -1334,6 +1423,7 @@ func (e *engine) installView(v *View) {
 	for _, p := range plans {
 		e.handover(p)
 	}
+	e.handOverSession(v)
 	e.s.gmsSend(gmsViewAck, binary.BigEndian.AppendUint64(nil, v.Number))
 	e.checkUnjoined()
 	// The nodes of each local group, in one pass over the regions.

@@ -249,6 +249,9 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			}
 			en.Hi = max(en.Hi, own.next-1)
 			*sl = tokenSlot{State: slotStarted, Ack: own.next - 1, Upto: own.next - 1}
+			if e.mute {
+				continue
+			}
 			budget = e.forward(en, pos, budget, func(seq uint64) *message {
 				if m := own.get(seq); m != nil {
 					return &m.message
