@@ -94,3 +94,19 @@ func TestChannelsListOldService(t *testing.T) {
 	}
 	m.Leave()
 }
+
+// TestChannelsListOldCoordinator: a service whose coordinator speaks
+// protocol version 2 answers a listing with a version error that names
+// the coordinator; the client's link stays up.
+func TestChannelsListOldCoordinator(t *testing.T) {
+	cl := newCluster(t, testConfig(t), 1)
+	cl.svcs[0].gmsVer.Store(listVersion - 1) // as a version 2 welcome sets it
+	c := dial(t, cl.svcs[0].Addr())
+	_, err := c.Channels(context.Background())
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "coordinator") {
+		t.Fatalf("got %v, want a version error about the coordinator", err)
+	}
+	if _, err := c.JoinMember(context.Background(), "old-coordinator", newRecorder(false)); err != nil {
+		t.Fatalf("the link broke: %v", err)
+	}
+}
