@@ -3,6 +3,7 @@ package qsm
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -232,5 +233,89 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 	}
 	if st := sender.Stats(); st.Handovers == 0 {
 		t.Fatalf("the sender sent nothing again: %+v", st)
+	}
+}
+
+// TestPartitionRepairedByLeader: in a region of three partitions, every
+// node of one partition loses messages that the others hold, and the
+// sender sends nothing again. The leader of a partition that holds them
+// forwards them to the lacking partition's leader, which spreads them in
+// its own ring: everyone delivers everything, in order.
+func TestPartitionRepairedByLeader(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PartitionSize = 2
+	cl := newCluster(t, cfg, 5)
+	ctx := context.Background()
+	_, recs := joinEvery(t, cl, "parts")
+	var parts [][]uint64
+	inEngine(t, cl.svcs[0], func(e *engine) {
+		for _, p := range e.parts {
+			parts = append(parts, slices.Clone(p))
+		}
+	})
+	if len(parts) != 3 {
+		t.Fatalf("partitions %v, want 3", parts)
+	}
+	byID := map[uint64]int{}
+	for i, s := range cl.svcs {
+		byID[s.NodeID()] = i
+	}
+	// The sender is no leader; the lacking partition is another one with
+	// two nodes.
+	var sender, lacking int
+	for pi, p := range parts {
+		if len(p) == 2 {
+			sender = byID[p[1]]
+			lacking = (pi + 1) % len(parts)
+			if len(parts[lacking]) != 2 {
+				lacking = (pi + 2) % len(parts)
+			}
+			break
+		}
+	}
+	m, err := dial(t, cl.svcs[sender].Addr()).JoinMember(ctx, "parts", newRecorder(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cl.svcs[sender]
+	const warm, lost = 200, 200
+	for i := 0; i < warm; i++ {
+		if err := m.PublishAsync(ctx, []byte(fmt.Sprint("warm ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range recs {
+		r.waitCount(t, warm, 10*time.Second)
+	}
+	var from uint64
+	inEngine(t, cl.svcs[byID[parts[lacking][0]]], func(e *engine) { from = e.recvs[s.NodeID()].next })
+	for _, id := range parts[lacking] {
+		inEngine(t, cl.svcs[byID[id]], func(e *engine) {
+			e.lose = func(snd, _, seq uint64) bool { return snd == s.NodeID() && seq >= from && seq < from+lost }
+		})
+	}
+	inEngine(t, s, func(e *engine) { e.mute = true })
+	for i := 0; i < lost; i++ {
+		if err := m.PublishAsync(ctx, []byte(fmt.Sprint("more ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The others hold them; then the lacking partition hears again.
+	for i, r := range recs {
+		if !slices.Contains(parts[lacking], cl.svcs[i].NodeID()) {
+			r.waitCount(t, warm+lost, 10*time.Second)
+		}
+	}
+	for _, id := range parts[lacking] {
+		inEngine(t, cl.svcs[byID[id]], func(e *engine) { e.lose = nil })
+	}
+	for i, r := range recs {
+		r.waitCount(t, warm+lost, 10*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("node %d: %v", i, p)
+		}
+	}
+	if st := s.Stats(); st.Resent != 0 {
+		t.Fatalf("the sender sent %d messages again", st.Resent)
 	}
 }

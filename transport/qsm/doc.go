@@ -39,11 +39,14 @@
 // has, and the gaps above it); a node holding a message another lacks sends
 // it on and strikes it from the token. When the round ends, the leader
 // knows what the whole partition holds. The region token carries these
-// summaries to the region's leader, which tells each sender (dgAck) the
-// highest number every member holds — the sender frees everything up to it
-// (stability) — and what to send again: into the region by multicast when
-// the whole region lacks it, to a partition's leader when one partition
-// does. What one node has lacked for two rounds in a row, its peers could
+// summaries through the partitions' leaders; a leader holding what a whole
+// partition lacks sends it to that partition's leader (which spreads it in
+// its own ring) and strikes it from the token. The region's leader then
+// tells each sender (dgAck) the highest number every member holds — the
+// sender frees everything up to it (stability) — and what to send again:
+// into the region by multicast when the whole region lacks it, to a
+// partition's leader when one partition does and no leader could forward
+// it. What one node has lacked for two rounds in a row, its peers could
 // not forward (a node that entered the region later than another counts,
 // by its start point, seqs it never had as held): the partition's leader
 // asks the sender to send it to that node (an ack with naks naming it, at

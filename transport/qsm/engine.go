@@ -217,6 +217,14 @@ type sendStream struct {
 	udpDst      *net.UDPAddr // dst, for batched sends
 }
 
+// message returns the message seq of the stream while it is kept, or nil.
+func (st *sendStream) message(seq uint64) *message {
+	if m := st.get(seq); m != nil {
+		return &m.message
+	}
+	return nil
+}
+
 func (st *sendStream) get(seq uint64) *outMsg {
 	if seq <= st.stable || seq >= st.next {
 		return nil

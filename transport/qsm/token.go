@@ -227,6 +227,22 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 				*sl = tokenSlot{State: slotUnstarted}
 			}
 		}
+		// What a whole partition lacks and this leader holds goes to that
+		// partition's leader, which spreads it in its own ring: the
+		// sender is asked only for what no leader could forward.
+		leaders := e.ring(levelRegion, 0)
+		budget := maxForwardPerVisit
+		for i := range t.Streams {
+			en := &t.Streams[i]
+			if en.Sender == e.s.id {
+				if own := e.sends[e.region.ID]; own != nil && !e.mute {
+					budget = e.forward(leaders, en, pos, budget, own.message, own.streamEpoch, own.epochStart)
+				}
+			} else if rs := e.recvs[en.Sender]; rs != nil && rs.started {
+				budget = e.forward(leaders, en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
+			}
+		}
+		e.sendOutbox()
 		return
 	}
 	for sender, rs := range e.recvs {
@@ -252,12 +268,7 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			if e.mute {
 				continue
 			}
-			budget = e.forward(en, pos, budget, func(seq uint64) *message {
-				if m := own.get(seq); m != nil {
-					return &m.message
-				}
-				return nil
-			}, own.streamEpoch, own.epochStart)
+			budget = e.forward(e.parts[e.myPart], en, pos, budget, own.message, own.streamEpoch, own.epochStart)
 			continue
 		}
 		rs := e.recvs[en.Sender]
@@ -312,18 +323,21 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			}
 		}
 		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}
-		budget = e.forward(en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
+		budget = e.forward(e.parts[e.myPart], en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
 	}
 	// The repairs go out now, not at the end of the engine's batch.
 	e.sendOutbox()
 }
 
-// forward queues for other participants of a partition ring the messages
-// of a stream they lack and this node holds, and removes them from their
+// forward queues for other participants of a ring (a partition's nodes,
+// or the partitions' leaders) the messages of a stream they lack and this
+// node holds, and removes them from their
 // missing lists so that the nodes after this one do not send them too.
-func (e *engine) forward(en *tokenStream, pos, budget int, get func(uint64) *message, streamEpoch, epochStart uint64) int {
-	ring := e.parts[e.myPart]
+func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get func(uint64) *message, streamEpoch, epochStart uint64) int {
 	for j := range en.Slots {
+		if j >= len(ring) {
+			break
+		}
 		if j == pos || budget <= 0 {
 			continue
 		}
