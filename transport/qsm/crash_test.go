@@ -184,8 +184,9 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 	inEngine(t, b, func(e *engine) { rs := e.recvs[sender.NodeID()]; from, epoch = rs.next, rs.streamEpoch })
 	for _, s := range cl.svcs[1:] {
 		inEngine(t, s, func(e *engine) {
+			v0 := e.view // only in this session
 			e.lose = func(snd, se, seq uint64) bool {
-				return snd == sender.NodeID() && se == epoch && seq >= from && seq < from+lost
+				return e.view == v0 && snd == sender.NodeID() && se == epoch && seq >= from && seq < from+lost
 			}
 		})
 	}
@@ -203,7 +204,11 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 			t.Fatalf("receiver %d delivered %d events before the restart, want %d", i+1, n, warm)
 		}
 	}
-	// The coordinator goes and comes back at the same address.
+	// The coordinator goes and comes back at the same address; in the
+	// new session the receivers hear everything and the sender repairs as
+	// usual.
+	var v0 *View
+	inEngine(t, sender, func(e *engine) { v0 = e.view })
 	addr := cl.coord.Addr()
 	cl.coord.Close()
 	ccfg := cfg
@@ -220,6 +225,18 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 		return nil
 	})
 	t.Cleanup(func() { cl.coord.Close() })
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		var back bool
+		inEngine(t, sender, func(e *engine) {
+			if back = e.view != v0 && !e.newSession; back {
+				e.mute = false
+			}
+		})
+		if !back {
+			return fmt.Errorf("the sender has no view of the new session yet")
+		}
+		return nil
+	})
 	publish(after)
 	for i, r := range recs[1:] {
 		r.waitCount(t, warm+lost+after, 20*time.Second)
@@ -317,5 +334,74 @@ func TestPartitionRepairedByLeader(t *testing.T) {
 	}
 	if st := s.Stats(); st.Resent != 0 {
 		t.Fatalf("the sender sent %d messages again", st.Resent)
+	}
+}
+
+// TestCoordinatorRestartWaitsForMembers: after a coordinator restart, a
+// node of the group comes back later than the sender; what the sender
+// publishes meanwhile waits for it instead of going to the nodes that are
+// back only, and every receiver delivers every event, in order.
+func TestCoordinatorRestartWaitsForMembers(t *testing.T) {
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 3)
+	ctx := context.Background()
+	b := cl.svcs[2]
+	pub, recs := joinEvery(t, cl, "late")
+	const before, after = 100, 100
+	for i := 0; i < before; i++ {
+		if _, err := pub.Publish(ctx, []byte(fmt.Sprint("before ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range recs[1:] {
+		r.waitCount(t, before, 10*time.Second)
+	}
+	b.holdGMS.Store(true)
+	addr := cl.coord.Addr()
+	cl.coord.Close()
+	ccfg := cfg
+	ccfg.GMSAddress = addr
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		c, err := NewCoordinator(ccfg)
+		if err != nil {
+			return err
+		}
+		if err := c.Start(ctx); err != nil {
+			return err
+		}
+		cl.coord = c
+		return nil
+	})
+	t.Cleanup(func() { cl.coord.Close() })
+	// The sender and A are back; B is not.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := len(cl.coord.View().Nodes); n != 2 {
+			return fmt.Errorf("%d nodes back", n)
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < after; i++ {
+			if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("after ", i))); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if n := recs[1].n(); n != before {
+		t.Fatalf("A delivered %d events while B was away, want them held back (%d)", n, before)
+	}
+	b.holdGMS.Store(false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs[1:] {
+		r.waitCount(t, before+after, 20*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("receiver %d: %v", i+1, p)
+		}
 	}
 }

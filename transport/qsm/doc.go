@@ -170,7 +170,10 @@
 // old regions as that node comes back into a region of the new session
 // (within a minute); receivers take them for the groups they had, and
 // their delivery positions drop what they already delivered, so nothing
-// is lost or delivered twice while the senders stay up. A handover
+// is lost or delivered twice while the senders stay up. Publishes to a
+// group wait until the nodes that had the group in the last session are
+// back in it (at most five seconds, or twice the failure timeout), so that
+// a node that reconnects later does not miss them. A handover
 // sends every unstable message of the old streams (the sender does not
 // know how far the mover got), up to a window per old region at once:
 // beyond the window (new publishes wait until they are stable; Rate counts

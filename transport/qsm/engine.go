@@ -62,9 +62,14 @@ type engine struct {
 	carryTo       map[uint64]bool
 	carryUntil    time.Time
 	sessionGroups map[uint64]bool
-	deaf          bool                                       // tests: drop every data datagram received
-	mute          bool                                       // tests: send nothing again when asked to (naks)
-	lose          func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
+	// awaited holds, per local group, the nodes that had it in the last
+	// session and are not back in a region of it yet; publishes to the
+	// group wait for them until awaitUntil.
+	awaited    map[uint64]map[uint64]bool
+	awaitUntil time.Time
+	deaf       bool                                       // tests: drop every data datagram received
+	mute       bool                                       // tests: send nothing again when asked to (naks)
+	lose       func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
 
 	round       [2]uint64 // rounds I started as leader, per level
 	roundAt     [2]time.Time
@@ -737,6 +742,12 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	if e.newSession {
 		return false // wait for the new coordinator's first view
 	}
+	if len(e.awaited[m.group]) > 0 {
+		if time.Now().Before(e.awaitUntil) {
+			return false // wait for the group's nodes of the last session
+		}
+		e.awaited = nil
+	}
 	mp := e.maxPayload()
 	nfrag := max(1, (len(p.data)+mp-1)/mp)
 	if m.tsGen != e.targetsGen {
@@ -1219,8 +1230,41 @@ func (e *engine) keepForSession() {
 	}
 	e.carryUntil = time.Now().Add(time.Minute)
 	e.sessionGroups = make(map[uint64]bool, len(e.groups))
+	e.awaited = map[uint64]map[uint64]bool{}
 	for id := range e.groups {
 		e.sessionGroups[id] = true
+		for _, r := range e.view.regionsOfGroup(id) {
+			for _, m := range r.Members {
+				if m != e.s.id {
+					if e.awaited[id] == nil {
+						e.awaited[id] = map[uint64]bool{}
+					}
+					e.awaited[id][m] = true
+				}
+			}
+		}
+	}
+}
+
+// sessionWait bounds how long publishes wait, after a coordinator
+// session begins, for the nodes that had their groups in the last one:
+// services reconnect with a backoff of up to two seconds, and a node that
+// is not back by then is taken for gone.
+func (e *engine) sessionWait() time.Duration {
+	return max(5*time.Second, 2*e.s.cfg.FailureTimeout())
+}
+
+// awaitBack strikes the nodes back in v from the awaited ones.
+func (e *engine) awaitBack(v *View) {
+	for g, nodes := range e.awaited {
+		for _, r := range v.regionsOfGroup(g) {
+			for _, m := range r.Members {
+				delete(nodes, m)
+			}
+		}
+		if len(nodes) == 0 {
+			delete(e.awaited, g)
+		}
 	}
 }
 
@@ -1431,6 +1475,10 @@ func (e *engine) installView(v *View) {
 	for _, p := range plans {
 		e.handover(p)
 	}
+	if restart {
+		e.awaitUntil = time.Now().Add(e.sessionWait())
+	}
+	e.awaitBack(v)
 	e.handOverSession(v)
 	e.s.gmsSend(gmsViewAck, binary.BigEndian.AppendUint64(nil, v.Number))
 	e.checkUnjoined()

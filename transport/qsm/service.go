@@ -173,6 +173,7 @@ type Service struct {
 	conns  map[net.Conn]bool
 
 	stopHeartbeats atomic.Bool   // test hook: a frozen node
+	holdGMS        atomic.Bool   // test hook: do not reconnect to the coordinator
 	dropRate       atomic.Uint64 // math.Float64bits of the current DropRate
 
 	// Segmentation offload (sendBatch): on while the kernel takes it.
@@ -704,6 +705,13 @@ func (s *Service) gmsLoop() {
 		if s.stopHeartbeats.Load() {
 			<-s.quit // frozen: stay silent
 			return
+		}
+		for s.holdGMS.Load() { // test hook: stay away from the coordinator
+			select {
+			case <-s.quit:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 		err := s.gmsSession()
 		select {
