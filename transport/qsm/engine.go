@@ -68,7 +68,7 @@ type engine struct {
 	awaited    map[uint64]map[uint64]bool
 	awaitUntil time.Time
 	deaf       bool                                       // tests: drop every data datagram received
-	mute       bool                                       // tests: send nothing again when asked to (naks)
+	mute       bool                                       // tests: send nothing of its own again (naks, token visits)
 	lose       func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
 
 	round       [2]uint64 // rounds I started as leader, per level
