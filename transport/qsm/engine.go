@@ -54,22 +54,6 @@ type engine struct {
 	// last change of region, whose handed-over copies it delivers.
 	lastGSeq map[uint64]*sourceTable // by sender node
 	carried  map[uint64]bool
-	// carryOver holds the unstable messages of the send streams of the
-	// last coordinator session, carryTo the nodes that may lack them
-	// (not yet back in a region of this session), until carryUntil; and
-	// sessionGroups the groups this node had then (keepForSession).
-	carryOver     []*outMsg
-	carryTo       map[uint64]bool
-	carryUntil    time.Time
-	sessionGroups map[uint64]bool
-	// awaited holds, per local group, the nodes that had it in the last
-	// session and are not back in a region of it yet; publishes to the
-	// group wait for them until awaitUntil.
-	awaited    map[uint64]map[uint64]bool
-	awaitUntil time.Time
-	deaf       bool                                       // tests: drop every data datagram received
-	mute       bool                                       // tests: send nothing of its own again (naks, token visits)
-	lose       func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
 
 	round       [2]uint64 // rounds I started as leader, per level
 	roundAt     [2]time.Time
@@ -89,6 +73,23 @@ type engine struct {
 	udpAddrs  map[netip.AddrPort]*net.UDPAddr // destinations of queued repairs
 	outbox    []ipv4.Message                  // data datagrams waiting for one batched send
 	spareBufs [][]byte                        // buffers of sent outbox datagrams, for reuse
+
+	// carryOver holds the unstable messages of the send streams of the
+	// last coordinator session, carryTo the nodes that may lack them
+	// (not yet back in a region of this session), until carryUntil; and
+	// sessionGroups the groups this node had then (keepForSession).
+	carryOver     []*outMsg
+	carryTo       map[uint64]bool
+	carryUntil    time.Time
+	sessionGroups map[uint64]bool
+	// awaited holds, per local group, the nodes that had it in the last
+	// session and are not back in a region of it yet; publishes to the
+	// group wait for them until awaitUntil.
+	awaited    map[uint64]map[uint64]bool
+	awaitUntil time.Time
+	deaf       bool                                       // tests: drop every data datagram received
+	mute       bool                                       // tests: send nothing of its own again (naks, token visits)
+	lose       func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
 }
 
 type memberKey struct {
