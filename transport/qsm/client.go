@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport"
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 )
 
 // Client is the in-process QSM client: one per process, one TCP link to
@@ -482,7 +483,7 @@ func (c *Client) readLoop(fr *frameReader) {
 	npending := 0
 	// Payloads are copied into shared blocks: one allocation for many
 	// events instead of one each.
-	var payloads payloadBlocks
+	var payloads payload.Blocks
 	handOver := func() {
 		for i, p := range pending {
 			if len(p) > 0 {
@@ -516,7 +517,7 @@ func (c *Client) readLoop(fr *frameReader) {
 					// Events are handed to the workers in batches: once
 					// per read from the link, not once per event.
 					wi := int(m.id) % len(c.workers)
-					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: payloads.copy(body[24:])}})
+					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: payloads.Copy(body[24:])}})
 					npending++
 				}
 			case cliPubAck:

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
 )
 
@@ -407,7 +408,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 		}
 	}
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
-	var payloads payloadBlocks
+	var payloads payload.Blocks
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -521,7 +522,7 @@ func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
 }
 
 // parseDatagramInto is parseDatagram copying payloads into blocks from pb.
-func parseDatagramInto(b []byte, from netip.AddrPort, pb *payloadBlocks) (*packet, error) {
+func parseDatagramInto(b []byte, from netip.AddrPort, pb *payload.Blocks) (*packet, error) {
 	h, body, err := openDatagram(b)
 	if err != nil {
 		return nil, err
@@ -1082,7 +1083,7 @@ func (s *Service) serveClient(conn net.Conn) {
 	defer s.post(clientDown{c})
 	// Publishes that arrived together go to the engine in one batch.
 	var pubs []clientPublish
-	var payloads payloadBlocks
+	var payloads payload.Blocks
 	postPubs := func() bool {
 		if len(pubs) == 0 {
 			return true
@@ -1114,7 +1115,7 @@ func (s *Service) serveClient(conn net.Conn) {
 			if d.err != nil {
 				break
 			}
-			pubs = append(pubs, clientPublish{c: c, member: m, data: payloads.copy(d.b)})
+			pubs = append(pubs, clientPublish{c: c, member: m, data: payloads.Copy(d.b)})
 			continue
 		case cliListReq:
 			req := d.u32()

@@ -51,22 +51,6 @@ func TestClientMemberTable(t *testing.T) {
 	}
 }
 
-// TestPayloadBlocks checks that payloads cut from one block do not
-// overlap, even when one is appended to.
-func TestPayloadBlocks(t *testing.T) {
-	var pb payloadBlocks
-	a := pb.copy([]byte("abc"))
-	b := pb.copy([]byte("def"))
-	a = append(a, 'x')
-	if string(b) != "def" || string(a) != "abcx" {
-		t.Fatalf("a %q b %q", a, b)
-	}
-	big := make([]byte, payloadBlockMax+1)
-	if c := pb.copy(big); len(c) != len(big) {
-		t.Fatal("large payload")
-	}
-}
-
 func TestSenderString(t *testing.T) {
 	for _, c := range []struct {
 		node   uint64

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 )
 
 // Protocol versions. A handshake carries the minimum and maximum version a
@@ -425,7 +427,7 @@ func parseData(p []byte) (dataBody, error) {
 // parseDataInto decodes a data body into b, with the messages in one's
 // room when there is one, and payloads copied into blocks from pb (nil:
 // each on its own).
-func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payloadBlocks) error {
+func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payload.Blocks) error {
 	d := decoder{b: p}
 	b.StreamEpoch = d.u64()
 	b.EpochStart = d.u64()
@@ -468,7 +470,7 @@ func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payloadBlocks) er
 			d.fail(fmt.Errorf("%w: unknown message flags %#x", ErrMalformed, m.Flags))
 		}
 		if data := d.take(l); data != nil {
-			m.Data = pb.copy(data)
+			m.Data = pb.Copy(data)
 		} else if l == 0 {
 			m.Data = []byte{}
 		}
@@ -480,29 +482,6 @@ func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payloadBlocks) er
 		return fmt.Errorf("%w: unknown data flags %#x", ErrMalformed, b.Flags)
 	}
 	return nil
-}
-
-// payloadBlocks copies message payloads into shared blocks, so that the
-// payloads of many datagrams cost one allocation. A block lives while any
-// payload cut from it does; each payload's capacity ends with it, so that
-// appending to one never touches the next.
-type payloadBlocks struct{ b []byte }
-
-const (
-	payloadBlockSize = 64 << 10
-	payloadBlockMax  = 4 << 10 // larger payloads get their own allocation
-)
-
-func (pb *payloadBlocks) copy(p []byte) []byte {
-	if pb == nil || len(p) > payloadBlockMax {
-		return append([]byte(nil), p...)
-	}
-	if cap(pb.b)-len(pb.b) < len(p) {
-		pb.b = make([]byte, 0, payloadBlockSize)
-	}
-	n := len(pb.b)
-	pb.b = append(pb.b, p...)
-	return pb.b[n:len(pb.b):len(pb.b)]
 }
 
 // seqRange is an inclusive range of stream sequence numbers.

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/liveobjects/liveobjects/transport"
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 )
 
 // ClientConfig configures a relay client.
@@ -698,7 +698,7 @@ type cconn struct {
 	pendM      *Member
 	pend       []mitem
 	lastSender string
-	evBlock    []byte // block that received payloads are copied into
+	payloads   payload.Blocks // copies of received payloads that Handlers may keep
 
 	mu      sync.Mutex // protects segs, out, closed, cerr
 	segs    [][]byte   // buffers to write before out (large chunks by reference)
@@ -997,31 +997,6 @@ func (cc *cconn) readLoop() {
 // still being parsed.
 const eventFlush = 32
 
-// Received payloads up to evBlockMax bytes are copied into shared blocks
-// of evBlockSize: one allocation serves many events. A Handler that keeps
-// an event keeps its block alive (at most evBlockSize per kept event, and
-// consecutive kept events share blocks); larger payloads get their own.
-const (
-	evBlockSize = 64 << 10
-	evBlockMax  = 4 << 10
-)
-
-// own returns a copy of a received payload that the Handler may keep: its
-// capacity ends with it, so appending to it never touches a neighbour
-// (reader goroutine).
-func (cc *cconn) own(data []byte) []byte {
-	n := len(data)
-	if n > evBlockMax {
-		return bytes.Clone(data)
-	}
-	if cap(cc.evBlock)-len(cc.evBlock) < n {
-		cc.evBlock = make([]byte, 0, evBlockSize)
-	}
-	off := len(cc.evBlock)
-	cc.evBlock = append(cc.evBlock, data...)
-	return cc.evBlock[off : off+n : off+n]
-}
-
 // flushEvents hands the pending events to their member (reader goroutine).
 func (cc *cconn) flushEvents() {
 	if len(cc.pend) > 0 {
@@ -1062,7 +1037,7 @@ func (cc *cconn) dispatch(typ byte, body []byte) error {
 			if string(sender) != cc.lastSender {
 				cc.lastSender = string(sender)
 			}
-			cc.pend = append(cc.pend, mitem{kind: itemEvent, seq: seq, sender: cc.lastSender, data: cc.own(data)})
+			cc.pend = append(cc.pend, mitem{kind: itemEvent, seq: seq, sender: cc.lastSender, data: cc.payloads.Copy(data)})
 			if len(cc.pend) >= eventFlush {
 				cc.flushEvents()
 			}
