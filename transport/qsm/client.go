@@ -45,8 +45,7 @@ type Client struct {
 	mu      sync.Mutex // protects the fields below
 	members map[uint32]*Member
 	joins   map[uint32]chan error
-	stats   map[uint32]chan []byte
-	lists   map[uint32]chan listReply
+	replies map[uint32]chan []byte // requests waiting for the service's reply (stats, channel lists)
 	nextID  uint32
 	err     error // why the link closed
 }
@@ -122,8 +121,7 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 		quit:     make(chan struct{}),
 		members:  map[uint32]*Member{},
 		joins:    map[uint32]chan error{},
-		stats:    map[uint32]chan []byte{},
-		lists:    map[uint32]chan listReply{},
+		replies:  map[uint32]chan []byte{},
 		version:  min(ver, ProtocolVersionMax),
 	}
 	if err := d2.done(); err != nil || ver < ProtocolVersionMin || c.credits < 1 {
@@ -253,47 +251,15 @@ func (c *Client) ServiceStatsReset(ctx context.Context) (Stats, error) {
 }
 
 func (c *Client) serviceStats(ctx context.Context, flags uint8) (Stats, error) {
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return Stats{}, err
-	}
-	c.nextID++
-	req := c.nextID
-	ch := make(chan []byte, 1)
-	c.stats[req] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.stats, req)
-		c.mu.Unlock()
-	}()
-	body := encoder{}
-	body.u32(req)
-	body.u8(flags)
-	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, cliStatsReq, body.b) }); err != nil {
+	js, err := c.request(ctx, cliStatsReq, []byte{flags})
+	if err != nil {
 		return Stats{}, fmt.Errorf("qsm: stats: %w", err)
 	}
-	select {
-	case js, ok := <-ch:
-		if !ok {
-			return Stats{}, fmt.Errorf("qsm: stats: %w", transport.ErrClosed)
-		}
-		var s Stats
-		if err := json.Unmarshal(js, &s); err != nil {
-			return Stats{}, fmt.Errorf("qsm: stats: %w", err)
-		}
-		return s, nil
-	case <-ctx.Done():
-		return Stats{}, ctx.Err()
+	var s Stats
+	if err := json.Unmarshal(js, &s); err != nil {
+		return Stats{}, fmt.Errorf("qsm: stats: %w", err)
 	}
-}
-
-// listReply is the service's answer to a channel listing.
-type listReply struct {
-	list []transport.ChannelInfo
-	err  error
+	return s, nil
 }
 
 // Channels lists the channels some node has joined, as the coordinator
@@ -305,36 +271,59 @@ func (c *Client) Channels(ctx context.Context) ([]transport.ChannelInfo, error) 
 	if c.version < listVersion {
 		return nil, fmt.Errorf("qsm: channels: %w: the service speaks protocol %d; listing channels needs %d (upgrade 'liveobjects qsm service')", ErrVersion, c.version, listVersion)
 	}
+	r, err := c.request(ctx, cliListReq, nil)
+	if err != nil {
+		return nil, fmt.Errorf("qsm: channels: %w", err)
+	}
+	d := decoder{b: r}
+	code, msg := d.u16(), d.str()
+	list := decodeChannels(&d)
+	if err := d.done(); err != nil {
+		return nil, fmt.Errorf("qsm: channels: the service's answer: %w", err)
+	}
+	if code != codeOK {
+		return nil, fmt.Errorf("qsm: channels: %w", codeError(code, msg))
+	}
+	return list, nil
+}
+
+// request sends the service a request frame of type t (a new request id,
+// then body) and returns the body of its reply after the request id.
+func (c *Client) request(ctx context.Context, t uint8, body []byte) ([]byte, error) {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return nil, fmt.Errorf("qsm: channels: %w", err)
+		return nil, err
 	}
 	c.nextID++
 	req := c.nextID
-	ch := make(chan listReply, 1)
-	c.lists[req] = ch
+	ch := make(chan []byte, 1)
+	c.replies[req] = ch
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.lists, req)
+		delete(c.replies, req)
 		c.mu.Unlock()
 	}()
-	body := encoder{}
-	body.u32(req)
-	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, cliListReq, body.b) }); err != nil {
-		return nil, fmt.Errorf("qsm: channels: %w", err)
+	e := encoder{}
+	e.u32(req)
+	e.b = append(e.b, body...)
+	if err := c.w.frame(func(b []byte) []byte { return appendFrame(b, t, e.b) }); err != nil {
+		return nil, err
 	}
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			return nil, fmt.Errorf("qsm: channels: %w", transport.ErrClosed)
+			c.mu.Lock()
+			err := c.err
+			c.mu.Unlock()
+			if err == nil {
+				err = transport.ErrClosed
+			}
+			return nil, err
 		}
-		if r.err != nil {
-			return nil, fmt.Errorf("qsm: channels: %w", r.err)
-		}
-		return r.list, nil
+		return r, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -369,14 +358,10 @@ func (c *Client) shutdown(err error) {
 		ch <- err
 	}
 	c.joins = map[uint32]chan error{}
-	for _, ch := range c.stats {
+	for _, ch := range c.replies {
 		close(ch)
 	}
-	c.stats = map[uint32]chan []byte{}
-	for _, ch := range c.lists {
-		ch <- listReply{err: err}
-	}
-	c.lists = map[uint32]chan listReply{}
+	c.replies = map[uint32]chan []byte{}
 	c.mu.Unlock()
 	for _, m := range members {
 		m.stop(err)
@@ -596,32 +581,15 @@ func (c *Client) readLoop(fr *frameReader) {
 				if m := c.member(id); m != nil {
 					m.setView(v)
 				}
-			case cliList:
-				d := decoder{b: body}
-				req, code, msg := d.u32(), d.u16(), d.str()
-				list := decodeChannels(&d)
-				if err := d.done(); err != nil {
-					return err
-				}
-				r := listReply{list: list}
-				if code != codeOK {
-					r.err = codeError(code, msg)
-				}
-				c.mu.Lock()
-				if ch := c.lists[req]; ch != nil {
-					ch <- r
-					delete(c.lists, req)
-				}
-				c.mu.Unlock()
-			case cliStats:
+			case cliStats, cliList:
 				if len(body) < 4 {
-					return fmt.Errorf("%w: short stats frame", ErrMalformed)
+					return fmt.Errorf("%w: short reply frame (type %d)", ErrMalformed, t)
 				}
 				req := binary.BigEndian.Uint32(body)
 				c.mu.Lock()
-				if ch := c.stats[req]; ch != nil {
+				if ch := c.replies[req]; ch != nil {
 					ch <- append([]byte(nil), body[4:]...)
-					delete(c.stats, req)
+					delete(c.replies, req)
 				}
 				c.mu.Unlock()
 			default:
