@@ -49,12 +49,24 @@ func (w *connWriter) frame(f func(b []byte) []byte) error {
 	return nil
 }
 
-// loop writes buffered frames until close; it returns the write error.
+// loop writes buffered frames until quit is closed (then it writes what
+// is still queued and closes the connection) or a write fails; it
+// returns the write error.
 func (w *connWriter) loop(quit <-chan struct{}) error {
 	spare := make([]byte, 0, 64<<10)
 	for {
 		select {
 		case <-quit:
+			// What was queued before the close still goes out (a
+			// closing error frame, a client's last leaves), briefly.
+			w.mu.Lock()
+			out := w.buf
+			w.buf = nil
+			w.mu.Unlock()
+			if len(out) > 0 {
+				w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				w.conn.Write(out)
+			}
 			w.fail(net.ErrClosed)
 			return nil
 		case <-w.notify:

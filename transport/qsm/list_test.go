@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,59 @@ func TestChannelsListOldCoordinator(t *testing.T) {
 	}
 	if _, err := c.JoinMember(context.Background(), "old-coordinator", newRecorder(false)); err != nil {
 		t.Fatalf("the link broke: %v", err)
+	}
+}
+
+// TestMalformedRequestClosesLink: a channel-list or stats request with
+// bytes left over is not ignored (its sender would wait for an answer
+// forever): the service answers with an error that says what was wrong
+// and closes the link.
+func TestMalformedRequestClosesLink(t *testing.T) {
+	cl := newCluster(t, testConfig(t), 1)
+	for _, c := range []struct {
+		typ  uint8
+		body []byte
+	}{
+		{cliListReq, []byte{0, 0, 0, 1, 9, 9}},
+		{cliStatsReq, []byte{0, 0, 0, 1, 0, 9}},
+	} {
+		conn, err := net.Dial("tcp", cl.svcs[0].Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		e := encoder{}
+		e.b = append(e.b, cliMagic...)
+		e.u8(ProtocolVersionMin)
+		e.u8(ProtocolVersionMax)
+		e.str("test")
+		conn.Write(appendFrame(nil, cliHello, e.b))
+		fr := newFrameReader(conn, maxFrame)
+		if typ, _, err := fr.next(); err != nil || typ != cliWelcome {
+			t.Fatalf("welcome: type %d, %v", typ, err)
+		}
+		conn.Write(appendFrame(nil, c.typ, c.body))
+		var msg string
+		for {
+			typ, body, err := fr.next()
+			if err != nil {
+				t.Fatalf("request type %d: link ended without an error frame: %v", c.typ, err)
+			}
+			if typ == cliError {
+				d := decoder{b: body}
+				d.u32()
+				d.u32()
+				d.u16()
+				msg = d.str()
+				break
+			}
+		}
+		if !strings.Contains(msg, "trailing bytes") {
+			t.Fatalf("request type %d: error %q does not say what was wrong", c.typ, msg)
+		}
+		if _, _, err := fr.next(); err == nil {
+			t.Fatalf("request type %d: the link stayed open", c.typ)
+		}
 	}
 }

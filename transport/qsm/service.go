@@ -1068,8 +1068,17 @@ func (s *Service) serveClient(conn net.Conn) {
 		return
 	}
 	conn.SetReadDeadline(time.Time{})
-	s.goroutine(func() { c.w.loop(c.quit) })
-	defer close(c.quit)
+	wdone := make(chan struct{})
+	s.goroutine(func() {
+		defer close(wdone)
+		c.w.loop(c.quit)
+	})
+	defer func() {
+		// The writer sends what is queued (a closing error frame) before
+		// the connection closes.
+		close(c.quit)
+		<-wdone
+	}()
 	e := encoder{}
 	e.u8(ProtocolVersionMax)
 	e.u64(s.id)
@@ -1119,9 +1128,10 @@ func (s *Service) serveClient(conn net.Conn) {
 			continue
 		case cliListReq:
 			req := d.u32()
-			if d.done() == nil {
-				s.listChannels(c, req)
+			if d.done() != nil {
+				break // closes the link below, saying why
 			}
+			s.listChannels(c, req)
 			continue
 		case cliStatsReq:
 			req := d.u32()
@@ -1129,19 +1139,20 @@ func (s *Service) serveClient(conn net.Conn) {
 			if len(d.b) > 0 {
 				flags = d.u8()
 			}
-			if d.done() == nil {
-				st, _ := json.Marshal(s.Stats())
-				if flags&statsReset != 0 {
-					s.repair.reset()
-				}
-				c.w.frame(func(b []byte) []byte {
-					e := encoder{b: b}
-					e.u32(uint32(len(st) + 5))
-					e.u8(cliStats)
-					e.u32(req)
-					return append(e.b, st...)
-				})
+			if d.done() != nil {
+				break // closes the link below, saying why
 			}
+			st, _ := json.Marshal(s.Stats())
+			if flags&statsReset != 0 {
+				s.repair.reset()
+			}
+			c.w.frame(func(b []byte) []byte {
+				e := encoder{b: b}
+				e.u32(uint32(len(st) + 5))
+				e.u8(cliStats)
+				e.u32(req)
+				return append(e.b, st...)
+			})
 			continue
 		default:
 			d.fail(fmt.Errorf("%w: client frame type %d", ErrMalformed, t))
