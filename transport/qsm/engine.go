@@ -74,22 +74,21 @@ type engine struct {
 	outbox    []ipv4.Message                  // data datagrams waiting for one batched send
 	spareBufs [][]byte                        // buffers of sent outbox datagrams, for reuse
 
-	// carryOver holds the unstable messages of the send streams of the
-	// last coordinator session, carryTo the nodes that may lack them
-	// (not yet back in a region of this session), until carryUntil; and
-	// sessionGroups the groups this node had then (keepForSession).
+	// After a coordinator session ends (keepForSession): carryOver holds
+	// the unstable messages of the send streams of the last session, and
+	// awaited, per local group, the nodes that had the group then and are
+	// not back in a region of it yet; each node that comes back is handed
+	// the messages (until carryUntil), and publishes to a group wait for
+	// its nodes until awaitUntil. sessionGroups are the groups this node
+	// had then (whose handed-over messages it takes).
 	carryOver     []*outMsg
-	carryTo       map[uint64]bool
+	awaited       map[uint64]map[uint64]bool
 	carryUntil    time.Time
+	awaitUntil    time.Time
 	sessionGroups map[uint64]bool
-	// awaited holds, per local group, the nodes that had it in the last
-	// session and are not back in a region of it yet; publishes to the
-	// group wait for them until awaitUntil.
-	awaited    map[uint64]map[uint64]bool
-	awaitUntil time.Time
-	deaf       bool                                       // tests: drop every data datagram received
-	mute       bool                                       // tests: send nothing of its own again (naks, token visits)
-	lose       func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
+	deaf          bool                                       // tests: drop every data datagram received
+	mute          bool                                       // tests: send nothing of its own again (naks, token visits)
+	lose          func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
 }
 
 type memberKey struct {
@@ -743,11 +742,8 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	if e.newSession {
 		return false // wait for the new coordinator's first view
 	}
-	if len(e.awaited[m.group]) > 0 {
-		if time.Now().Before(e.awaitUntil) {
-			return false // wait for the group's nodes of the last session
-		}
-		e.awaited = nil
+	if len(e.awaited[m.group]) > 0 && time.Now().Before(e.awaitUntil) {
+		return false // wait for the group's nodes of the last session
 	}
 	mp := e.maxPayload()
 	nfrag := max(1, (len(p.data)+mp-1)/mp)
@@ -1208,24 +1204,10 @@ func (e *engine) handover(p handoverPlan) {
 // (sent again into the new streams) and the groups this node has members
 // in (whose handed-over messages it takes).
 func (e *engine) keepForSession() {
-	if e.carryTo == nil {
-		e.carryTo = map[uint64]bool{}
-	}
-	for id, st := range e.sends {
-		kept := false
+	for _, st := range e.sends {
 		for _, om := range st.buf {
 			if om != nil && om.event != nil {
 				e.carryOver = append(e.carryOver, om)
-				kept = true
-			}
-		}
-		for i := range e.view.Regions {
-			if r := &e.view.Regions[i]; r.ID == id && kept {
-				for _, m := range r.Members {
-					if m != e.s.id {
-						e.carryTo[m] = true
-					}
-				}
 			}
 		}
 	}
@@ -1255,48 +1237,52 @@ func (e *engine) sessionWait() time.Duration {
 	return max(5*time.Second, 2*e.s.cfg.FailureTimeout())
 }
 
-// awaitBack strikes the nodes back in v from the awaited ones.
-func (e *engine) awaitBack(v *View) {
+// awaitBack strikes the nodes back in v from the awaited ones and
+// returns them.
+func (e *engine) awaitBack(v *View) map[uint64]bool {
+	var back map[uint64]bool
 	for g, nodes := range e.awaited {
 		for _, r := range v.regionsOfGroup(g) {
 			for _, m := range r.Members {
-				delete(nodes, m)
+				if nodes[m] {
+					delete(nodes, m)
+					if back == nil {
+						back = map[uint64]bool{}
+					}
+					back[m] = true
+				}
 			}
 		}
 		if len(nodes) == 0 {
 			delete(e.awaited, g)
 		}
 	}
+	return back
 }
 
 // handOverSession sends the messages kept from the last session into
-// each region of v that holds nodes which may lack them, once per node:
-// nodes come back into their regions one view at a time as their
-// services reconnect to the coordinator.
-func (e *engine) handOverSession(v *View) {
-	if len(e.carryOver) == 0 {
-		return
-	}
-	if len(e.carryTo) == 0 || time.Now().After(e.carryUntil) {
-		e.carryOver, e.carryTo = nil, nil
-		return
-	}
-	old := &sendStream{buf: e.carryOver}
-	for i := range v.Regions {
-		r := &v.Regions[i]
-		back := false
-		for _, m := range r.Members {
-			if e.carryTo[m] {
-				delete(e.carryTo, m)
-				back = true
+// each region of v that holds nodes just back (awaitBack): nodes come back
+// into their regions one view at a time as their services reconnect to
+// the coordinator. Once every node is back, or at carryUntil, the session
+// is over.
+func (e *engine) handOverSession(v *View, back map[uint64]bool) {
+	if len(e.carryOver) > 0 && len(back) > 0 {
+		old := &sendStream{buf: e.carryOver}
+		for i := range v.Regions {
+			r := &v.Regions[i]
+			if slices.ContainsFunc(r.Members, func(m uint64) bool { return back[m] }) {
+				e.handover(handoverPlan{to: r, from: []*sendStream{old}})
 			}
 		}
-		if back {
-			e.handover(handoverPlan{to: r, from: []*sendStream{old}})
-		}
 	}
-	if len(e.carryTo) == 0 {
-		e.carryOver, e.carryTo = nil, nil
+	e.endSessionCarry(time.Now())
+}
+
+// endSessionCarry forgets what keepForSession kept once every node is back
+// or carryUntil has passed.
+func (e *engine) endSessionCarry(now time.Time) {
+	if e.awaited != nil && (len(e.awaited) == 0 || now.After(e.carryUntil)) {
+		e.carryOver, e.awaited = nil, nil
 	}
 }
 
@@ -1479,8 +1465,7 @@ func (e *engine) installView(v *View) {
 	if restart {
 		e.awaitUntil = time.Now().Add(e.sessionWait())
 	}
-	e.awaitBack(v)
-	e.handOverSession(v)
+	e.handOverSession(v, e.awaitBack(v))
 	e.s.gmsSend(gmsViewAck, binary.BigEndian.AppendUint64(nil, v.Number))
 	e.checkUnjoined()
 	// The nodes of each local group, in one pass over the regions.
@@ -1534,6 +1519,7 @@ func (e *engine) onTick(now time.Time) {
 		}
 	}
 	e.s.ctr.unstable.Store(unstable)
+	e.endSessionCarry(now)
 	for _, rs := range e.recvs {
 		if rs.orphanAt.IsZero() {
 			continue

@@ -331,13 +331,10 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 
 // forward queues for other participants of a ring (a partition's nodes,
 // or the partitions' leaders) the messages of a stream they lack and this
-// node holds, and removes them from their
-// missing lists so that the nodes after this one do not send them too.
+// node holds, and removes them from their missing lists so that the nodes
+// after this one do not send them too.
 func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get func(uint64) *message, streamEpoch, epochStart uint64) int {
-	for j := range en.Slots {
-		if j >= len(ring) {
-			break
-		}
+	for j := range min(len(en.Slots), len(ring)) {
 		if j == pos || budget <= 0 {
 			continue
 		}
