@@ -209,22 +209,7 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 	// usual.
 	var v0 *View
 	inEngine(t, sender, func(e *engine) { v0 = e.view })
-	addr := cl.coord.Addr()
-	cl.coord.Close()
-	ccfg := cfg
-	ccfg.GMSAddress = addr
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		c, err := NewCoordinator(ccfg)
-		if err != nil {
-			return err
-		}
-		if err := c.Start(ctx); err != nil {
-			return err
-		}
-		cl.coord = c
-		return nil
-	})
-	t.Cleanup(func() { cl.coord.Close() })
+	cl.restartCoordinator()
 	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		var back bool
 		inEngine(t, sender, func(e *engine) {
@@ -357,22 +342,7 @@ func TestCoordinatorRestartWaitsForMembers(t *testing.T) {
 		r.waitCount(t, before, 10*time.Second)
 	}
 	b.holdGMS.Store(true)
-	addr := cl.coord.Addr()
-	cl.coord.Close()
-	ccfg := cfg
-	ccfg.GMSAddress = addr
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		c, err := NewCoordinator(ccfg)
-		if err != nil {
-			return err
-		}
-		if err := c.Start(ctx); err != nil {
-			return err
-		}
-		cl.coord = c
-		return nil
-	})
-	t.Cleanup(func() { cl.coord.Close() })
+	cl.restartCoordinator()
 	// The sender and A are back; B is not.
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := len(cl.coord.View().Nodes); n != 2 {

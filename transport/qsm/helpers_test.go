@@ -81,6 +81,29 @@ func newCluster(t testing.TB, cfg Config, n int) *cluster {
 	return cl
 }
 
+// restartCoordinator closes the coordinator and starts another at the
+// same address (the services reconnect to it on their own).
+func (cl *cluster) restartCoordinator() {
+	cl.t.Helper()
+	addr := cl.coord.Addr()
+	cl.coord.Close()
+	cfg := cl.cfg
+	cfg.GMSAddress = addr
+	checkFor(cl.t, 5*time.Second, 20*time.Millisecond, func() error {
+		c, err := NewCoordinator(cfg)
+		if err != nil {
+			return err
+		}
+		if err := c.Start(context.Background()); err != nil {
+			return err
+		}
+		cl.coord = c
+		return nil
+	})
+	c := cl.coord
+	cl.t.Cleanup(func() { c.Close() })
+}
+
 func (cl *cluster) addService(cfg Config) *Service {
 	cl.t.Helper()
 	cfg.GMSAddress = cl.coord.Addr()

@@ -224,26 +224,9 @@ func TestThousandGroups(t *testing.T) {
 func TestCoordinatorRestart(t *testing.T) {
 	cfg := testConfig(t)
 	cl := newCluster(t, cfg, 2)
-	addr := cl.coord.Addr()
-	cl.coord.Close()
-	ccfg := cfg
-	ccfg.GMSAddress = addr
-	var coord *Coordinator
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		c, err := NewCoordinator(ccfg)
-		if err != nil {
-			return err
-		}
-		if err := c.Start(context.Background()); err != nil {
-			return err
-		}
-		coord = c
-		return nil
-	})
-	t.Cleanup(func() { coord.Close() })
-	cl.coord = coord
+	cl.restartCoordinator()
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if n := len(coord.View().Nodes); n != 2 {
+		if n := len(cl.coord.View().Nodes); n != 2 {
 			return fmt.Errorf("%d services back", n)
 		}
 		return nil

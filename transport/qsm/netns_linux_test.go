@@ -104,6 +104,27 @@ func (l *lan) lossy(i, percent int) {
 	}
 }
 
+// joinAll joins group from an in-process client at every node, each with
+// a recorder (keeping the events with keep), and waits until every node
+// is in the group's view.
+func (l *lan) joinAll(group string, keep bool) ([]*Member, []*recorder) {
+	l.t.Helper()
+	var members []*Member
+	var recs []*recorder
+	for i := 0; i < l.Nodes(); i++ {
+		r := newRecorder(keep)
+		m, err := l.dialNode(i).JoinMember(context.Background(), group, r)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		members = append(members, m)
+		recs = append(recs, r)
+	}
+	waitView(l.t, l.coord, group, l.Nodes())
+	waitMembers(l.t, members, l.Nodes())
+	return members, recs
+}
+
 // dialNode connects an in-process client to node i's service.
 func (l *lan) dialNode(i int) *Client {
 	l.t.Helper()
@@ -134,25 +155,8 @@ func TestNetnsLossyFanout(t *testing.T) {
 	l.lossy(1, 10)
 	l.lossy(2, 10)
 	ctx := context.Background()
-	var recs []*recorder
-	var pub *Member
-	var all []*Member
-	for i := 0; i < 5; i++ {
-		c := l.dialNode(i)
-		r := newRecorder(true)
-		m, err := c.JoinMember(ctx, "fanout", r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			pub = m
-		} else {
-			recs = append(recs, r)
-		}
-		all = append(all, m)
-	}
-	waitView(t, l.coord, "fanout", 5)
-	waitMembers(t, all, 5)
+	all, recs := l.joinAll("fanout", true)
+	pub, recs := all[0], recs[1:]
 	const n = 20000
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -193,20 +197,7 @@ func TestNetnsKilledReceiver(t *testing.T) {
 	cfg.Window = 1024
 	l := newLAN(t, 4, cfg)
 	ctx := context.Background()
-	var recs []*recorder
-	var members []*Member
-	for i := 0; i < 4; i++ {
-		c := l.dialNode(i)
-		r := newRecorder(false)
-		m, err := c.JoinMember(ctx, "kill", r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		members = append(members, m)
-		recs = append(recs, r)
-	}
-	waitView(t, l.coord, "kill", 4)
-	waitMembers(t, members, 4)
+	members, recs := l.joinAll("kill", false)
 	const n = 30000
 	var sent atomic.Int64
 	done := make(chan error, 1)
@@ -297,19 +288,7 @@ func TestNetnsKilledSender(t *testing.T) {
 	cfg := netnsConfig(t)
 	l := newLAN(t, 4, cfg)
 	ctx := context.Background()
-	var recs []*recorder
-	var members []*Member
-	for i := 0; i < 4; i++ {
-		r := newRecorder(false)
-		m, err := l.dialNode(i).JoinMember(ctx, "killsender", r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		members = append(members, m)
-		recs = append(recs, r)
-	}
-	waitView(t, l.coord, "killsender", 4)
-	waitMembers(t, members, 4)
+	members, recs := l.joinAll("killsender", false)
 	l.lossy(1, 20)
 	l.lossy(2, 20)
 	var sent atomic.Int64
