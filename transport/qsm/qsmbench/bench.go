@@ -100,7 +100,7 @@ type Row struct {
 	Pairs []float64
 	// Of names the reference of Ratio.
 	Of string
-	// Target is the ratio the issue asks for (0: none).
+	// Target is the ratio the measurement is held to (0: none).
 	Target float64
 	// CPUPerMsg is the CPU time of every process involved divided by the
 	// messages delivered (events x receivers).

@@ -161,8 +161,11 @@ func (r *procRx) wait() (RawReceipt, error) {
 	jerr := json.Unmarshal([]byte(line), &got)
 	err := r.cmd.Wait()
 	r.waited = true
-	if err != nil || jerr != nil {
-		return got, fmt.Errorf("udp-receive: %v %v: %s", err, jerr, bytes.TrimSpace(r.stderr.Bytes()))
+	switch {
+	case err != nil:
+		return got, fmt.Errorf("udp-receive failed (%w): %s", err, bytes.TrimSpace(r.stderr.Bytes()))
+	case jerr != nil:
+		return got, fmt.Errorf("udp-receive printed %q, not its count: %w", strings.TrimSpace(line), jerr)
 	}
 	return got, nil
 }
