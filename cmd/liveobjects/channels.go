@@ -55,14 +55,24 @@ func runChannels(ctx context.Context, args []string) error {
 		for _, ch := range list {
 			out = append(out, entry{ch.Name, ch.ID, ch.Comment, ch.Members, ch.LastSeq})
 		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(out)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable()
 	fmt.Fprintln(tw, "NAME\tID\tMEMBERS\tLAST-SEQ\tCOMMENT")
 	for _, ch := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", ch.Name, ch.ID, ch.Members, ch.LastSeq, ch.Comment)
 	}
 	return tw.Flush()
 }
+
+// printJSON writes v to stdout as indented JSON (the --json output of the
+// listing commands).
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newTable returns a writer that aligns tab-separated columns on stdout
+// (the listing commands' tables); Flush it at the end.
+func newTable() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0) }

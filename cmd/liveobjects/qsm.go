@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
 )
@@ -157,11 +154,9 @@ Example:
 				for _, ch := range list {
 					out = append(out, entry{ch.Name, ch.Members})
 				}
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printJSON(out)
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			tw := newTable()
 			fmt.Fprintln(tw, "NAME\tNODES")
 			for _, ch := range list {
 				fmt.Fprintf(tw, "%s\t%d\n", ch.Name, ch.Members)
