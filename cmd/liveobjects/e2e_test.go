@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -649,6 +650,45 @@ func TestDaemonsStopOnCtrlC(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%v did not stop on Ctrl-C", args)
 		}
+	}
+}
+
+// TestQSMRoleProcs: the standalone QSM roles run Go code on one CPU unless
+// -procs or the GOMAXPROCS environment variable says otherwise.
+func TestQSMRoleProcs(t *testing.T) {
+	all := runtime.GOMAXPROCS(0) // Go's default here, unless the environment sets it
+	if os.Getenv("GOMAXPROCS") != "" {
+		all = runtime.NumCPU()
+	}
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"", nil, "procs=1"},
+		{"", []string{"-procs", "2"}, "procs=2"},
+		{"", []string{"-procs", "0"}, fmt.Sprintf("procs=%d", all)},
+		{"3", nil, "procs=3"},
+		{"3", []string{"-procs", "1"}, "procs=1"},
+	} {
+		t.Setenv("GOMAXPROCS", c.env)
+		if c.env == "" {
+			os.Unsetenv("GOMAXPROCS")
+		}
+		d := start(t, "", append([]string{"qsm", "coordinator", "-gms", freePort(t)}, c.args...)...)
+		waitFor(t, 10*time.Second, func() error {
+			if !strings.Contains(d.output(), "ready") {
+				return fmt.Errorf("GOMAXPROCS=%q %v: not ready: %s", c.env, c.args, d.output())
+			}
+			return nil
+		})
+		if !regexp.MustCompile(`\b` + c.want + `\b`).MatchString(d.output()) {
+			t.Errorf("GOMAXPROCS=%q %v: want %s in the ready line:\n%s", c.env, c.args, c.want, d.output())
+		}
+		d.cmd.Process.Kill()
+	}
+	if out, err := exec.Command(bin, "qsm", "service", "-procs", "-1").CombinedOutput(); err == nil || !strings.Contains(string(out), "want a number of CPUs") {
+		t.Errorf("-procs -1: want a usage error saying what it takes: %v\n%s", err, out)
 	}
 }
 

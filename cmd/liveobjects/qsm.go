@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
@@ -39,6 +42,53 @@ func (f shortcut) Set(v string) error {
 }
 
 var qsmFlags = qsmSettings{}
+
+// qsmProcs is the -procs flag of the standalone roles.
+var qsmProcs procsFlag
+
+// procsFlag is how many CPUs a QSM role's process runs Go code on at once
+// (GOMAXPROCS). Unset, it is 1, or what the GOMAXPROCS environment
+// variable says when that is set.
+type procsFlag struct {
+	n   int
+	set bool
+}
+
+func (p *procsFlag) String() string { return "" }
+
+func (p *procsFlag) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a number of CPUs, 0 for all of them: %q", v)
+	}
+	p.n, p.set = n, true
+	return nil
+}
+
+// apply sets the process's GOMAXPROCS and returns it. QSM's original
+// design runs a single-threaded engine in each role: with one P, handing a
+// batch from a socket reader to the engine and from the engine to a
+// client's writer switches goroutines on one thread instead of waking
+// another, which on a loaded machine costs more than the work itself;
+// system calls still run beside Go code (a goroutine in one gives up the
+// P). Measured in the README (QSM, "One thread for Go code").
+func (p *procsFlag) apply() int {
+	switch {
+	case p.set && p.n == 0:
+		runtime.SetDefaultGOMAXPROCS()
+	case p.set:
+		runtime.GOMAXPROCS(p.n)
+	case os.Getenv("GOMAXPROCS") == "":
+		runtime.GOMAXPROCS(1)
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// qsmRoleFlags are the flags of the standalone roles.
+func qsmRoleFlags(fs *flag.FlagSet) {
+	qsmCommonFlags(fs)
+	fs.Var(&qsmProcs, "procs", "CPUs the process runs Go code on at once (GOMAXPROCS): 0 = Go's default (every CPU it may use); default 1 (a single-threaded engine), or $GOMAXPROCS when set")
+}
 
 func qsmCommonFlags(fs *flag.FlagSet) {
 	d := qsm.DefaultConfig()
@@ -83,7 +133,7 @@ Example, on each machine of a LAN:
   liveobjects qsm service -gms 198.18.0.1:12346 -subnet 198.18.0.0/24 \
       -set uplink_address=127.0.0.1
 ` + qsmSettingsHelp,
-		Flags: qsmCommonFlags,
+		Flags: qsmRoleFlags,
 		Run: func(ctx context.Context, args []string) error {
 			return runQSMRole(ctx, args, "qsm service", func(cfg qsm.Config) (qsmRole, error) { return qsm.NewService(cfg) })
 		},
@@ -99,7 +149,7 @@ heartbeat_interval x missed_heartbeats. One per network.
 Example:
   liveobjects qsm coordinator -gms 198.18.0.1:12346
 ` + qsmSettingsHelp,
-		Flags: qsmCommonFlags,
+		Flags: qsmRoleFlags,
 		Run: func(ctx context.Context, args []string) error {
 			return runQSMRole(ctx, args, "qsm coordinator", func(cfg qsm.Config) (qsmRole, error) { return qsm.NewCoordinator(cfg) })
 		},
@@ -192,6 +242,7 @@ func runQSMRole(ctx context.Context, args []string, what string, make func(qsm.C
 	if err != nil {
 		return usagef("%v", err)
 	}
+	procs := qsmProcs.apply()
 	r, err := make(cfg)
 	if err != nil {
 		return err
@@ -200,7 +251,7 @@ func runQSMRole(ctx context.Context, args []string, what string, make func(qsm.C
 		return err
 	}
 	defer r.Close()
-	slog.Info(what+" ready", "addr", r.Addr(), "gms", cfg.GMSAddress)
+	slog.Info(what+" ready", "addr", r.Addr(), "gms", cfg.GMSAddress, "procs", procs)
 	<-ctx.Done()
 	return ctx.Err()
 }

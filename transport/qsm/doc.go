@@ -132,7 +132,11 @@
 // (connWriter.mu protects its buffer). The coordinator link has a reader
 // (gmsLoop) and a heartbeat goroutine; Service.gmsMu protects the current
 // coordinator writer and Service.connMu the set of client links. All of
-// them are counted in Service.wg and end on Close.
+// them are counted in Service.wg and end on Close. The package does not
+// set GOMAXPROCS; the standalone commands (liveobjects qsm service and qsm
+// coordinator) run with one P by default, so that these hand-offs switch
+// goroutines on one thread rather than wake another thread (a wake-up
+// that, on a loaded machine, costs more than the work handed over).
 //
 // In the coordinator, Coordinator.mu protects the node table and the
 // current view; gmsNode.wmu serializes writes to one service link. One
