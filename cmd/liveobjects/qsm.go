@@ -59,7 +59,7 @@ func (p *procsFlag) String() string { return "" }
 func (p *procsFlag) Set(v string) error {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		return fmt.Errorf("want a number of CPUs, 0 for all of them: %q", v)
+		return fmt.Errorf("want a number of CPUs (0: Go's default): %q", v)
 	}
 	p.n, p.set = n, true
 	return nil
