@@ -38,7 +38,9 @@
 // partition token carries, per stream, what each node holds (the prefix it
 // has, and the gaps above it); a node holding a message another lacks sends
 // it on and strikes it from the token. When the round ends, the leader
-// knows what the whole partition holds. The region token carries these
+// knows what the whole partition holds. Each hop sends the token twice and
+// the next node takes the first copy, so that a token lost on the network
+// seldom costs its ring a round timeout. The region token carries these
 // summaries through the partitions' leaders; a leader holding what a whole
 // partition lacks sends it to that partition's leader (which spreads it in
 // its own ring) and strikes it from the token. The region's leader then

@@ -61,6 +61,7 @@ type engine struct {
 	lastToken   *tokenBody              // partition leader: the token of the last completed round
 	rtt         time.Duration           // smoothed time of a round
 	seenRound   [2]uint64               // highest round seen as a non-leader, per level
+	backRound   [2]uint64               // highest round whose token came back to me as leader, per level
 	prevStable  map[uint64]uint64       // partition leader: sender -> min ack of the last round
 	prevLack    map[uint64][][]seqRange // partition leader: sender -> what each node lacked in the last round
 	partSummary map[uint64]*streamSummary

@@ -3,6 +3,7 @@ package qsm
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -208,4 +209,48 @@ func dumpEngines(t testing.TB, cl *cluster) {
 			}
 		})
 	}
+}
+
+// TestTokenCopies: every hop of a token goes out twice (tokenCopies) and
+// every node takes one copy. In a ring each node passes the token on once
+// per round (a node that took both copies would double the tokens at each
+// hop), and each node, the leader too, drops the second copies as stale.
+func TestTokenCopies(t *testing.T) {
+	cl := newCluster(t, testConfig(t), 4)
+	ctx := context.Background()
+	var pub *Member
+	for i, s := range cl.svcs {
+		m, err := dial(t, s.Addr()).JoinMember(ctx, "copies", newRecorder(false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			pub = m
+		}
+	}
+	waitGroupView(t, cl, "copies", len(cl.svcs))
+	before := make([]Stats, len(cl.svcs))
+	for i, s := range cl.svcs {
+		before[i] = s.Stats()
+	}
+	// Tokens circulate while a stream is active.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		if _, err := pub.Publish(ctx, []byte("tick")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var passed []uint64
+	for i, s := range cl.svcs {
+		st := s.Stats()
+		passed = append(passed, st.Tokens-before[i].Tokens)
+		if stale := st.StaleToken - before[i].StaleToken; stale == 0 {
+			t.Errorf("node %d dropped no second copy of a token (passed %d)", i, passed[i])
+		}
+	}
+	lo, hi := slices.Min(passed), slices.Max(passed)
+	if lo < 10 || hi > lo+lo/2+5 {
+		t.Fatalf("tokens passed on per node in one second: %v; want every node about once per round", passed)
+	}
+	t.Logf("tokens passed on per node: %v", passed)
 }
