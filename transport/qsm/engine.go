@@ -403,11 +403,15 @@ func (e *engine) run() {
 		}
 	drain:
 		for i := 0; i < 1024; i++ {
-			// Tokens and acks go before data, so that rounds stay short
-			// under load.
+			// Tokens, acks and ticks go before data, so that rounds stay
+			// short under load (a leader that is also a busy sender
+			// starts its rounds on time).
 			select {
 			case ev := <-e.ctl:
 				e.handle(ev)
+				continue
+			case now := <-t.C:
+				e.onTick(now)
 				continue
 			default:
 			}
