@@ -128,8 +128,8 @@
 // requests reach it over channels (tokens and acks on a channel of their
 // own that is served first, with the ticker that starts token rounds; data
 // in batches that are dropped rather than queued when the engine is
-// behind), and it writes datagrams and client
-// frames itself, so the engine takes no locks. Two reader goroutines per
+// behind), and it writes datagrams and client frames itself, so the
+// engine takes no locks. Two reader goroutines per
 // service check and parse datagrams; one goroutine per client link reads
 // frames, and a connWriter goroutine per link writes batched frames
 // (connWriter.mu protects its buffer). The coordinator link has a reader
