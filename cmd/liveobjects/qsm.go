@@ -103,6 +103,7 @@ const qsmSettingsHelp = `
 Settings (-set name=value; the same names as in a services definition):
   qsm, qsm_application, qsm_controller, uplink_controller   roles (booleans)
   uplink_address, uplink_port, uplink_subnet    where in-process clients connect
+  uplink_local       also serve clients on a local socket named after the uplink (default true)
   subnet, port                                  adapter and UDP port of multicast traffic
   gms_address                                   the coordinator's host:port
   multicast          prefix of region multicast addresses (default 239.255.64.0/18)

@@ -65,10 +65,19 @@ var maxQueue = 1 << 16 // a variable so tests can make it small
 const dispatchWorkers = 4
 
 // Dial connects to the local service at serviceAddr (host:port, the
-// service's uplink) and returns a client.
+// service's uplink) and returns a client. When the service listens on a
+// local socket for that address (Config.UplinkLocal) and the caller is in
+// its network namespace, the client uses it instead of TCP.
 func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", serviceAddr)
+	var conn net.Conn
+	var err error
+	if name := localUplinkName(serviceAddr); name != "" {
+		conn, err = d.DialContext(ctx, "unix", name)
+	}
+	if conn == nil {
+		conn, err = d.DialContext(ctx, "tcp", serviceAddr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("qsm: dial service %s: %w (is 'liveobjects qsm service' running there?)", serviceAddr, err)
 	}
@@ -76,6 +85,10 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 		tc.SetNoDelay(true)
 		tc.SetReadBuffer(4 << 20)
 		tc.SetWriteBuffer(4 << 20)
+	}
+	if uc, ok := conn.(*net.UnixConn); ok {
+		uc.SetReadBuffer(4 << 20)
+		uc.SetWriteBuffer(4 << 20)
 	}
 	e := encoder{}
 	e.b = append(e.b, cliMagic...)

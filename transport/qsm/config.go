@@ -94,6 +94,13 @@ type Config struct {
 	// and datagrams that arrive together are read as one buffer (UDP_GRO),
 	// where the kernel can; elsewhere they go one by one anyway.
 	NoOffload bool
+	// UplinkLocal ("uplink_local") lets the service also accept clients on
+	// a local socket named after its uplink address (an abstract Unix
+	// socket, so only processes in the same network namespace reach it).
+	// A client that dials that address takes the local socket when it is
+	// there and TCP otherwise. Frames cost about half as much CPU per byte
+	// on the local socket as over loopback TCP. Linux only.
+	UplinkLocal bool
 }
 
 // DefaultConfig returns settings that work on one machine: coordinator on
@@ -120,6 +127,7 @@ func DefaultConfig() Config {
 		MissedHeartbeats:  4,
 		ViewDelay:         5 * time.Millisecond,
 		DeliveryQueue:     32 << 20,
+		UplinkLocal:       true,
 	}
 }
 
@@ -186,7 +194,7 @@ var configKeys = []string{
 	"uplink_port", "uplink_subnet", "subnet", "port", "gms_address", "multicast", "mtu",
 	"max_event", "credits", "client_credits", "rate", "token_rate", "partition_size",
 	"heartbeat_interval", "missed_heartbeats", "view_delay", "delivery_queue", "drop_rate", "name",
-	"no_offload",
+	"no_offload", "uplink_local",
 }
 
 // ParseConfig builds a Config from name/value pairs, as found in a
@@ -304,6 +312,8 @@ func (c *Config) set(k, v string) error {
 		c.Name = v
 	case "no_offload":
 		return boolv(&c.NoOffload)
+	case "uplink_local":
+		return boolv(&c.UplinkLocal)
 	default:
 		return fmt.Errorf("%w: unknown setting %q (known: %s)", ErrBadConfig, k, strings.Join(configKeys, ", "))
 	}

@@ -15,12 +15,13 @@ func TestParseConfig(t *testing.T) {
 		"uplink_address": "localhost", "uplink_port": "61000", "uplink_subnet": "", "subnet": "198.18.0.0/24",
 		"port": "62000", "gms_address": "198.18.0.1:62001", "heartbeat_interval": "250", "missed_heartbeats": "3",
 		"token_rate": "20", "partition_size": "5", "credits": "4096", "rate": "10000", "Multicast": "239.1.0.0/16",
+		"uplink_local": "false",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !cfg.QSM || cfg.Application || cfg.UplinkPort != 61000 || cfg.Port != 62000 || cfg.HeartbeatInterval != 250*time.Millisecond ||
-		cfg.FailureTimeout() != 750*time.Millisecond || cfg.Window != 4096 || cfg.Rate != 10000 || cfg.Multicast.String() != "239.1.0.0/16" {
+		cfg.FailureTimeout() != 750*time.Millisecond || cfg.Window != 4096 || cfg.Rate != 10000 || cfg.Multicast.String() != "239.1.0.0/16" || cfg.UplinkLocal {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	if cfg.UplinkAddr() != "localhost:61000" {
@@ -35,6 +36,7 @@ func TestParseConfig(t *testing.T) {
 		{"nonsense": "1"},
 		{"gms_address": "nocolon"},
 		{"drop_rate": "1.5"},
+		{"uplink_local": "sometimes"},
 	} {
 		_, err := ParseConfig(bad)
 		if !errors.Is(err, ErrBadConfig) {
@@ -47,6 +49,9 @@ func TestParseConfig(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
+	}
+	if !DefaultConfig().UplinkLocal {
+		t.Fatal("the local uplink socket should be on by default")
 	}
 }
 

@@ -18,10 +18,12 @@
 //     set last changed).
 //   - Service (service.go, engine.go, token.go): one per machine. It runs the
 //     protocol stack and the multicast sockets (TTL 1) and serves the
-//     in-process clients of the machine over TCP (the uplink).
-//   - Client (client.go): one per process, one TCP link to the local service
-//     carrying every QSM channel of the process; it implements
-//     transport.Driver.
+//     in-process clients of the machine over TCP (the uplink) and, on Linux,
+//     over an abstract Unix socket named after the uplink address, which only
+//     processes in the service's network namespace reach.
+//   - Client (client.go): one per process, one link to the local service
+//     carrying every QSM channel of the process (the local socket when the
+//     service has one, else TCP); it implements transport.Driver.
 //
 // # Protocol
 //

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +187,71 @@ func TestBatchDelivery(t *testing.T) {
 		t.Fatalf("%d events, %d of them in %d batches", batch.count, batch.inBatches, batch.batches)
 	}
 	t.Logf("%d events, %d of them in %d batches", batch.count, batch.inBatches, batch.batches)
+}
+
+// TestLocalUplink checks that a client dialing its service's uplink
+// address takes the service's local socket when the service has one, and
+// TCP when it has none, and that events flow either way.
+func TestLocalUplink(t *testing.T) {
+	if localUplinkName("127.0.0.1:1") == "" {
+		t.Skip("local uplink sockets are Linux only")
+	}
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 1)
+	off := cfg
+	off.UplinkLocal = false
+	cl.addService(off)
+	local, tcp := cl.svcs[0], cl.svcs[1]
+	if want := localUplinkName(local.Addr()); local.LocalAddr() != want {
+		t.Fatalf("local socket %q, want %q", local.LocalAddr(), want)
+	}
+	if tcp.LocalAddr() != "" {
+		t.Fatalf("uplink_local=false still opened %q", tcp.LocalAddr())
+	}
+	ctx := context.Background()
+	cl1, cl2 := dial(t, local.Addr()), dial(t, tcp.Addr())
+	if _, ok := cl1.conn.(*net.UnixConn); !ok {
+		t.Fatalf("client of the service with a local socket uses %T", cl1.conn)
+	}
+	if _, ok := cl2.conn.(*net.TCPConn); !ok {
+		t.Fatalf("client of the service without one uses %T", cl2.conn)
+	}
+	r1, r2 := newRecorder(true), newRecorder(true)
+	m1, err := cl1.Join(ctx, "uplinks", r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := cl2.Join(ctx, "uplinks", r2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, []*Member{m1.(*Member), m2.(*Member)}, 2)
+	const n = 500
+	for i := 0; i < n; i++ {
+		m := m1
+		if i%2 == 1 {
+			m = m2
+		}
+		if _, err := m.Publish(ctx, []byte(fmt.Sprintf("event %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range []*recorder{r1, r2} {
+		r.waitCount(t, n, 10*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("client %d: %v", i, p)
+		}
+	}
+	// The local socket goes with the service: a client dialing afterwards
+	// gets a clear error instead of a socket nobody serves.
+	addr := local.Addr()
+	local.Close()
+	ctx2, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if c, err := Dial(ctx2, addr); err == nil {
+		c.Close()
+		t.Fatal("dialed a closed service")
+	} else if !strings.Contains(err.Error(), "qsm service") {
+		t.Fatalf("dial error does not say what to start: %v", err)
+	}
 }

@@ -150,6 +150,7 @@ type Service struct {
 	upc    *ipv4.PacketConn
 	uaddr  netip.AddrPort
 	ln     net.Listener
+	uln    net.Listener // the local uplink socket, or nil
 	eng    *engine
 	ctr    counters
 	rng    *mrand.Rand // for DropRate; used by the reader goroutines under rngMu
@@ -280,7 +281,16 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("qsm: service: uplink listen %s:%d: %w", host, s.cfg.UplinkPort, err)
 		}
 		s.ln = ln
-		s.goroutine(s.acceptLoop)
+		s.goroutine(func() { s.acceptLoop(ln) })
+		if name := localUplinkName(ln.Addr().String()); s.cfg.UplinkLocal && name != "" {
+			uln, err := tlc.Listen(ctx, "unix", name)
+			if err != nil {
+				s.log.Warn("no local uplink socket; clients use TCP", "socket", name, "err", err)
+			} else {
+				s.uln = uln
+				s.goroutine(func() { s.acceptLoop(uln) })
+			}
+		}
 	}
 	s.goroutine(func() { s.readLoop(s.mconn) })
 	s.goroutine(func() { s.readLoop(s.uconn) })
@@ -296,7 +306,7 @@ func (s *Service) Start(ctx context.Context) error {
 		case <-s.quit:
 		}
 	})
-	s.log.Info("service started", "id", fmt.Sprintf("%016x", s.id), "udp", s.uaddr.String(), "uplink", s.Addr(), "interface", ifc.Name)
+	s.log.Info("service started", "id", fmt.Sprintf("%016x", s.id), "udp", s.uaddr.String(), "uplink", s.Addr(), "local", s.LocalAddr(), "interface", ifc.Name)
 	return nil
 }
 
@@ -322,6 +332,15 @@ func (s *Service) Addr() string {
 		return ""
 	}
 	return s.ln.Addr().String()
+}
+
+// LocalAddr returns the name of the local uplink socket (see
+// Config.UplinkLocal), or "" when the service has none.
+func (s *Service) LocalAddr() string {
+	if s.uln == nil {
+		return ""
+	}
+	return s.uln.Addr().String()
 }
 
 // NodeID returns the service's node id.
@@ -367,6 +386,9 @@ func (s *Service) Close() error {
 		close(s.quit)
 		if s.ln != nil {
 			s.ln.Close()
+		}
+		if s.uln != nil {
+			s.uln.Close()
 		}
 		s.closeSockets()
 		s.gmsMu.Lock()
@@ -953,9 +975,9 @@ type viewStable uint64
 
 // --- uplink: in-process clients ---------------------------------------
 
-func (s *Service) acceptLoop() {
+func (s *Service) acceptLoop(ln net.Listener) {
 	for {
-		conn, err := s.ln.Accept()
+		conn, err := ln.Accept()
 		if err != nil {
 			select {
 			case <-s.quit:
@@ -1031,6 +1053,10 @@ func (s *Service) serveClient(conn net.Conn) {
 		tc.SetNoDelay(true)
 		tc.SetReadBuffer(4 << 20)
 		tc.SetWriteBuffer(4 << 20)
+	}
+	if uc, ok := conn.(*net.UnixConn); ok {
+		uc.SetReadBuffer(4 << 20)
+		uc.SetWriteBuffer(4 << 20)
 	}
 	fr := newFrameReader(conn, s.cfg.MaxEvent+64)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -2,6 +2,7 @@ package qsm
 
 import (
 	"net"
+	"net/netip"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -46,4 +47,19 @@ func setMulticastAll(conn *net.UDPConn, on bool) error {
 func setBuffers(conn *net.UDPConn, n int) {
 	conn.SetReadBuffer(n)
 	conn.SetWriteBuffer(n)
+}
+
+// localUplinkName returns the name of the local socket of the service
+// whose uplink listens on uplinkAddr, an IP address and port: an abstract
+// Unix socket (the leading '@'), which exists only while the service
+// holds it open and is seen only within its network namespace. It
+// returns "" for an address that is not IP:port, since a host name could
+// name another machine's service.
+func localUplinkName(uplinkAddr string) string {
+	ap, err := netip.ParseAddrPort(uplinkAddr)
+	if err != nil {
+		return ""
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return "@liveobjects-qsm-uplink/" + ap.String()
 }

@@ -19,3 +19,6 @@ func setBuffers(conn *net.UDPConn, n int) {
 	conn.SetReadBuffer(n)
 	conn.SetWriteBuffer(n)
 }
+
+// localUplinkName returns "": local uplink sockets are Linux only.
+func localUplinkName(uplinkAddr string) string { return "" }
