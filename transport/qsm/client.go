@@ -511,10 +511,15 @@ func (c *Client) readLoop(fr *frameReader) {
 				source := binary.BigEndian.Uint32(body[12:])
 				seq := binary.BigEndian.Uint64(body[16:])
 				name := senderName(node, source)
-				if m := c.member(id); m != nil && !m.stopped.Load() {
+				// The member itself is not read here: its worker, on
+				// another thread, writes its line (callMu) for every
+				// handler call, and loading it here for every event made
+				// that line cross between the cores. The worker checks
+				// stopped before it calls the handler.
+				if m := c.member(id); m != nil {
 					// Events are handed to the workers in batches: once
 					// per read from the link, not once per event.
-					wi := int(m.id) % len(c.workers)
+					wi := int(id) % len(c.workers)
 					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: payloads.Copy(body[24:])}})
 					npending++
 				}
@@ -628,7 +633,8 @@ type GroupView struct {
 
 // Member is a process's membership in one QSM channel.
 type Member struct {
-	// What every delivery reads comes first, in one cache line.
+	// What every delivery reads comes first, in one cache line, which
+	// only the member's dispatch worker touches per event.
 	h       transport.Handler
 	callMu  sync.Mutex  // held while h is called; Leave takes it to wait for a call in progress
 	stopped atomic.Bool // no handler call starts once set
