@@ -1,6 +1,7 @@
 package qsm
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -373,5 +374,124 @@ func TestCoordinatorRestartWaitsForMembers(t *testing.T) {
 		if p := r.problems(); len(p) > 0 {
 			t.Fatalf("receiver %d: %v", i+1, p)
 		}
+	}
+}
+
+// TestSenderCrashSurvivorsAcrossPartitions: a sender fails while a whole
+// token ring of survivors (a partition of the region that the survivors
+// form without it) lacks messages that the other partition holds. The
+// region's ring of partition leaders carries the stream on, a leader
+// hands the missing messages to the other, and every survivor delivers
+// every event. The lacking ring is led by the region ring's leader in one
+// case (the holder comes after it in the region's ring) and by the other
+// leader in the other (the holder comes first).
+func TestSenderCrashSurvivorsAcrossPartitions(t *testing.T) {
+	for _, lack := range []int{0, 1} {
+		t.Run(fmt.Sprintf("lacking ring %d", lack), func(t *testing.T) { survivorsAcrossPartitions(t, lack) })
+	}
+}
+
+func survivorsAcrossPartitions(t *testing.T, lack int) {
+	cfg := testConfig(t)
+	cfg.PartitionSize = 2
+	cl := newCluster(t, cfg, 5)
+	ctx := context.Background()
+	// The sender is the node with the highest id: the survivors' rings
+	// are then the rings they were in before it failed, and the holding
+	// ring holds the messages on its own for the whole time.
+	slices.SortFunc(cl.svcs, func(a, b *Service) int { return cmp.Compare(b.NodeID(), a.NodeID()) })
+	sender := cl.svcs[0]
+	pub, recs := joinEvery(t, cl, "parts")
+	const warm, lost = 300, 200
+	for i := 0; i < warm; i++ {
+		if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("warm ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range recs[1:] {
+		r.waitCount(t, warm, 10*time.Second)
+	}
+	// The survivors' region, sorted by id as views list it, splits into
+	// two rings of two; ring lack loses what the sender sends next.
+	var ids []uint64
+	byID := map[uint64]int{}
+	for i, s := range cl.svcs[1:] {
+		ids = append(ids, s.NodeID())
+		byID[s.NodeID()] = i + 1
+	}
+	slices.Sort(ids)
+	parts := partitions(ids, cfg.PartitionSize)
+	if len(parts) != 2 {
+		t.Fatalf("survivors form %d partitions, want 2: %v", len(parts), parts)
+	}
+	lacking, holding := parts[lack], parts[1-lack]
+	var from uint64
+	inEngine(t, cl.svcs[byID[lacking[0]]], func(e *engine) { from = e.recvs[sender.NodeID()].next })
+	for _, id := range lacking {
+		inEngine(t, cl.svcs[byID[id]], func(e *engine) {
+			e.lose = func(snd, _, seq uint64) bool { return snd == sender.NodeID() && seq >= from && seq < from+lost }
+		})
+	}
+	inEngine(t, sender, func(e *engine) { e.mute = true })
+	for i := 0; i < lost; i++ {
+		if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("late ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range holding {
+		recs[byID[id]].waitCount(t, warm+lost, 10*time.Second)
+	}
+	// Every node of the holding ring has had the messages for a while: it
+	// would free them if only its own ring counted.
+	time.Sleep(20 * cfg.HeartbeatInterval / 10)
+	for _, id := range holding {
+		inEngine(t, cl.svcs[byID[id]], func(e *engine) {
+			if rs := e.recvs[sender.NodeID()]; rs == nil || rs.get(from) == nil || rs.get(from+lost-1) == nil {
+				t.Errorf("node %x of the holding ring freed messages the other ring lacks", id)
+			}
+		})
+	}
+	// The lacking ring takes nothing of those messages (repairs neither)
+	// until the sender has left the view; then only the other ring holds
+	// them.
+	sender.freeze()
+	checkFor(t, cfg.FailureTimeout()+5*time.Second, 5*time.Millisecond, func() error {
+		v := cl.coord.View()
+		if v.node(sender.NodeID()) != nil {
+			return fmt.Errorf("the sender is still in the view")
+		}
+		for _, s := range cl.svcs[1:] {
+			if s.Stats().View < v.Number {
+				return fmt.Errorf("a survivor has not installed view %d", v.Number)
+			}
+		}
+		return nil
+	})
+	for _, id := range lacking {
+		inEngine(t, cl.svcs[byID[id]], func(e *engine) { e.lose = nil })
+	}
+	for _, id := range lacking {
+		if n := recs[byID[id]].n(); n != warm {
+			t.Fatalf("a node of the lacking ring delivered %d events before the repair, want %d", n, warm)
+		}
+	}
+	for i, r := range recs[1:] {
+		r.waitCount(t, warm+lost, 15*time.Second)
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("survivor %d: %v", i+1, p)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	for i, r := range recs[1:] {
+		if n := r.n(); n != warm+lost {
+			t.Fatalf("survivor %d delivered %d events, want %d", i+1, n, warm+lost)
+		}
+		if ol := cl.svcs[i+1].Stats().OrphanLost; ol != 0 {
+			t.Fatalf("survivor %d counted %d messages lost", i+1, ol)
+		}
+	}
+	// The other ring's leader handed the messages over.
+	if st := cl.svcs[byID[holding[0]]].Stats(); st.Forwarded < lost {
+		t.Fatalf("the holding ring's leader forwarded %d messages, want at least %d", st.Forwarded, lost)
 	}
 }

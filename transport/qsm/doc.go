@@ -50,7 +50,10 @@
 // sender frees everything up to it (stability) — and what to send again:
 // into the region by multicast when the whole region lacks it, to a
 // partition's leader when one partition does and no leader could forward
-// it. What one node has lacked for two rounds in a row, its peers could
+// it. The region's leader also puts the region's stable point into the
+// next region token; with more than one partition a node frees a message
+// only below it (and below its own partition's), so that a leader still
+// holds what another partition lacks if the sender fails. What one node has lacked for two rounds in a row, its peers could
 // not forward (a node that entered the region later than another counts,
 // by its start point, seqs it never had as held): the partition's leader
 // asks the sender to send it to that node (an ack with naks naming it, at
@@ -166,13 +169,16 @@
 // senders and the coordinator stay up. When a sender fails, the survivors
 // keep its stream in their tokens for a while (100 token rounds and at
 // least a second, and until no repair has come for 20 rounds: its orphan
-// time), so that each forwards what the others lack, and then settle it: each delivers what it holds in order, skipping a
-// gap that no survivor could fill and the event after it (a message after
-// a gap may be the tail of an event whose head is lost; the format cannot
-// tell), so that the survivors of one partition deliver the same events
-// (Stats.OrphanLost counts what was skipped). What no survivor received
-// is lost, and survivors in different partitions of a large region may
-// settle differently. When the coordinator link is re-established (a new
+// time), so that each forwards what the others lack, and then settle it:
+// each delivers what it holds in order, skipping a gap that no survivor
+// could fill and the event after it (a message after a gap may be the tail
+// of an event whose head is lost; the format cannot tell), so that the
+// survivors deliver the same events (Stats.OrphanLost counts what was
+// skipped). Across partitions, the region token carries
+// the stream on from round to round with the highest seq any partition
+// holds, so that a partition counts as missing what another holds and
+// that partition's leader hands it over. What no survivor received is
+// lost. When the coordinator link is re-established (a new
 // session numbers views afresh, as after a coordinator restart) every
 // stream restarts; each sender keeps the messages that were unstable and
 // hands them over, as to a node that changed region, to each node of its

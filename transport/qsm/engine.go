@@ -65,6 +65,12 @@ type engine struct {
 	prevStable  map[uint64]uint64       // partition leader: sender -> min ack of the last round
 	prevLack    map[uint64][][]seqRange // partition leader: sender -> what each node lacked in the last round
 	partSummary map[uint64]*streamSummary
+	// With more than one partition, a node frees a message only when the
+	// whole region holds it (not just its partition), so that a partition
+	// leader can still hand it to another partition after its sender
+	// failed.
+	regionStable map[uint64]uint64 // partition leader: sender -> the region's stable point, from the region token
+	lastRegion   *tokenBody        // region leader: the token of the last completed region round
 
 	allowance float64
 	allowAt   time.Time
@@ -89,7 +95,7 @@ type engine struct {
 	sessionGroups map[uint64]bool
 	deaf          bool                                       // tests: drop every data datagram received
 	mute          bool                                       // tests: send nothing of its own again (naks, token visits)
-	lose          func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages
+	lose          func(sender, streamEpoch, seq uint64) bool // tests: drop these received messages (see onData)
 }
 
 type memberKey struct {
@@ -360,22 +366,23 @@ func (b *dgBuilder) finish(hi uint64) []byte {
 
 func newEngine(s *Service) *engine {
 	return &engine{
-		s:           s,
-		in:          make(chan any, 4096),
-		ctl:         make(chan any, 1024),
-		data:        make(chan []*packet, 256),
-		clients:     map[*svcClient]bool{},
-		members:     map[memberKey]*localMember{},
-		groups:      map[uint64]*localGroup{},
-		sends:       map[uint64]*sendStream{},
-		targets:     map[uint64][]*sendStream{},
-		recvs:       map[uint64]*recvStream{},
-		lastGSeq:    map[uint64]*sourceTable{},
-		prevStable:  map[uint64]uint64{},
-		partSummary: map[uint64]*streamSummary{},
-		tick:        time.Second / time.Duration(s.cfg.TokenRate),
-		targetsGen:  1,
-		view:        &View{},
+		s:            s,
+		in:           make(chan any, 4096),
+		ctl:          make(chan any, 1024),
+		data:         make(chan []*packet, 256),
+		clients:      map[*svcClient]bool{},
+		members:      map[memberKey]*localMember{},
+		groups:       map[uint64]*localGroup{},
+		sends:        map[uint64]*sendStream{},
+		targets:      map[uint64][]*sendStream{},
+		recvs:        map[uint64]*recvStream{},
+		lastGSeq:     map[uint64]*sourceTable{},
+		prevStable:   map[uint64]uint64{},
+		partSummary:  map[uint64]*streamSummary{},
+		regionStable: map[uint64]uint64{},
+		tick:         time.Second / time.Duration(s.cfg.TokenRate),
+		targetsGen:   1,
+		view:         &View{},
 	}
 }
 
@@ -966,7 +973,16 @@ func (e *engine) onData(p *packet) {
 		rs.epochStart = d.EpochStart
 	}
 	if e.lose != nil {
-		d.Msgs = slices.DeleteFunc(d.Msgs, func(m message) bool { return e.lose(p.hdr.Sender, d.StreamEpoch, m.Seq) })
+		// A datagram left with no message is lost whole, and so is a
+		// sender's announcement of a seq the test loses: their Hi is not
+		// seen either.
+		if len(d.Msgs) == 0 {
+			if e.lose(p.hdr.Sender, d.StreamEpoch, d.Hi) {
+				return
+			}
+		} else if d.Msgs = slices.DeleteFunc(d.Msgs, func(m message) bool { return e.lose(p.hdr.Sender, d.StreamEpoch, m.Seq) }); len(d.Msgs) == 0 {
+			return
+		}
 	}
 	if len(d.Msgs) > 0 && e.congested() {
 		e.s.ctr.slowConsumer.Add(1)
@@ -1359,9 +1375,11 @@ func (e *engine) installView(v *View) {
 		e.prevStable = map[uint64]uint64{}
 		e.prevLack = nil
 		e.partSummary = map[uint64]*streamSummary{}
+		e.regionStable = map[uint64]uint64{}
 		e.seenRound = [2]uint64{}
 		e.inRound = [2]bool{}
 		e.lastToken = nil
+		e.lastRegion = nil
 		// The groups I keep across the move: senders hand their
 		// unstable messages of these over into my new region.
 		e.carried = nil
@@ -1398,6 +1416,7 @@ func (e *engine) installView(v *View) {
 			// New rings (perhaps with other leaders, who number their
 			// rounds afresh): tokens of the old ones mean nothing now.
 			e.lastToken = nil
+			e.lastRegion = nil
 			e.inRound = [2]bool{}
 			e.seenRound = [2]uint64{}
 			e.prevLack = nil

@@ -89,10 +89,30 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		}
 		e.fill(t, level, 0, len(ring))
 		for i := range t.Streams {
-			t.Streams[i].Stable = e.prevStable[t.Streams[i].Sender]
+			en := &t.Streams[i]
+			en.Stable = e.prevStable[en.Sender]
+			if len(e.parts) > 1 {
+				// Other partitions may still need what this one holds.
+				en.Stable = min(en.Stable, e.regionStable[en.Sender])
+			}
 		}
 	} else {
+		// Carry on the streams of senders that left the view with what
+		// the last round learnt: the highest seq any partition holds, and
+		// what each lacked, so that a leader early in the ring can hand
+		// its messages to one after it, and the one after it knows what
+		// it lacks.
+		if last := e.lastRegion; last != nil {
+			for _, en := range last.Streams {
+				if e.view.node(en.Sender) == nil && len(en.Slots) == len(ring) {
+					t.Streams = append(t.Streams, en)
+				}
+			}
+		}
 		e.fill(t, level, 0, len(ring))
+		for i := range t.Streams {
+			t.Streams[i].Stable = e.regionStable[t.Streams[i].Sender]
+		}
 	}
 	if len(ring) == 1 {
 		e.complete(t, level)
@@ -232,9 +252,20 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		}
 		for i := range t.Streams {
 			en := &t.Streams[i]
+			if pos != 0 {
+				e.regionStable[en.Sender] = en.Stable
+			}
 			sl := &en.Slots[pos]
 			if sum := e.partSummary[en.Sender]; sum != nil {
-				ms, upto := capRanges(sum.missing, maxSlotRanges, sum.hi)
+				miss, hi := sum.missing, sum.hi
+				if e.view.node(en.Sender) == nil && en.Hi > hi {
+					// The sender left the view: nothing of its stream is
+					// on its way, so what another partition holds and
+					// this one has not seen is missing.
+					miss = append(slices.Clip(miss), seqRange{hi + 1, en.Hi})
+					hi = en.Hi
+				}
+				ms, upto := capRanges(miss, maxSlotRanges, hi)
 				*sl = tokenSlot{State: slotStarted, Ack: sum.minAck, Upto: upto, Missing: ms}
 			} else if st, ok := e.prevStable[en.Sender]; ok {
 				*sl = tokenSlot{State: slotStarted, Ack: st, Upto: st}
@@ -516,8 +547,10 @@ func (e *engine) complete(t *tokenBody, level uint8) {
 		if len(naks) > maxAckNaks {
 			naks = naks[:maxAckNaks]
 		}
+		e.regionStable[en.Sender] = stable
 		e.sendAck(en.Sender, stable, naks)
 	}
+	e.lastRegion = t
 }
 
 func (e *engine) sendAck(sender, stable uint64, naks []ackNak) {
