@@ -321,6 +321,25 @@ func TestPartitionRepairedByLeader(t *testing.T) {
 	if st := s.Stats(); st.Resent != 0 {
 		t.Fatalf("the sender sent %d messages again", st.Resent)
 	}
+	// Nodes keep messages until the whole region holds them, and then
+	// free them: the region's stable point reaches every partition.
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for i, svc := range cl.svcs {
+			if i == sender {
+				continue
+			}
+			var kept int
+			inEngine(t, svc, func(e *engine) {
+				if rs := e.recvs[s.NodeID()]; rs != nil {
+					kept = len(rs.kept)
+				}
+			})
+			if kept > 0 {
+				return fmt.Errorf("node %d still keeps %d messages", i, kept)
+			}
+		}
+		return nil
+	})
 }
 
 // TestCoordinatorRestartWaitsForMembers: after a coordinator restart, a

@@ -318,6 +318,15 @@ func (rs *recvStream) get(seq uint64) *message {
 	return rs.kept[i]
 }
 
+// stable notes that every node concerned holds every seq up to upto, and
+// frees what is kept up to there.
+func (rs *recvStream) stable(upto uint64) {
+	if upto > rs.lastStable {
+		rs.lastStable = upto
+		rs.free(upto)
+	}
+}
+
 func (rs *recvStream) free(upto uint64) {
 	if upto < rs.keptBase {
 		return

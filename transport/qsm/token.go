@@ -95,6 +95,11 @@ func (e *engine) startRound(level uint8, now time.Time) {
 				// Other partitions may still need what this one holds.
 				en.Stable = min(en.Stable, e.regionStable[en.Sender])
 			}
+			// The leader filled its slot before it knew the stable
+			// point; it frees now (a ring of one node has no other turn).
+			if rs := e.recvs[en.Sender]; rs != nil && rs.started {
+				rs.stable(en.Stable)
+			}
 		}
 	} else {
 		// Carry on the streams of senders that left the view with what
@@ -322,10 +327,7 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			*sl = tokenSlot{State: slotUnstarted}
 			continue
 		}
-		if en.Stable > rs.lastStable {
-			rs.lastStable = en.Stable
-			rs.free(en.Stable)
-		}
+		rs.stable(en.Stable)
 		// Report gaps only below the highest seq this node has seen
 		// itself: above it, messages may simply be on their way. Of a
 		// sender that left the view nothing is on its way: what another
