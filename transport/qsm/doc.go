@@ -53,7 +53,9 @@
 // it. The region's leader also puts the region's stable point into the
 // next region token; with more than one partition a node frees a message
 // only below it (and below its own partition's), so that a leader still
-// holds what another partition lacks if the sender fails. What one node has lacked for two rounds in a row, its peers could
+// holds what another partition lacks if the sender fails. A stream stays
+// in its partition's token until the ring has been told its latest stable
+// point, so that every node frees its copies. What one node has lacked for two rounds in a row, its peers could
 // not forward (a node that entered the region later than another counts,
 // by its start point, seqs it never had as held): the partition's leader
 // asks the sender to send it to that node (an ack with naks naming it, at

@@ -78,6 +78,21 @@ func runFanoutPayload(t *testing.T, cl *cluster, n int, async bool, size int) {
 		}
 		return nil
 	})
+	// And so do the receivers' copies, kept for repairing others.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for i, s := range cl.svcs[1:] {
+			var kept int
+			inEngine(t, s, func(e *engine) {
+				if rs := e.recvs[cl.svcs[0].NodeID()]; rs != nil {
+					kept = len(rs.kept) + len(rs.pending)
+				}
+			})
+			if kept > 0 {
+				return fmt.Errorf("receiver %d still keeps %d messages", i, kept)
+			}
+		}
+		return nil
+	})
 }
 
 // waitGroupView waits until every service has installed a view in which

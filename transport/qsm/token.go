@@ -75,9 +75,12 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		// every node reported then, so that nodes early in the ring can
 		// repair those after them; and tell the ring what it held in
 		// common (what may be freed).
+		// A stream also goes on until the ring has been told its latest
+		// stable point: the nodes free their copies only then.
 		if last := e.lastToken; last != nil {
 			for _, en := range last.Streams {
-				if sum := e.partSummary[en.Sender]; sum != nil && sum.minAck < sum.hi && len(en.Slots) == len(ring) {
+				sum := e.partSummary[en.Sender]
+				if sum != nil && (sum.minAck < sum.hi || en.Stable < e.ringStable(en.Sender)) && len(en.Slots) == len(ring) {
 					t.Streams = append(t.Streams, en)
 				}
 			}
@@ -90,11 +93,7 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		e.fill(t, level, 0, len(ring))
 		for i := range t.Streams {
 			en := &t.Streams[i]
-			en.Stable = e.prevStable[en.Sender]
-			if len(e.parts) > 1 {
-				// Other partitions may still need what this one holds.
-				en.Stable = min(en.Stable, e.regionStable[en.Sender])
-			}
+			en.Stable = e.ringStable(en.Sender)
 			// The leader filled its slot before it knew the stable
 			// point; it frees now (a ring of one node has no other turn).
 			if rs := e.recvs[en.Sender]; rs != nil && rs.started {
@@ -125,6 +124,18 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		return
 	}
 	e.passToken(t, ring[1])
+}
+
+// ringStable is the stable point a partition leader tells its ring for a
+// stream: what every node of the partition held in the last round and,
+// with more than one partition, what the whole region holds (other
+// partitions may still need what this one has).
+func (e *engine) ringStable(sender uint64) uint64 {
+	st := e.prevStable[sender]
+	if len(e.parts) > 1 {
+		st = min(st, e.regionStable[sender])
+	}
+	return st
 }
 
 // roundTimeout is how long a leader waits for its token to come back
