@@ -1553,7 +1553,9 @@ func (e *engine) onTick(now time.Time) {
 	}
 	e.s.ctr.unstable.Store(unstable)
 	e.endSessionCarry(now)
+	var kept uint64
 	for _, rs := range e.recvs {
+		kept += uint64(len(rs.kept) + len(rs.pending))
 		if rs.orphanAt.IsZero() {
 			continue
 		}
@@ -1564,6 +1566,7 @@ func (e *engine) onTick(now time.Time) {
 			e.settleOrphan(rs)
 		}
 	}
+	e.s.ctr.kept.Store(kept)
 	if e.region != nil {
 		if e.myIdx == 0 {
 			e.startRound(levelPartition, now)

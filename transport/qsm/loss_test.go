@@ -79,16 +79,35 @@ func runFanoutPayload(t *testing.T, cl *cluster, n int, async bool, size int) {
 		return nil
 	})
 	// And so do the receivers' copies, kept for repairing others.
+	waitNothingKept(t, cl)
+}
+
+// waitNothingKept waits until no service of cl keeps a message: every
+// send stream is stable and every receiver has freed its copies (a stream
+// whose stable point never reached some node would keep them for good).
+func waitNothingKept(t testing.TB, cl *cluster) {
+	t.Helper()
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		for i, s := range cl.svcs[1:] {
-			var kept int
-			inEngine(t, s, func(e *engine) {
-				if rs := e.recvs[cl.svcs[0].NodeID()]; rs != nil {
-					kept = len(rs.kept) + len(rs.pending)
+		for i, s := range cl.svcs {
+			var err error
+			if !s.inEngine(func(e *engine) {
+				for _, st := range e.sends {
+					if n := st.unstable(); n > 0 {
+						err = fmt.Errorf("service %d still has %d unstable messages", i, n)
+						return
+					}
 				}
-			})
-			if kept > 0 {
-				return fmt.Errorf("receiver %d still keeps %d messages", i, kept)
+				for id, rs := range e.recvs {
+					if n := len(rs.kept) + len(rs.pending); n > 0 {
+						err = fmt.Errorf("service %d still keeps %d messages of %016x", i, n, id)
+						return
+					}
+				}
+			}) {
+				continue // closed
+			}
+			if err != nil {
+				return err
 			}
 		}
 		return nil
@@ -205,6 +224,7 @@ func TestThreeSenders(t *testing.T) {
 			t.Fatalf("receiver %d: %d distinct events from %d senders", i, len(seen), len(per))
 		}
 	}
+	waitNothingKept(t, cl)
 	_ = transport.Reliable
 }
 

@@ -164,6 +164,7 @@ func TestJoinMidStream(t *testing.T) {
 		t.Fatalf("late joiner starts at %d; join began after %d and returned after %d events", first, before, after)
 	}
 	t.Logf("joined after %d..%d events, first delivered %d, got all %d after it", before, after, first, got)
+	waitNothingKept(t, cl)
 }
 
 func TestThousandGroups(t *testing.T) {
@@ -217,6 +218,7 @@ func TestThousandGroups(t *testing.T) {
 			t.Fatalf("receiver %d: %v", i, p)
 		}
 	}
+	waitNothingKept(t, cl)
 }
 
 // TestCoordinatorRestart checks that services find a restarted coordinator

@@ -190,6 +190,23 @@ func TestNetnsLossyFanout(t *testing.T) {
 		t.Fatalf("stats of a lossy node look empty: %+v", st)
 	}
 	t.Logf("lossy node: %d datagrams in, %d duplicates, repair latency samples %d", st.DatagramsIn, st.Duplicates, st.RepairLatencyN)
+	// Every node frees its copies once every receiver holds everything.
+	var statsOf []*Client
+	for i := range 5 {
+		statsOf = append(statsOf, l.dialNode(i))
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for i, c := range statsOf {
+			st, err := c.ServiceStats(ctx)
+			if err != nil {
+				return err
+			}
+			if st.Unstable != 0 || st.Kept != 0 {
+				return fmt.Errorf("node %d holds %d unstable messages and keeps %d", i, st.Unstable, st.Kept)
+			}
+		}
+		return nil
+	})
 }
 
 func TestNetnsKilledReceiver(t *testing.T) {
@@ -247,18 +264,29 @@ func TestNetnsKilledReceiver(t *testing.T) {
 			t.Fatalf("receiver %d: %v", i, p)
 		}
 	}
+	// The sender's buffer drains, and the receivers free their copies.
+	statsOf := []*Client{l.dialNode(0), l.dialNode(1), l.dialNode(2)}
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		for i := 0; i < 3; i++ {
 			if v := members[i].View(); len(v.Members) != 3 {
 				return fmt.Errorf("member %d sees %v", i, v.Members)
 			}
 		}
-		st, err := l.dialNode(0).ServiceStats(ctx)
+		st, err := statsOf[0].ServiceStats(ctx)
 		if err != nil {
 			return err
 		}
 		if st.Unstable != 0 {
 			return fmt.Errorf("sender holds %d unstable messages", st.Unstable)
+		}
+		for i := 1; i < 3; i++ {
+			st, err := statsOf[i].ServiceStats(ctx)
+			if err != nil {
+				return err
+			}
+			if st.Kept != 0 {
+				return fmt.Errorf("receiver %d keeps %d messages", i, st.Kept)
+			}
 		}
 		return nil
 	})

@@ -157,6 +157,7 @@ func runRegionChurn(t *testing.T, dropRate float64, n, rounds int) {
 	if during < 8 {
 		t.Fatalf("only %d channel changes during the stream; make it longer", during)
 	}
+	waitNothingKept(t, cl)
 }
 
 // TestRegionChangeKeepsStream checks that events on a channel a node keeps

@@ -102,6 +102,10 @@ type Stats struct {
 	// Unstable is the number of messages this node holds as a sender
 	// that some member may still lack.
 	Unstable uint64 `json:"unstable"`
+	// Kept is the number of other senders' messages this node keeps: for
+	// repairing nodes that lack them until every node concerned holds
+	// them, or waiting for a gap before them to be filled.
+	Kept uint64 `json:"kept"`
 	// View is the installed view number; Region the id of this node's
 	// region (0 when it is in no group).
 	View   uint64 `json:"view"`
@@ -123,14 +127,14 @@ func (s Stats) Rejected() uint64 {
 // counters are updated with atomics from the reader goroutines and the
 // engine.
 type counters struct {
-	datagramsIn, datagramsOut, bytesIn, bytesOut            atomic.Uint64
-	badMagic, badVersion, badChecksum, truncated, malformed atomic.Uint64
-	foreignRegion, staleToken, injected, slowConsumer       atomic.Uint64
-	overload                                                atomic.Uint64
-	duplicates, published, sent, delivered                  atomic.Uint64
-	forwarded, resent, tokens, acks, unstable, view, region atomic.Uint64
-	orphanLost                                              atomic.Uint64
-	handovers                                               atomic.Uint64
+	datagramsIn, datagramsOut, bytesIn, bytesOut                  atomic.Uint64
+	badMagic, badVersion, badChecksum, truncated, malformed       atomic.Uint64
+	foreignRegion, staleToken, injected, slowConsumer             atomic.Uint64
+	overload                                                      atomic.Uint64
+	duplicates, published, sent, delivered                        atomic.Uint64
+	forwarded, resent, tokens, acks, unstable, kept, view, region atomic.Uint64
+	orphanLost                                                    atomic.Uint64
+	handovers                                                     atomic.Uint64
 }
 
 // Service is a node's local QSM service: it runs the protocol stack and
@@ -365,7 +369,7 @@ func (s *Service) Stats() Stats {
 		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
 		Delivered: c.delivered.Load(), Forwarded: c.forwarded.Load(), Resent: c.resent.Load(),
 		Handovers: c.handovers.Load(), OrphanLost: c.orphanLost.Load(),
-		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(),
+		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(), Kept: c.kept.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
 	}
 	if lat := s.repair.snapshot(); len(lat) > 0 {
