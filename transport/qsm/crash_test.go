@@ -513,4 +513,29 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 	if st := cl.svcs[byID[holding[0]]].Stats(); st.Forwarded < lost {
 		t.Fatalf("the holding ring's leader forwarded %d messages, want at least %d", st.Forwarded, lost)
 	}
+	// Once settled, the failed sender's stream leaves no state behind.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for i, s := range cl.svcs[1:] {
+			var left []string
+			inEngine(t, s, func(e *engine) {
+				id := sender.NodeID()
+				if e.recvs[id] != nil {
+					left = append(left, "stream")
+				}
+				if _, ok := e.prevStable[id]; ok {
+					left = append(left, "partition stable point")
+				}
+				if _, ok := e.regionStable[id]; ok {
+					left = append(left, "region stable point")
+				}
+				if e.partSummary[id] != nil {
+					left = append(left, "summary")
+				}
+			})
+			if len(left) > 0 {
+				return fmt.Errorf("survivor %d still has the failed sender's %v", i+1, left)
+			}
+		}
+		return nil
+	})
 }

@@ -1360,6 +1360,9 @@ func (e *engine) settleOrphan(rs *recvStream) {
 		"delivered_to", rs.next-1, "held_beyond_gaps", len(seqs))
 	delete(e.recvs, rs.sender)
 	delete(e.lastGSeq, rs.sender)
+	delete(e.prevStable, rs.sender)
+	delete(e.regionStable, rs.sender)
+	delete(e.partSummary, rs.sender)
 }
 
 // --- views ------------------------------------------------------------

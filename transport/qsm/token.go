@@ -108,7 +108,7 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		// it lacks.
 		if last := e.lastRegion; last != nil {
 			for _, en := range last.Streams {
-				if e.view.node(en.Sender) == nil && len(en.Slots) == len(ring) {
+				if e.view.node(en.Sender) == nil && !e.settled(en.Sender) && len(en.Slots) == len(ring) {
 					t.Streams = append(t.Streams, en)
 				}
 			}
@@ -124,6 +124,13 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		return
 	}
 	e.passToken(t, ring[1])
+}
+
+// settled reports whether sender left the view and this node has settled
+// its stream: tokens that still carry it (other nodes settle a little
+// later) must not bring its state back.
+func (e *engine) settled(sender uint64) bool {
+	return e.view.node(sender) == nil && e.recvs[sender] == nil
 }
 
 // ringStable is the stable point a partition leader tells its ring for a
@@ -486,6 +493,9 @@ func (e *engine) complete(t *tokenBody, level uint8) {
 		ring := e.ring(levelPartition, e.myPart)
 		for i := range t.Streams {
 			en := &t.Streams[i]
+			if e.settled(en.Sender) {
+				continue
+			}
 			minAck := en.Hi
 			var lack []seqRange
 			for j := range en.Slots {
@@ -527,6 +537,9 @@ func (e *engine) complete(t *tokenBody, level uint8) {
 	// multicast again.
 	for i := range t.Streams {
 		en := &t.Streams[i]
+		if e.settled(en.Sender) {
+			continue
+		}
 		stable := en.Hi
 		for j := range en.Slots {
 			a := uint64(0)
