@@ -64,6 +64,7 @@ func TestSenderCrashSurvivorsRepair(t *testing.T) {
 	if st := b.Stats(); st.Forwarded == 0 {
 		t.Fatalf("B forwarded nothing: %+v", st)
 	}
+	waitForgotten(t, cl.svcs[1:], sender.NodeID())
 }
 
 // TestSenderCrashGapNobodyHolds: a sender fails after every survivor lost
@@ -127,6 +128,7 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	if len(pa) != 1 || fmt.Sprint(pa) != fmt.Sprint(pb) {
 		t.Fatalf("survivors saw %v and %v; want the same single jump over the gap", pa, pb)
 	}
+	waitForgotten(t, cl.svcs[1:], sender.NodeID())
 }
 
 // joinEvery joins a member of group at every service of cl and waits for
@@ -514,26 +516,33 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 		t.Fatalf("the holding ring's leader forwarded %d messages, want at least %d", st.Forwarded, lost)
 	}
 	// Once settled, the failed sender's stream leaves no state behind.
+	waitForgotten(t, cl.svcs[1:], sender.NodeID())
+}
+
+// waitForgotten waits until none of svcs holds any state of the stream of
+// sender, which has left the view: each has settled the stream, and the
+// tokens that other nodes still sent with it brought nothing back.
+func waitForgotten(t *testing.T, svcs []*Service, sender uint64) {
+	t.Helper()
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		for i, s := range cl.svcs[1:] {
+		for i, s := range svcs {
 			var left []string
 			inEngine(t, s, func(e *engine) {
-				id := sender.NodeID()
-				if e.recvs[id] != nil {
+				if e.recvs[sender] != nil {
 					left = append(left, "stream")
 				}
-				if _, ok := e.prevStable[id]; ok {
+				if _, ok := e.prevStable[sender]; ok {
 					left = append(left, "partition stable point")
 				}
-				if _, ok := e.regionStable[id]; ok {
+				if _, ok := e.regionStable[sender]; ok {
 					left = append(left, "region stable point")
 				}
-				if e.partSummary[id] != nil {
+				if e.partSummary[sender] != nil {
 					left = append(left, "summary")
 				}
 			})
 			if len(left) > 0 {
-				return fmt.Errorf("survivor %d still has the failed sender's %v", i+1, left)
+				return fmt.Errorf("survivor %d still has the failed sender's %v", i, left)
 			}
 		}
 		return nil
