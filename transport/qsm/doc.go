@@ -137,8 +137,10 @@
 // in batches that are dropped rather than queued when the engine is
 // behind), and it writes datagrams and client frames itself, so the
 // engine takes no locks. Two reader goroutines per
-// service check and parse datagrams; one goroutine per client link reads
-// frames, and a connWriter goroutine per link writes batched frames
+// service check and parse datagrams; an accept loop per uplink listener
+// (TCP, and the local socket) takes client links; one goroutine per client
+// link reads frames, and a connWriter goroutine per link writes batched
+// frames
 // (connWriter.mu protects its buffer). The coordinator link has a reader
 // (gmsLoop) and a heartbeat goroutine; Service.gmsMu protects the current
 // coordinator writer and Service.connMu the set of client links. All of
@@ -159,8 +161,9 @@
 // reader finds members in Client.byID, whose writers hold Client.mu);
 // Member.ackMu the publishes in flight (held while a publish frame is
 // queued, so acks match in order); Member.callMu is held during a handler
-// call (Leave takes it to wait for a call in progress); worker.mu guards a
-// worker's queue. Handlers should not block for long: a handler that blocks
+// call (Leave takes it to wait for a call in progress; the reader does not
+// touch a member per event, so that the line the worker writes stays on
+// the worker's core); worker.mu guards a worker's queue. Handlers should not block for long: a handler that blocks
 // holds up the members sharing its worker, and once a worker has 65536
 // events queued the client stops reading from the service and the senders
 // slow down. Leave must not be called from the member's own Handler.
