@@ -74,9 +74,9 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		// Carry on the streams the last round left unstable, with what
 		// every node reported then, so that nodes early in the ring can
 		// repair those after them; and tell the ring what it held in
-		// common (what may be freed).
-		// A stream also goes on until the ring has been told its latest
-		// stable point: the nodes free their copies only then.
+		// common (what may be freed). A stream also goes on until the
+		// ring has been told its latest stable point: the nodes free
+		// their copies only then.
 		if last := e.lastToken; last != nil {
 			for _, en := range last.Streams {
 				sum := e.partSummary[en.Sender]
@@ -108,7 +108,7 @@ func (e *engine) startRound(level uint8, now time.Time) {
 		// it lacks.
 		if last := e.lastRegion; last != nil {
 			for _, en := range last.Streams {
-				if e.view.node(en.Sender) == nil && !e.settled(en.Sender) && len(en.Slots) == len(ring) {
+				if e.view.node(en.Sender) == nil && e.recvs[en.Sender] != nil && len(en.Slots) == len(ring) {
 					t.Streams = append(t.Streams, en)
 				}
 			}
@@ -275,7 +275,7 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		}
 		for i := range t.Streams {
 			en := &t.Streams[i]
-			if pos != 0 {
+			if pos != 0 && !e.settled(en.Sender) {
 				e.regionStable[en.Sender] = en.Stable
 			}
 			sl := &en.Slots[pos]
