@@ -81,15 +81,7 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qsm: dial service %s: %w (is 'liveobjects qsm service' running there?)", serviceAddr, err)
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-		tc.SetReadBuffer(4 << 20)
-		tc.SetWriteBuffer(4 << 20)
-	}
-	if uc, ok := conn.(*net.UnixConn); ok {
-		uc.SetReadBuffer(4 << 20)
-		uc.SetWriteBuffer(4 << 20)
-	}
+	tuneUplink(conn)
 	e := encoder{}
 	e.b = append(e.b, cliMagic...)
 	e.u8(ProtocolVersionMin)

@@ -292,13 +292,11 @@ func TestPartitionRepairedByLeader(t *testing.T) {
 	for _, r := range recs {
 		r.waitCount(t, warm, 10*time.Second)
 	}
-	var from uint64
-	inEngine(t, cl.svcs[byID[parts[lacking][0]]], func(e *engine) { from = e.recvs[s.NodeID()].next })
+	var lackers []*Service
 	for _, id := range parts[lacking] {
-		inEngine(t, cl.svcs[byID[id]], func(e *engine) {
-			e.lose = func(snd, _, seq uint64) bool { return snd == s.NodeID() && seq >= from && seq < from+lost }
-		})
+		lackers = append(lackers, cl.svcs[byID[id]])
 	}
+	loseNext(t, lackers, s.NodeID(), lost)
 	inEngine(t, s, func(e *engine) { e.mute = true })
 	for i := 0; i < lost; i++ {
 		if err := m.PublishAsync(ctx, []byte(fmt.Sprint("more ", i))); err != nil {
@@ -325,23 +323,21 @@ func TestPartitionRepairedByLeader(t *testing.T) {
 	}
 	// Nodes keep messages until the whole region holds them, and then
 	// free them: the region's stable point reaches every partition.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		for i, svc := range cl.svcs {
-			if i == sender {
-				continue
-			}
-			var kept int
-			inEngine(t, svc, func(e *engine) {
-				if rs := e.recvs[s.NodeID()]; rs != nil {
-					kept = len(rs.kept)
-				}
-			})
-			if kept > 0 {
-				return fmt.Errorf("node %d still keeps %d messages", i, kept)
-			}
-		}
-		return nil
-	})
+	waitNothingKept(t, cl)
+}
+
+// loseNext makes each of svcs lose the next n messages of sender's stream
+// (with the datagrams that announce them) and returns the first seq lost.
+func loseNext(t *testing.T, svcs []*Service, sender uint64, n uint64) uint64 {
+	t.Helper()
+	var from uint64
+	inEngine(t, svcs[0], func(e *engine) { from = e.recvs[sender].next })
+	for _, s := range svcs {
+		inEngine(t, s, func(e *engine) {
+			e.lose = func(snd, _, seq uint64) bool { return snd == sender && seq >= from && seq < from+n }
+		})
+	}
+	return from
 }
 
 // TestCoordinatorRestartWaitsForMembers: after a coordinator restart, a
@@ -446,13 +442,11 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 		t.Fatalf("survivors form %d partitions, want 2: %v", len(parts), parts)
 	}
 	lacking, holding := parts[lack], parts[1-lack]
-	var from uint64
-	inEngine(t, cl.svcs[byID[lacking[0]]], func(e *engine) { from = e.recvs[sender.NodeID()].next })
+	var lackers []*Service
 	for _, id := range lacking {
-		inEngine(t, cl.svcs[byID[id]], func(e *engine) {
-			e.lose = func(snd, _, seq uint64) bool { return snd == sender.NodeID() && seq >= from && seq < from+lost }
-		})
+		lackers = append(lackers, cl.svcs[byID[id]])
 	}
+	from := loseNext(t, lackers, sender.NodeID(), lost)
 	inEngine(t, sender, func(e *engine) { e.mute = true })
 	for i := 0; i < lost; i++ {
 		if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("late ", i))); err != nil {
@@ -462,9 +456,9 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 	for _, id := range holding {
 		recs[byID[id]].waitCount(t, warm+lost, 10*time.Second)
 	}
-	// Every node of the holding ring has had the messages for a while: it
-	// would free them if only its own ring counted.
-	time.Sleep(20 * cfg.HeartbeatInterval / 10)
+	// Every node of the holding ring has had the messages for 20 token
+	// rounds: it would have freed them if only its own ring counted.
+	time.Sleep(20 * time.Second / time.Duration(cfg.TokenRate))
 	for _, id := range holding {
 		inEngine(t, cl.svcs[byID[id]], func(e *engine) {
 			if rs := e.recvs[sender.NodeID()]; rs == nil || rs.get(from) == nil || rs.get(from+lost-1) == nil {
@@ -488,8 +482,8 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 		}
 		return nil
 	})
-	for _, id := range lacking {
-		inEngine(t, cl.svcs[byID[id]], func(e *engine) { e.lose = nil })
+	for _, s := range lackers {
+		inEngine(t, s, func(e *engine) { e.lose = nil })
 	}
 	for _, id := range lacking {
 		if n := recs[byID[id]].n(); n != warm {

@@ -998,6 +998,22 @@ func (s *Service) acceptLoop(ln net.Listener) {
 	}
 }
 
+// tuneUplink sets up one end of a client link, TCP or the local socket:
+// frames go out as soon as they are written (no Nagle delay), and large
+// buffers let a burst of frames wait in the kernel.
+func tuneUplink(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	if bc, ok := conn.(interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	}); ok {
+		bc.SetReadBuffer(4 << 20)
+		bc.SetWriteBuffer(4 << 20)
+	}
+}
+
 // svcClient is one connected in-process client.
 type svcClient struct {
 	id   uint32
@@ -1053,15 +1069,7 @@ func (s *Service) serveClient(conn net.Conn) {
 		s.connMu.Unlock()
 		conn.Close()
 	}()
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-		tc.SetReadBuffer(4 << 20)
-		tc.SetWriteBuffer(4 << 20)
-	}
-	if uc, ok := conn.(*net.UnixConn); ok {
-		uc.SetReadBuffer(4 << 20)
-		uc.SetWriteBuffer(4 << 20)
-	}
+	tuneUplink(conn)
 	fr := newFrameReader(conn, s.cfg.MaxEvent+64)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	t, body, err := fr.next()
