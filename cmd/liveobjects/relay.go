@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -51,7 +52,8 @@ runs until interrupted (SIGINT/SIGTERM).
 
 Authorization: a shared secret (--secret-env names the environment variable
 holding it; default LIVEOBJECTS_RELAY_SECRET) and/or per-channel tokens
-(--tokens FILE, one "CHANNEL TOKEN" per line). TLS with --tls-cert and
+(--tokens FILE, one "CHANNEL TOKEN" per line, # for comments, each channel
+once). TLS with --tls-cert and
 --tls-key; --client-ca requires client certificates signed by that CA.
 
 Examples:
@@ -181,27 +183,43 @@ func runRelay(ctx context.Context, args []string) error {
 	return nil
 }
 
-// readTokens reads "CHANNEL TOKEN" lines; # starts a comment.
+// readTokens reads a tokens file (see parseTokens).
 func readTokens(file string) (map[string]string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("read tokens: %w", err)
 	}
 	defer f.Close()
+	return parseTokens(file, f)
+}
+
+// parseTokens reads "CHANNEL TOKEN" lines; blank lines and lines starting
+// with # are skipped. A channel named twice is an error, not a silent
+// override: one of the two lines is a mistake. Errors name the file and
+// line.
+func parseTokens(file string, r io.Reader) (map[string]string, error) {
 	out := map[string]string{}
-	sc := bufio.NewScanner(f)
+	line := map[string]int{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 64<<10)
 	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		fields := strings.Fields(line)
+		fields := strings.Fields(text)
 		if len(fields) != 2 {
 			return nil, fmt.Errorf("%s:%d: want \"CHANNEL TOKEN\", got %d fields", file, n, len(fields))
 		}
-		out[fields[0]] = fields[1]
+		if first, ok := line[fields[0]]; ok {
+			return nil, fmt.Errorf("%s:%d: channel %q already has a token (line %d); keep one of the two lines", file, n, fields[0], first)
+		}
+		out[fields[0]], line[fields[0]] = fields[1], n
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("a line is longer than 64 KiB: %w", err)
+		}
 		return nil, fmt.Errorf("read tokens %s: %w", file, err)
 	}
 	return out, nil

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,40 @@ func TestSecretAndTokens(t *testing.T) {
 	// The relay kept serving the others.
 	if _, err := am.Publish(ctxT(t), []byte("still here")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTokensWithoutSecret: a relay with channel tokens and no secret still
+// guards those channels (joining and removing them), and leaves the others
+// open.
+func TestTokensWithoutSecret(t *testing.T) {
+	s := startServer(t, ServerConfig{Tokens: map[string]string{"t": "tok"}, AllowCreate: true,
+		Channels: []transport.ChannelInfo{{Name: "t"}, {Name: "open"}}})
+	addr := s.Addr().String()
+	anon := dialClient(t, addr)
+	if _, err := anon.Join(ctxT(t), "t", &logHandler{}); !errors.Is(err, transport.ErrDenied) || !strings.Contains(err.Error(), "needs a token") {
+		t.Fatalf("join of a token channel without its token: %v", err)
+	}
+	if err := anon.RemoveChannel(ctxT(t), "t"); !errors.Is(err, transport.ErrDenied) || !strings.Contains(err.Error(), "has a token") {
+		t.Fatalf("remove of a token channel without the secret: %v", err)
+	}
+	if _, err := anon.Join(ctxT(t), "open", &logHandler{}); err != nil {
+		t.Fatalf("join of an open channel: %v", err)
+	}
+	bad := dialClient(t, addr, func(c *ClientConfig) { c.Tokens = map[string]string{"t": "nope"} })
+	if _, err := bad.Join(ctxT(t), "t", &logHandler{}); !errors.Is(err, transport.ErrDenied) || !strings.Contains(err.Error(), "wrong token") {
+		t.Fatalf("join with a wrong token: %v", err)
+	}
+	good := dialClient(t, addr, func(c *ClientConfig) { c.Tokens = map[string]string{"t": "tok"} })
+	m, err := good.Join(ctxT(t), "t", &logHandler{})
+	if err != nil {
+		t.Fatalf("join with the token: %v", err)
+	}
+	if _, err := m.Publish(ctxT(t), []byte("guarded")); err != nil {
+		t.Fatal(err)
+	}
+	if err := anon.RemoveChannel(ctxT(t), "open"); err != nil {
+		t.Fatalf("remove of an open channel on a relay that allows creation: %v", err)
 	}
 }
 

@@ -36,7 +36,7 @@ type sconn struct {
 	// Set by the handshake, then read-only.
 	id     string
 	name   string
-	admin  bool
+	admin  bool // presented the relay's secret
 	client *clientRec
 
 	mu      sync.Mutex // protects ctrl, ackOff, members, list, closed, err
@@ -396,8 +396,6 @@ func (c *sconn) handshake(buf []byte) error {
 		case len(c.s.cfg.Tokens) == 0:
 			return fail(errf(CodeDenied, "this relay needs a secret (set the client's secret)"))
 		}
-	} else {
-		c.admin = true
 	}
 	c.id, c.name = id, name
 	if c.name == "" {
@@ -698,6 +696,10 @@ func (c *sconn) dispatch(typ byte, body []byte) error {
 		}
 		if !c.mayManage() {
 			c.sendError(reqID, errf(CodeDenied, "removing channels needs the relay's secret or a relay that allows creation"))
+			return nil
+		}
+		if _, ok := c.s.cfg.Tokens[name]; ok && !c.admin {
+			c.sendError(reqID, errf(CodeDenied, "channel %q has a token: removing it needs the relay's secret", name))
 			return nil
 		}
 		if err := c.s.RemoveChannel(name); err != nil {

@@ -39,7 +39,8 @@ type ServerConfig struct {
 	// secret may join any channel and create and remove channels.
 	Secret string
 	// Tokens maps channel names to tokens; joining (and so publishing to)
-	// such a channel requires its token or the secret.
+	// such a channel requires its token or the secret, with or without a
+	// Secret set, and removing it requires the secret.
 	Tokens map[string]string
 	// MaxEvent is the largest event payload (default 1 MiB).
 	MaxEvent int
