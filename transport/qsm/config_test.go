@@ -77,3 +77,25 @@ func TestErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseConfig: any settings give a Config that validates or an
+// ErrBadConfig; nothing panics.
+func FuzzParseConfig(f *testing.F) {
+	f.Add("port", "62000", "heartbeat_interval", "250ms", "multicast", "239.1.0.0/16")
+	f.Add("partition_size", "-1", "token_rate", "0", "credits", "99999999999999999999")
+	f.Add("gms_address", "[::1]:1", "subnet", "198.18.0.0/33", "drop_rate", "NaN")
+	f.Add("uplink_port", "0x10", "rate", "1e9", "missed_heartbeats", " 3 ")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
+		params := map[string]string{k1: v1, k2: v2, k3: v3}
+		cfg, err := ParseConfig(params)
+		if err != nil {
+			if !errors.Is(err, ErrBadConfig) {
+				t.Fatalf("%v: error %v is not ErrBadConfig", params, err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%v: accepted, but the result does not validate: %v", params, err)
+		}
+	})
+}
