@@ -404,11 +404,15 @@ func TestCoordinatorRestartWaitsForMembers(t *testing.T) {
 // leader in the other (the holder comes first).
 func TestSenderCrashSurvivorsAcrossPartitions(t *testing.T) {
 	for _, lack := range []int{0, 1} {
-		t.Run(fmt.Sprintf("lacking ring %d", lack), func(t *testing.T) { survivorsAcrossPartitions(t, lack) })
+		t.Run(fmt.Sprintf("lacking ring %d", lack), func(t *testing.T) { survivorsAcrossPartitions(t, lack, false) })
 	}
+	// The region's leader settles the stream seconds after the other
+	// partition's leader: its region tokens carry the stream to a node
+	// that has forgotten it, which must not take it up again.
+	t.Run("region leader settles last", func(t *testing.T) { survivorsAcrossPartitions(t, 0, true) })
 }
 
-func survivorsAcrossPartitions(t *testing.T, lack int) {
+func survivorsAcrossPartitions(t *testing.T, lack int, leaderLast bool) {
 	cfg := testConfig(t)
 	cfg.PartitionSize = 2
 	cl := newCluster(t, cfg, 5)
@@ -482,6 +486,15 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 		}
 		return nil
 	})
+	regionLeader, otherLeader := cl.svcs[byID[parts[0][0]]], cl.svcs[byID[parts[1][0]]]
+	if leaderLast {
+		// Its orphan time starts later (a tick sets it only when unset).
+		inEngine(t, regionLeader, func(e *engine) {
+			if rs := e.recvs[sender.NodeID()]; rs != nil {
+				rs.orphanAt = time.Now().Add(3 * time.Second)
+			}
+		})
+	}
 	for _, s := range lackers {
 		inEngine(t, s, func(e *engine) { e.lose = nil })
 	}
@@ -508,6 +521,24 @@ func survivorsAcrossPartitions(t *testing.T, lack int) {
 	// The other ring's leader handed the messages over.
 	if st := cl.svcs[byID[holding[0]]].Stats(); st.Forwarded < lost {
 		t.Fatalf("the holding ring's leader forwarded %d messages, want at least %d", st.Forwarded, lost)
+	}
+	if leaderLast {
+		// The other partition's leader settles while the region's leader
+		// still carries the stream in its tokens.
+		held := func(s *Service) (held bool) {
+			inEngine(t, s, func(e *engine) { held = e.recvs[sender.NodeID()] != nil })
+			return held
+		}
+		checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if held(otherLeader) {
+				return fmt.Errorf("the other partition's leader has not settled the stream")
+			}
+			return nil
+		})
+		if !held(regionLeader) {
+			t.Fatal("the region's leader settled the stream as early as the other partition's leader")
+		}
+		time.Sleep(20 * time.Second / time.Duration(cfg.TokenRate))
 	}
 	// Once settled, the failed sender's stream leaves no state behind.
 	waitForgotten(t, cl.svcs[1:], sender.NodeID())
