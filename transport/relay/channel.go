@@ -278,7 +278,15 @@ func (ch *channel) askDonorLocked(compaction bool, tried map[*member]bool) {
 	r := &cpRequest{id: id, donor: donor, tried: tried, compaction: compaction}
 	ch.req = r
 	r.timer = time.AfterFunc(ch.s.cfg.CheckpointTimeout, func() { ch.reqTimeout(id) })
-	donor.c.sendCkptReq(donor.key, id)
+	donor.c.sendCkptReq(ch, donor.key, id)
+}
+
+// awaits reports whether the channel waits for checkpoint id from c.
+func (ch *channel) awaits(c *sconn, id uint64) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	r := ch.req
+	return r != nil && r.id == id && r.donor.c == c
 }
 
 func (ch *channel) reqTimeout(id uint64) {

@@ -39,13 +39,15 @@ type sconn struct {
 	admin  bool // presented the relay's secret
 	client *clientRec
 
-	mu      sync.Mutex // protects ctrl, ackOff, members, list, closed, err
-	ctrl    []byte     // encoded control frames waiting for the writer
-	ackOff  int        // offset in ctrl of the last tAckRange frame, or -1
-	members map[string]*member
-	list    []*member // copy-on-write snapshot of members for the writer
-	closed  bool
-	err     error
+	mu       sync.Mutex // protects ctrl, ackOff, members, list, granted, ckptReqs, closed, err
+	ctrl     []byte     // encoded control frames waiting for the writer
+	ackOff   int        // offset in ctrl of the last tAckRange frame, or -1
+	members  map[string]*member
+	list     []*member           // copy-on-write snapshot of members for the writer
+	granted  map[string]bool     // names of token-guarded channels joined with their token
+	ckptReqs map[uint64]*channel // checkpoint requests sent and not yet answered, by id
+	closed   bool
+	err      error
 
 	wake    chan struct{}
 	flushed chan struct{} // the writer flushed (for flushAndClose)
@@ -66,26 +68,37 @@ type sconn struct {
 	ackN       uint32
 }
 
-// assembly is a checkpoint arriving in chunks.
+// assembly is a checkpoint arriving in chunks. Chunks of a checkpoint the
+// relay no longer wants (ch nil) are counted, not kept.
 type assembly struct {
 	ch    *channel
 	seq   uint64
-	total uint64
+	total uint64 // announced size
+	got   uint64 // bytes received
 	buf   []byte
 }
 
+// maxCkptReqs bounds the checkpoint requests a connection has left
+// unanswered; past it the oldest is forgotten, and a late answer to it is
+// refused like an answer to a request never sent.
+const maxCkptReqs = 1024
+
+// maxCkptAsm bounds the checkpoints a connection may send at once.
+const maxCkptAsm = 16
+
 func newSconn(s *Server, nc net.Conn) *sconn {
 	return &sconn{
-		s:       s,
-		nc:      nc,
-		parser:  NewParser(helloMax),
-		members: map[string]*member{},
-		ackOff:  -1,
-		wake:    make(chan struct{}, 1),
-		flushed: make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		asm:     map[uint64]*assembly{},
+		s:        s,
+		nc:       nc,
+		parser:   NewParser(helloMax),
+		members:  map[string]*member{},
+		ckptReqs: map[uint64]*channel{},
+		ackOff:   -1,
+		wake:     make(chan struct{}, 1),
+		flushed:  make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		asm:      map[uint64]*assembly{},
 	}
 }
 
@@ -206,12 +219,57 @@ func (c *sconn) sendOK(reqID uint64) {
 	c.queue(tOK, func(b []byte) []byte { return putU64(b, reqID) })
 }
 
-func (c *sconn) sendCkptReq(channel string, id uint64) {
-	c.queue(tCkptReq, func(b []byte) []byte { return putU64(putStr(b, channel), id) })
+// sendCkptReq asks the client for a checkpoint of ch, which its member
+// joined as key, and remembers the request: only answers to remembered
+// requests are accepted. It takes only c.mu, so it may be called with
+// ch.mu held.
+func (c *sconn) sendCkptReq(ch *channel, key string, id uint64) {
+	c.mu.Lock()
+	c.ckptReqs[id] = ch
+	if len(c.ckptReqs) > maxCkptReqs {
+		oldest := id
+		for k := range c.ckptReqs {
+			oldest = min(oldest, k)
+		}
+		delete(c.ckptReqs, oldest)
+	}
+	c.mu.Unlock()
+	c.queue(tCkptReq, func(b []byte) []byte { return putU64(putStr(b, key), id) })
 }
 
+// takeCkptReq returns the channel of the unanswered request id, forgetting
+// the request when done.
+func (c *sconn) takeCkptReq(id uint64, done bool) (*channel, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.ckptReqs[id]
+	if ok && done {
+		delete(c.ckptReqs, id)
+	}
+	return r, ok
+}
+
+// sendChange tells the client of a channel added or removed, when it may
+// see that channel.
 func (c *sconn) sendChange(kind byte, info transport.ChannelInfo) {
+	if !c.maySee(info) {
+		return
+	}
 	c.queue(tChange, func(b []byte) []byte { return putInfo(putU8(b, kind), info) })
+}
+
+// maySee reports whether the channel list and change notifications show
+// the channel to this connection (see ServerConfig.Tokens).
+func (c *sconn) maySee(info transport.ChannelInfo) bool {
+	if c.admin || len(c.s.cfg.Tokens) == 0 {
+		return true
+	}
+	if _, guarded := c.s.channelToken(info.Name, info.ID); !guarded {
+		return c.s.cfg.Secret == ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.granted[info.Name]
 }
 
 func putInfo(b []byte, info transport.ChannelInfo) []byte {
@@ -664,7 +722,13 @@ func (c *sconn) dispatch(typ byte, body []byte) error {
 		if err := d.end(); err != nil {
 			return errf(CodeProtocol, "list frame: %v", err)
 		}
-		list := c.s.Channels()
+		all := c.s.Channels()
+		list := all[:0]
+		for _, info := range all {
+			if c.maySee(info) {
+				list = append(list, info)
+			}
+		}
 		c.queue(tChannels, func(b []byte) []byte {
 			b = putU64(b, reqID)
 			b = putU32(b, uint32(len(list)))
@@ -698,11 +762,18 @@ func (c *sconn) dispatch(typ byte, body []byte) error {
 			c.sendError(reqID, errf(CodeDenied, "removing channels needs the relay's secret or a relay that allows creation"))
 			return nil
 		}
-		if _, ok := c.s.cfg.Tokens[name]; ok && !c.admin {
-			c.sendError(reqID, errf(CodeDenied, "channel %q has a token: removing it needs the relay's secret", name))
+		ch := c.s.channel(name)
+		if ch == nil {
+			c.sendError(reqID, errf(CodeNoChannel, "channel %q does not exist", name))
 			return nil
 		}
-		if err := c.s.RemoveChannel(name); err != nil {
+		// The token guards the channel whether it is named by its name
+		// or by its ID.
+		if _, ok := c.s.channelToken(ch.info.Name, ch.info.ID); ok && !c.admin {
+			c.sendError(reqID, errf(CodeDenied, "channel %q has a token: removing it needs the relay's secret", ch.info.Name))
+			return nil
+		}
+		if err := c.s.removeChannel(ch); err != nil {
 			c.sendError(reqID, err)
 		} else {
 			c.sendOK(reqID)
@@ -731,23 +802,36 @@ func (c *sconn) join(reqID uint64, name, token string, flags byte, epoch, from u
 	if err := checkChannelName(name); err != nil {
 		return err
 	}
-	if err := c.s.authJoin(c.admin, name, token); err != nil {
-		return err
-	}
+	// Tokens guard channels, not the keys clients use: a channel is
+	// authorized as what name resolves to (by name or by ID).
 	ch := c.s.channel(name)
 	if ch == nil {
+		// Authorized as the channel it would create.
+		if _, err := c.s.authJoin(c.admin, name, name, "", token); err != nil {
+			return err
+		}
 		if !c.s.cfg.AllowCreate || (c.s.cfg.Secret != "" && !c.admin) {
-			return errf(CodeNoChannel, "channel %q does not exist on this relay (create it, or run the relay with channel creation allowed)", name)
+			return c.s.noChannelErr(name, c.admin)
 		}
 		var err error
 		if ch, err = c.s.createChannel(transport.ChannelInfo{Name: name}, true); err != nil {
 			return err
 		}
 	}
+	granted, err := c.s.authJoin(c.admin, name, ch.info.Name, ch.info.ID, token)
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if c.members[name] != nil {
 		c.mu.Unlock()
 		return errf(CodeAlreadyJoined, "this client already joined channel %q", name)
+	}
+	if granted {
+		if c.granted == nil {
+			c.granted = map[string]bool{}
+		}
+		c.granted[ch.info.Name] = true
 	}
 	c.mu.Unlock()
 	m := &member{c: c, ch: ch, key: name}
@@ -846,48 +930,66 @@ func (c *sconn) publish(counter uint64, nameb []byte, data []byte) {
 	c.deferAck(counter, seq)
 }
 
-// checkpointChunk assembles a member's checkpoint (reader goroutine).
+// checkpointChunk assembles a member's checkpoint (reader goroutine). Only
+// answers to a checkpoint request this relay sent to this connection are
+// taken; anything else is a protocol error, which closes the connection.
+// A checkpoint is kept only while the channel waits for it, and never
+// beyond its announced size, which is at most MaxCheckpoint.
 func (c *sconn) checkpointChunk(name string, id, seq, total uint64, flags byte, chunk []byte) error {
+	last := flags&chunkLast != 0
 	a := c.asm[id]
 	if a == nil {
+		ch, ok := c.takeCkptReq(id, last || flags&chunkFailed != 0)
+		if !ok {
+			return errf(CodeProtocol, "checkpoint data for request %d (channel %q), which this relay did not send to this connection or which was answered already", id, name)
+		}
 		if flags&chunkFailed != 0 {
-			if ch := c.s.channel(name); ch != nil {
-				ch.onCheckpoint(c, id, 0, nil, true)
+			if !last {
+				return errf(CodeProtocol, "checkpoint %d: a failed answer must be the last chunk", id)
 			}
+			ch.onCheckpoint(c, id, 0, nil, true)
 			return nil
 		}
-		if total > uint64(c.s.cfg.MaxCheckpoint) {
-			c.s.log.Warn("relay: member offered a checkpoint over the limit", "client", c.name, "channel", name, "bytes", total, "limit", c.s.cfg.MaxCheckpoint)
-			if ch := c.s.channel(name); ch != nil {
-				ch.onCheckpoint(c, id, 0, nil, true)
-			}
-			c.asm[id] = &assembly{total: total, seq: ^uint64(0)} // swallow the rest
-			if flags&chunkLast != 0 {
-				delete(c.asm, id)
-			}
-			return nil
+		if len(c.asm) >= maxCkptAsm {
+			return errf(CodeProtocol, "more than %d checkpoints in progress on one connection", maxCkptAsm)
 		}
-		if len(c.asm) >= 16 {
-			return errf(CodeProtocol, "too many checkpoints in progress")
+		a = &assembly{ch: ch, seq: seq, total: total}
+		switch {
+		case total > uint64(c.s.cfg.MaxCheckpoint):
+			c.s.log.Warn("relay: member offered a checkpoint over the limit", "client", c.name, "channel", ch.info.Name, "bytes", total, "limit", c.s.cfg.MaxCheckpoint)
+			ch.onCheckpoint(c, id, 0, nil, true)
+			a.ch = nil // swallow the rest
+		case !ch.awaits(c, id):
+			a.ch = nil // late: the channel asked another member
 		}
-		a = &assembly{ch: c.s.channel(name), seq: seq, total: total, buf: make([]byte, 0, min(total, 64<<20))}
 		c.asm[id] = a
 	}
-	if a.seq != ^uint64(0) {
-		if uint64(len(a.buf))+uint64(len(chunk)) > a.total {
-			return errf(CodeProtocol, "checkpoint %d longer than announced (%d bytes)", id, a.total)
+	a.got += uint64(len(chunk))
+	if a.got > a.total {
+		return errf(CodeProtocol, "checkpoint %d longer than announced (%d bytes)", id, a.total)
+	}
+	if a.ch != nil && !a.ch.awaits(c, id) {
+		a.ch, a.buf = nil, nil // no longer wanted: drop what was kept
+	}
+	if a.ch != nil && len(chunk) > 0 {
+		if need := len(a.buf) + len(chunk); need > cap(a.buf) {
+			// Grow with what arrives, never past the announced size.
+			nb := make([]byte, len(a.buf), min(max(2*cap(a.buf), need), int(a.total)))
+			copy(nb, a.buf)
+			a.buf = nb
 		}
 		a.buf = append(a.buf, chunk...)
 	}
-	if flags&chunkLast == 0 {
+	if !last {
 		return nil
 	}
 	delete(c.asm, id)
-	if a.seq == ^uint64(0) || a.ch == nil {
-		return nil
+	c.takeCkptReq(id, true)
+	if a.got != a.total {
+		return errf(CodeProtocol, "checkpoint %d has %d bytes, announced %d", id, a.got, a.total)
 	}
-	if uint64(len(a.buf)) != a.total {
-		return errf(CodeProtocol, "checkpoint %d has %d bytes, announced %d", id, len(a.buf), a.total)
+	if a.ch == nil {
+		return nil
 	}
 	var data []byte
 	if len(a.buf) > 0 {

@@ -115,6 +115,9 @@ var (
 	// ErrStore matches failures of the relay's durable store (corrupt
 	// file, wrong format version).
 	ErrStore = errors.New("relay: store")
+	// ErrConfig matches a ServerConfig that NewServer refuses (a limit
+	// the protocol cannot carry, ...).
+	ErrConfig = errors.New("relay: invalid server configuration")
 )
 
 // codeOf maps an error to a wire code.

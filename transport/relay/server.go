@@ -6,8 +6,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -40,9 +43,21 @@ type ServerConfig struct {
 	Secret string
 	// Tokens maps channel names to tokens; joining (and so publishing to)
 	// such a channel requires its token or the secret, with or without a
-	// Secret set, and removing it requires the secret.
+	// Secret set, and removing it requires the secret. A channel is
+	// guarded by the token listed under its name, else by the one listed
+	// under its ID; the guard holds however the client names the channel
+	// (by name or by ID).
+	//
+	// When Tokens is not empty, a client sees in the channel list and in
+	// channel change notifications only the channels it may join: a client
+	// with the secret sees every channel; any other client sees the
+	// channels guarded by a token it presented on this connection (by
+	// joining them), and, on a relay without a Secret, the channels that
+	// have no token. A relay without tokens shows every channel to every
+	// client.
 	Tokens map[string]string
-	// MaxEvent is the largest event payload (default 1 MiB).
+	// MaxEvent is the largest event payload (default 1 MiB, at most
+	// MaxEventLimit: NewServer refuses more).
 	MaxEvent int
 	// MemberQueue bounds how many events a member may lag behind the head
 	// of its channel before it is told it fell behind and is caught up by
@@ -72,6 +87,19 @@ type ServerConfig struct {
 	// machine crash may then lose acknowledged events; a process crash
 	// does not).
 	NoSync bool
+}
+
+// MaxEventLimit is the largest ServerConfig.MaxEvent: the handshake
+// carries the limits in 32 bits, and an event's frame adds up to 64 KiB.
+const MaxEventLimit int64 = 1<<32 - 1 - frameOverhead
+
+// check refuses settings the relay cannot honour (after defaults).
+func (cfg *ServerConfig) check() error {
+	if int64(cfg.MaxEvent) > MaxEventLimit {
+		return fmt.Errorf("%w: a largest event of %d bytes does not fit the relay protocol, whose limit is %d bytes (4 GiB less 64 KiB); lower MaxEvent (--max-event)",
+			ErrConfig, cfg.MaxEvent, MaxEventLimit)
+	}
+	return nil
 }
 
 func (cfg *ServerConfig) defaults() {
@@ -110,6 +138,7 @@ type Server struct {
 	store    *boltStore // nil in memory mode
 	com      *committer // nil in memory mode
 	epoch    uint64
+	fresh    bool // the epoch was chosen by this process (a new history)
 	cpIDs    atomic.Uint64
 
 	mu       sync.Mutex // protects the fields below
@@ -129,6 +158,9 @@ type Server struct {
 // loads every channel's checkpoint and log. It does not listen yet.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	cfg.defaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "relay"),
@@ -141,6 +173,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	var stored []storedChannel
 	if cfg.DataDir != "" {
+		// openStore creates relay.db when it is missing, and load then
+		// chooses a new epoch.
+		_, statErr := os.Stat(filepath.Join(cfg.DataDir, "relay.db"))
+		s.fresh = errors.Is(statErr, fs.ErrNotExist)
 		st, err := openStore(cfg.DataDir, cfg.NoSync)
 		if err != nil {
 			return nil, err
@@ -161,6 +197,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.com = newCommitter(s, st)
 	} else {
 		s.epoch = newEpoch()
+		s.fresh = true
 	}
 	for _, sc := range stored {
 		ch := newChannel(s, sc.info)
@@ -266,7 +303,18 @@ func (s *Server) Start(ctx context.Context) error {
 		s.go_(s.com.run)
 	}
 	s.go_(s.acceptLoop)
-	s.log.Info("relay listening", "addr", ln.Addr().String(), "durable", s.store != nil, "channels", len(s.channels))
+	s.log.Info("relay listening", "addr", ln.Addr().String(), "durable", s.store != nil, "channels", len(s.channels), "epoch", epochString(s.epoch))
+	switch {
+	case s.store == nil:
+		s.log.Info("relay: new history (epoch "+epochString(s.epoch)+"): this relay keeps everything in memory, so channels' state and events from before a restart are gone; clients that reconnect see the new epoch and load each channel's state afresh",
+			"epoch", epochString(s.epoch))
+	case s.fresh:
+		s.log.Info("relay: new history (epoch "+epochString(s.epoch)+"): no durable log was found in the data directory, so a new one was started",
+			"epoch", epochString(s.epoch), "data", s.cfg.DataDir)
+	default:
+		s.log.Info("relay: continuing the history (epoch "+epochString(s.epoch)+") of the durable log in the data directory",
+			"epoch", epochString(s.epoch), "data", s.cfg.DataDir)
+	}
 	return nil
 }
 
@@ -290,8 +338,11 @@ func (s *Server) Addr() net.Addr {
 }
 
 // Epoch identifies this relay's history: it changes when the history is
-// lost (in-memory mode restarts, a new data directory).
+// lost (in-memory mode restarts, a new data directory). Start logs it.
 func (s *Server) Epoch() uint64 { return s.epoch }
+
+// epochString formats an epoch as the logs show it.
+func epochString(e uint64) string { return fmt.Sprintf("%016x", e) }
 
 // Close stops accepting, disconnects every client, waits for the server's
 // goroutines and closes the store. Everything acknowledged is on disk.
@@ -423,9 +474,18 @@ func (s *Server) createChannel(info transport.ChannelInfo, okIfExists bool) (*ch
 // RemoveChannel removes a channel with its state and history; its members
 // are told (CodeRemoved) and every client learns of the removal.
 func (s *Server) RemoveChannel(name string) error {
-	s.mu.Lock()
-	ch := s.lookupLocked(name)
+	ch := s.channel(name)
 	if ch == nil {
+		return errf(CodeNoChannel, "channel %q does not exist", name)
+	}
+	return s.removeChannel(ch)
+}
+
+// removeChannel removes ch, unless it was removed already.
+func (s *Server) removeChannel(ch *channel) error {
+	name := ch.info.Name
+	s.mu.Lock()
+	if s.channels[name] != ch {
 		s.mu.Unlock()
 		return errf(CodeNoChannel, "channel %q does not exist", name)
 	}
@@ -548,24 +608,59 @@ func (s *Server) detachClient(cr *clientRec) {
 	cr.lastSeen = time.Now()
 }
 
-// authJoin decides whether a connection may join channel name.
-func (s *Server) authJoin(admin bool, name, token string) error {
-	if admin {
-		return nil
+// channelToken returns the token that guards the channel with this name
+// and ID (id may be empty): the one listed under its name, else the one
+// listed under its ID.
+func (s *Server) channelToken(name, id string) (string, bool) {
+	if tok, ok := s.cfg.Tokens[name]; ok {
+		return tok, true
 	}
-	if want, ok := s.cfg.Tokens[name]; ok {
+	if id != "" {
+		if tok, ok := s.cfg.Tokens[id]; ok {
+			return tok, true
+		}
+	}
+	return "", false
+}
+
+// authJoin decides whether a connection may join the channel with this
+// name and ID, which the client called key (its name or its ID). It
+// reports whether the channel has a token that the connection presented.
+func (s *Server) authJoin(admin bool, key, name, id, token string) (granted bool, err error) {
+	want, guarded := s.channelToken(name, id)
+	if admin {
+		return guarded, nil
+	}
+	what := fmt.Sprintf("channel %q", key)
+	if key != name {
+		what = fmt.Sprintf("channel %q (ID of channel %q)", key, name)
+	}
+	if guarded {
 		if subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1 {
-			return nil
+			return true, nil
 		}
 		if token == "" {
-			return errf(CodeDenied, "channel %q needs a token (set it in the client's tokens)", name)
+			return false, errf(CodeDenied, "%s needs a token (set it in the client's tokens, under %q)", what, key)
 		}
-		return errf(CodeDenied, "wrong token for channel %q", name)
+		return false, errf(CodeDenied, "wrong token for %s", what)
 	}
 	if s.cfg.Secret != "" {
-		return errf(CodeDenied, "channel %q needs the relay's secret or a channel token", name)
+		return false, errf(CodeDenied, "%s needs the relay's secret or a channel token", what)
 	}
-	return nil
+	return false, nil
+}
+
+// noChannelErr says why a client may not join channel name, which does
+// not exist, and what would let it.
+func (s *Server) noChannelErr(name string, admin bool) error {
+	switch {
+	case s.cfg.Secret != "" && !admin:
+		return errf(CodeNoChannel, "channel %q does not exist on this relay, and a channel token lets a client join a channel, not create it (create it with a client that has the relay's secret, or list it in the relay's channels)", name)
+	case s.cfg.Secret != "":
+		return errf(CodeNoChannel, "channel %q does not exist on this relay (create it first, or run the relay with channel creation allowed)", name)
+	default:
+		return errf(CodeNoChannel, "channel %q does not exist on this relay (list it in the relay's channels, or run the relay with channel creation allowed)", name)
+	}
 }
 
 // clientRec remembers a client's recent publishes so a publish retried
