@@ -29,7 +29,12 @@ each line starts with the event's sequence number and a tab. With --state
 the channel's state (the checkpoint received on joining) is printed first,
 raw. When the output cannot keep up the relay catches the subscriber up by
 state transfer; this is reported on stderr with the number of skipped
-events.
+events. When the relay lost its history (a relay without a durable log
+restarted), the channel starts again from the relay's current state and
+sequence numbers begin again; this too is reported on stderr. When the
+membership ends (the channel was removed on the relay, or the relay
+refused to let sub back in after a reconnection) sub says why on stderr
+and exits with status 1.
 
 Example:
   liveobjects sub chat --seq`,
@@ -64,6 +69,7 @@ func runSub(ctx context.Context, args []string) error {
 		pending []byte
 		n       int
 		last    uint64
+		epoch   uint64 // the relay's epoch at the last Restore
 		joined  bool
 		werr    error
 		stopped bool
@@ -130,11 +136,19 @@ func runSub(ctx context.Context, args []string) error {
 			}
 		},
 		restore: func(cp []byte, seq uint64) {
+			// The client installs a connection before the states it
+			// brings are restored, so a new epoch is seen here at the
+			// latest with the first state of the new history.
+			ep := c.Epoch()
 			mu.Lock()
 			defer mu.Unlock()
-			if joined && seq > last {
+			switch {
+			case joined && ep != epoch:
+				fmt.Fprintf(os.Stderr, "liveobjects sub: the relay lost its history (its epoch changed, as when a relay without a durable log restarts): channel %s starts again from the relay's state at event %d, and sequence numbers begin again (the last event before was %d)\n", channel, seq, last)
+			case joined && seq > last:
 				fmt.Fprintf(os.Stderr, "liveobjects sub: fell behind; skipped to the state after event %d (%d events not printed)\n", seq, seq-last)
 			}
+			epoch = ep
 			if !joined && o.printState && len(cp) > 0 {
 				pending = append(pending, cp...)
 				if cp[len(cp)-1] != '\n' {
@@ -146,17 +160,26 @@ func runSub(ctx context.Context, args []string) error {
 			last = seq
 		},
 	}
-	m, err := c.Join(ctx, channel, h)
+	m, err := c.JoinMember(ctx, channel, h)
 	if err != nil {
-		return err
+		return o.joinError(channel, err)
 	}
-	<-ctx.Done()
+	var ended error // why the membership ended, if it did before ctx
+	select {
+	case <-ctx.Done():
+	case <-m.Done():
+		ended = m.Err()
+		cancel() // the writer prints what is pending and returns
+	}
 	m.Leave()
 	<-writerDone
 	mu.Lock()
 	defer mu.Unlock()
 	if werr != nil {
 		return fmt.Errorf("write stdout: %w", werr)
+	}
+	if ended != nil {
+		return membershipEnded(channel, ended)
 	}
 	return nil
 }

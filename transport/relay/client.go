@@ -186,6 +186,25 @@ func (c *Client) Provides() transport.Guarantee {
 // ID is the client's identity at the relay (random per Dial).
 func (c *Client) ID() string { return c.id }
 
+// MaxEvent is the largest event payload, in bytes, that the relay accepts:
+// the limit it announced in the handshake of the current connection (of
+// the last one while disconnected). Publish refuses larger events.
+func (c *Client) MaxEvent() int { return int(c.maxEvent.Load()) }
+
+// Epoch identifies the history of the relay the client is connected to
+// (the last one while disconnected), as the relay announced it in its
+// handshake. It changes when the relay lost its history, as a relay
+// without a durable log does when it restarts: every joined channel then
+// starts again from the relay's current state (Handler.Restore), with
+// sequence numbers that start again, and publishes not yet acknowledged
+// are sent to the new history. A Handler's Restore sees the epoch of the
+// connection its state came from, or a later one.
+func (c *Client) Epoch() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
 // Connected reports whether the client has a connection right now.
 func (c *Client) Connected() bool {
 	c.mu.Lock()
@@ -222,6 +241,17 @@ func (c *Client) connect(ctx context.Context) (*cconn, error) {
 	if dl, ok := dctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
+	// The handshake ends as soon as ctx does, not only at the deadline: a
+	// relay that accepts the connection but never answers must not hold up
+	// a caller that gave up.
+	stopAbort := context.AfterFunc(dctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stopAbort()
+	handshakeErr := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("handshake: %w", ctx.Err())
+		}
+		return err
+	}
 	b, off := beginFrame(nil, tHello)
 	b = append(b, magic[:]...)
 	b = putU16(b, ProtocolVersionMin)
@@ -232,12 +262,12 @@ func (c *Client) connect(ctx context.Context) (*cconn, error) {
 	b = endFrame(b, off)
 	if _, err := nc.Write(b); err != nil {
 		nc.Close()
-		return nil, err
+		return nil, handshakeErr(err)
 	}
 	typ, body, err := readFrame(nc, helloMax)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("handshake: %w", err)
+		return nil, handshakeErr(fmt.Errorf("handshake: %w", err))
 	}
 	d2 := dec{b: body}
 	switch typ {
@@ -255,6 +285,11 @@ func (c *Client) connect(ctx context.Context) (*cconn, error) {
 	if err := d2.end(); err != nil || version < ProtocolVersionMin || version > ProtocolVersionMax {
 		nc.Close()
 		return nil, errf(CodeProtocol, "bad welcome (version %d)", version)
+	}
+	if !stopAbort() {
+		// ctx ended as the welcome came: the deadline is already past.
+		nc.Close()
+		return nil, handshakeErr(fmt.Errorf("handshake: %w", context.DeadlineExceeded))
 	}
 	nc.SetDeadline(time.Time{})
 	cc := &cconn{
@@ -290,9 +325,10 @@ func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 }
 
 // install makes cc the current connection: joins are resumed, unacknowledged
-// publishes resent, in that order. c.mu must be held.
-func (c *Client) install(cc *cconn) {
-	oldEpoch := c.epoch
+// publishes resent, in that order. It returns the epoch of the previous
+// connection (0 for the first). c.mu must be held.
+func (c *Client) install(cc *cconn) (oldEpoch uint64) {
+	oldEpoch = c.epoch
 	c.cc = cc
 	c.epoch = cc.epoch
 	c.maxEvent.Store(int64(cc.maxEvent))
@@ -314,6 +350,7 @@ func (c *Client) install(cc *cconn) {
 		c.wg.Add(1)
 		go cc.heartbeat(c.cfg.Heartbeat)
 	}
+	return oldEpoch
 }
 
 // silentBeats is how many heartbeats of silence make the relay gone.
@@ -390,9 +427,17 @@ func (c *Client) supervise() {
 					ncc.nc.Close()
 					return
 				}
-				c.install(ncc)
+				oldEpoch := c.install(ncc)
+				channels, unacked := len(c.members), c.pubs.Len()
 				c.mu.Unlock()
-				c.log.Info("relay: reconnected", "addr", c.cfg.Addr)
+				if oldEpoch != ncc.epoch {
+					// The joins just sent carry the old epoch: the relay
+					// does not resume them but transfers its current state.
+					c.log.Warn("relay: reconnected to a relay that lost its history (its epoch changed, as when a relay without a durable log restarts): every joined channel starts again from the relay's current state, sequence numbers start again, and unacknowledged publishes are sent to the new history; events the old relay held are gone",
+						"addr", c.cfg.Addr, "old_epoch", oldEpoch, "epoch", ncc.epoch, "channels", channels, "unacknowledged", unacked)
+				} else {
+					c.log.Info("relay: reconnected", "addr", c.cfg.Addr)
+				}
 				break
 			}
 			var re *Error

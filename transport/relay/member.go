@@ -419,6 +419,28 @@ func (m *Member) stop(err error) {
 	m.signal()
 }
 
+// Done returns a channel that is closed when the membership ends: by
+// Leave, by the client's Close, or by the relay (the channel was removed,
+// a join after a reconnection was refused, ...). Err then says why.
+func (m *Member) Done() <-chan struct{} { return m.gone }
+
+// Err returns nil while the membership lasts. Once Done is closed it
+// returns why it ended: transport.ErrClosed after Leave or the client's
+// Close; the relay's *Error when the relay ended it (its Code is
+// CodeRemoved when the channel was removed); or the Handler's error when
+// its Restore failed.
+func (m *Member) Err() error {
+	m.mu.Lock()
+	left := m.left
+	m.mu.Unlock()
+	if !left {
+		return nil
+	}
+	return m.err()
+}
+
+// err is why the membership ended (transport.ErrClosed unless the relay
+// or the Handler gave a reason).
 func (m *Member) err() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
