@@ -32,6 +32,8 @@ func errno(op, path string, err error) syscall.Errno {
 		e = syscall.EACCES
 	case errors.Is(err, transport.ErrTooLarge):
 		e = syscall.EFBIG
+	case errors.Is(err, errBadDefinition):
+		e = syscall.EINVAL
 	case errors.Is(err, errNotLive), errors.Is(err, objects.ErrMismatch), errors.Is(err, objects.ErrUnknownClass):
 		e = syscall.ENOTSUP
 	case errors.Is(err, transport.ErrClosed), errors.Is(err, channels.ErrClosed):

@@ -72,9 +72,12 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	pctx, cancel := h.publishCtx()
 	defer cancel()
 	n, err := h.w.Write(pctx, data)
-	if err != nil {
+	if err != nil && n == 0 {
 		return 0, publishErrno("write", h.rel, err)
 	}
+	// n < len(data) with an error: whole lines were taken, then a line
+	// over the limit was refused. The kernel reports a short write; the
+	// process writes the rest again and that write fails with the error.
 	return uint32(n), 0
 }
 

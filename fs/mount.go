@@ -89,6 +89,12 @@ type Mount struct {
 
 	stopWatch func()
 	watchDone chan struct{}
+
+	served chan struct{} // closed when the server has stopped
+
+	// conn names the mount's FUSE connection in the control filesystem
+	// ("" if unknown), to abort it when the mount cannot be unmounted.
+	conn string
 }
 
 // folder returns the channel folder a path lies in.
@@ -117,6 +123,9 @@ func (m *Mount) isFolder(rel string) bool {
 
 // ErrStale reports a mountpoint left behind by a daemon that died.
 var ErrStale = errors.New("fs: mountpoint is stale (its daemon died)")
+
+// ErrMounted reports a mountpoint where live objects are mounted already.
+var ErrMounted = errors.New("live objects are mounted there already")
 
 // RecoverStale detaches a mountpoint whose daemon died ("Transport
 // endpoint is not connected"). It reports whether it did.
@@ -183,8 +192,14 @@ func New(dir string, cfg Config) (*Mount, error) {
 	} else if recovered {
 		cfg.Logger.Warn("mountpoint was left by a daemon that died; detached it", "mountpoint", abs)
 	}
+	if fstype, ok := mountedFS(abs); ok && fstype == "fuse.liveobjects" {
+		return nil, fmt.Errorf("fs: %s: %w; stop the daemon serving it, or unmount it (liveobjects umount %s), or choose another mountpoint", abs, ErrMounted, abs)
+	}
+	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
+		return nil, fmt.Errorf("fs: mountpoint %s is a file, not a folder; give a folder (empty, or one that does not exist yet)", abs)
+	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("fs: create mountpoint: %w", err)
+		return nil, fmt.Errorf("fs: create mountpoint %s: %w", abs, err)
 	}
 	m := &Mount{cfg: cfg, dir: abs, start: time.Now(), handles: map[string]map[*handle]struct{}{}, watchDone: make(chan struct{})}
 	m.folders = append([]ChannelFolder{{Name: "channels", Driver: cfg.ChannelDriver, Params: cfg.ChannelParams, History: ChannelHistory}}, cfg.Folders...)
@@ -228,6 +243,11 @@ func New(dir string, cfg Config) (*Mount, error) {
 		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
 	}
 	m.stopWatch = stop
+	m.served = make(chan struct{})
+	go func() { server.Wait(); close(m.served) }()
+	if dev, err := mountDev(abs); err == nil {
+		m.conn, _ = connID(dev)
+	}
 	go m.follow(ch)
 	return m, nil
 }
@@ -236,39 +256,58 @@ func New(dir string, cfg Config) (*Mount, error) {
 func (m *Mount) Dir() string { return m.dir }
 
 // Wait blocks until the mount is unmounted.
-func (m *Mount) Wait() { m.server.Wait() }
+func (m *Mount) Wait() { <-m.served }
 
-// follow applies the root's changes: the listing is rebuilt, readers of a
-// removed object reach end of file.
+// follow applies the root's changes, in batches of every change already
+// queued: the listing is rebuilt once per batch, and when a batch removes
+// something or holds a Resync (this mount fell behind and changes were
+// dropped, among them perhaps removals), the readers of every open file
+// whose object is no longer in the root reach end of file.
 func (m *Mount) follow(ch <-chan registry.Change) {
 	defer close(m.watchDone)
 	for c := range ch {
-		m.idx.invalidate()
-		if c.Kind == registry.Removed {
-			m.endReaders(c.Path)
-			if strings.HasPrefix(c.Path, "channels/") || c.Kind == registry.Resync {
-				// A channel's metadata went away: its file's readers end.
-				m.endChannelReaders()
+		batch := []registry.Change{c}
+	more:
+		for {
+			select {
+			case c, ok := <-ch:
+				if !ok {
+					break more
+				}
+				batch = append(batch, c)
+			default:
+				break more
 			}
+		}
+		m.apply(batch)
+	}
+}
+
+// apply applies one batch of the root's changes.
+func (m *Mount) apply(batch []registry.Change) {
+	m.idx.invalidate()
+	for _, c := range batch {
+		if c.Kind == registry.Removed || c.Kind == registry.Resync {
+			m.endGoneReaders()
+			return
 		}
 	}
 }
 
-// endChannelReaders ends the readers of channel files whose channel no
-// longer exists.
-func (m *Mount) endChannelReaders() {
+// endGoneReaders ends the readers of open files whose object (definition
+// or channel) is no longer in the root.
+func (m *Mount) endGoneReaders() {
 	m.mu.Lock()
-	var gone []string
+	rels := make([]string, 0, len(m.handles))
 	for rel := range m.handles {
-		if _, ok := m.folder(rel); ok {
-			if _, exists := m.idx.channel(path.Base(rel)); !exists {
-				gone = append(gone, rel)
-			}
-		}
+		rels = append(rels, rel)
 	}
 	m.mu.Unlock()
-	for _, rel := range gone {
-		m.endReaders(rel)
+	for _, rel := range rels {
+		dir, name := path.Split(rel)
+		if _, ok := m.idx.lookup(strings.TrimSuffix(dir, "/"), name); !ok {
+			m.endReaders(rel)
+		}
 	}
 }
 
@@ -307,8 +346,13 @@ func (m *Mount) removeHandle(h *handle) {
 }
 
 // Close ends every reader (they see end of file), unmounts and waits for
-// the server to stop. Files still held open by processes do not keep the
-// mount alive: after a short grace the mount is detached lazily.
+// the server to stop. Files still held open by processes, or a process's
+// working directory in the mount, do not keep the daemon waiting: after a
+// short grace the FUSE connection is aborted (those processes see
+// ENOTCONN from then on) and the mount is detached lazily. Where the
+// connection cannot be aborted (no FUSE control filesystem and not root),
+// Close returns once the mount is detached, and the kernel ends the
+// connection when the daemon exits.
 func (m *Mount) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -338,32 +382,56 @@ func (m *Mount) Close() error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil && isMounted(m.dir) {
-		m.cfg.Logger.Warn("unmount busy; detaching lazily", "mountpoint", m.dir, "err", err)
+		m.cfg.Logger.Warn("unmount busy (a process has a file open or its working directory in the mount); aborting the connection and detaching lazily", "mountpoint", m.dir, "err", err)
+		m.abortConn()
 		if lerr := unmount(m.dir, true); lerr != nil {
-			return fmt.Errorf("fs: unmount %s: %v; lazy unmount: %w", m.dir, err, lerr)
+			return fmt.Errorf("fs: unmount %s: %v; lazy unmount: %w (try: fusermount3 -uz %s)", m.dir, err, lerr, m.dir)
 		}
 	}
-	done := make(chan struct{})
-	go func() { m.server.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("fs: %s: server did not stop after unmount", m.dir)
+	if m.waitServer(2 * time.Second) {
+		return nil
 	}
+	// Detached (here, or from outside with umount --lazy) but still held
+	// by a process: end the connection.
+	if m.abortConn() && m.waitServer(5*time.Second) {
+		return nil
+	}
+	m.cfg.Logger.Warn("the mount is detached but processes still use it, and its connection could not be aborted (mount the FUSE control filesystem at "+fuseControl+" or run as root); it ends when this process exits", "mountpoint", m.dir)
 	return nil
+}
+
+// waitServer waits up to d for the server to stop, and reports whether it
+// did.
+func (m *Mount) waitServer(d time.Duration) bool {
+	select {
+	case <-m.served:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // isMounted reports whether dir is a mountpoint in this mount namespace.
 func isMounted(dir string) bool {
+	_, ok := mountedFS(dir)
+	return ok
+}
+
+// mountedFS returns the type of the filesystem mounted at dir (the
+// topmost, with mounts stacked), and whether there is one. When
+// /proc/self/mounts cannot be read it reports a mount of unknown type, so
+// that callers try to unmount.
+func mountedFS(dir string) (string, bool) {
 	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
-		return true // cannot tell: try to unmount
+		return "", true
 	}
+	fstype, ok := "", false
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 1 && strings.ReplaceAll(f[1], "\\040", " ") == dir {
-			return true
+		if len(f) > 2 && unescapeMount(f[1]) == dir {
+			fstype, ok = f[2], true
 		}
 	}
-	return false
+	return fstype, ok
 }

@@ -1,17 +1,21 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
-
-	"github.com/liveobjects/liveobjects/channels"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/objects"
 )
 
 // TestBrowse drives the tree with the usual tools while a stream is open:
@@ -361,5 +365,313 @@ func TestWriteFailsWithEIO(t *testing.T) {
 	// The mount still answers.
 	if ls := sh(t, mnt, "ls channels"); !strings.Contains(ls, "fragile.liveobject") {
 		t.Fatalf("ls after a failed write: %q", ls)
+	}
+}
+
+// waitJoined writes pings into a stream file until the reader shows one,
+// then a marker, and drops what comes before the marker: the reader has
+// joined and has nothing queued.
+func waitJoined(t *testing.T, r *lineReader, mnt, file string) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		sh(t, mnt, "echo ping >> "+file)
+		select {
+		case l := <-r.lines:
+			if l != "ping" {
+				return fmt.Errorf("first line %q", l)
+			}
+			return nil
+		case <-time.After(200 * time.Millisecond):
+			return fmt.Errorf("no line yet")
+		}
+	})
+	sh(t, mnt, "echo joined >> "+file)
+	for {
+		select {
+		case l := <-r.lines:
+			if l == "joined" {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the marker written after joining did not arrive")
+		}
+	}
+}
+
+// TestLongLineRefused: a line longer than the relay's largest event (1
+// MiB) fails with EFBIG however it is written and nothing of it is
+// published; what is written after it on the same open file, up to the
+// line's newline, is part of the refused line; the lines after it are
+// published.
+func TestLongLineRefused(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	const file = "channels/long.liveobject"
+	sh(t, mnt, "touch channels/long")
+	r := startReader(t, mnt, file)
+	waitJoined(t, r, mnt, file)
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, []byte(strings.Repeat("a", 2<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big+"-lines", []byte(strings.Repeat("a", 2<<20)+"\nafter\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(script string, times int) {
+		t.Helper()
+		out, err := shErr(mnt, "exec 2>&1\n"+script)
+		if err != nil || strings.Count(out, "rc=1") != times || strings.Count(out, "File too large") < times {
+			t.Errorf("%s\n: %v %q, want %d EFBIG failures", script, err, out, times)
+		}
+	}
+	// One write(2) of a 2 MiB line and a short one: the kernel hands it
+	// on in parts, the part past the limit is refused, dd writes the
+	// rest again and must see the error.
+	refused("dd if="+big+"-lines bs=4M status=none >> "+file+"; echo rc=$?", 1)
+	// printf writes the string and the newline apart (and stops at the
+	// error); a line just over the limit comes as 1 MiB and then the rest
+	// with its newline.
+	refused(`printf '%s\n' "$(cat `+big+`)" >> `+file+`; echo rc=$?
+printf 'short\n' >> `+file+`
+printf '%s\n' "$(head -c 1048586 `+big+`)" >> `+file+`; echo rc=$?`, 2)
+	// On one open file: cat fails in the middle of a line, echo ends it,
+	// and the next line is published.
+	refused(`exec 3>>`+file+`; cat `+big+` >&3; echo rc=$?; echo >&3; echo short2 >&3`, 1)
+	// A variable's value over the limit is refused whole.
+	sh(t, mnt, "echo 20 > examples/temperature.liveobject")
+	refused(`head -c 2097152 /dev/zero | tr '\0' 1 > examples/temperature.liveobject; echo rc=$?`, 1)
+	if v := sh(t, mnt, "head -n1 examples/temperature.liveobject"); v != "20\n" {
+		t.Errorf("variable after a refused value: %q, want the value before", v)
+	}
+	// A line of exactly the limit is one event.
+	sh(t, mnt, `printf '%s\n' "$(head -c 1048576 `+big+` | tr a b)" >> `+file+`; echo end >> `+file)
+	want := []string{"short", "short2", strings.Repeat("b", 1<<20), "end"}
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case l, ok := <-r.lines:
+			if !ok {
+				t.Fatalf("reader ended after %s", short(got))
+			}
+			got = append(got, l)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %s, want %s", short(got), short(want))
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got %s, want %s", short(got), short(want))
+	}
+}
+
+// short shows lines with the long ones cut.
+func short(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		if len(l) > 20 {
+			l = fmt.Sprintf("%.10s...(%d bytes)", l, len(l))
+		}
+		fmt.Fprintf(&b, "%q ", l)
+	}
+	return "[" + strings.TrimSpace(b.String()) + "]"
+}
+
+// TestCloseWhileHeld: stopping while a process has its working directory
+// in the mount and a file of it open returns at once without error: the
+// connection is aborted, the mount detached and the server stopped.
+func TestCloseWhileHeld(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	cmd := exec.Command("bash", "-c", "cd '"+mnt+"/examples' && exec 3<'"+mnt+"/services/cc.liveobject' && exec sleep 60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	proc := fmt.Sprintf("/proc/%d/", cmd.Process.Pid)
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		comm, _ := os.ReadFile(proc + "comm")
+		cwd, _ := os.Readlink(proc + "cwd")
+		if strings.TrimSpace(string(comm)) != "sleep" || cwd != filepath.Join(mnt, "examples") {
+			return fmt.Errorf("holder not in place yet: %q in %q", comm, cwd)
+		}
+		return nil
+	})
+	start := time.Now()
+	err := m.Close()
+	took := time.Since(start)
+	if err != nil || took > 4*time.Second {
+		t.Fatalf("close while a process holds the mount: %v after %v, want nil at once", err, took)
+	}
+	t.Logf("closed in %v", took)
+	if isMounted(mnt) {
+		t.Fatal("still mounted after close")
+	}
+	if !m.waitServer(time.Second) {
+		t.Fatal("the server still runs after close")
+	}
+}
+
+// TestResyncEndsReaders: when the mount falls behind the root's changes,
+// the registry drops the oldest (here, the removal of a channel being
+// read) and sends a Resync; the readers of objects that went away in the
+// burst still reach end of file.
+func TestResyncEndsReaders(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	const file = "channels/victim.liveobject"
+	sh(t, mnt, "touch channels/victim")
+	r := startReader(t, mnt, file)
+	waitJoined(t, r, mnt, file)
+
+	// Stall the mount's change handling: it takes the next change and
+	// waits for the listing's lock.
+	m.idx.mu.Lock()
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			m.idx.mu.Unlock()
+		}
+	}
+	defer unlock()
+	if _, err := w.reg.CreateChannel("stall", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		buf := make([]byte, 1<<20)
+		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "fs.(*index).invalidate") {
+			return fmt.Errorf("the change handler has not reached the listing's lock")
+		}
+		return nil
+	})
+	// The removal, then a burst that overflows the subscription.
+	if err := w.reg.RemoveChannel("victim"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		if _, err := w.reg.CreateChannel(fmt.Sprintf("burst-%d", i), "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlock()
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reader of a channel removed in a burst (a Resync) did not reach end of file")
+	}
+}
+
+// TestTailFollows: `tail -n +1 -f`, which the README gives for following
+// an object, shows the state and then each new event (stdbuf: the
+// reader's output is a pipe here, not a terminal).
+func TestTailFollows(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	const file = "examples/chat.liveobject"
+	sh(t, mnt, "echo before >> "+file)
+	tail, err := exec.LookPath("tail")
+	if err != nil {
+		t.Skip("no tail")
+	}
+	r := startReader(t, mnt, "stdbuf", "-oL", tail, "-n+1", "-f", file)
+	if got := r.expect(t, 1, 10*time.Second); got[0] != "before" {
+		t.Fatalf("tail -n +1 -f began with %q, want the history", got)
+	}
+	sh(t, mnt, "echo after >> "+file)
+	if got := r.expect(t, 1, 10*time.Second); got[0] != "after" {
+		t.Fatalf("tail -n +1 -f then showed %q, want the new event", got)
+	}
+}
+
+// TestBrokenDefinition: opening an object whose definition does not
+// resolve (here, a reference to a key the registry lacks) fails with
+// EINVAL, and user.liveobject.error names the file and line; an object
+// of a class this build lacks still gives ENOTSUP.
+func TestBrokenDefinition(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	def, err := os.ReadFile(filepath.Join(w.root, "examples", "chat.liveobject"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "011E83FA6A9F426993BB8EF26FF7D7B8" // the relay client's key
+	if !strings.Contains(string(def), key) {
+		t.Fatalf("the example chat does not name key %s:\n%s", key, def)
+	}
+	broken := strings.Replace(string(def), key, "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF", 1)
+	if err := os.WriteFile(filepath.Join(w.root, "examples", "dangling.liveobject"), []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 3*time.Second, 50*time.Millisecond, func() error {
+		_, err := os.Stat(filepath.Join(mnt, "examples", "dangling.liveobject"))
+		return err
+	})
+	out, err := shErr(mnt, "exec 2>&1; cat examples/dangling.liveobject")
+	if err == nil || !strings.Contains(out, "Invalid argument") {
+		t.Fatalf("cat of a broken definition: %v %q, want EINVAL", err, out)
+	}
+	x := sh(t, mnt, "getfattr --only-values -n user.liveobject.error examples/dangling.liveobject")
+	if !strings.Contains(x, "dangling.liveobject:") {
+		t.Fatalf("error attribute does not name the file: %q", x)
+	}
+	for _, e := range w.reg.Objects() {
+		if _, err := w.reg.Binding(e.Path); errors.Is(err, objects.ErrUnknownClass) && strings.HasPrefix(e.Path, "examples/") {
+			out, err := shErr(mnt, "exec 2>&1; cat '"+e.Path+"'")
+			if err == nil || !strings.Contains(out, "Operation not supported") {
+				t.Fatalf("cat of an unknown class: %v %q, want ENOTSUP", err, out)
+			}
+			return
+		}
+	}
+	t.Fatal("the example root has no object of an unknown class")
+}
+
+// TestLongChannelName: a channel name longer than the registry takes is
+// refused with ENAMETOOLONG; one of the longest length is made.
+func TestLongChannelName(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	for _, cmd := range []string{"touch", "mkdir"} {
+		out, err := shErr(mnt, "exec 2>&1; "+cmd+" channels/"+strings.Repeat("n", maxChannelName+1))
+		if err == nil || !strings.Contains(out, "File name too long") {
+			t.Fatalf("%s of a %d-byte channel name: %v %q, want ENAMETOOLONG", cmd, maxChannelName+1, err, out)
+		}
+	}
+	name := strings.Repeat("n", maxChannelName)
+	sh(t, mnt, "touch channels/"+name+" && test -e channels/"+name+".liveobject")
+}
+
+// TestMountRefusals: mounting over a live mount, or on a file, is refused
+// with a message that says so.
+func TestMountRefusals(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	hub := channels.NewHub(dialRelay, channels.Options{})
+	t.Cleanup(func() { hub.Close() })
+	cfg := Config{Root: w.reg, Hub: hub, ChannelParams: map[string]string{"address": w.addr}}
+	if m2, err := New(m.Dir(), cfg); err == nil {
+		m2.Close()
+		t.Fatal("a second mount over a live mount was made")
+	} else if !errors.Is(err, ErrMounted) {
+		t.Fatalf("a second mount over a live mount: %v, want ErrMounted", err)
+	}
+	if ls := sh(t, m.Dir(), "ls"); !strings.Contains(ls, "channels") {
+		t.Fatalf("the first mount no longer answers: %q", ls)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if m2, err := New(file, cfg); err == nil {
+		m2.Close()
+		t.Fatal("a mount on a file was made")
+	} else if !strings.Contains(err.Error(), "is a file, not a folder") {
+		t.Fatalf("a mount on a file: %v, want a message saying it is a file", err)
 	}
 }

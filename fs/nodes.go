@@ -18,6 +18,7 @@ import (
 	"github.com/liveobjects/liveobjects/channels"
 	"github.com/liveobjects/liveobjects/objects"
 	"github.com/liveobjects/liveobjects/objects/logic"
+	"github.com/liveobjects/liveobjects/registry"
 	"github.com/liveobjects/liveobjects/transport"
 )
 
@@ -30,8 +31,13 @@ const ChannelHistory = 100
 const liveSize = 4096
 
 // errNotLive marks an object that cannot be joined (unknown class, or a
-// class that has no object logic here).
+// class that has no object logic here, or a null object).
 var errNotLive = errors.New("not a live object this build can join")
+
+// errBadDefinition marks an object whose definition does not resolve
+// (invalid file, dangling or cyclic reference, no channel); the error
+// names the file and line.
+var errBadDefinition = errors.New("the object's definition is broken (fix the file named; getfattr -n user.liveobject.error shows this message)")
 
 func ino(kind byte, rel string) uint64 {
 	h := fnv.New64a()
@@ -143,6 +149,11 @@ func (d *dirNode) child(ctx context.Context, e dirent, out *fuse.EntryOut) *gofs
 	return d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino('f', rel)})
 }
 
+// maxChannelName is the longest channel name, in bytes, the registry
+// takes (registry.CreateChannel refuses longer ones); its file name in
+// channels/ adds the suffix and stays under the kernel's 255.
+const maxChannelName = 200
+
 // createChannel makes a channel from the shell (touch, mkdir, >).
 func (d *dirNode) createChannel(ctx context.Context, name string) (objects.Metadata, syscall.Errno) {
 	if !d.m.isFolder(d.rel) {
@@ -152,6 +163,9 @@ func (d *dirNode) createChannel(ctx context.Context, name string) (objects.Metad
 	if name == "" || strings.HasPrefix(name, ".") {
 		// Hidden names are a file manager's probes, not channels.
 		return objects.Metadata{}, syscall.EPERM
+	}
+	if len(name) > maxChannelName {
+		return objects.Metadata{}, syscall.ENAMETOOLONG
 	}
 	if md, ok := d.m.idx.channel(name); ok {
 		return md, 0
@@ -418,8 +432,16 @@ func (f *fileNode) spec() (channels.Spec, error) {
 		}, nil
 	}
 	b, err := f.m.cfg.Root.Binding(f.rel)
-	if err != nil {
+	var rerr *registry.ResolveError
+	switch {
+	case err == nil:
+	case errors.Is(err, objects.ErrUnknownClass), errors.Is(err, registry.ErrSwitchedOff):
 		return channels.Spec{}, fmt.Errorf("%w: %w", errNotLive, err)
+	case errors.Is(err, registry.ErrNotFound) && !errors.As(err, &rerr):
+		// Removed from the root since it was looked up.
+		return channels.Spec{}, fmt.Errorf("%w: %w", syscall.ENOENT, err)
+	default:
+		return channels.Spec{}, fmt.Errorf("%w: %w", errBadDefinition, err)
 	}
 	kind, err := logic.ParseKind(string(b.Class.Category))
 	if err != nil {
@@ -475,13 +497,41 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		h.r = live.Object().NewReader()
 	}
 	if acc == syscall.O_WRONLY || acc == syscall.O_RDWR {
-		h.w = live.Object().NewWriter(live)
+		h.w = live.Object().NewWriter(live, f.m.maxEvent(ctx, spec))
 	}
 	if !f.m.addHandle(h) {
 		h.closeAll()
 		return nil, 0, syscall.ESHUTDOWN
 	}
 	return h, fl, 0
+}
+
+// defaultMaxEvent is the largest event a writer publishes over a driver
+// that does not report its limit: the default limit of the relay and of
+// QSM.
+const defaultMaxEvent = 1 << 20
+
+// eventLimiter is implemented by drivers that report the largest event
+// they accept (the QSM client; the relay client, with the limit its relay
+// announced).
+type eventLimiter interface {
+	MaxEvent() int
+}
+
+// maxEvent returns the largest event the driver carrying spec accepts.
+// The driver is the one the object was just joined over (the hub keeps
+// it), so this does not dial.
+func (m *Mount) maxEvent(ctx context.Context, spec channels.Spec) int {
+	d, err := m.cfg.Hub.Driver(ctx, spec)
+	if err != nil {
+		return defaultMaxEvent
+	}
+	if l, ok := d.(eventLimiter); ok {
+		if n := l.MaxEvent(); n > 0 {
+			return n
+		}
+	}
+	return defaultMaxEvent
 }
 
 // Extended attributes, all under user.liveobject.*.

@@ -317,6 +317,24 @@ func TestCLIConventions(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and why", args, c.ProcessState.ExitCode(), stderr.String(), exitUsage)
 		}
 	}
+	// A root that is a file or is missing: said so, exit code 1.
+	file := filepath.Join(t.TempDir(), "afile")
+	os.WriteFile(file, []byte("x"), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"up", "--root", file, filepath.Join(t.TempDir(), "m")}, "is a file, not a folder"},
+		{[]string{"mount", file, filepath.Join(t.TempDir(), "m")}, "is a file, not a folder"},
+		{[]string{"mount", filepath.Join(t.TempDir(), "none"), filepath.Join(t.TempDir(), "m")}, "does not exist; create one with 'liveobjects init"},
+	} {
+		c := exec.Command(bin, tc.args...)
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		if err := c.Run(); err == nil || c.ProcessState.ExitCode() != exitFailure || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, c.ProcessState.ExitCode(), stderr.String(), exitFailure, tc.want)
+		}
+	}
 	cmd := exec.Command(bin, "no-such-command")
 	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != exitUsage {
 		t.Errorf("unknown command exit code %d, want %d", cmd.ProcessState.ExitCode(), exitUsage)

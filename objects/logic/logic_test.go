@@ -194,7 +194,7 @@ func (p *recPub) PublishBatch(ctx context.Context, evs [][]byte) error {
 
 func TestStreamWriterLines(t *testing.T) {
 	p := &recPub{}
-	w := New(Config{Kind: Stream}).NewWriter(p)
+	w := New(Config{Kind: Stream}).NewWriter(p, 0)
 	ctx := context.Background()
 	for _, s := range []string{"he", "llo\nwor", "ld\n\nx", "y"} {
 		if n, err := w.Write(ctx, []byte(s)); err != nil || n != len(s) {
@@ -214,7 +214,7 @@ func TestStreamWriterLines(t *testing.T) {
 		t.Fatalf("partial line at close: %q", p.events)
 	}
 	p.fail = errors.New("relay down")
-	w2 := New(Config{Kind: Stream}).NewWriter(p)
+	w2 := New(Config{Kind: Stream}).NewWriter(p, 0)
 	if _, err := w2.Write(ctx, []byte("a\n")); err == nil {
 		t.Fatal("write succeeded while publishing failed")
 	}
@@ -222,7 +222,7 @@ func TestStreamWriterLines(t *testing.T) {
 
 func TestValueWriter(t *testing.T) {
 	p := &recPub{}
-	w := New(Config{Kind: Variable}).NewWriter(p)
+	w := New(Config{Kind: Variable}).NewWriter(p, 0)
 	ctx := context.Background()
 	w.Write(ctx, []byte("4"))
 	w.Write(ctx, []byte("2\n"))
@@ -238,11 +238,136 @@ func TestValueWriter(t *testing.T) {
 	if err := w.Close(ctx); err != nil || len(p.events) != 1 {
 		t.Fatal("a second close published again")
 	}
-	tw := New(Config{Kind: Text}).NewWriter(p)
+	tw := New(Config{Kind: Text}).NewWriter(p, 0)
 	tw.Write(ctx, []byte("a\nb\n"))
 	tw.Flush(ctx)
 	if p.events[1] != "a\nb\n" {
 		t.Fatalf("text must keep its newlines: %q", p.events[1])
+	}
+}
+
+// writeSteps feeds writes to w and checks each result: n is what the
+// write must return, fail whether it must fail with ErrTooLarge.
+type writeStep struct {
+	data string
+	n    int
+	fail bool
+}
+
+func writeSteps(t *testing.T, w *Writer, steps []writeStep) {
+	t.Helper()
+	for i, s := range steps {
+		n, err := w.Write(context.Background(), []byte(s.data))
+		if n != s.n || (err != nil) != s.fail || (err != nil && !errors.Is(err, transport.ErrTooLarge)) {
+			t.Fatalf("step %d: write %q: %d, %v; want %d, failing %v with ErrTooLarge", i, s.data, n, err, s.n, s.fail)
+		}
+	}
+}
+
+// TestStreamWriterLimit: a line over the driver's limit is refused whole,
+// the rest of it up to its newline is dropped, the lines after it are
+// published; a repetition of refused bytes (a short write answered by
+// writing the rest again) is refused too.
+func TestStreamWriterLimit(t *testing.T) {
+	cases := []struct {
+		name  string
+		steps []writeStep
+		want  string
+	}{
+		{"exactly the limit", []writeStep{{"abcd\n", 5, false}}, "[abcd]"},
+		{"over the limit across writes", []writeStep{
+			{"ab", 2, false}, {"cde", 0, true}, {"fg", 0, true}, {"\n", 1, false}, {"next\n", 5, false},
+		}, "[next]"},
+		{"the refused write ends the line", []writeStep{
+			{"ab", 2, false}, {"cde\n", 0, true}, {"next\n", 5, false},
+		}, "[next]"},
+		{"repetition of refused bytes", []writeStep{
+			{"abc", 3, false}, {"defgh", 0, true}, {"defghij", 0, true}, {"k\nnext\n", 7, false},
+		}, "[next]"},
+		{"repetition that reaches the newline", []writeStep{
+			{"abc", 3, false}, {"defgh", 0, true}, {"defgh\nlost\n", 0, true}, {"next\n", 5, false},
+		}, "[next]"},
+		{"whole lines, then a long one", []writeStep{
+			{"a\nb\nccccccc\nd\n", 4, true}, {"ccccccc\nd\n", 0, true}, {"d\n", 2, false},
+		}, "[a b d]"},
+		{"the end of a refused line, then a long one", []writeStep{
+			{"aaaaaaa", 0, true}, {"aa\nbbbbbbb", 3, true}, {"bbbbbbb", 0, true}, {"\nc\n", 3, false},
+		}, "[c]"},
+		{"empty lines pass", []writeStep{{"\n\nx\n", 4, false}}, "[  x]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := &recPub{}
+			w := New(Config{Kind: Stream}).NewWriter(p, 4)
+			if w.Max() != 4 {
+				t.Fatalf("limit %d, want the driver's 4", w.Max())
+			}
+			writeSteps(t, w, c.steps)
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(p.events); got != c.want {
+				t.Fatalf("published %q, want %s", p.events, c.want)
+			}
+		})
+	}
+	// Close drops what is left of a refused line; Truncate forgets it.
+	p := &recPub{}
+	w := New(Config{Kind: Stream}).NewWriter(p, 4)
+	writeSteps(t, w, []writeStep{{"abcdefg", 0, true}})
+	w.Truncate()
+	writeSteps(t, w, []writeStep{{"x\n", 2, false}, {"abcdefg", 0, true}})
+	w.Close(context.Background())
+	if fmt.Sprint(p.events) != "[x]" {
+		t.Fatalf("published %q", p.events)
+	}
+	// A failed publish in the Write that ends a refused line: the end of
+	// the line comes again and is dropped again.
+	p.fail = errors.New("relay down")
+	w = New(Config{Kind: Stream}).NewWriter(p, 4)
+	writeSteps(t, w, []writeStep{{"abcdefg", 0, true}})
+	if n, err := w.Write(context.Background(), []byte("g\nyy\n")); n != 0 || err == nil {
+		t.Fatalf("write while publishing fails: %d %v", n, err)
+	}
+	p.fail = nil
+	writeSteps(t, w, []writeStep{{"g\nyy\n", 5, false}})
+	w.Close(context.Background())
+	if fmt.Sprint(p.events) != "[x yy]" {
+		t.Fatalf("published %q", p.events)
+	}
+	// Without a driver limit, Config.MaxValue bounds a line.
+	if w := New(Config{Kind: Stream, MaxValue: 8}).NewWriter(p, 0); w.Max() != 8 {
+		t.Fatalf("limit %d without a driver limit, want MaxValue", w.Max())
+	}
+}
+
+// TestValueWriterLimit: a variable's or text's value over the limit is
+// refused until the next value begins; nothing of it is published.
+func TestValueWriterLimit(t *testing.T) {
+	ctx := context.Background()
+	p := &recPub{}
+	w := New(Config{Kind: Variable}).NewWriter(p, 4)
+	writeSteps(t, w, []writeStep{{"12", 2, false}, {"345", 0, true}, {"5", 0, true}})
+	if err := w.Flush(ctx); !errors.Is(err, transport.ErrTooLarge) {
+		t.Fatalf("flush of a refused value: %v, want ErrTooLarge", err)
+	}
+	// The next value; a variable's trailing newlines do not count.
+	writeSteps(t, w, []writeStep{{"1234", 4, false}, {"\n", 1, false}})
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(p.events) != "[1234]" {
+		t.Fatalf("published %q", p.events)
+	}
+	tw := New(Config{Kind: Text}).NewWriter(p, 4)
+	writeSteps(t, tw, []writeStep{{"abcd", 4, false}, {"\n", 0, true}})
+	tw.Truncate()
+	writeSteps(t, tw, []writeStep{{"ab\n", 3, false}})
+	if err := tw.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(p.events) != "[1234 ab\n]" {
+		t.Fatalf("published %q", p.events)
 	}
 }
 

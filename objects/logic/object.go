@@ -73,7 +73,8 @@ type Config struct {
 	History int
 	// ReaderLimit bounds the bytes queued for one reader (0: DefaultReaderLimit).
 	ReaderLimit int
-	// MaxValue bounds a variable's or text's size (0: 16 MiB).
+	// MaxValue bounds a variable's or text's value and a stream's line
+	// (0: 16 MiB); a Writer also keeps to its driver's limit (NewWriter).
 	MaxValue int
 }
 
