@@ -100,11 +100,23 @@ func NewHub(dial DialFunc, opts Options) *Hub {
 // Driver returns the driver for spec's substrate, dialing it on first use.
 // A failed dial is not cached: the next call dials again.
 func (h *Hub) Driver(ctx context.Context, spec Spec) (transport.Driver, error) {
+	for {
+		d, err, retry := h.driver(ctx, spec)
+		if !retry {
+			return d, err
+		}
+	}
+}
+
+// driver is one attempt of Driver. It asks for a retry when it waited for
+// another caller's dial that failed because that caller gave up: the
+// failure says nothing about the substrate, and this caller has not.
+func (h *Hub) driver(ctx context.Context, spec Spec) (transport.Driver, error, bool) {
 	key := spec.driverKey()
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, ErrClosed
+		return nil, ErrClosed, false
 	}
 	e, ok := h.drivers[key]
 	if !ok {
@@ -130,9 +142,12 @@ func (h *Hub) Driver(ctx context.Context, spec Spec) (transport.Driver, error) {
 	}
 	select {
 	case <-e.ready:
-		return e.d, e.err
+		if ok && e.err != nil && errors.Is(e.err, context.Canceled) && ctx.Err() == nil {
+			return nil, nil, true
+		}
+		return e.d, e.err, false
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, ctx.Err(), false
 	}
 }
 
@@ -141,7 +156,7 @@ type Live struct {
 	hub    *Hub
 	key    string
 	spec   Spec
-	ready  chan struct{} // closed once the join finished (err or member set)
+	ready  chan struct{} // closed once the join finished (err or member set) and, on error, l is out of the table
 	err    error
 	obj    *logic.Object
 	member transport.Member
@@ -169,13 +184,17 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 			h.mu.Unlock()
 			l.join(ctx)
 			if l.err != nil {
+				// Out of the table before anyone learns of the failure,
+				// so that a waiter that retries joins afresh.
 				h.mu.Lock()
 				if h.live[key] == l {
 					delete(h.live, key)
 				}
 				h.mu.Unlock()
+				close(l.ready)
 				return nil, l.err
 			}
+			close(l.ready)
 			return l, nil
 		}
 		h.mu.Unlock()
@@ -185,6 +204,11 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 			return nil, ctx.Err()
 		}
 		if l.err != nil {
+			if errors.Is(l.err, context.Canceled) && ctx.Err() == nil {
+				// The user whose Acquire was joining gave up; this
+				// one has not: join afresh.
+				continue
+			}
 			return nil, l.err
 		}
 		l.mu.Lock()
@@ -198,8 +222,9 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 	}
 }
 
+// join joins the channel, setting l.member or l.err; the caller closes
+// l.ready.
 func (l *Live) join(ctx context.Context) {
-	defer close(l.ready)
 	ctx, cancel := context.WithTimeout(ctx, l.hub.opts.JoinTimeout)
 	defer cancel()
 	d, err := l.hub.Driver(ctx, l.spec)

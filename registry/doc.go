@@ -10,7 +10,8 @@
 //
 // Open reads every *.liveobject file below the root (deep folders, names
 // with spaces and hidden files included; symbolic links to files are
-// followed, to folders are not) and every channel's metadata,
+// followed, to folders are not; a FIFO, device or socket that carries a
+// definition's name is reported, never read) and every channel's metadata,
 // collecting problems instead of failing: Problems lists each with file
 // and line. Lookup, Key, Objects and Channels read the loaded state;
 // Resolve follows the From chains of a definition through the registry

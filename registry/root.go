@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/liveobjects/liveobjects/objects"
 )
@@ -274,9 +276,12 @@ func isChannelFolder(rel string) bool {
 	return len(parts) == 2 && parts[0] == ChannelsDir
 }
 
-// readFile reads a file up to the size cap.
+// readFile reads a regular file up to the size cap. It opens without
+// blocking, so that a FIFO or a device that carries a definition's name
+// (or a symbolic link to one) is reported instead of hanging the loader,
+// and it never reads more than the cap, even from a file that grows.
 func (r *Root) readFile(rel string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(r.dir, filepath.FromSlash(rel)))
+	f, err := os.OpenFile(filepath.Join(r.dir, filepath.FromSlash(rel)), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -285,12 +290,18 @@ func (r *Root) readFile(rel string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s); replace it with a file", st.Mode().Type())
+	}
 	if st.Size() > objects.MaxFileSize {
 		return nil, fmt.Errorf("file is larger than %d bytes", objects.MaxFileSize)
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+1))
-	if _, err := buf.ReadFrom(f); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(f, objects.MaxFileSize+1)); err != nil {
 		return nil, err
+	}
+	if buf.Len() > objects.MaxFileSize {
+		return nil, fmt.Errorf("file is larger than %d bytes", objects.MaxFileSize)
 	}
 	return buf.Bytes(), nil
 }

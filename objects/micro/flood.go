@@ -16,6 +16,10 @@ const maxPeersPerObject = 64
 // maxGraphWalk bounds the objects visited when following a flooding level.
 const maxGraphWalk = 100000
 
+// maxReconPasses bounds the reconciliations one assent runs in a row when
+// each reaches maxReconRounds while still bringing new entries.
+const maxReconPasses = 64
+
 // maxCachedSets bounds the clusters kept in memory for reconciliation.
 const maxCachedSets = 8
 
@@ -241,10 +245,6 @@ func (s *Server) assentStats(ctx context.Context, peer netip.AddrPort, root, obj
 	if obj == nil {
 		return ReconStats{}, fmt.Errorf("micro: assent %s: %w locally", objTok.Short(), ErrNotFound)
 	}
-	set, err := s.loadSet(objTok)
-	if err != nil {
-		return ReconStats{}, err
-	}
 	first := true
 	accepted := false
 	rootSt, err := s.st.repl(root)
@@ -252,7 +252,7 @@ func (s *Server) assentStats(ctx context.Context, peer netip.AddrPort, root, obj
 		return ReconStats{}, err
 	}
 	var peersBack []netip.AddrPort
-	learned, rst, err := reconcile(ctx, set, func(ctx context.Context, msg []byte) ([]byte, error) {
+	exchange := func(ctx context.Context, msg []byte) ([]byte, error) {
 		m := assentMsg{root: root, obj: objTok, recon: msg}
 		if rootSt.Flood >= 0 {
 			m.flags = assentFlooding
@@ -275,12 +275,33 @@ func (s *Server) assentStats(ctx context.Context, peer netip.AddrPort, root, obj
 		peersBack = append(peersBack, rep.peers...)
 		accepted = rep.accepted
 		return rep.recon, nil
-	})
-	if err != nil {
-		return rst, fmt.Errorf("micro: assent %s with %s: %w", objTok.Short(), peer, err)
 	}
-	if _, err := s.mergeEntries(objTok, obj, learned); err != nil {
-		return rst, err
+	var rst ReconStats
+	for pass := 1; ; pass++ {
+		set, err := s.loadSet(objTok)
+		if err != nil {
+			return rst, err
+		}
+		learned, st, rerr := reconcile(ctx, set, exchange)
+		rst.RoundTrips += st.RoundTrips
+		rst.BytesSent += st.BytesSent
+		rst.BytesReceived += st.BytesReceived
+		rst.Learned += st.Learned
+		// What was learned is kept even when the reconciliation stopped
+		// short: every entry is verified on its own.
+		added, err := s.mergeEntries(objTok, obj, learned)
+		if err != nil {
+			return rst, err
+		}
+		if rerr == nil {
+			break
+		}
+		// A large difference takes more rounds than one reconciliation
+		// may run: go on from what is now known, as long as each pass
+		// brings entries that verify.
+		if !isReconRounds(rerr) || added == 0 || pass >= maxReconPasses || ctx.Err() != nil {
+			return rst, fmt.Errorf("micro: assent %s with %s: %w", objTok.Short(), peer, rerr)
+		}
 	}
 	if !accepted {
 		// The peer does not flood root: stop flooding it (it will

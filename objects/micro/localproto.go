@@ -113,6 +113,11 @@ func (s *Server) serveLocal(c net.Conn) {
 		} else {
 			body, _ = json.Marshal(resp)
 		}
+		if len(body) > MaxFrame {
+			err := fmt.Errorf("micro: local operation %d: answer of %d bytes is over the frame limit of %d: %w (ask for a cluster in pages, with a limit)", f.typ, len(body), MaxFrame, ErrTooLarge)
+			typ = localErr
+			body, _ = json.Marshal(localError{Code: codeOf(err), Msg: err.Error()})
+		}
 		if err := writeFrame(c, typ, f.id, body); err != nil {
 			return
 		}
@@ -250,46 +255,24 @@ func (lc *LocalClient) Close() error {
 	return nil
 }
 
+// call sends one request and reads its answer. A request that fails on
+// an idle connection before any answer (the server restarted since, or
+// closed the connection) is sent again once on a new connection, and the
+// other idle connections, to the same old server, are dropped; every
+// local request is idempotent.
 func (lc *LocalClient) call(ctx context.Context, op uint8, req *localReq) (*localResp, error) {
-	lc.mu.Lock()
-	if lc.closed {
-		lc.mu.Unlock()
-		return nil, ErrClosed
-	}
-	var c *localConn
-	if n := len(lc.idle); n > 0 {
-		c = lc.idle[n-1]
-		lc.idle = lc.idle[:n-1]
-	}
-	lc.mu.Unlock()
-	if c == nil {
-		var err error
-		if c, err = lc.dial(ctx); err != nil {
-			return nil, err
-		}
-	}
-	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	c.c.SetDeadline(time.Time{})
 	body, err := json.Marshal(req)
 	if err != nil {
-		c.c.Close()
 		return nil, err
 	}
-	c.id++
-	if err := writeFrame(c.c, op, c.id, body); err != nil {
-		c.c.Close()
-		return nil, fmt.Errorf("micro: local request: %w", err)
+	f, reused, err := lc.call1(ctx, op, body, true)
+	if err != nil && reused && ctx.Err() == nil && isStale(err) {
+		lc.dropIdle()
+		f, _, err = lc.call1(ctx, op, body, false)
 	}
-	f, err := readFrame(c.r, MaxFrame*2)
 	if err != nil {
-		c.c.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("micro: local request: %w", err)
+		return nil, err
 	}
-	lc.put(c)
 	if f.typ == localErr {
 		var le localError
 		if err := json.Unmarshal(f.body, &le); err != nil {
@@ -302,6 +285,62 @@ func (lc *LocalClient) call(ctx context.Context, op uint8, req *localReq) (*loca
 		return nil, fmt.Errorf("%w: local answer: %v", ErrProtocol, err)
 	}
 	return &resp, nil
+}
+
+// dropIdle closes the idle connections.
+func (lc *LocalClient) dropIdle() {
+	lc.mu.Lock()
+	idle := lc.idle
+	lc.idle = nil
+	lc.mu.Unlock()
+	for _, c := range idle {
+		c.c.Close()
+	}
+}
+
+// call1 runs one exchange on an idle connection (when reuse is set and
+// there is one) or a new one; it reports whether the connection was idle.
+func (lc *LocalClient) call1(ctx context.Context, op uint8, body []byte, reuse bool) (frame, bool, error) {
+	lc.mu.Lock()
+	if lc.closed {
+		lc.mu.Unlock()
+		return frame{}, false, ErrClosed
+	}
+	var c *localConn
+	if n := len(lc.idle); reuse && n > 0 {
+		c = lc.idle[n-1]
+		lc.idle = lc.idle[:n-1]
+	}
+	lc.mu.Unlock()
+	reused := c != nil
+	if c == nil {
+		var err error
+		if c, err = lc.dial(ctx); err != nil {
+			return frame{}, false, err
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	c.c.SetDeadline(time.Time{})
+	c.id++
+	if err := writeFrame(c.c, op, c.id, body); err != nil {
+		c.c.Close()
+		return frame{}, reused, fmt.Errorf("micro: local request: %w", err)
+	}
+	f, err := readFrame(c.r, MaxFrame*2)
+	if err != nil {
+		c.c.Close()
+		if ctx.Err() != nil {
+			return frame{}, reused, ctx.Err()
+		}
+		return frame{}, reused, fmt.Errorf("micro: local request: %w", err)
+	}
+	if f.id != c.id {
+		c.c.Close()
+		return frame{}, false, fmt.Errorf("micro: local request: %w: answer id %d, want %d", ErrProtocol, f.id, c.id)
+	}
+	lc.put(c)
+	return f, false, nil
 }
 
 // HomeAddr implements Local.

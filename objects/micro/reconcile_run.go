@@ -2,12 +2,24 @@ package micro
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
 // maxReconRounds bounds one reconciliation; a peer that keeps it going
-// longer is cut off.
-const maxReconRounds = 64
+// longer is cut off. Each round moves at most about reconBudget bytes of
+// entries, so a reconciliation that has to transfer more than some 64 MB
+// (half a million entries) stops at the bound with errReconRounds; the
+// server then keeps what it learned and reconciles again (see
+// assentStats). It is a variable for tests.
+var maxReconRounds = 64
+
+// errReconRounds: a reconciliation reached maxReconRounds. It wraps
+// ErrProtocol.
+var errReconRounds = fmt.Errorf("%w: reconciliation round limit reached", ErrProtocol)
+
+// isReconRounds reports whether err is errReconRounds.
+func isReconRounds(err error) bool { return errors.Is(err, errReconRounds) }
 
 // reconcile runs a reconciliation from the initiating side over exchange,
 // which carries one message to the other side and returns its answer (nil
@@ -20,7 +32,8 @@ func reconcile(ctx context.Context, s *Set, exchange func(ctx context.Context, m
 	msg := s.reconInitiate()
 	for msg != nil {
 		if st.RoundTrips >= maxReconRounds {
-			return learned, st, fmt.Errorf("micro: reconcile: %w: more than %d rounds", ErrProtocol, maxReconRounds)
+			st.Learned = len(learned)
+			return learned, st, fmt.Errorf("micro: reconcile: %w (%d rounds)", errReconRounds, maxReconRounds)
 		}
 		st.RoundTrips++
 		st.BytesSent += int64(len(msg))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 )
 
 // Peer wire protocol. Every frame is
@@ -73,8 +74,15 @@ func writeFrame(w io.Writer, typ uint8, id uint32, body []byte) error {
 	return err
 }
 
+// frameChunk is the body size readFrame allocates before any of the body
+// has arrived; larger bodies grow with the bytes actually received.
+const frameChunk = 64 << 10
+
 // readFrame reads one frame. It works with readers that return one byte
 // at a time, and rejects a body longer than limit before allocating it.
+// It does not trust the announced length for its allocation either: a
+// body beyond frameChunk grows (doubling) as its bytes arrive, so that a
+// peer that announces a large frame and sends little pins little memory.
 func readFrame(r io.Reader, limit int) (frame, error) {
 	var h [frameHeader]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
@@ -85,13 +93,22 @@ func readFrame(r io.Reader, limit int) (frame, error) {
 	if uint64(n) > uint64(limit) {
 		return f, fmt.Errorf("micro: frame of %d bytes (limit %d): %w", n, limit, ErrTooLarge)
 	}
-	f.body = make([]byte, n)
-	if _, err := io.ReadFull(r, f.body); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	body := make([]byte, 0, min(int(n), frameChunk))
+	for len(body) < int(n) {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(int(n)-len(body), len(body)))
 		}
-		return f, err
+		k, err := io.ReadFull(r, body[len(body):min(int(n), cap(body))])
+		body = body[:len(body)+k]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			f.body = body
+			return f, err
+		}
 	}
+	f.body = body
 	return f, nil
 }
 

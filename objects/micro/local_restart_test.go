@@ -1,0 +1,87 @@
+package micro
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLocalClientAcrossRestart: a LocalClient kept by a long-lived
+// process (the mount) goes on working when its MO server restarts; idle
+// connections to the old server are replaced, not reported as errors.
+func TestLocalClientAcrossRestart(t *testing.T) {
+	ctx := tctx(t)
+	keys := mustKeys(t)
+	dir := t.TempDir()
+	a := startServer(t, func(c *ServerConfig) { c.DataDir = dir })
+	addr := a.Addr().String()
+	lc, err := DialLocal(ctx, a.LocalSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	lib := newLib(t, lc, keys)
+	m, err := lib.CreateNew(ctx, time.Now().Add(time.Hour), []byte("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Several idle connections, as concurrent users leave them.
+	done := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() { _, err := lc.Shared(ctx); done <- err }()
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	startServer(t, func(c *ServerConfig) { c.DataDir = dir; c.Listen = addr })
+	for i := 0; i < 10; i++ {
+		g, err := lib.Get(ctx, m.Token())
+		if err != nil {
+			t.Fatalf("call %d after the restart: %v", i, err)
+		}
+		if string(g.Payload()) != "before" {
+			t.Fatalf("payload %q", g.Payload())
+		}
+	}
+}
+
+// TestLocalAnswerTooLarge: a local request whose answer would exceed the
+// frame limit (a whole large cluster at once) gets an error that says so
+// and what to do; the connection and the server stay up.
+func TestLocalAnswerTooLarge(t *testing.T) {
+	ctx := tctx(t)
+	s := startServer(t, nil)
+	lc, err := DialLocal(ctx, s.LocalSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	var root Token
+	root[8] = tokenVersion
+	toks := randTokens(30000, 1e12) // about 5.5 MB of JSON at once
+	es := make([]Entry, len(toks))
+	for i, tk := range toks {
+		es[i] = Entry{Token: tk}
+	}
+	if _, err := s.st.addEntries(root, es); err != nil {
+		t.Fatal(err)
+	}
+	_, err = lc.Entries(ctx, root, Token{}, 0)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("whole cluster at once: %v, want ErrTooLarge naming the limit", err)
+	}
+	page, err := lc.Entries(ctx, root, Token{}, clusterPage)
+	if err != nil || len(page) != clusterPage {
+		t.Fatalf("a page after the refusal: %d %v", len(page), err)
+	}
+	all, err := clusterOf(ctx, lc, root)
+	if err != nil || len(all) != len(toks) {
+		t.Fatalf("paged cluster: %d %v", len(all), err)
+	}
+}
