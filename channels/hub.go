@@ -168,7 +168,9 @@ type Live struct {
 }
 
 // Acquire joins spec's channel, or shares the live object already joined
-// for it. Every successful Acquire must be matched by one Release.
+// for it. Every successful Acquire must be matched by one Release. An
+// Acquire that is still joining when Close runs leaves the channel again
+// and returns ErrClosed.
 func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 	key := spec.key()
 	for {
@@ -183,18 +185,31 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 			h.live[key] = l
 			h.mu.Unlock()
 			l.join(ctx)
-			if l.err != nil {
+			h.mu.Lock()
+			closed := h.closed
+			if l.err != nil && h.live[key] == l {
 				// Out of the table before anyone learns of the failure,
 				// so that a waiter that retries joins afresh.
-				h.mu.Lock()
-				if h.live[key] == l {
-					delete(h.live, key)
+				delete(h.live, key)
+			}
+			h.mu.Unlock()
+			if l.err == nil && closed {
+				// Close ran during the join and waits for l.ready: leave
+				// the membership here, before Close closes the driver,
+				// and tell Close and any waiter that the hub is closed.
+				l.mu.Lock()
+				l.left = true
+				l.mu.Unlock()
+				if err := l.member.Leave(); err != nil && !errors.Is(err, transport.ErrClosed) {
+					h.opts.Logger.Warn("leave failed", "object", l.spec.Object, "err", err)
 				}
-				h.mu.Unlock()
-				close(l.ready)
-				return nil, l.err
+				l.obj.Close()
+				l.member, l.driver, l.err = nil, nil, ErrClosed
 			}
 			close(l.ready)
+			if l.err != nil {
+				return nil, l.err
+			}
 			return l, nil
 		}
 		h.mu.Unlock()

@@ -14,7 +14,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// ErrWatching is returned by a second call to Watch.
+// ErrWatching is returned by Watch while an earlier watcher still runs.
 var ErrWatching = errors.New("registry: already watching")
 
 // Debounce timings of the watcher: a batch of events is processed once
@@ -31,8 +31,10 @@ const (
 // sent to subscribers) within a second; an edit that breaks a file is
 // reported (ProblemFound, Entry.Err, Problems) while the last good
 // definition stays in force. Watch returns once watching has started; the
-// watcher stops when ctx is done or the Root is closed. Watch rescans the
-// root once started, so changes made between Open and Watch are seen.
+// watcher stops when ctx is done or the Root is closed. Once a watcher
+// stopped by its ctx has ended, Watch may be called again; until then it
+// returns ErrWatching. Watch rescans the root once started, so changes
+// made between Open and Watch are seen.
 func (r *Root) Watch(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -66,8 +68,12 @@ func (r *Root) Watch(ctx context.Context) error {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		defer w.Close()
 		r.watchLoop(ctx, w)
+		w.Close()
+		// The watcher has stopped: Watch may start another.
+		r.mu.Lock()
+		r.watching = false
+		r.mu.Unlock()
 	}()
 	return nil
 }

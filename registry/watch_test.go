@@ -284,3 +284,24 @@ func TestWatchSeesChangesBeforeWatch(t *testing.T) {
 		t.Errorf("%q %v", n, err)
 	}
 }
+
+// TestWatchAgainAfterContextEnds checks that a watcher stopped by its
+// context can be replaced by a new Watch, which picks up changes.
+func TestWatchAgainAfterContextEnds(t *testing.T) {
+	r, dir := openInit(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Watch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	t.Cleanup(cancel2)
+	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error { return r.Watch(ctx2) })
+	ch, stop := r.Subscribe()
+	t.Cleanup(stop)
+	writeFile(t, dir, "examples/again.liveobject", objectXML(objects.ClassStream, "Again", ""))
+	waitChange(t, ch, Added, "examples/again.liveobject")
+	if err := r.Watch(context.Background()); !errors.Is(err, ErrWatching) {
+		t.Errorf("Watch while watching: %v", err)
+	}
+}

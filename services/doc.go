@@ -15,5 +15,8 @@
 // A Host is safe for concurrent use. Host.mu protects the table of running
 // services; it is not held while a service starts or stops. One goroutine,
 // started by Follow and stopped by Close, applies the root's changes in
-// order.
+// order. A service's Close never runs while its Start does: a Start that
+// outlasts its time limit has its context ended, and the host waits a
+// bounded time for it to return; if it still has not, the service is
+// closed when it does.
 package services

@@ -255,21 +255,21 @@ func (h *Host) apply(ctx context.Context, path string) error {
 			break
 		}
 		svc, ferr := f(def)
+		var returned <-chan struct{} // closed once svc.Start has returned
 		if ferr == nil {
 			// Some services tie their lifetime to the context they start
 			// with: it lives until the service is stopped.
 			var sctx context.Context
 			sctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
-			ferr = startWithin(sctx, svc, 30*time.Second)
+			returned, ferr = startWithin(sctx, n.cancel, svc, startTimeout)
 		}
 		if ferr != nil {
 			n.status.State, n.status.Err = Failed, ferr.Error()
 			err = fmt.Errorf("%s (%s): %w", path, def.Class.Name, ferr)
 			if svc != nil {
-				n.svc = svc
-				n.stop()
-				n.svc = nil
+				h.stopAfterStart(path, &entry{svc: svc, cancel: n.cancel}, returned)
 			}
+			n.cancel = nil
 			break
 		}
 		n.svc = svc
@@ -356,15 +356,65 @@ func (h *Host) Close() error {
 	return errors.Join(errs...)
 }
 
-// startWithin starts svc and gives up waiting after d (the service is
-// then stopped by the caller).
-func startWithin(ctx context.Context, svc Service, d time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- svc.Start(ctx) }()
+// Limits on a service's start (variables so that tests can shorten them).
+var (
+	// startTimeout bounds Service.Start.
+	startTimeout = 30 * time.Second
+	// startStopWait bounds the wait, after startTimeout, for Start to
+	// return once its context has ended.
+	startStopWait = 5 * time.Second
+)
+
+// startWithin starts svc with ctx, which cancel ends. If Start has not
+// returned after d, startWithin ends ctx and waits up to startStopWait for
+// Start to return, then reports the timeout; the caller stops the service
+// (see stopAfterStart). The returned channel is closed once Start has
+// returned.
+func startWithin(ctx context.Context, cancel context.CancelFunc, svc Service, d time.Duration) (<-chan struct{}, error) {
+	returned := make(chan struct{})
+	var err error
+	go func() {
+		err = svc.Start(ctx)
+		close(returned)
+	}()
+	limit := time.NewTimer(d)
+	defer limit.Stop()
 	select {
-	case err := <-done:
-		return err
-	case <-time.After(d):
-		return fmt.Errorf("did not start within %v", d)
+	case <-returned:
+		return returned, err
+	case <-limit.C:
+	}
+	cancel()
+	wait := time.NewTimer(startStopWait)
+	defer wait.Stop()
+	select {
+	case <-returned:
+	case <-wait.C:
+	}
+	return returned, fmt.Errorf("did not start within %v; its log may say why", d)
+}
+
+// stopAfterStart stops the service of e, which failed to start, once its
+// Start has returned (returned closed; nil: Start never ran). A Start that
+// has not returned even though its context ended is left to finish on its
+// own goroutine, which then stops the service: Close never runs while
+// Start does.
+func (h *Host) stopAfterStart(path string, e *entry, returned <-chan struct{}) {
+	if returned != nil {
+		select {
+		case <-returned:
+		default:
+			h.log.Warn("service start still running after its context ended; it is closed once the start returns", "path", path)
+			go func() {
+				<-returned
+				if err := e.stop(); err != nil {
+					h.log.Warn("service stop", "path", path, "err", err)
+				}
+			}()
+			return
+		}
+	}
+	if err := e.stop(); err != nil {
+		h.log.Warn("service stop", "path", path, "err", err)
 	}
 }

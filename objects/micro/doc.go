@@ -103,9 +103,11 @@
 // broadcast channel; setsMu the clusters cached in memory for
 // reconciliation (valid while their change number holds); dittoMu the
 // ditto-lists; floodMu the flood queue;
-// store.mu the cache size and LRU sequence (taken inside bbolt write
-// transactions, never the other way round; chMu may also be taken inside
-// one, when the store drops a cluster); pool.mu idle peer connections. No
+// store.mu the LRU sequence and the cache hits not yet written (taken
+// inside bbolt write transactions, never the other way round; chMu may
+// also be taken inside one, when the store drops a cluster; the cache
+// size is kept in the bbolt file, so it changes only when a transaction
+// commits); pool.mu idle peer connections. No
 // lock is held across network I/O. A flooding pass talks to up to eight
 // peers at once, on goroutines it waits for. A Lib owns one
 // goroutine per OnNew callback (callbacks run one at a time and may

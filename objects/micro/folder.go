@@ -16,17 +16,20 @@ import (
 // share the file), and creating a file named by a token opens a file
 // shared by someone else.
 //
-// A Folder is safe for concurrent use. mu protects files and sizes; one
-// goroutine, started by NewFolder and stopped by Close, refreshes the
-// list.
+// A Folder is safe for concurrent use. Writes to one name are
+// serialized (the last one wins), so that racing writes to a new name
+// create one file. mu protects files, sizes and writing; a name's write
+// lock is taken before mu, never while mu is held. One goroutine, started
+// by NewFolder and stopped by Close, refreshes the list.
 type Folder struct {
 	lib   *Lib
 	level int
 	log   *slog.Logger
 
-	mu    sync.Mutex
-	files map[string]*File // by name
-	sizes map[string]int64 // last known size, by name
+	mu      sync.Mutex
+	files   map[string]*File     // by name
+	sizes   map[string]int64     // last known size, by name
+	writing map[string]*nameLock // write locks of names being written
 
 	kick   chan struct{}
 	cancel context.CancelFunc
@@ -41,7 +44,7 @@ func NewFolder(lib *Lib, level int, log *slog.Logger) *Folder {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Folder{lib: lib, level: level, log: log, files: map[string]*File{}, sizes: map[string]int64{},
-		kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		writing: map[string]*nameLock{}, kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go f.loop(ctx)
 	return f
 }
@@ -115,6 +118,42 @@ func (f *Folder) Size(name string) int64 {
 	return f.sizes[name]
 }
 
+// nameLock serializes the writes to one name.
+type nameLock struct {
+	held  chan struct{} // holds a value while a write has the lock
+	users int           // writes holding or waiting for the lock; protected by Folder.mu
+}
+
+// lockName waits for the write lock of name, or for ctx to end. The
+// returned function releases the lock.
+func (f *Folder) lockName(ctx context.Context, name string) (func(), error) {
+	f.mu.Lock()
+	l := f.writing[name]
+	if l == nil {
+		l = &nameLock{held: make(chan struct{}, 1)}
+		f.writing[name] = l
+	}
+	l.users++
+	f.mu.Unlock()
+	done := func() {
+		f.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(f.writing, name)
+		}
+		f.mu.Unlock()
+	}
+	select {
+	case l.held <- struct{}{}:
+		return func() {
+			<-l.held
+			done()
+		}, nil
+	case <-ctx.Done():
+		done()
+		return nil, fmt.Errorf("micro: write %q: waiting for an earlier write to it: %w", name, ctx.Err())
+	}
+}
+
 func (f *Folder) file(name string) (*File, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -143,8 +182,14 @@ func (f *Folder) Read(ctx context.Context, name string) ([]byte, error) {
 
 // Write replaces a file's content, creating the file (home: this server)
 // when it does not exist. A name that is a token opens the file it names
-// instead, and data must be empty then.
+// instead, and data must be empty then. Writes to one name run one at a
+// time, in the order they get its lock.
 func (f *Folder) Write(ctx context.Context, name string, data []byte) error {
+	unlock, err := f.lockName(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	file, ok := f.file(name)
 	if !ok {
 		if t, err := ParseToken(name); err == nil {
@@ -162,6 +207,9 @@ func (f *Folder) Write(ctx context.Context, name string, data []byte) error {
 			return err
 		}
 		f.mu.Lock()
+		if old, ok := f.files[name]; ok {
+			old.Close() // opened meanwhile by the refresher
+		}
 		f.files[name] = nf
 		f.sizes[name] = int64(len(data))
 		f.mu.Unlock()

@@ -160,12 +160,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.LocalSocket == "" {
 		cfg.LocalSocket = filepath.Join(cfg.DataDir, "mo.sock")
 	}
-	st, err := openStore(cfg.DataDir, cfg.CacheBytes)
+	log := cfg.Logger.With("component", "mo")
+	st, err := openStore(cfg.DataDir, cfg.CacheBytes, log)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger.With("component", "mo"), st: st, now: cfg.Clock,
+		cfg: cfg, log: log, st: st, now: cfg.Clock,
 		quit: make(chan struct{}), conns: map[net.Conn]struct{}{},
 		seq: 1, last: map[Token]uint64{}, changed: make(chan struct{}),
 		ditto: map[Token][]netip.AddrPort{}, sets: map[Token]cachedSet{}, floodQ: map[Token]bool{}, floodKick: make(chan struct{}, 1),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,7 +23,13 @@ var (
 	bktLRUIdx   = []byte("lruidx")   // token -> seq(8)
 	bktClusters = []byte("clusters") // token -> nested bucket: member token -> signature (+ box)
 	bktRepl     = []byte("repl")     // token -> record: replication state (policies, peers)
+	bktMeta     = []byte("meta")     // store-wide counters (see keyCacheBytes)
 )
+
+// keyCacheBytes names, in bktMeta, the bytes held in bktCache (u64). It
+// changes in the same transaction as the cache, so a failed transaction
+// leaves it as it was; opening the store recomputes it.
+var keyCacheBytes = []byte("cachebytes")
 
 // Record layout: magic "MOR1" | version u8 | kind u8 | crc32 (IEEE) of the
 // body | body. The body of an object record is Object.MarshalBinary; of a
@@ -98,11 +105,11 @@ func (w Where) String() string {
 type store struct {
 	db         *bolt.DB
 	cacheLimit int64
+	log        *slog.Logger
 
-	mu         sync.Mutex // protects cacheBytes, lruSeq and touched; taken inside bolt transactions, never around one
-	cacheBytes int64
-	lruSeq     uint64
-	touched    map[Token]uint64 // cache hits not yet written to the LRU buckets
+	mu      sync.Mutex // protects lruSeq and touched; taken inside bolt transactions, never around one
+	lruSeq  uint64
+	touched map[Token]uint64 // cache hits not yet written to the LRU buckets
 
 	// onDrop, if set, is called (inside a write transaction, so it must
 	// not touch the store) for every cluster the store deletes.
@@ -120,7 +127,7 @@ func (s *store) dropCluster(tx *bolt.Tx, t Token) error {
 	return err
 }
 
-func openStore(dir string, cacheLimit int64) (*store, error) {
+func openStore(dir string, cacheLimit int64, log *slog.Logger) (*store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("micro: store: %w", err)
 	}
@@ -132,15 +139,19 @@ func openStore(dir string, cacheLimit int64) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("micro: store: open %s: %w", path, err)
 	}
-	s := &store{db: db, cacheLimit: cacheLimit, touched: map[Token]uint64{}}
+	s := &store{db: db, cacheLimit: cacheLimit, log: log, touched: map[Token]uint64{}}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktStore, bktCache, bktLRU, bktLRUIdx, bktClusters, bktRepl} {
+		for _, b := range [][]byte{bktStore, bktCache, bktLRU, bktLRUIdx, bktClusters, bktRepl, bktMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
+		var n int64
 		c := tx.Bucket(bktCache)
-		if err := c.ForEach(func(k, v []byte) error { s.cacheBytes += int64(len(v)); return nil }); err != nil {
+		if err := c.ForEach(func(k, v []byte) error { n += int64(len(v)); return nil }); err != nil {
+			return err
+		}
+		if err := setCacheBytes(tx, n); err != nil {
 			return err
 		}
 		if k, _ := tx.Bucket(bktLRU).Cursor().Last(); k != nil {
@@ -211,7 +222,9 @@ func decodeObjectRecord(v []byte) (*Object, error) {
 func (s *store) putStore(t Token, o *Object) error {
 	rec := encodeRecord(recObject, o.appendTo(nil))
 	return s.db.Update(func(tx *bolt.Tx) error {
-		s.uncache(tx, t)
+		if err := s.uncache(tx, t); err != nil {
+			return err
+		}
 		return tx.Bucket(bktStore).Put(t[:], rec)
 	})
 }
@@ -224,13 +237,15 @@ func (s *store) putCache(t Token, o *Object) error {
 		if tx.Bucket(bktStore).Get(t[:]) != nil {
 			return nil
 		}
-		s.uncache(tx, t)
+		if err := s.uncache(tx, t); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bktCache).Put(t[:], rec); err != nil {
 			return err
 		}
-		s.mu.Lock()
-		s.cacheBytes += int64(len(rec))
-		s.mu.Unlock()
+		if err := setCacheBytes(tx, cacheBytes(tx)+int64(len(rec))); err != nil {
+			return err
+		}
 		if err := s.touch(tx, t); err != nil {
 			return err
 		}
@@ -260,49 +275,93 @@ func (s *store) touch(tx *bolt.Tx, t Token) error {
 	return idx.Put(t[:], seq[:])
 }
 
+// cacheBytes returns the bytes held in the cache as tx sees them.
+func cacheBytes(tx *bolt.Tx) int64 {
+	v := tx.Bucket(bktMeta).Get(keyCacheBytes)
+	if len(v) != 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(v))
+}
+
+// setCacheBytes records n as the bytes held in the cache. Callers are in
+// a write tx.
+func setCacheBytes(tx *bolt.Tx, n int64) error {
+	if n < 0 {
+		n = 0
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(n))
+	return tx.Bucket(bktMeta).Put(keyCacheBytes, v[:])
+}
+
 // uncache removes t from the cache, its LRU entries and (unless the object
 // is in the store) nothing else. Callers are in a write tx.
-func (s *store) uncache(tx *bolt.Tx, t Token) {
+func (s *store) uncache(tx *bolt.Tx, t Token) error {
 	c := tx.Bucket(bktCache)
 	if v := c.Get(t[:]); v != nil {
-		s.mu.Lock()
-		s.cacheBytes -= int64(len(v))
-		s.mu.Unlock()
-		_ = c.Delete(t[:])
+		n := int64(len(v))
+		if err := c.Delete(t[:]); err != nil {
+			return err
+		}
+		if err := setCacheBytes(tx, cacheBytes(tx)-n); err != nil {
+			return err
+		}
 	}
 	idx := tx.Bucket(bktLRUIdx)
 	if seq := idx.Get(t[:]); seq != nil {
-		_ = tx.Bucket(bktLRU).Delete(seq)
-		_ = idx.Delete(t[:])
+		if err := tx.Bucket(bktLRU).Delete(seq); err != nil {
+			return err
+		}
+		return idx.Delete(t[:])
 	}
+	return nil
 }
 
 // evict removes least recently used cache entries (and their clusters,
 // unless replication state pins them) until the cache fits its bound.
+// Every pass deletes the first LRU entry, so it ends even on a damaged
+// file: an entry that is not the one its token's index names is stale and
+// is dropped (and logged); its token is evicted there only if it is cached
+// and has no other place in the order.
 func (s *store) evict(tx *bolt.Tx) error {
-	for {
-		s.mu.Lock()
-		over := s.cacheBytes > s.cacheLimit
-		s.mu.Unlock()
-		if !over {
-			return nil
-		}
-		k, v := tx.Bucket(bktLRU).Cursor().First()
+	lru, idx := tx.Bucket(bktLRU), tx.Bucket(bktLRUIdx)
+	for cacheBytes(tx) > s.cacheLimit {
+		k, v := lru.Cursor().First()
 		if k == nil {
 			return nil
 		}
 		t, err := TokenFromBytes(v)
 		if err != nil {
-			_ = tx.Bucket(bktLRU).Delete(k)
+			s.log.Warn("micro: store: dropping an LRU entry that holds no token", "seq", fmt.Sprintf("%x", k))
+			if err := lru.Delete(k); err != nil {
+				return err
+			}
 			continue
 		}
-		s.uncache(tx, t)
+		if at := idx.Get(t[:]); string(at) != string(k) {
+			s.log.Warn("micro: store: dropping an LRU entry its index does not name", "seq", fmt.Sprintf("%x", k), "token", t.Short())
+			if err := lru.Delete(k); err != nil {
+				return err
+			}
+			if string(lru.Get(at)) == string(t[:]) || tx.Bucket(bktCache).Get(t[:]) == nil {
+				continue // t is evicted at its own place, or is not cached
+			}
+			// t is cached with no other place in the order: evict it here.
+			if err := idx.Delete(t[:]); err != nil {
+				return err
+			}
+		}
+		if err := s.uncache(tx, t); err != nil {
+			return err
+		}
 		if tx.Bucket(bktRepl).Get(t[:]) == nil {
 			if err := s.dropCluster(tx, t); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
 }
 
 // get returns the object for t and where it was; a cache hit refreshes its
@@ -369,7 +428,9 @@ func (s *store) pin(t Token) (bool, error) {
 		}
 		held = true
 		rec := append([]byte(nil), v...)
-		s.uncache(tx, t)
+		if err := s.uncache(tx, t); err != nil {
+			return err
+		}
 		return tx.Bucket(bktStore).Put(t[:], rec)
 	})
 	return held, err
@@ -377,9 +438,12 @@ func (s *store) pin(t Token) (bool, error) {
 
 // cacheSize returns the bytes held in the cache.
 func (s *store) cacheSize() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cacheBytes
+	var n int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		n = cacheBytes(tx)
+		return nil
+	})
+	return n
 }
 
 // addEntries adds entries to t's cluster and returns those that were new.
@@ -565,7 +629,9 @@ func (s *store) sweep(now time.Time, grace time.Duration) ([]Token, error) {
 			}
 			for _, t := range dead {
 				if string(name) == string(bktCache) {
-					s.uncache(tx, t)
+					if err := s.uncache(tx, t); err != nil {
+						return err
+					}
 				} else if err := tx.Bucket(bktStore).Delete(t[:]); err != nil {
 					return err
 				}
