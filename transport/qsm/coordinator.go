@@ -239,14 +239,18 @@ func (c *Coordinator) sweepLoop() {
 // serve runs one service link.
 func (c *Coordinator) serve(conn net.Conn) {
 	defer conn.Close()
-	fr := newFrameReader(conn, maxFrame)
+	fr := newFrameReader(conn, maxHello)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	t, body, err := fr.next()
-	if err != nil {
+	var n *gmsNode
+	switch {
+	case err == nil:
+		fr.max = maxFrame
+		n, err = c.hello(conn, t, body)
+	case !errors.Is(err, ErrMalformed): // not a frame over the cap
 		c.log.Debug("link closed before hello", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
-	n, err := c.hello(conn, t, body)
 	if err != nil {
 		c.log.Warn("rejected service", "remote", conn.RemoteAddr().String(), "err", err)
 		e := encoder{}
@@ -365,6 +369,16 @@ func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, erro
 	e.u32(uint32(c.cfg.HeartbeatInterval / time.Millisecond))
 	e.u32(uint32(c.cfg.MissedHeartbeats))
 	c.mu.Lock()
+	for oid, o := range c.nodes {
+		// A node that comes back on a new link (the old one is dead but
+		// not noticed yet) has the same id, address and host; anyone
+		// else claiming its id or its address would take its traffic.
+		if oid == id && (o.info.Addr != ap || !sameHost(o.conn, conn)) || oid != id && o.info.Addr == ap {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: node %016x at %s: node %016x (%s) at %s, from %s, is in the view", transport.ErrDenied,
+				id, ap, oid, o.info.Name, o.info.Addr, o.conn.RemoteAddr())
+		}
+	}
 	if old := c.nodes[id]; old != nil {
 		old.gone = true
 		old.conn.Close()
@@ -381,6 +395,13 @@ func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, erro
 	}
 	c.log.Info("service joined", "node", name, "addr", addr)
 	return n, nil
+}
+
+// sameHost reports whether two links come from the same IP address.
+func sameHost(a, b net.Conn) bool {
+	ta, ok1 := a.RemoteAddr().(*net.TCPAddr)
+	tb, ok2 := b.RemoteAddr().(*net.TCPAddr)
+	return ok1 && ok2 && ta.IP.Equal(tb.IP)
 }
 
 // remove drops a node and schedules a view without it.

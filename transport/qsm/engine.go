@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -25,8 +26,9 @@ type engine struct {
 	ctl  chan any       // tokens and acks, handled first
 
 	view      *View
-	region    *Region // my region in view, nil when I belong to no group
-	joinEpoch uint64  // region epoch when I entered my region
+	nodeAddrs map[netip.AddrPort]bool // the addresses of the view's nodes, which all data comes from
+	region    *Region                 // my region in view, nil when I belong to no group
+	joinEpoch uint64                  // region epoch when I entered my region
 	parts     [][]uint64
 	myPart    int
 	myIdx     int
@@ -217,6 +219,7 @@ type outMsg struct {
 type sendStream struct {
 	region      uint64
 	dst         netip.AddrPort
+	members     []uint64 // the region's members in the view; the first leads it and acks its stability
 	streamEpoch uint64
 	epoch       uint64
 	epochStart  uint64
@@ -249,6 +252,10 @@ func (st *sendStream) get(seq uint64) *outMsg {
 }
 
 func (st *sendStream) unstable() int { return int(st.next - 1 - st.stable) }
+
+// held returns the range of seqs the stream may still hold (message
+// returns nil outside it; the range is empty when nothing is unstable).
+func (st *sendStream) held() (lo, hi uint64) { return st.stable + 1, st.next - 1 }
 
 func (st *sendStream) body(flags uint8) dataBody {
 	return dataBody{StreamEpoch: st.streamEpoch, EpochStart: st.epochStart, Hi: st.next - 1, Flags: flags, Starts: st.starts}
@@ -302,6 +309,21 @@ type recvStream struct {
 	gapAt       map[uint64]time.Time
 	sources     *sourceTable // engine.lastGSeq[sender], once looked up
 	orphanAt    time.Time    // when the sender left the view (zero: it is in it)
+}
+
+// held returns the range of seqs the stream may hold, kept or pending (get
+// returns nil outside it): onData queues nothing ahead of next by ahead
+// or more.
+func (rs *recvStream) held(ahead uint64) (lo, hi uint64) {
+	return rs.keptBase, satAdd(rs.next, ahead)
+}
+
+// satAdd returns a+b, or 2^64-1 when that overflows.
+func satAdd(a, b uint64) uint64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return math.MaxUint64
 }
 
 func (rs *recvStream) get(seq uint64) *message {
@@ -394,6 +416,16 @@ func newEngine(s *Service) *engine {
 		view:         &View{},
 	}
 }
+
+// recvAhead bounds how far ahead of the next seq to deliver a receiver
+// takes a stream's messages and its announced end: a sender has at most
+// Window messages per region unstable (a handover adds the unstable ones
+// of the regions its movers came from), and everything from the next seq
+// to deliver on is unstable. Messages beyond come again later, by repair,
+// once the stream has moved on; a peer announcing more (a lying or
+// corrupt datagram) cannot make this node queue messages or report gaps
+// without bound.
+func (e *engine) recvAhead() uint64 { return uint64(4 * e.s.cfg.Window) }
 
 // maxPayload is the largest fragment that fits one datagram.
 func (e *engine) maxPayload() int {
@@ -597,6 +629,20 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 	delete(e.members, k)
 	c.setMember(member, nil)
 	m.gone = true
+	// Its publishes that wait go: the client has given their credits
+	// back, and a client that went away holds none of it any more.
+	if len(e.pending) > 0 {
+		e.pending = slices.DeleteFunc(e.pending, func(p *pendingPub) bool {
+			if p.m == m {
+				c.inflight--
+				return true
+			}
+			return false
+		})
+		if len(e.pending) == 0 {
+			e.pending = nil
+		}
+	}
 	g := e.groups[m.group]
 	if g == nil {
 		return
@@ -701,16 +747,38 @@ func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq ui
 // --- publishing -------------------------------------------------------
 
 func (e *engine) publish(p clientPublish) {
-	m := p.c.member(p.member)
-	if m == nil && p.member >= denseMembers {
-		m = e.members[memberKey{p.c, p.member}]
-	}
-	if m == nil || !m.joined {
-		e.sendError(p.c, 0, p.member, ErrUnknownMember)
+	c := p.c
+	if c.cut {
 		return
 	}
+	m := c.member(p.member)
+	if m == nil && p.member >= denseMembers {
+		m = e.members[memberKey{c, p.member}]
+	}
+	if m == nil || !m.joined {
+		e.sendError(c, 0, p.member, ErrUnknownMember)
+		return
+	}
+	// A client has at most ClientCredits publishes without an answer
+	// (twice that for a moment: a client gives back the credits of a
+	// member that leaves as it sends the leave). One that sends more
+	// would have them queue here without bound.
+	if limit := 2 * e.s.cfg.ClientCredits; c.inflight >= limit {
+		e.cutClient(c, errMalformedf("more than %d publishes waiting for an answer (client_credits is %d)", limit, e.s.cfg.ClientCredits))
+		return
+	}
+	c.inflight++
 	e.pending = append(e.pending, &pendingPub{m: m, data: p.data})
 	e.admit()
+}
+
+// cutClient ends the link of a client that broke the protocol: it is told
+// why, and its link closes once that is sent (serveClient's read ends).
+func (e *engine) cutClient(c *svcClient, err error) {
+	c.cut = true
+	e.log.Warn("client broke the protocol; closing its link", "client", c.name, "err", err)
+	e.sendError(c, 0, 0, err)
+	c.conn.SetReadDeadline(time.Now())
 }
 
 // admit publishes pending events, in order, while the windows and the rate
@@ -718,9 +786,11 @@ func (e *engine) publish(p clientPublish) {
 func (e *engine) admit() {
 	n := 0
 	for n < len(e.pending) {
-		if !e.tryPublish(e.pending[n]) {
+		p := e.pending[n]
+		if !e.tryPublish(p) {
 			break
 		}
+		p.m.c.inflight--
 		e.pending[n] = nil
 		n++
 	}
@@ -749,6 +819,7 @@ func (e *engine) targetsOf(g uint64) []*sendStream {
 			e.sends[r.ID] = st
 		}
 		st.dst = netip.AddrPortFrom(r.Addr, uint16(e.s.cfg.Port))
+		st.members = r.Members
 		ts = append(ts, st)
 	}
 	e.targets[g] = ts
@@ -936,6 +1007,12 @@ func (e *engine) onData(p *packet) {
 	if p.hdr.Sender == e.s.id {
 		return // my own multicast, looped back
 	}
+	if p.from.IsValid() && !e.nodeAddrs[p.from] {
+		// Senders and the nodes that forward their messages are all in
+		// the view: this one borrows a node's id.
+		e.s.ctr.foreignRegion.Add(1)
+		return
+	}
 	d := p.data
 	rs := e.recvs[p.hdr.Sender]
 	if e.view.node(p.hdr.Sender) == nil && (rs == nil || rs.orphanAt.IsZero() || d.StreamEpoch != rs.streamEpoch) {
@@ -973,6 +1050,11 @@ func (e *engine) onData(p *packet) {
 		default:
 			return // sent before I joined the region
 		}
+		if start == 0 {
+			// A repair forwarded by a node that does not know where the
+			// epoch began: start on a datagram that says.
+			return
+		}
 		rs.started, rs.next, rs.keptBase, rs.hi = true, start, start, start-1
 		if start > 1 {
 			rs.lastStable = start - 1
@@ -1006,6 +1088,9 @@ func (e *engine) onData(p *packet) {
 	if n := len(d.Msgs); n > 0 && d.Msgs[n-1].Seq > newHi {
 		newHi = d.Msgs[n-1].Seq
 	}
+	// Nothing at or beyond limit is taken (see recvAhead).
+	limit := satAdd(rs.next, e.recvAhead())
+	newHi = min(newHi, limit-1)
 	if newHi > rs.hi {
 		// Note the seqs this datagram reveals as missing, to time repairs.
 		j := 0
@@ -1027,6 +1112,10 @@ func (e *engine) onData(p *packet) {
 		m := &d.Msgs[i]
 		if m.Seq < rs.next || rs.pending[m.Seq] != nil {
 			e.s.ctr.duplicates.Add(1)
+			continue
+		}
+		if m.Seq >= limit {
+			e.s.ctr.overload.Add(1) // comes again by repair once the stream gets there
 			continue
 		}
 		if len(rs.gapAt) > 0 {
@@ -1215,6 +1304,7 @@ func (e *engine) handover(p handoverPlan) {
 		e.sends[p.to.ID] = st
 	}
 	st.dst = netip.AddrPortFrom(p.to.Addr, uint16(e.s.cfg.Port))
+	st.members = p.to.Members
 	n := 0
 	for _, om := range evs {
 		hdr := message{Group: om.Group, Source: om.Source, GSeq: om.GSeq, Flags: msgFlagHandover}
@@ -1375,6 +1465,10 @@ func (e *engine) installView(v *View) {
 	e.newSession = false
 	plans := e.planHandovers(e.view, v)
 	e.view = v
+	e.nodeAddrs = make(map[netip.AddrPort]bool, len(v.Nodes))
+	for _, n := range v.Nodes {
+		e.nodeAddrs[n.Addr] = true
+	}
 	e.targets = map[uint64][]*sendStream{}
 	e.targetsGen++
 	e.s.ctr.view.Store(v.Number)
@@ -1490,6 +1584,7 @@ func (e *engine) installView(v *View) {
 			continue
 		}
 		st.dst = netip.AddrPortFrom(reg.Addr, uint16(e.s.cfg.Port))
+		st.members = reg.Members
 		if reg.Epoch != st.epoch {
 			e.flushStream(st)
 			st.newEpoch(reg.Epoch)

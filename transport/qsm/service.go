@@ -73,7 +73,8 @@ type Stats struct {
 	StaleToken    uint64 `json:"stale_token"`
 	// Datagrams dropped on purpose: injected loss (DropRate), refused
 	// because a client is not keeping up, or because the engine's queue
-	// was full.
+	// was full (Overload also counts messages too far ahead of their
+	// stream's delivery point, which come again by repair).
 	InjectedDrops uint64 `json:"injected_drops"`
 	SlowConsumer  uint64 `json:"slow_consumer_drops"`
 	Overload      uint64 `json:"overload_drops"`
@@ -454,6 +455,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 			var from netip.AddrPort
 			if ua, ok := m.Addr.(*net.UDPAddr); ok {
 				from = ua.AddrPort()
+				from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 			}
 			// With UDP_GRO the kernel hands datagrams of one flow that
 			// arrived together over in one buffer, cut at seg bytes.
@@ -1018,10 +1020,13 @@ func tuneUplink(conn net.Conn) {
 type svcClient struct {
 	id   uint32
 	name string
+	conn net.Conn
 	w    *connWriter
 	quit chan struct{}
 
-	byID []*localMember // the engine's members of this client by id, below denseMembers
+	byID     []*localMember // the engine's members of this client by id, below denseMembers
+	inflight int            // publishes waiting in engine.pending (engine goroutine)
+	cut      bool           // the engine ended the link for breaking the protocol
 }
 
 // denseMembers bounds the member ids a client's table holds; members
@@ -1070,14 +1075,18 @@ func (s *Service) serveClient(conn net.Conn) {
 		conn.Close()
 	}()
 	tuneUplink(conn)
-	fr := newFrameReader(conn, s.cfg.MaxEvent+64)
+	fr := newFrameReader(conn, maxHello)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	t, body, err := fr.next()
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrMalformed) {
 		return
 	}
-	c := &svcClient{id: clientIDs.Add(1), w: newConnWriter(conn), quit: make(chan struct{})}
+	fr.max = s.cfg.MaxEvent + 64
+	c := &svcClient{id: clientIDs.Add(1), conn: conn, w: newConnWriter(conn), quit: make(chan struct{})}
 	hello := func() error {
+		if err != nil {
+			return err
+		}
 		if t != cliHello {
 			return fmt.Errorf("%w: first frame type %d, not hello", ErrMalformed, t)
 		}
@@ -1097,6 +1106,7 @@ func (s *Service) serveClient(conn net.Conn) {
 		return nil
 	}
 	if err := hello(); err != nil {
+		s.log.Warn("rejected client", "remote", conn.RemoteAddr().String(), "err", err)
 		e := encoder{}
 		e.u32(0)
 		e.u32(0)

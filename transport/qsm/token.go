@@ -47,6 +47,17 @@ func (e *engine) myPos(level uint8) int {
 	return e.myPart
 }
 
+// sentBy reports whether a datagram from the network came from the node
+// its header names: a node of the view other than this one, at the
+// address the view gives it (tokens and acks go out of that socket).
+func (e *engine) sentBy(p *packet) bool {
+	if p.hdr.Sender == e.s.id {
+		return false
+	}
+	n := e.view.node(p.hdr.Sender)
+	return n != nil && n.Addr == p.from
+}
+
 func (e *engine) addrOf(id uint64) (netip.AddrPort, bool) {
 	n := e.view.node(id)
 	if n == nil {
@@ -189,7 +200,7 @@ func (e *engine) onToken(p *packet) {
 		e.s.ctr.staleToken.Add(1)
 		return
 	}
-	if _, ok := slices.BinarySearch(e.region.Members, p.hdr.Sender); !ok {
+	if _, ok := slices.BinarySearch(e.region.Members, p.hdr.Sender); !ok || p.from.IsValid() && !e.sentBy(p) {
 		e.s.ctr.foreignRegion.Add(1)
 		return
 	}
@@ -204,6 +215,13 @@ func (e *engine) onToken(p *packet) {
 	pos := e.myPos(t.Level)
 	if pos < 0 || len(ring) == 0 {
 		e.s.ctr.staleToken.Add(1)
+		return
+	}
+	if ring[(pos+len(ring)-1)%len(ring)] != p.hdr.Sender {
+		// Each hop passes the token to the next node: a token from
+		// another one is not of this ring (or made up, and its round
+		// number would make the real ones look stale here).
+		e.s.ctr.foreignRegion.Add(1)
 		return
 	}
 	for i := range t.Streams {
@@ -305,10 +323,12 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			en := &t.Streams[i]
 			if en.Sender == e.s.id {
 				if own := e.sends[e.region.ID]; own != nil && !e.mute {
-					budget = e.forward(leaders, en, pos, budget, own.message, own.streamEpoch, own.epochStart)
+					lo, hi := own.held()
+					budget = e.forward(leaders, en, pos, budget, own.message, lo, hi, own.streamEpoch, own.epochStart)
 				}
 			} else if rs := e.recvs[en.Sender]; rs != nil && rs.started {
-				budget = e.forward(leaders, en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
+				lo, hi := rs.held(e.recvAhead())
+				budget = e.forward(leaders, en, pos, budget, rs.get, lo, hi, rs.streamEpoch, rs.epochStart)
 			}
 		}
 		e.sendOutbox()
@@ -337,7 +357,8 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			if e.mute {
 				continue
 			}
-			budget = e.forward(e.parts[e.myPart], en, pos, budget, own.message, own.streamEpoch, own.epochStart)
+			lo, hi := own.held()
+			budget = e.forward(e.parts[e.myPart], en, pos, budget, own.message, lo, hi, own.streamEpoch, own.epochStart)
 			continue
 		}
 		rs := e.recvs[en.Sender]
@@ -389,7 +410,8 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 			}
 		}
 		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}
-		budget = e.forward(e.parts[e.myPart], en, pos, budget, rs.get, rs.streamEpoch, rs.epochStart)
+		lo, hi := rs.held(e.recvAhead())
+		budget = e.forward(e.parts[e.myPart], en, pos, budget, rs.get, lo, hi, rs.streamEpoch, rs.epochStart)
 	}
 	// The repairs go out now, not at the end of the engine's batch.
 	e.sendOutbox()
@@ -398,8 +420,11 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 // forward queues for other participants of a ring (a partition's nodes,
 // or the partitions' leaders) the messages of a stream they lack and this
 // node holds, and removes them from their missing lists so that the nodes
-// after this one do not send them too.
-func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get func(uint64) *message, streamEpoch, epochStart uint64) int {
+// after this one do not send them too. get returns nothing outside
+// [lo, hi]: only that part of a missing range is looked at, however large
+// the range a slot claims (a token is a peer's word, and a range may reach
+// 2^64-1).
+func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get func(uint64) *message, lo, hi, streamEpoch, epochStart uint64) int {
 	for j := range min(len(en.Slots), len(ring)) {
 		if j == pos || budget <= 0 {
 			continue
@@ -418,22 +443,24 @@ func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get fu
 		d := dataBody{StreamEpoch: streamEpoch, EpochStart: epochStart, Hi: en.Hi, Flags: dataFlagRepair}
 		h := dgHeader{Type: dgData, Sender: en.Sender, Region: e.region.ID, Epoch: e.region.Epoch}
 		for _, r := range sl.Missing {
-			for x := r.From; x <= r.To && budget > 0 && quota > 0; x++ {
-				m := get(x)
-				if m == nil {
-					continue
+			from, to := max(r.From, lo), min(r.To, hi)
+			for x := from; from <= to && budget > 0 && quota > 0; x++ {
+				if m := get(x); m != nil {
+					if e.fwd.n == 0 {
+						e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+					} else if !e.fwd.fits(m) {
+						e.queueRepair(&e.fwd, en.Hi, addr)
+						e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+					}
+					e.fwd.add(m)
+					budget--
+					quota--
+					e.s.ctr.forwarded.Add(1)
+					sent = appendClamped(sent, seqRange{x, x}, 0, x)
 				}
-				if e.fwd.n == 0 {
-					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
-				} else if !e.fwd.fits(m) {
-					e.queueRepair(&e.fwd, en.Hi, addr)
-					e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+				if x == to {
+					break // before x wraps around at 2^64-1
 				}
-				e.fwd.add(m)
-				budget--
-				quota--
-				e.s.ctr.forwarded.Add(1)
-				sent = appendClamped(sent, seqRange{x, x}, 0, x)
 			}
 		}
 		if e.fwd.n > 0 {
@@ -600,7 +627,7 @@ func (e *engine) sendAck(sender, stable uint64, naks []ackNak) {
 // messages and sends again what the region or a partition lacks.
 func (e *engine) onAck(p *packet) {
 	e.s.ctr.acks.Add(1)
-	if p.hdr.Sender != e.s.id && e.view.node(p.hdr.Sender) == nil {
+	if p.from.IsValid() && !e.sentBy(p) {
 		e.s.ctr.foreignRegion.Add(1)
 		return
 	}
@@ -610,6 +637,18 @@ func (e *engine) onAck(p *packet) {
 		return
 	}
 	a := p.ack
+	// Only the region's leader knows what the whole region holds; the
+	// leaders of its partitions ask for repairs (Stable 0). An ack from
+	// anyone else could make this node free messages a member still
+	// lacks, which nobody could send it then.
+	if p.from.IsValid() {
+		_, member := slices.BinarySearch(st.members, p.hdr.Sender)
+		if !member || a.Stable != 0 && p.hdr.Sender != st.members[0] {
+			e.s.ctr.foreignRegion.Add(1)
+			e.log.Debug("ack not from the region's leader; ignored", "from", p.from.String(), "sender", p.hdr.Sender, "region", p.hdr.Region)
+			return
+		}
+	}
 	if a.Stable > st.stable && a.Stable < st.next {
 		n := a.Stable - st.stable
 		clear(st.buf[:n])

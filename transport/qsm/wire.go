@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/liveobjects/liveobjects/transport/internal/payload"
 )
@@ -29,6 +30,10 @@ const maxFrame = 64 << 20
 
 // maxString caps one string field.
 const maxString = 4096
+
+// maxHello caps the first frame of a link (a hello: magic, versions, a
+// node id and two strings), read before the peer has said who it is.
+const maxHello = 16 << 10
 
 // encoder appends fields to a byte slice.
 type encoder struct{ b []byte }
@@ -235,15 +240,22 @@ func (f *frameReader) next() (uint8, []byte, error) {
 		f.r.Discard(int(n))
 		return p[0], p[1:], nil
 	}
-	if cap(f.buf) < int(n) {
-		f.buf = make([]byte, n)
-	}
-	f.buf = f.buf[:n]
-	if _, err := io.ReadFull(f.r, f.buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// A larger frame goes into a buffer that grows as its bytes come, so
+	// that a length on its own allocates little: a peer must send what it
+	// announces.
+	f.buf = f.buf[:0]
+	for len(f.buf) < int(n) {
+		if len(f.buf) == cap(f.buf) {
+			f.buf = slices.Grow(f.buf, min(int(n)-len(f.buf), max(cap(f.buf), 64<<10)))
 		}
-		return 0, nil, err
+		k, err := f.r.Read(f.buf[len(f.buf):min(int(n), cap(f.buf))])
+		f.buf = f.buf[:len(f.buf)+k]
+		if err != nil && len(f.buf) < int(n) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
 	}
 	return f.buf[0], f.buf[1:], nil
 }
