@@ -60,6 +60,9 @@ func runBenchMO(ctx context.Context, args []string) error {
 	if o.ops <= 0 || o.payload < 0 || o.conc <= 0 || o.diffs < 2 {
 		return usagef("--ops and --conc must be positive, --diffs at least 2")
 	}
+	if o.payload > maxMOPlain {
+		return usagef("--payload: %d bytes is more than a micro object holds (%d)", o.payload, maxMOPlain)
+	}
 	dir := o.dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "liveobjects-bench-mo-")
@@ -72,12 +75,12 @@ func runBenchMO(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "create+adopt %d objects of %d bytes...\n", o.ops, o.payload)
 	ad, err := micro.MeasureAdopt(ctx, dir+"/adopt", o.ops, o.payload)
 	if err != nil {
-		return fmt.Errorf("bench mo: adopt: %w", err)
+		return fmt.Errorf("adopt: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "fetch %d objects, %d concurrent...\n", o.ops, o.conc)
 	fe, err := micro.MeasureFetch(ctx, dir+"/fetch", o.ops, o.payload, o.conc)
 	if err != nil {
-		return fmt.Errorf("bench mo: fetch: %w", err)
+		return fmt.Errorf("fetch: %w", err)
 	}
 	fmt.Printf("%-28s %12s %12s %8s\n", "operation", "MO ops/s", "raw ops/s", "ratio")
 	fmt.Printf("%-28s %12.0f %12.0f %8.3f\n", fmt.Sprintf("create+adopt (%d B)", o.payload), ad.MOPerSec, ad.RawPerSec, ad.Ratio())
@@ -88,7 +91,7 @@ func runBenchMO(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "reconcile %d tokens, %d differences...\n", n, o.diffs)
 		m, err := micro.MeasureReconcile(ctx, n, o.diffs)
 		if err != nil {
-			return fmt.Errorf("bench mo: reconcile %d: %w", n, err)
+			return fmt.Errorf("reconcile %d: %w", n, err)
 		}
 		b := m.Stats.BytesSent + m.Stats.BytesReceived
 		fmt.Printf("%-10d %6d %12d %14d %16d %7.2f%% %10s\n", n, o.diffs, m.Stats.RoundTrips, b, m.FullBytes, 100*float64(b)/float64(m.FullBytes), m.Elapsed.Round(1e6))

@@ -56,7 +56,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.IntVar(&benchQSM.receivers, "receivers", 4, "number of receiving nodes")
 			fs.IntVar(&benchQSM.size, "size", 1024, "event size in bytes")
 			fs.IntVar(&benchQSM.count, "count", 50000, "events per measurement")
-			fs.IntVar(&benchQSM.loss, "loss", 5, "percent loss injected at every receiver in the lossy measurement (negative: skip)")
+			fs.IntVar(&benchQSM.loss, "loss", 5, "percent loss injected at every receiver in the lossy measurement, below 100 (0 or negative: skip)")
 			fs.StringVar(&benchQSM.groups, "groups", "1,1000,8000", "group counts to compare, the first being the reference")
 			fs.StringVar(&benchQSM.mode, "mode", "auto", "netns, loopback or auto")
 			fs.IntVar(&benchQSM.repeat, "repeat", 3, "rounds, each measuring everything once; rows show the median round, ratios the median of the rounds' ratios")
@@ -90,6 +90,16 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			if benchQSM.count < 1 {
 				return usagef("-count: %d must be positive", benchQSM.count)
 			}
+			if benchQSM.loss >= 100 {
+				return usagef("-loss: %d%% would lose every datagram (want below 100; 0 or negative skips the lossy measurement)", benchQSM.loss)
+			}
+			if benchQSM.repeat < 1 {
+				return usagef("-repeat: %d must be at least 1", benchQSM.repeat)
+			}
+			loss := benchQSM.loss
+			if loss <= 0 {
+				loss = -1 // the benchmark reads 0 as its default
+			}
 			for k := range benchQSM.settings {
 				switch strings.ToLower(strings.TrimSpace(k)) {
 				case "gms_address", "subnet", "port", "uplink_address", "uplink_port", "uplink_subnet", "name":
@@ -103,7 +113,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			cfg.NoOffload = cfg.NoOffload || benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: benchQSM.loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat,
+				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode

@@ -44,12 +44,8 @@ ROOT cannot be read.`,
 // runCheck prints the problems of the root at dir to out and a summary to
 // summary.
 func runCheck(dir string, out, summary io.Writer, maxProblems int) error {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("%w (give the root folder, e.g. one written by 'liveobjects init')", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s is not a folder (give the root folder)", dir)
+	if err := checkRootFolder(dir); err != nil {
+		return err
 	}
 	if root, err := getxattr(dir, "user.liveobject.root"); err == nil && root != "" {
 		// A mount: check the root it shows (reading its live files would

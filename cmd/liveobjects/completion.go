@@ -13,6 +13,7 @@ func init() {
 	register(&command{
 		Name:    "completion",
 		Args:    "bash|zsh",
+		Words:   []string{"bash", "zsh"},
 		Summary: "print a shell completion script",
 		Help: `Load it in the current shell with
   source <(liveobjects completion bash)
@@ -26,7 +27,7 @@ or, for zsh,
 			case "bash":
 				fmt.Fprint(os.Stdout, bashCompletion())
 			case "zsh":
-				fmt.Fprint(os.Stdout, "autoload -U +X bashcompinit && bashcompinit\n"+bashCompletion())
+				fmt.Fprint(os.Stdout, zshPrelude+bashCompletion())
 			default:
 				return usagef("unknown shell %q (want bash or zsh)", args[0])
 			}
@@ -35,41 +36,78 @@ or, for zsh,
 	})
 }
 
+// zshPrelude loads what the bash completion function needs in zsh: the
+// completion system (for compdef) unless the shell's startup files loaded
+// it, and bash's complete and compgen.
+const zshPrelude = `if ! (( $+functions[compdef] )); then autoload -U +X compinit && compinit; fi
+autoload -U +X bashcompinit && bashcompinit
+`
+
 // bashCompletion writes a completion function from the registered
 // commands: first words, second words of nested commands, and each
-// command's flags; paths otherwise.
+// command's flags, the words of commands that take a fixed set (Words);
+// paths otherwise. Global flags (-v, -q) before the command are skipped,
+// and "help" completes command names.
 func bashCompletion() string {
 	first := map[string]bool{}
-	second := map[string][]string{}
+	groups := map[string][]string{}
 	for _, n := range sortedNames() {
 		w := strings.Fields(n)
 		first[w[0]] = true
 		if len(w) > 1 {
-			second[w[0]] = append(second[w[0]], w[1])
+			groups[w[0]] = append(groups[w[0]], w[1])
 		}
 	}
-	var firsts []string
+	var firsts, gnames []string
 	for w := range first {
 		firsts = append(firsts, w)
 	}
+	for g := range groups {
+		gnames = append(gnames, g)
+	}
 	sort.Strings(firsts)
+	sort.Strings(gnames)
 	var b strings.Builder
-	b.WriteString("_liveobjects() {\n  local cur=${COMP_WORDS[COMP_CWORD]}\n  local words=\"${COMP_WORDS[*]:1:COMP_CWORD-1}\"\n")
-	b.WriteString("  if [ $COMP_CWORD -eq 1 ]; then COMPREPLY=($(compgen -W \"" + strings.Join(firsts, " ") + " help\" -- \"$cur\")); return; fi\n")
-	b.WriteString("  case \"$words\" in\n")
+	// The same function serves zsh through bashcompinit: ksharrays makes
+	// its arrays count from 0 as bash's do, and line (not words, which
+	// zsh's completion system owns) holds the command's words so far.
+	b.WriteString(`_liveobjects() {
+  if [ -n "${ZSH_VERSION:-}" ]; then setopt localoptions ksharrays; fi
+  local cur="${COMP_WORDS[COMP_CWORD]}" line="" w i=1
+  while [ $i -lt $COMP_CWORD ]; do
+    w="${COMP_WORDS[i]}"
+    i=$((i+1))
+    if [ -z "$line" ]; then
+      case "$w" in -v|-q|--v|--q) continue;; esac
+    fi
+    line="$line${line:+ }$w"
+  done
+  case "$line" in
+`)
+	fmt.Fprintf(&b, "    \"\"|help) if [[ $cur == -* ]] && [ -z \"$line\" ]; then COMPREPLY=($(compgen -W \"-v -q --help\" -- \"$cur\")); else COMPREPLY=($(compgen -W \"%s help\" -- \"$cur\")); fi; return;;\n", strings.Join(firsts, " "))
 	for _, n := range sortedNames() {
+		c := commands[n]
 		fs := flag.NewFlagSet(n, flag.ContinueOnError)
-		if c := commands[n]; c.Flags != nil {
+		if c.Flags != nil {
 			c.Flags(fs)
 		}
 		var flags []string
 		fs.VisitAll(func(f *flag.Flag) { flags = append(flags, "--"+f.Name) })
 		flags = append(flags, "--help")
-		fmt.Fprintf(&b, "    \"%s\"*) if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); else COMPREPLY=($(compgen -f -- \"$cur\")); fi; return;;\n", n, strings.Join(flags, " "))
+		other := `compgen -f -- "$cur"`
+		if len(c.Words) > 0 {
+			other = fmt.Sprintf(`compgen -W "%s" -- "$cur"`, strings.Join(c.Words, " "))
+		}
+		fmt.Fprintf(&b, "    \"%s\"|\"%s \"*) if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); else COMPREPLY=($(%s)); fi; return;;\n",
+			n, n, strings.Join(flags, " "), other)
 	}
-	for w, subs := range second {
-		fmt.Fprintf(&b, "    \"%s\") COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); return;;\n", w, strings.Join(subs, " "))
+	for _, g := range gnames {
+		fmt.Fprintf(&b, "    \"%s\"|\"help %s\") COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); return;;\n", g, g, strings.Join(groups[g], " "))
 	}
-	b.WriteString("  esac\n  COMPREPLY=($(compgen -f -- \"$cur\"))\n}\ncomplete -o filenames -F _liveobjects liveobjects\n")
+	b.WriteString(`  esac
+  COMPREPLY=($(compgen -f -- "$cur"))
+}
+complete -o filenames -F _liveobjects liveobjects
+`)
 	return b.String()
 }

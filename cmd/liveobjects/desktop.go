@@ -94,7 +94,7 @@ update-desktop-database when they are installed.`,
 			}
 			for p, content := range files {
 				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-					return err
+					return fmt.Errorf("%w (the files go under %s: $XDG_DATA_HOME, or ~/.local/share when it is not set)", err, home)
 				}
 				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 					return err
@@ -123,8 +123,10 @@ update-desktop-database when they are installed.`,
 			if err != nil {
 				return err
 			}
-			if st, err := os.Stat(obj); err != nil || st.IsDir() {
-				return fmt.Errorf("%s is not an object file (%v)", args[0], err)
+			if st, err := os.Stat(obj); err != nil {
+				return fmt.Errorf("%w (give a .liveobject file of a mount)", err)
+			} else if st.IsDir() {
+				return fmt.Errorf("%s is a folder, not an object file (give a .liveobject file of a mount)", args[0])
 			}
 			dir := ""
 			if len(args) == 2 {
@@ -156,6 +158,9 @@ update-desktop-database when they are installed.`,
 				return usagef("want one OBJECT file")
 			}
 			name := args[0]
+			if st, err := os.Stat(name); err == nil && st.IsDir() {
+				return fmt.Errorf("%s is a folder, not an object file (give a .liveobject file of a mount)", name)
+			}
 			if cat, err := getxattr(name, "user.liveobject.category"); err == nil {
 				drv, _ := getxattr(name, "user.liveobject.driver")
 				fmt.Fprintf(os.Stderr, "%s: %s over %s (Ctrl-C to leave)\n", filepath.Base(name), cat, drv)

@@ -34,6 +34,9 @@ type command struct {
 	Summary string
 	// Help is the longer text shown by --help, after the synopsis.
 	Help string
+	// Words, if set, are the only values of the positional arguments;
+	// shell completion offers them instead of file names.
+	Words []string
 	// Flags declares the command's flags on fs; it may be nil.
 	Flags func(fs *flag.FlagSet)
 	// Run runs the command with the arguments left after the flags.
@@ -105,18 +108,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if rest[0] == "help" || rest[0] == "--help" || rest[0] == "-h" {
-		if len(rest) > 1 {
-			if c, _ := findCommand(rest[1:]); c != nil {
-				printCommandHelp(stdout, c)
-				return exitOK
-			}
+		if len(rest) == 1 {
+			printTopHelp(stdout)
+			return exitOK
 		}
-		printTopHelp(stdout)
-		return exitOK
+		if c, _ := findCommand(rest[1:]); c != nil {
+			printCommandHelp(stdout, c)
+			return exitOK
+		}
+		if g := rest[1]; len(rest) == 2 && len(groupCommands(g)) > 0 {
+			printGroupHelp(stdout, g)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "liveobjects help: unknown command %q; run 'liveobjects help' for the list\n", strings.Join(rest[1:], " "))
+		return exitUsage
 	}
 	c, n := findCommand(rest)
 	if c == nil {
-		fmt.Fprintf(stderr, "liveobjects: unknown command %q; run 'liveobjects help' for the list\n", strings.Join(rest, " "))
+		g := rest[0]
+		if len(groupCommands(g)) == 0 {
+			fmt.Fprintf(stderr, "liveobjects: unknown command %q; run 'liveobjects help' for the list\n", strings.Join(rest, " "))
+			return exitUsage
+		}
+		// A group's word alone, or with a word that names none of its
+		// commands: list the group's commands.
+		switch {
+		case len(rest) == 2 && (rest[1] == "--help" || rest[1] == "-help" || rest[1] == "-h"):
+			printGroupHelp(stdout, g)
+			return exitOK
+		case len(rest) == 1:
+			fmt.Fprintf(stderr, "liveobjects %s: want one of its commands\n\n", g)
+		default:
+			fmt.Fprintf(stderr, "liveobjects: unknown command %q\n\n", strings.Join(rest[:2], " "))
+		}
+		printGroupHelp(stderr, g)
 		return exitUsage
 	}
 	fs := flag.NewFlagSet("liveobjects "+c.Name, flag.ContinueOnError)
@@ -224,6 +249,31 @@ commands:
 Run 'liveobjects COMMAND --help' for a command's flags.
 Exit codes: 0 success, 1 failure, 2 bad usage, 3 check found problems.
 `)
+}
+
+// groupCommands returns, sorted, the names of the commands whose first
+// word is g ("mo" gives "mo add", "mo get", ...), unless g is a command
+// itself.
+func groupCommands(g string) []string {
+	if _, ok := commands[g]; ok {
+		return nil
+	}
+	var names []string
+	for _, n := range sortedNames() {
+		if strings.HasPrefix(n, g+" ") {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// printGroupHelp lists the commands of the group g.
+func printGroupHelp(w io.Writer, g string) {
+	fmt.Fprintf(w, "usage: liveobjects %s COMMAND [flags] [args]\n\ncommands:\n", g)
+	for _, n := range groupCommands(g) {
+		fmt.Fprintf(w, "  %-18s %s\n", n, commands[n].Summary)
+	}
+	fmt.Fprintf(w, "\nRun 'liveobjects %s COMMAND --help' for a command's flags.\n", g)
 }
 
 func printCommandHelp(w io.Writer, c *command) {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/liveobjects/liveobjects/objects/micro"
@@ -32,8 +34,23 @@ func defaultMODataDir() string { return micro.DefaultDataDir() }
 
 func defaultMOKeyFile() string { return micro.DefaultKeyFile() }
 
+// maxMOPlain is the largest payload mo put takes: sealing adds 64 bytes
+// to what an object's MaxPayload holds.
+const maxMOPlain = micro.MaxPayload - 64
+
+// check refuses flag values the client commands cannot use.
+func (o *moClientFlags) check() error {
+	if o.timeout <= 0 {
+		return usagef("--timeout must be positive (e.g. 30s)")
+	}
+	return nil
+}
+
 // lib connects to the local server and loads the keys.
 func (o *moClientFlags) lib(ctx context.Context) (*micro.Lib, func(), error) {
+	if err := o.check(); err != nil {
+		return nil, nil, err
+	}
 	lc, err := micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
 	if err != nil {
 		return nil, nil, err
@@ -100,7 +117,7 @@ Example:
 			fs.StringVar(&o.data, "data", defaultMODataDir(), "data directory (mo.db, mo.sock, mo.addr)")
 			fs.Int64Var(&o.cacheMiB, "cache", 64, "cache size bound in MiB")
 			fs.DurationVar(&o.grace, "grace", time.Minute, "how long objects outlive their copy-expire date")
-			fs.DurationVar(&o.floodEvery, "flood-interval", 30*time.Second, "how often every flooding policy runs again")
+			fs.DurationVar(&o.floodEvery, "flood-interval", 30*time.Second, "how often every flooding policy runs again, to repair what an unreachable peer missed (negative: never)")
 		},
 		Run: runMOServe,
 	})
@@ -186,6 +203,15 @@ func runMOServe(ctx context.Context, args []string) error {
 	if o.cacheMiB <= 0 {
 		return usagef("--cache must be positive (MiB)")
 	}
+	if _, _, err := net.SplitHostPort(o.listen); err != nil {
+		return usagef("--listen %q: want host:port (port 0: any free port)", o.listen)
+	}
+	if o.grace <= 0 {
+		return usagef("--grace must be positive (e.g. 1m)")
+	}
+	if o.floodEvery == 0 {
+		return usagef("--flood-interval must not be 0 (negative: flooding policies run only when their cluster grows)")
+	}
 	srv, err := micro.NewServer(micro.ServerConfig{
 		Listen: o.listen, Advertise: o.advertise, DataDir: o.data, CacheBytes: o.cacheMiB << 20,
 		Grace: o.grace, FloodInterval: o.floodEvery, Logger: slog.Default(),
@@ -195,6 +221,9 @@ func runMOServe(ctx context.Context, args []string) error {
 	}
 	defer srv.Close()
 	if err := srv.Start(ctx); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%w (is another 'mo serve' running? give another address with --listen, port 0 for any free one)", err)
+		}
 		return err
 	}
 	addr := srv.Addr().String()
@@ -211,18 +240,15 @@ func runMOPut(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return usagef("want one FILE (- for stdin)")
 	}
-	var data []byte
-	var err error
-	if args[0] == "-" {
-		data, err = io.ReadAll(io.LimitReader(os.Stdin, micro.MaxPayload))
-	} else {
-		data, err = os.ReadFile(args[0])
-	}
-	if err != nil {
-		return err
-	}
 	if moPutOpts.expire <= 0 {
 		return usagef("--expire must be positive")
+	}
+	if err := moPutOpts.check(); err != nil {
+		return err
+	}
+	data, err := readPayload(args[0])
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, moPutOpts.timeout)
 	defer cancel()
@@ -237,6 +263,32 @@ func runMOPut(ctx context.Context, args []string) error {
 	}
 	fmt.Println(m.Token())
 	return nil
+}
+
+// readPayload reads the content of a new object from the file name, or
+// stdin for "-", refusing (before reading it all) more than an object
+// holds.
+func readPayload(name string) ([]byte, error) {
+	in, what := os.Stdin, "stdin"
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return nil, fmt.Errorf("%s is a folder; give a file (or - for stdin)", name)
+		}
+		in, what = f, name
+	}
+	data, err := io.ReadAll(io.LimitReader(in, maxMOPlain+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxMOPlain {
+		return nil, fmt.Errorf("%s holds more than %d bytes, the most a micro object holds (%w); a mount's files/ folder stores larger files in blocks", what, maxMOPlain, micro.ErrTooLarge)
+	}
+	return data, nil
 }
 
 func runMOGet(ctx context.Context, args []string) error {
@@ -256,10 +308,7 @@ func runMOGet(ctx context.Context, args []string) error {
 	defer done()
 	m, err := lib.Get(ctx, t)
 	if err != nil {
-		if errors.Is(err, micro.ErrBadKeys) {
-			return fmt.Errorf("%w (is --keys the key file of the object's group?)", err)
-		}
-		return err
+		return moFetchError(err, t)
 	}
 	_, err = os.Stdout.Write(m.Payload())
 	return err
@@ -290,7 +339,7 @@ func runMOAdd(ctx context.Context, args []string) error {
 	defer done()
 	m, err := lib.Get(ctx, t)
 	if err != nil {
-		return err
+		return moFetchError(err, t)
 	}
 	n, err := m.AddMany(ctx, kids)
 	if err != nil {
@@ -376,5 +425,21 @@ func runMOPolicy(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	return lib.Local().Replicate(ctx, t, p)
+	if err := lib.Local().Replicate(ctx, t, p); err != nil {
+		return moFetchError(err, t)
+	}
+	return nil
+}
+
+// moFetchError adds to an error getting the object of t what to look at.
+func moFetchError(err error, t micro.Token) error {
+	switch {
+	case errors.Is(err, micro.ErrBadKeys):
+		return fmt.Errorf("%w (is --keys the key file of the object's group?)", err)
+	case errors.Is(err, micro.ErrNotFound):
+		return fmt.Errorf("%w (neither its home server %s nor the servers it named has it; it may have expired)", err, t.Home())
+	case errors.Is(err, micro.ErrInternal), errors.Is(err, micro.ErrBusy):
+		return fmt.Errorf("%w (the local server could not get it from its home server %s: is that server running and reachable from here?)", err, t.Home())
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/liveobjects/liveobjects/transport/qsm"
 )
@@ -189,6 +191,9 @@ Example:
 			}
 			c, err := qsm.Dial(ctx, qsmUplink(cfg))
 			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					return fmt.Errorf("%w (something listens at %s but does not answer as a QSM service: check -service)", err, qsmUplink(cfg))
+				}
 				return err
 			}
 			defer c.Close()
@@ -249,6 +254,9 @@ func runQSMRole(ctx context.Context, args []string, what string, make func(qsm.C
 		return err
 	}
 	if err := r.Start(ctx); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%w (another process has that address: is a %s already running? give another with -gms, -port or -set uplink_port=N)", err, what)
+		}
 		return err
 	}
 	defer r.Close()

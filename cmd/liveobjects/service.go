@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/liveobjects/liveobjects/registry"
@@ -23,8 +26,14 @@ hosting the root ('liveobjects up') starts or stops the service within a second.
 				if len(args) != 2 {
 					return usagef("want ROOT and NAME")
 				}
-				name := strings.TrimSuffix(filepath.Base(args[1]), ".liveobject")
-				rel := "services/" + name + ".liveobject"
+				if err := checkRootFolder(args[0]); err != nil {
+					return err
+				}
+				name := strings.TrimSuffix(filepath.Base(args[1]), registry.Ext)
+				rel := "services/" + name + registry.Ext
+				if _, err := os.Stat(filepath.Join(args[0], filepath.FromSlash(rel))); errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("%s has no service %q (no file %s); its services: %s", args[0], name, rel, serviceNames(args[0]))
+				}
 				if err := registry.SwitchService(args[0], rel, on); err != nil {
 					return err
 				}
@@ -33,4 +42,35 @@ hosting the root ('liveobjects up') starts or stops the service within a second.
 			},
 		})
 	}
+}
+
+// checkRootFolder says what is wrong when dir is not a folder that could
+// be a root.
+func checkRootFolder(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("root folder %s does not exist; create one with 'liveobjects init %s'", dir, dir)
+	case err != nil:
+		return fmt.Errorf("root folder: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("root %s is a file, not a folder: name a root folder (create one with 'liveobjects init DIR')", dir)
+	}
+	return nil
+}
+
+// serviceNames lists the services of the root at dir, for messages.
+func serviceNames(dir string) string {
+	ents, _ := os.ReadDir(filepath.Join(dir, registry.ServicesDir))
+	var names []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), registry.Ext); ok && !e.IsDir() {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "none (the root has no services/ folder)"
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }

@@ -81,16 +81,18 @@ func runShow(p, root string, w io.Writer) error {
 	}
 	if root == "" {
 		root = findRoot(abs)
+	} else if err := checkRootFolder(root); err != nil {
+		return fmt.Errorf("--root: %w", err)
 	}
 	r, err := registry.Open(root)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	rel := r.Clean(abs)
-	if strings.HasPrefix(rel, "..") {
-		return fmt.Errorf("%s is not below the root %s (use --root)", p, root)
+	if rp, err := filepath.Rel(r.Dir(), abs); err != nil || rp == ".." || strings.HasPrefix(rp, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("%s is not below the root %s (name the root it belongs to with --root)", p, r.Dir())
 	}
+	rel := r.Clean(abs)
 	if strings.HasSuffix(rel, "/"+registry.MetadataFile) && strings.HasPrefix(rel, registry.ChannelsDir+"/") {
 		return showChannel(r, rel, w)
 	}

@@ -14,6 +14,9 @@ func init() {
 		Name:    "version",
 		Summary: "print the version",
 		Run: func(ctx context.Context, args []string) error {
+			if len(args) != 0 {
+				return usagef("takes no arguments")
+			}
 			v := version
 			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" {
 				for _, s := range bi.Settings {

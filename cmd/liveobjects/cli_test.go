@@ -1,0 +1,225 @@
+package main
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// wantRun runs the binary and checks its exit code and that stderr holds
+// each of want.
+func wantRun(t *testing.T, stdin string, code int, want []string, args ...string) (stdout, stderr string) {
+	t.Helper()
+	got, stdout, stderr := runCmd(t, stdin, nil, args...)
+	if got != code {
+		t.Errorf("%v: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, got, code, stdout, stderr)
+		return stdout, stderr
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("%v: stderr lacks %q:\n%s", args, w, stderr)
+		}
+	}
+	return stdout, stderr
+}
+
+// TestCommandGroups: the first word of nested commands (mo, qsm, bench,
+// service, desktop) lists its commands: on stdout with exit 0 when help
+// is asked for, on stderr with exit 2 otherwise; help of a command that
+// does not exist is a usage error.
+func TestCommandGroups(t *testing.T) {
+	for _, g := range []string{"mo", "qsm", "bench", "service", "desktop"} {
+		sub := groupCommands(g)
+		if len(sub) == 0 {
+			t.Fatalf("no commands in group %s", g)
+		}
+		for _, args := range [][]string{{g, "--help"}, {g, "-h"}, {"help", g}} {
+			stdout, stderr := wantRun(t, "", exitOK, nil, args...)
+			if !strings.Contains(stdout, sub[0]) || stderr != "" {
+				t.Errorf("%v: want %q listed on stdout and nothing on stderr\nstdout:\n%s\nstderr:\n%s", args, sub[0], stdout, stderr)
+			}
+		}
+		wantRun(t, "", exitUsage, []string{"want one of its commands", sub[0]}, g)
+		wantRun(t, "", exitUsage, []string{`unknown command "` + g + ` bogus"`, sub[0]}, g, "bogus")
+	}
+	wantRun(t, "", exitUsage, []string{`unknown command "bogus"`}, "help", "bogus")
+	wantRun(t, "", exitUsage, []string{"takes no arguments"}, "version", "extra")
+}
+
+// TestCompletionWords: the completion script skips the global flags,
+// completes the command after "help" and offers the shells of
+// "completion"; the zsh script runs in zsh.
+func TestCompletionWords(t *testing.T) {
+	dir := t.TempDir()
+	for _, shell := range []string{"bash", "zsh"} {
+		path, err := exec.LookPath(shell)
+		if err != nil {
+			t.Logf("%s is not installed: its completion was not run", shell)
+			continue
+		}
+		script, err := exec.Command(bin, "completion", shell).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "c."+shell)
+		if err := os.WriteFile(f, script, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			words string
+			want  []string
+		}{
+			{"liveobjects mo p", []string{"put", "policy"}},
+			{"liveobjects -v mo ''", []string{"add", "serve"}},
+			{"liveobjects -q check --m", []string{"--max"}},
+			{"liveobjects mo put --", []string{"--keys", "--expire", "--timeout", "--help"}},
+			{"liveobjects -", []string{"-v", "-q", "--help"}},
+			{"liveobjects help q", []string{"qsm"}},
+			{"liveobjects help bench ''", []string{"qsm", "udp-receive"}},
+			{"liveobjects completion ''", []string{"bash", "zsh"}},
+		} {
+			n := len(strings.Fields(tc.words)) - 1
+			src := "source " + f + "; COMP_WORDS=(" + tc.words + "); COMP_CWORD=" + string(rune('0'+n)) + "; _liveobjects; echo \"${COMPREPLY[*]}\""
+			cmd := exec.Command(path, "-c", src)
+			cmd.Env = append(os.Environ(), "HOME="+dir)
+			cmd.Dir = dir
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			got := strings.Fields(string(out))
+			for _, w := range tc.want {
+				if !contains(got, w) {
+					t.Errorf("%s: completing %q offers %q (%v), want %q\nstderr: %s", shell, tc.words, got, err, w, stderr.String())
+				}
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("%s: completing %q wrote to stderr: %s", shell, tc.words, stderr.String())
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestBadValuesAreUsage: values a command cannot use are refused at once
+// with exit 2, not taken silently as a default or found out after minutes.
+func TestBadValuesAreUsage(t *testing.T) {
+	dir := t.TempDir()
+	big, data := filepath.Join(dir, "big"), filepath.Join(dir, "mo")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "qsm", "-mode", "loopback", "-loss", "150"}, "-loss: 150%"},
+		{[]string{"bench", "qsm", "-mode", "loopback", "-repeat", "0"}, "-repeat"},
+		{[]string{"bench", "mo", "--payload", "2000000"}, "more than a micro object holds"},
+		{[]string{"mo", "put", "--data", data, "--timeout", "0", big}, "--timeout must be positive"},
+		{[]string{"mo", "ls", "--data", data, "--timeout", "-1s"}, "--timeout must be positive"},
+		{[]string{"mo", "serve", "--data", data, "--listen", "127.0.0.1:0", "--grace", "0"}, "--grace must be positive"},
+		{[]string{"mo", "serve", "--data", data, "--listen", "127.0.0.1:0", "--flood-interval", "0"}, "--flood-interval"},
+		{[]string{"mo", "serve", "--data", data, "--listen", "nonsense"}, "want host:port"},
+	} {
+		start := time.Now()
+		wantRun(t, "", exitUsage, []string{tc.want, "usage: liveobjects"}, tc.args...)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%v took %v to refuse", tc.args, d)
+		}
+	}
+}
+
+// TestPathErrorsSayWhat: a root that is missing or a file, a service that
+// does not exist, a file outside the root, a folder where an object file
+// belongs, a file too large for a micro object: each is named, with what
+// to do.
+func TestPathErrorsSayWhat(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if code, _, stderr := runCmd(t, "", nil, "init", root); code != exitOK {
+		t.Fatalf("init: %d %s", code, stderr)
+	}
+	file := filepath.Join(dir, "afile")
+	os.WriteFile(file, []byte("x"), 0o644)
+	missing := filepath.Join(dir, "none")
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, make([]byte, 2<<20), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"service", "on", missing, "mo"}, []string{"does not exist; create one with 'liveobjects init"}},
+		{[]string{"service", "off", file, "mo"}, []string{"is a file, not a folder"}},
+		{[]string{"service", "on", root, "nosuch"}, []string{`no service "nosuch"`, "cc, mo, quicksilver_coordinator, quicksilver_localservice"}},
+		{[]string{"check", file}, []string{"is a file, not a folder"}},
+		{[]string{"show", "--root", missing, filepath.Join(root, "examples", "chat.liveobject")}, []string{"--root: root folder", "does not exist"}},
+		{[]string{"show", "--root", root, file}, []string{file + " is not below the root " + root}},
+		{[]string{"shortcut", root, dir}, []string{"is a folder, not an object file"}},
+		{[]string{"open", root}, []string{"is a folder, not an object file"}},
+		{[]string{"mo", "put", "--data", missing, big}, []string{"holds more than 1048512 bytes", "files/ folder"}},
+		{[]string{"mo", "put", "--data", missing, root}, []string{"is a folder; give a file"}},
+	} {
+		_, stderr := wantRun(t, "", exitFailure, tc.want, tc.args...)
+		if strings.Contains(stderr, "<nil>") {
+			t.Errorf("%v: %s", tc.args, stderr)
+		}
+	}
+	wantRun(t, strings.Repeat("x", 2<<20), exitFailure, []string{"stdin holds more than 1048512 bytes"}, "mo", "put", "--data", missing, "-")
+}
+
+// TestMOErrorsSayWhere: mo get of an object whose home server is gone
+// names that server; mo serve and the QSM roles on an address in use say
+// what holds it.
+func TestMOErrorsSayWhere(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"LIVEOBJECTS_MO_KEYS=" + filepath.Join(dir, "keys")}
+	serve := func(data string) *proc {
+		p := startProc(t, env, false, "mo", "serve", "--listen", "127.0.0.1:0", "--data", data)
+		waitFor(t, 10*time.Second, func() error {
+			_, err := os.Stat(filepath.Join(data, "mo.addr"))
+			return err
+		})
+		return p
+	}
+	local, home := filepath.Join(dir, "local"), filepath.Join(dir, "home")
+	serve(local)
+	h := serve(home)
+	obj := filepath.Join(dir, "obj")
+	os.WriteFile(obj, []byte("hello\n"), 0o644)
+	code, tok, stderr := runCmd(t, "", env, "mo", "put", "--data", home, obj)
+	if code != exitOK {
+		t.Fatalf("mo put: %d %s", code, stderr)
+	}
+	tok = strings.TrimSpace(tok)
+	addr, _ := os.ReadFile(filepath.Join(home, "mo.addr"))
+	h.cmd.Process.Kill()
+	<-h.done
+	if code, out, stderr := runCmd(t, "", env, "mo", "get", "--data", local, tok); code != exitFailure ||
+		!strings.Contains(stderr, "home server "+strings.TrimSpace(string(addr))) || !strings.Contains(stderr, "running and reachable") {
+		t.Errorf("mo get with its home gone: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	busy := l.Addr().String()
+	wantRun(t, "", exitFailure, []string{"address already in use", "is another 'mo serve' running?"}, "mo", "serve", "--listen", busy, "--data", filepath.Join(dir, "third"))
+	wantRun(t, "", exitFailure, []string{"address already in use", "is a qsm coordinator already running?"}, "qsm", "coordinator", "-gms", busy)
+	// Something that listens and never answers: a bounded wait and a hint.
+	start := time.Now()
+	wantRun(t, "", exitFailure, []string{"does not answer as a QSM service"}, "qsm", "channels", "-service", busy)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("qsm channels waited %v for a silent address", d)
+	}
+}
