@@ -118,6 +118,7 @@ Settings (-set name=value; the same names as in a services definition):
   partition_size     nodes per token ring (default 5)
   heartbeat_interval, missed_heartbeats   failure detection (default 500ms x 4)
   view_delay         how long the coordinator gathers changes into one view (default 5ms)
+  max_groups         groups one node may belong to; the coordinator refuses more (default 65536)
   delivery_queue     bytes queued per client before data is refused (default 32 MiB)
   drop_rate          fault injection: drop this fraction of received datagrams
   no_offload         send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)

@@ -70,6 +70,10 @@ type Config struct {
 	// PartitionSize ("partition_size") is the number of nodes in one token
 	// ring; larger regions become a ring of such rings.
 	PartitionSize int
+	// MaxGroups ("max_groups") is the most groups one node (service) may
+	// belong to at once; the coordinator refuses a node that asks for
+	// more, since every view lists the groups of every region.
+	MaxGroups int
 	// HeartbeatInterval ("heartbeat_interval", a Go duration or
 	// milliseconds) is how often services report to the coordinator.
 	HeartbeatInterval time.Duration
@@ -123,6 +127,7 @@ func DefaultConfig() Config {
 		Rate:              0,
 		TokenRate:         100,
 		PartitionSize:     5,
+		MaxGroups:         65536,
 		HeartbeatInterval: 500 * time.Millisecond,
 		MissedHeartbeats:  4,
 		ViewDelay:         5 * time.Millisecond,
@@ -169,6 +174,8 @@ func (c Config) Validate() error {
 		return bad("token_rate", "%d out of range (want 1-10000)", c.TokenRate)
 	case c.PartitionSize < 2 || c.PartitionSize > 64:
 		return bad("partition_size", "%d out of range (want 2-64)", c.PartitionSize)
+	case c.MaxGroups < 1 || c.MaxGroups > 1<<20:
+		return bad("max_groups", "%d out of range (want 1-1048576)", c.MaxGroups)
 	case c.HeartbeatInterval < time.Millisecond:
 		return bad("heartbeat_interval", "%v is too short (want at least 1ms)", c.HeartbeatInterval)
 	case c.MissedHeartbeats < 1:
@@ -193,7 +200,7 @@ var configKeys = []string{
 	"qsm", "qsm_application", "qsm_controller", "uplink_controller", "uplink_address",
 	"uplink_port", "uplink_subnet", "subnet", "port", "gms_address", "multicast", "mtu",
 	"max_event", "credits", "client_credits", "rate", "token_rate", "partition_size",
-	"heartbeat_interval", "missed_heartbeats", "view_delay", "delivery_queue", "drop_rate", "name",
+	"max_groups", "heartbeat_interval", "missed_heartbeats", "view_delay", "delivery_queue", "drop_rate", "name",
 	"no_offload", "uplink_local",
 }
 
@@ -294,6 +301,8 @@ func (c *Config) set(k, v string) error {
 		return intv(&c.TokenRate)
 	case "partition_size":
 		return intv(&c.PartitionSize)
+	case "max_groups":
+		return intv(&c.MaxGroups)
 	case "heartbeat_interval":
 		return durv(&c.HeartbeatInterval)
 	case "missed_heartbeats":

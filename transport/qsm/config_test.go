@@ -37,6 +37,8 @@ func TestParseConfig(t *testing.T) {
 		{"gms_address": "nocolon"},
 		{"drop_rate": "1.5"},
 		{"uplink_local": "sometimes"},
+		{"max_groups": "0"},
+		{"max_groups": "2000000"},
 	} {
 		_, err := ParseConfig(bad)
 		if !errors.Is(err, ErrBadConfig) {
@@ -46,6 +48,9 @@ func TestParseConfig(t *testing.T) {
 	_, err = ParseConfig(map[string]string{"nonsense": "1"})
 	if err == nil || !strings.Contains(err.Error(), "gms_address") {
 		t.Errorf("unknown-setting error should list the known ones: %v", err)
+	}
+	if cfg, err := ParseConfig(map[string]string{"max_groups": "500"}); err != nil || cfg.MaxGroups != 500 {
+		t.Errorf("max_groups=500: %v, %d", err, cfg.MaxGroups)
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)

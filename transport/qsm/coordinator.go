@@ -286,6 +286,12 @@ func (c *Coordinator) serve(conn net.Conn) {
 				return
 			}
 			c.mu.Lock()
+			if num := c.viewNum; v > num {
+				// No node can have installed a view not issued yet.
+				c.mu.Unlock()
+				c.log.Warn("view ack beyond the current view", "node", n.info.Name, "ack", v, "view", num)
+				continue
+			}
 			n.installed = max(n.installed, v)
 			c.mu.Unlock()
 			c.checkStable()
@@ -306,6 +312,16 @@ func (c *Coordinator) serve(conn net.Conn) {
 				return
 			}
 			c.mu.Lock()
+			if k := groupsAfter(n.groups, adds, rems); k > c.cfg.MaxGroups {
+				c.mu.Unlock()
+				err := fmt.Errorf("%w: node %s asks for %d groups; max_groups is %d", transport.ErrDenied, n.info.Name, k, c.cfg.MaxGroups)
+				c.log.Warn("refused groups", "node", n.info.Name, "err", err)
+				e := encoder{}
+				e.u16(errorCode(err))
+				e.str(err.Error())
+				c.broadcast([]*gmsNode{n}, appendFrame(nil, gmsError, e.b))
+				return
+			}
 			for _, g := range adds {
 				id := GroupID(g)
 				n.groups[id] = g
@@ -395,6 +411,31 @@ func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, erro
 	}
 	c.log.Info("service joined", "node", name, "addr", addr)
 	return n, nil
+}
+
+// groupsAfter returns how many groups a node with groups has once adds
+// and then rems are applied, without applying them.
+func groupsAfter(groups map[uint64]string, adds, rems []string) int {
+	added := map[uint64]bool{}
+	for _, g := range adds {
+		id := GroupID(g)
+		if _, ok := groups[id]; !ok {
+			added[id] = true
+		}
+	}
+	k := len(groups) + len(added)
+	gone := map[uint64]bool{}
+	for _, g := range rems {
+		id := GroupID(g)
+		if gone[id] {
+			continue
+		}
+		if _, ok := groups[id]; ok || added[id] {
+			gone[id] = true
+			k--
+		}
+	}
+	return k
 }
 
 // sameHost reports whether two links come from the same IP address.
@@ -517,14 +558,17 @@ func (c *Coordinator) issue() {
 func (c *Coordinator) computeLocked(num uint64) *View {
 	v := &View{Number: num}
 	byRegion := map[uint64]*Region{}
+	// The name table keeps only the groups some node belongs to.
+	names := make(map[uint64]string, len(c.names))
 	for _, n := range c.nodes {
 		v.Nodes = append(v.Nodes, n.info)
 		if len(n.groups) == 0 {
 			continue
 		}
 		gs := make([]uint64, 0, len(n.groups))
-		for g := range n.groups {
+		for g, name := range n.groups {
 			gs = append(gs, g)
+			names[g] = name
 		}
 		slices.Sort(gs)
 		id := regionID(gs)
@@ -535,6 +579,7 @@ func (c *Coordinator) computeLocked(num uint64) *View {
 		}
 		r.Members = append(r.Members, n.info.ID)
 	}
+	c.names = names
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 	ids := make([]uint64, 0, len(byRegion))
 	for id := range byRegion {

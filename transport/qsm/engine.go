@@ -124,6 +124,12 @@ type sourceTable struct {
 
 const denseSources = 1 << 16
 
+// maxSparseSources caps the entries of a sender's sourceTable above
+// denseSources: a sender that numbers more memberships than that is
+// refused new ones (Stats.SourcesRefused) while the entries it has keep
+// suppressing duplicates. A variable for tests.
+var maxSparseSources = 1 << 16
+
 // find returns the entry of source, or nil.
 func (t *sourceTable) find(source uint32) *sourceLast {
 	if source < denseSources {
@@ -135,7 +141,9 @@ func (t *sourceTable) find(source uint32) *sourceLast {
 	return t.more[source]
 }
 
-// add returns the entry of source, making room for it.
+// add returns the entry of source, making room for it, or nil when
+// source is above denseSources and the table holds maxSparseSources
+// such entries already.
 func (t *sourceTable) add(source uint32) *sourceLast {
 	if source < denseSources {
 		if int(source) >= len(t.dense) {
@@ -149,6 +157,9 @@ func (t *sourceTable) add(source uint32) *sourceLast {
 	}
 	sl := t.more[source]
 	if sl == nil {
+		if len(t.more) >= maxSparseSources {
+			return nil
+		}
 		sl = &sourceLast{}
 		t.more[source] = sl
 	}
@@ -1203,7 +1214,12 @@ func (e *engine) fresh(rs *recvStream, m *message) (*localGroup, bool) {
 		return nil, false
 	}
 	if sl == nil {
-		sl = tab.add(m.Source)
+		if sl = tab.add(m.Source); sl == nil {
+			// No room to note it, so no way to tell its copies: the
+			// event is not delivered.
+			e.s.ctr.sourcesRefused.Add(1)
+			return nil, true
+		}
 	}
 	*sl = sourceLast{group: m.Group, gseq: m.GSeq, g: g}
 	return g, m.Flags&msgFlagHandover == 0 || e.carried[m.Group]

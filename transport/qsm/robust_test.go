@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -543,4 +544,301 @@ func TestForgedDataFromOutside(t *testing.T) {
 	if len(rec.events) != 6 {
 		t.Fatalf("%d events delivered, want 6", len(rec.events))
 	}
+}
+
+// gmsRaw is a hand-driven link to the coordinator, as a service would
+// have one.
+type gmsRaw struct {
+	conn net.Conn
+	fr   *frameReader
+}
+
+// dialGMS says hello to the coordinator of cl as node id and reads its
+// welcome.
+func dialGMS(t *testing.T, cl *cluster, id uint64, name string) *gmsRaw {
+	t.Helper()
+	conn, err := net.Dial("tcp", cl.coord.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.Write(gmsHelloFrame(id, name, fmt.Sprintf("127.0.0.1:%d", 20000+id%10000)))
+	g := &gmsRaw{conn: conn, fr: newFrameReader(conn, maxFrame)}
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if typ, _, err := g.fr.next(); err != nil || typ != gmsWelcome {
+		t.Fatalf("no welcome from the coordinator: frame type %d, %v", typ, err)
+	}
+	return g
+}
+
+// groups sends a groups frame: adds joined, rems left.
+func (g *gmsRaw) groups(adds, rems []string) {
+	e := encoder{}
+	e.u32(uint32(len(adds)))
+	for _, a := range adds {
+		e.str(a)
+	}
+	e.u32(uint32(len(rems)))
+	for _, r := range rems {
+		e.str(r)
+	}
+	g.conn.Write(appendFrame(nil, gmsGroups, e.b))
+}
+
+// waitError reads frames until an error frame and returns its code and
+// message.
+func (g *gmsRaw) waitError(t *testing.T) (uint16, string) {
+	t.Helper()
+	g.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		typ, body, err := g.fr.next()
+		if err != nil {
+			t.Fatalf("link ended without an error frame: %v", err)
+		}
+		if typ == gmsError {
+			d := decoder{b: body}
+			code := d.u16()
+			return code, d.str()
+		}
+	}
+}
+
+// TestCoordinatorMaxGroups: a node that asks for more groups than
+// max_groups is refused with an error frame naming the setting, and its
+// groups never reach a view; the names of groups that every node left
+// are dropped from the coordinator's table when the next view is built.
+func TestCoordinatorMaxGroups(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxGroups = 100
+	cl := newCluster(t, cfg, 1)
+	names := func(prefix string, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprint(prefix, i)
+		}
+		return out
+	}
+	// Up to the cap, and leaving groups, is fine.
+	g := dialGMS(t, cl, 77, "churner")
+	for round := 0; round < 5; round++ {
+		g.groups(names(fmt.Sprint("r", round, "-"), 100), names(fmt.Sprint("r", round-1, "-"), 100))
+	}
+	g.groups(nil, names("r4-", 100))
+	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		cl.coord.mu.Lock()
+		defer cl.coord.mu.Unlock()
+		if k := len(cl.coord.names); k != 0 || cl.coord.pending {
+			return fmt.Errorf("the coordinator still names %d groups that no node belongs to", k)
+		}
+		return nil
+	})
+	if v := cl.coord.View(); len(v.Regions) != 0 {
+		t.Fatalf("regions left in view %d: %+v", v.Number, v.Regions)
+	}
+	// One over the cap is refused.
+	g.groups(names("x", 101), nil)
+	code, msg := g.waitError(t)
+	if code != codeDenied || !strings.Contains(msg, "max_groups") {
+		t.Fatalf("error %d %q, want code %d naming max_groups", code, msg, codeDenied)
+	}
+	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		v := cl.coord.View()
+		if len(v.Nodes) != 1 || len(v.Regions) != 0 {
+			return fmt.Errorf("view %d: %d nodes, %d regions", v.Number, len(v.Nodes), len(v.Regions))
+		}
+		return nil
+	})
+	c := dial(t, cl.svcs[0].Addr())
+	if _, err := c.Join(context.Background(), "g", newRecorder(false)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCoordinatorViewAckCapped: a node cannot acknowledge a view the
+// coordinator has not issued.
+func TestCoordinatorViewAckCapped(t *testing.T) {
+	cl := newCluster(t, testConfig(t), 1)
+	g := dialGMS(t, cl, 78, "boaster")
+	g.conn.Write(appendFrame(nil, gmsViewAck, binary.BigEndian.AppendUint64(nil, math.MaxUint64)))
+	time.Sleep(100 * time.Millisecond)
+	cl.coord.mu.Lock()
+	n, num, stable := cl.coord.nodes[78], cl.coord.viewNum, cl.coord.stable
+	var installed uint64
+	if n != nil {
+		installed = n.installed
+	}
+	cl.coord.mu.Unlock()
+	if n == nil {
+		t.Fatal("the node is not in the coordinator's table")
+	}
+	if installed > num || stable > num {
+		t.Fatalf("node installed view %d, stable %d, but the coordinator is at view %d", installed, stable, num)
+	}
+}
+
+// TestServiceRefusesBadView: a view whose region address is not a
+// scoped multicast address, whose lists are out of order or repeated,
+// or whose region members are not nodes of the view is refused: the
+// service keeps its current view, stays on the link and installs the
+// next good view.
+func TestServiceRefusesBadView(t *testing.T) {
+	cfg := testConfig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg.GMSAddress = ln.Addr().String()
+	links := make(chan net.Conn, 4)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			links <- conn
+		}
+	}()
+	s, err := NewService(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var conn net.Conn
+	select {
+	case conn = <-links:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the service did not dial the coordinator")
+	}
+	defer conn.Close()
+	fr := newFrameReader(conn, maxFrame)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if typ, _, err := fr.next(); err != nil || typ != gmsHello {
+		t.Fatalf("frame type %d, %v; want hello", typ, err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	w := encoder{}
+	w.u8(ProtocolVersionMax)
+	w.u32(100)
+	w.u32(5)
+	conn.Write(appendFrame(nil, gmsWelcome, w.b))
+	go func() { // the service's heartbeats, acks and groups
+		for {
+			if _, _, err := fr.next(); err != nil {
+				return
+			}
+		}
+	}()
+	self := NodeInfo{ID: s.id, Name: "self", Addr: s.DataAddr()}
+	other := NodeInfo{ID: s.id + 1, Name: "other", Addr: netip.MustParseAddrPort("127.0.0.1:9")}
+	if s.id == math.MaxUint64 {
+		other.ID = 1
+	}
+	nodes := []NodeInfo{self, other}
+	if other.ID < self.ID {
+		nodes = []NodeInfo{other, self}
+	}
+	region := func(addr string, members ...uint64) Region {
+		return Region{ID: 5, Epoch: 1, Addr: netip.MustParseAddr(addr), Members: members, Groups: []uint64{GroupID("g")}}
+	}
+	installed := func() uint64 {
+		var n uint64
+		inEngine(t, s, func(e *engine) { n = e.view.Number })
+		return n
+	}
+	send := func(v *View) { conn.Write(appendFrame(nil, gmsView, v.encode())) }
+	send(&View{Number: 1, Nodes: nodes})
+	select {
+	case <-s.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the service did not install the first view")
+	}
+	lo, hi := nodes[0].ID, nodes[1].ID
+	bad := map[string]*View{
+		"unicast region address":  {Nodes: nodes, Regions: []Region{region("10.0.0.1", lo, hi)}},
+		"address outside 239/8":   {Nodes: nodes, Regions: []Region{region("224.0.0.1", lo, hi)}},
+		"members out of order":    {Nodes: nodes, Regions: []Region{region("239.255.0.9", hi, lo)}},
+		"member repeated":         {Nodes: nodes, Regions: []Region{region("239.255.0.9", lo, lo, hi)}},
+		"member not a node":       {Nodes: nodes[:1], Regions: []Region{region("239.255.0.9", lo, hi)}},
+		"nodes out of order":      {Nodes: []NodeInfo{nodes[1], nodes[0]}},
+		"groups out of order":     {Nodes: nodes, Regions: []Region{{ID: 5, Addr: netip.MustParseAddr("239.255.0.9"), Members: []uint64{lo, hi}, Groups: []uint64{9, 3}}}},
+		"node in two regions":     {Nodes: nodes, Regions: []Region{region("239.255.0.9", lo), {ID: 6, Addr: netip.MustParseAddr("239.255.0.10"), Members: []uint64{lo}, Groups: []uint64{1}}}},
+		"regions out of order":    {Nodes: nodes, Regions: []Region{{ID: 6, Addr: netip.MustParseAddr("239.255.0.10"), Members: []uint64{hi}, Groups: []uint64{1}}, region("239.255.0.9", lo)}},
+		"region without a member": {Nodes: nodes, Regions: []Region{region("239.255.0.9")}},
+	}
+	num := uint64(1)
+	for what, v := range bad {
+		num++
+		v.Number = num
+		send(v)
+		time.Sleep(30 * time.Millisecond)
+		if got := installed(); got != 1 {
+			t.Fatalf("%s: the service installed view %d", what, got)
+		}
+	}
+	num++
+	send(&View{Number: num, Nodes: nodes, Regions: []Region{region("239.255.0.9", lo, hi)}})
+	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		if got := installed(); got != num {
+			return fmt.Errorf("the service is at view %d, want %d", got, num)
+		}
+		return nil
+	})
+	engineAnswers(t, s, 2*time.Second)
+}
+
+// TestSourcesCapped: a sender that numbers ever new publishing
+// memberships above 65,535 fills a receiver's table of them only up to
+// its cap; events of further sources are refused and counted.
+func TestSourcesCapped(t *testing.T) {
+	old := maxSparseSources
+	maxSparseSources = 50
+	t.Cleanup(func() { maxSparseSources = old })
+	cfg := testConfig(t)
+	cl := newCluster(t, cfg, 2)
+	ctx := context.Background()
+	pub, recs := joinEvery(t, cl, "g")
+	sender, receiver := cl.svcs[0], cl.svcs[1]
+	if _, err := pub.Publish(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	recs[1].waitCount(t, 1, 5*time.Second)
+	region, epoch, _ := regionState(t, receiver)
+	var streamEpoch, next uint64
+	inEngine(t, receiver, func(e *engine) {
+		rs := e.recvs[sender.id]
+		streamEpoch, next = rs.streamEpoch, rs.next
+	})
+	const k = 80
+	for i := uint64(0); i < k; i++ {
+		d := dataBody{StreamEpoch: streamEpoch, EpochStart: 1, Hi: next + k - 1}
+		b := dgHeader{Type: dgData, Sender: sender.id, Region: region, Epoch: epoch}.append(nil)
+		b = appendDataHeader(b, &d, 1)
+		b = appendMessage(b, &message{Seq: next + i, Group: GroupID("g"), Source: denseSources + uint32(i), GSeq: 1, Data: []byte("many")})
+		sealDatagram(b)
+		sender.send(b, receiver.DataAddr())
+		if i%10 == 9 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+		var at uint64
+		inEngine(t, receiver, func(e *engine) { at = e.recvs[sender.id].next })
+		if at < next+k {
+			return fmt.Errorf("receiver at seq %d, want %d", at, next+k)
+		}
+		return nil
+	})
+	var sparse int
+	inEngine(t, receiver, func(e *engine) { sparse = len(e.lastGSeq[sender.id].more) })
+	if sparse > maxSparseSources {
+		t.Fatalf("receiver notes %d sources above %d (cap %d)", sparse, denseSources-1, maxSparseSources)
+	}
+	if got := receiver.Stats().SourcesRefused; got != k-50 {
+		t.Fatalf("SourcesRefused = %d, want %d", got, k-50)
+	}
+	recs[1].waitCount(t, 1+50, 5*time.Second)
 }

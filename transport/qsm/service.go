@@ -97,6 +97,11 @@ type Stats struct {
 	// no survivor held (or that followed such a gap inside one event),
 	// skipped when their streams were settled.
 	OrphanLost uint64 `json:"orphan_lost"`
+	// SourcesRefused counts the events not delivered because their
+	// sender had more publishing memberships than this service notes
+	// (65,536 numbered 65,536 and up, see sourceTable): with no room to
+	// note them, their copies could not be told apart.
+	SourcesRefused uint64 `json:"sources_refused"`
 	// Tokens passed on and acks received.
 	Tokens uint64 `json:"tokens"`
 	Acks   uint64 `json:"acks"`
@@ -136,6 +141,7 @@ type counters struct {
 	forwarded, resent, tokens, acks, unstable, kept, view, region atomic.Uint64
 	orphanLost                                                    atomic.Uint64
 	handovers                                                     atomic.Uint64
+	sourcesRefused                                                atomic.Uint64
 }
 
 // Service is a node's local QSM service: it runs the protocol stack and
@@ -369,7 +375,7 @@ func (s *Service) Stats() Stats {
 		StaleToken: c.staleToken.Load(), InjectedDrops: c.injected.Load(), SlowConsumer: c.slowConsumer.Load(), Overload: c.overload.Load(),
 		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
 		Delivered: c.delivered.Load(), Forwarded: c.forwarded.Load(), Resent: c.resent.Load(),
-		Handovers: c.handovers.Load(), OrphanLost: c.orphanLost.Load(),
+		Handovers: c.handovers.Load(), OrphanLost: c.orphanLost.Load(), SourcesRefused: c.sourcesRefused.Load(),
 		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(), Kept: c.kept.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
 	}
@@ -828,6 +834,10 @@ func (s *Service) gmsSession() error {
 			v, err := decodeView(body)
 			if err != nil {
 				return fmt.Errorf("qsm: service: view from coordinator: %w", err)
+			}
+			if err := v.check(); err != nil {
+				s.log.Error("refused a view from the coordinator; keeping the current one", "err", err)
+				continue
 			}
 			select {
 			case s.eng.in <- v:

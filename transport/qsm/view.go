@@ -139,6 +139,57 @@ func decodeView(p []byte) (*View, error) {
 	return v, nil
 }
 
+// scopedMulticast is the range every region address lies in: the
+// "multicast" setting must be a prefix inside it.
+var scopedMulticast = netip.MustParsePrefix("239.0.0.0/8")
+
+// check reports what makes v a view no coordinator issues: nodes not
+// by strictly ascending id, regions not by strictly ascending id, a
+// region address outside 239.0.0.0/8, members or groups not strictly
+// ascending, a member that is not a node of the view or that is in two
+// regions. A service keeps its current view rather than install such a
+// one: lookups in it assume the order.
+func (v *View) check() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: view %d: %s", ErrMalformed, v.Number, fmt.Sprintf(format, a...))
+	}
+	for i, n := range v.Nodes {
+		if n.ID == 0 || i > 0 && n.ID <= v.Nodes[i-1].ID {
+			return bad("node %016x out of order or repeated", n.ID)
+		}
+	}
+	inRegion := make(map[uint64]bool, len(v.Nodes))
+	for i, r := range v.Regions {
+		if r.ID == 0 || i > 0 && r.ID <= v.Regions[i-1].ID {
+			return bad("region %016x out of order or repeated", r.ID)
+		}
+		if !r.Addr.Is4() || !r.Addr.IsMulticast() || !scopedMulticast.Contains(r.Addr) {
+			return bad("region %016x has address %v, not a multicast address in %v", r.ID, r.Addr, scopedMulticast)
+		}
+		if len(r.Members) == 0 {
+			return bad("region %016x has no members", r.ID)
+		}
+		for j, m := range r.Members {
+			if j > 0 && m <= r.Members[j-1] {
+				return bad("region %016x: member %016x out of order or repeated", r.ID, m)
+			}
+			if v.node(m) == nil {
+				return bad("region %016x: member %016x is not a node of the view", r.ID, m)
+			}
+			if inRegion[m] {
+				return bad("node %016x is in two regions", m)
+			}
+			inRegion[m] = true
+		}
+		for j, g := range r.Groups {
+			if j > 0 && g <= r.Groups[j-1] {
+				return bad("region %016x: group %016x out of order or repeated", r.ID, g)
+			}
+		}
+	}
+	return nil
+}
+
 // node returns the node with id, or nil.
 func (v *View) node(id uint64) *NodeInfo {
 	i := sort.Search(len(v.Nodes), func(i int) bool { return v.Nodes[i].ID >= id })

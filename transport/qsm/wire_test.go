@@ -316,7 +316,27 @@ func FuzzView(f *testing.F) {
 	f.Add(v.encode())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		decodeView(b)
+		v, err := decodeView(b)
+		if err != nil || v.check() != nil {
+			return
+		}
+		for i := range v.Regions {
+			r := &v.Regions[i]
+			for _, m := range r.Members {
+				if v.node(m) == nil || v.regionOf(m) != r {
+					t.Fatalf("view passed the check but member %016x is not found", m)
+				}
+			}
+			for _, g := range r.Groups {
+				found := false
+				for _, x := range v.regionsOfGroup(g) {
+					found = found || x == r
+				}
+				if !found {
+					t.Fatalf("view passed the check but group %016x is not found", g)
+				}
+			}
+		}
 	})
 }
 
