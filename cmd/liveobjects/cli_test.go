@@ -223,3 +223,63 @@ func TestMOErrorsSayWhere(t *testing.T) {
 		t.Errorf("qsm channels waited %v for a silent address", d)
 	}
 }
+
+// TestMOLsUnreachableHome: mo ls of a cluster the local server has no copy
+// of, while the object's home server is down, fails and names that server;
+// an empty cluster the local server knows (its home answered, or it holds
+// a copy) lists nothing and succeeds.
+func TestMOLsUnreachableHome(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"LIVEOBJECTS_MO_KEYS=" + filepath.Join(dir, "keys")}
+	serve := func(data string) *proc {
+		p := startProc(t, env, false, "mo", "serve", "--listen", "127.0.0.1:0", "--data", data)
+		waitFor(t, 10*time.Second, func() error {
+			_, err := os.Stat(filepath.Join(data, "mo.addr"))
+			return err
+		})
+		return p
+	}
+	run := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCmd(t, "", env, args...)
+	}
+	local, home := filepath.Join(dir, "local"), filepath.Join(dir, "home")
+	serve(local)
+	h := serve(home)
+	put := func(name string) string {
+		t.Helper()
+		f := filepath.Join(dir, name)
+		os.WriteFile(f, []byte(name+"\n"), 0o644)
+		code, tok, stderr := run("mo", "put", "--data", home, f)
+		if code != exitOK {
+			t.Fatalf("mo put %s: %d %s", name, code, stderr)
+		}
+		return strings.TrimSpace(tok)
+	}
+	parent, child, empty := put("parent"), put("child"), put("empty")
+	if code, _, stderr := run("mo", "add", "--data", home, parent, child); code != exitOK {
+		t.Fatalf("mo add: %d %s", code, stderr)
+	}
+	if code, out, stderr := run("mo", "ls", "--data", home, parent); code != exitOK || strings.TrimSpace(out) != child {
+		t.Fatalf("mo ls on the home: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// Home reachable, cluster empty: nothing to list, no error.
+	if code, out, stderr := run("mo", "ls", "--data", local, empty); code != exitOK || out != "" {
+		t.Errorf("mo ls of an empty cluster, home up: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	addr, _ := os.ReadFile(filepath.Join(home, "mo.addr"))
+	h.cmd.Process.Kill()
+	<-h.done
+
+	// The local server never saw parent's cluster and cannot reach its home.
+	code, out, stderr := run("mo", "ls", "--data", local, parent)
+	if code != exitFailure || out != "" ||
+		!strings.Contains(stderr, "home server "+strings.TrimSpace(string(addr))) ||
+		!strings.Contains(stderr, "could not be reached") || !strings.Contains(stderr, "no local copy") {
+		t.Errorf("mo ls with its home gone and no local copy: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// The local server holds a copy of the empty cluster: still exit 0.
+	if code, out, stderr := run("mo", "ls", "--data", local, empty); code != exitOK || out != "" {
+		t.Errorf("mo ls of a known empty cluster, home gone: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}

@@ -381,19 +381,28 @@ func runMOLs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var syncErr error
 	if !moLsOpts.noSync {
-		if err := lib.Local().Sync(ctx, t); err != nil {
-			fmt.Fprintf(os.Stderr, "warning: could not harmonize with the home server, listing the local copy: %v\n", err)
+		if syncErr = lib.Local().Sync(ctx, t); syncErr != nil {
+			fmt.Fprintf(os.Stderr, "warning: could not harmonize with the home server, listing the local copy: %v\n", syncErr)
 		}
 	}
 	var ts []micro.Token
-	if m, gerr := lib.Get(ctx, t); gerr == nil {
+	m, gerr := lib.Get(ctx, t)
+	if gerr == nil {
 		ts, err = m.Cluster(ctx) // opens a sealed cluster
 	} else {
 		fmt.Fprintf(os.Stderr, "warning: %v; listing member ids as the server holds them\n", gerr)
 		ts, err = lib.ClusterOf(ctx, t)
 	}
 	if err != nil {
+		if errors.Is(err, micro.ErrNotFound) {
+			cause := syncErr
+			if cause == nil {
+				cause = gerr
+			}
+			return moNoCopyError(err, t, cause)
+		}
 		return err
 	}
 	for _, c := range ts {
@@ -429,6 +438,19 @@ func runMOPolicy(ctx context.Context, args []string) error {
 		return moFetchError(err, t)
 	}
 	return nil
+}
+
+// moNoCopyError explains err, the local server having no copy of t's
+// cluster, with cause, why it could not get one from t's home server; an
+// empty list would look like an empty cluster.
+func moNoCopyError(err error, t micro.Token, cause error) error {
+	switch {
+	case cause == nil:
+		return fmt.Errorf("cannot list the cluster of %s: no local copy exists: %w", t, err)
+	case errors.Is(cause, micro.ErrNotFound):
+		return fmt.Errorf("cannot list the cluster of %s: neither its home server %s nor the servers it named has it (it may have expired), and no local copy exists: %w", t, t.Home(), cause)
+	}
+	return fmt.Errorf("cannot list the cluster of %s: its home server %s could not be reached (is that server running and reachable from here?) and no local copy exists: %w", t, t.Home(), cause)
 }
 
 // moFetchError adds to an error getting the object of t what to look at.

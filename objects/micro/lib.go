@@ -196,7 +196,8 @@ func (m *MO) Cluster(ctx context.Context) ([]Token, error) {
 
 // ClusterOf returns the local copy of t's cluster in copy-expire order,
 // without fetching or opening t (opaque ids for a sealed cluster; use
-// Get and MO.Cluster to open them).
+// Get and MO.Cluster to open them). It fails with ErrNotFound when the
+// local server has no copy of t or its cluster.
 func (l *Lib) ClusterOf(ctx context.Context, t Token) ([]Token, error) {
 	return clusterOf(ctx, l.local, t)
 }

@@ -31,7 +31,10 @@ type Local interface {
 	Sync(ctx context.Context, t Token) error
 	// Cluster returns up to limit members of t's cluster after the token
 	// after (zero: from the start), in copy-expire order. For a sealed
-	// cluster these are opaque ids; use Entries.
+	// cluster these are opaque ids; use Entries. It fails with ErrNotFound
+	// when the server holds no local copy of t or its cluster (it never
+	// fetched or synced it, or dropped it since), which an empty cluster
+	// is not.
 	Cluster(ctx context.Context, t Token, after Token, limit int) ([]Token, error)
 	// Entries is Cluster with the signed entries (and sealed boxes).
 	Entries(ctx context.Context, t Token, after Token, limit int) ([]Entry, error)
@@ -272,7 +275,7 @@ func (s *Server) Sync(ctx context.Context, t Token) error {
 
 // Cluster implements Local.
 func (s *Server) Cluster(ctx context.Context, t Token, after Token, limit int) ([]Token, error) {
-	es, err := s.st.entries(t, after, limit)
+	es, err := s.Entries(ctx, t, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +288,14 @@ func (s *Server) Cluster(ctx context.Context, t Token, after Token, limit int) (
 
 // Entries implements Local.
 func (s *Server) Entries(ctx context.Context, t Token, after Token, limit int) ([]Entry, error) {
-	return s.st.entries(t, after, limit)
+	es, err := s.st.entries(t, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	if len(es) == 0 && !s.st.holds(t) {
+		return nil, fmt.Errorf("%w: this server has no local copy of %s or its cluster", ErrNotFound, t.Short())
+	}
+	return es, nil
 }
 
 // WaitChange implements Local.

@@ -85,3 +85,46 @@ func TestLocalAnswerTooLarge(t *testing.T) {
 		t.Fatalf("paged cluster: %d %v", len(all), err)
 	}
 }
+
+// TestLocalNoCopyIsNotEmpty: a server that holds nothing of an object (its
+// home could not be reached) answers a cluster listing with ErrNotFound,
+// over the local socket too; an empty cluster it knows lists nothing.
+func TestLocalNoCopyIsNotEmpty(t *testing.T) {
+	ctx := tctx(t)
+	keys := mustKeys(t)
+	home := startServer(t, nil)
+	local := startServer(t, nil)
+	lc, err := DialLocal(ctx, local.LocalSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	hl := newLib(t, home, keys)
+	known, err := hl.CreateNew(ctx, time.Now().Add(time.Hour), []byte("known"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unseen, err := hl.CreateNew(ctx, time.Now().Add(time.Hour), []byte("unseen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lc.Sync(ctx, known.Token()); err != nil {
+		t.Fatal(err)
+	}
+	if ts, err := hl.ClusterOf(ctx, unseen.Token()); err != nil || len(ts) != 0 {
+		t.Errorf("the home's own empty cluster: %v %v", ts, err)
+	}
+	if err := home.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lib := newLib(t, lc, keys)
+	if ts, err := lib.ClusterOf(ctx, known.Token()); err != nil || len(ts) != 0 {
+		t.Errorf("known empty cluster: %v %v, want none and no error", ts, err)
+	}
+	if ts, err := lib.ClusterOf(ctx, unseen.Token()); !errors.Is(err, ErrNotFound) || len(ts) != 0 {
+		t.Errorf("cluster never copied, home gone: %v %v, want ErrNotFound", ts, err)
+	}
+	if _, err := lc.Entries(ctx, unseen.Token(), Token{}, clusterPage); !errors.Is(err, ErrNotFound) {
+		t.Errorf("entries of a cluster never copied: %v, want ErrNotFound", err)
+	}
+}

@@ -510,6 +510,22 @@ func (s *store) entries(t Token, after Token, limit int) ([]Entry, error) {
 	return es, nil
 }
 
+// holds reports whether the server holds anything of t: the object (in
+// the store or the cache), a cluster, or replication state. A server that
+// holds nothing of t has no local copy of its cluster, which is not the
+// same as an empty one.
+func (s *store) holds(t Token) bool {
+	held := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		held = tx.Bucket(bktStore).Get(t[:]) != nil ||
+			tx.Bucket(bktCache).Get(t[:]) != nil ||
+			tx.Bucket(bktClusters).Bucket(t[:]) != nil ||
+			tx.Bucket(bktRepl).Get(t[:]) != nil
+		return nil
+	})
+	return held
+}
+
 // clusterLen returns the size of t's cluster.
 func (s *store) clusterLen(t Token) int {
 	n := 0
