@@ -381,10 +381,13 @@ func runMOLs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Warnings are printed once there is a listing to qualify; when there
+	// is none, the error says why.
 	var syncErr error
+	var warnings []string
 	if !moLsOpts.noSync {
 		if syncErr = lib.Local().Sync(ctx, t); syncErr != nil {
-			fmt.Fprintf(os.Stderr, "warning: could not harmonize with the home server, listing the local copy: %v\n", syncErr)
+			warnings = append(warnings, fmt.Sprintf("warning: could not harmonize with the home server, listing the local copy: %v", syncErr))
 		}
 	}
 	var ts []micro.Token
@@ -392,8 +395,13 @@ func runMOLs(ctx context.Context, args []string) error {
 	if gerr == nil {
 		ts, err = m.Cluster(ctx) // opens a sealed cluster
 	} else {
-		fmt.Fprintf(os.Stderr, "warning: %v; listing member ids as the server holds them\n", gerr)
+		warnings = append(warnings, fmt.Sprintf("warning: %v; listing member ids as the server holds them", gerr))
 		ts, err = lib.ClusterOf(ctx, t)
+	}
+	if err == nil {
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, w)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, micro.ErrNotFound) {
