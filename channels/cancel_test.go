@@ -2,6 +2,8 @@ package channels_test
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,7 +50,7 @@ func TestCancelledJoinerDoesNotFailOthers(t *testing.T) {
 		l2, err = h.Acquire(context.Background(), spec(addr, "a"))
 		res2 <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the second user waits for the first join
+	waitWaiter(t) // the second user waits for the first join
 	cancel1()
 	if err := <-res1; err == nil {
 		t.Fatal("cancelled Acquire succeeded")
@@ -62,4 +64,26 @@ func TestCancelledJoinerDoesNotFailOthers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("second user still waiting")
 	}
+}
+
+// waitWaiter waits until a goroutine is blocked in Hub.Acquire itself,
+// waiting for a join that another Acquire runs (the joining one is
+// blocked in the dial function, below Acquire, not in it).
+func waitWaiter(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 1<<20)
+	for time.Now().Before(deadline) {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			// The goroutine's header says it blocks in a select, and
+			// its innermost frame is Acquire.
+			lines := strings.Split(g, "\n")
+			if len(lines) > 1 && strings.Contains(lines[0], "[select") && strings.Contains(lines[1], "channels.(*Hub).Acquire(") {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no Acquire came to wait for the join in progress")
 }
