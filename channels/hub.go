@@ -101,7 +101,7 @@ func NewHub(dial DialFunc, opts Options) *Hub {
 // A failed dial is not cached: the next call dials again.
 func (h *Hub) Driver(ctx context.Context, spec Spec) (transport.Driver, error) {
 	for {
-		d, err, retry := h.driver(ctx, spec)
+		d, retry, err := h.driver(ctx, spec)
 		if !retry {
 			return d, err
 		}
@@ -111,12 +111,12 @@ func (h *Hub) Driver(ctx context.Context, spec Spec) (transport.Driver, error) {
 // driver is one attempt of Driver. It asks for a retry when it waited for
 // another caller's dial that failed because that caller gave up: the
 // failure says nothing about the substrate, and this caller has not.
-func (h *Hub) driver(ctx context.Context, spec Spec) (transport.Driver, error, bool) {
+func (h *Hub) driver(ctx context.Context, spec Spec) (transport.Driver, bool, error) {
 	key := spec.driverKey()
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, ErrClosed, false
+		return nil, false, ErrClosed
 	}
 	e, ok := h.drivers[key]
 	if !ok {
@@ -142,12 +142,12 @@ func (h *Hub) driver(ctx context.Context, spec Spec) (transport.Driver, error, b
 	}
 	select {
 	case <-e.ready:
-		if ok && e.err != nil && errors.Is(e.err, context.Canceled) && ctx.Err() == nil {
-			return nil, nil, true
+		if ok && errors.Is(e.err, context.Canceled) && ctx.Err() == nil {
+			return nil, true, nil
 		}
-		return e.d, e.err, false
+		return e.d, false, e.err
 	case <-ctx.Done():
-		return nil, ctx.Err(), false
+		return nil, false, ctx.Err()
 	}
 }
 
@@ -200,10 +200,7 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 				l.mu.Lock()
 				l.left = true
 				l.mu.Unlock()
-				if err := l.member.Leave(); err != nil && !errors.Is(err, transport.ErrClosed) {
-					h.opts.Logger.Warn("leave failed", "object", l.spec.Object, "err", err)
-				}
-				l.obj.Close()
+				l.leave()
 				l.member, l.driver, l.err = nil, nil, ErrClosed
 			}
 			close(l.ready)
@@ -329,11 +326,16 @@ func (l *Live) Release() {
 	l.mu.Unlock()
 	h.mu.Unlock()
 	if last {
-		if err := l.member.Leave(); err != nil && !errors.Is(err, transport.ErrClosed) {
-			h.opts.Logger.Warn("leave failed", "object", l.spec.Object, "err", err)
-		}
-		l.obj.Close()
+		l.leave()
 	}
+}
+
+// leave leaves the membership, logging a failure, and closes the object.
+func (l *Live) leave() {
+	if err := l.member.Leave(); err != nil && !errors.Is(err, transport.ErrClosed) {
+		l.hub.opts.Logger.Warn("leave failed", "object", l.spec.Object, "err", err)
+	}
+	l.obj.Close()
 }
 
 // Joined returns the live objects currently joined, by object name.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/liveobjects/liveobjects/channels"
 	"github.com/liveobjects/liveobjects/objects"
+	"github.com/liveobjects/liveobjects/registry"
 )
 
 // TestBrowse drives the tree with the usual tools while a stream is open:
@@ -638,12 +639,12 @@ func TestLongChannelName(t *testing.T) {
 	m := w.mount()
 	mnt := m.Dir()
 	for _, cmd := range []string{"touch", "mkdir"} {
-		out, err := shErr(mnt, "exec 2>&1; "+cmd+" channels/"+strings.Repeat("n", maxChannelName+1))
+		out, err := shErr(mnt, "exec 2>&1; "+cmd+" channels/"+strings.Repeat("n", registry.MaxChannelName+1))
 		if err == nil || !strings.Contains(out, "File name too long") {
-			t.Fatalf("%s of a %d-byte channel name: %v %q, want ENAMETOOLONG", cmd, maxChannelName+1, err, out)
+			t.Fatalf("%s of a %d-byte channel name: %v %q, want ENAMETOOLONG", cmd, registry.MaxChannelName+1, err, out)
 		}
 	}
-	name := strings.Repeat("n", maxChannelName)
+	name := strings.Repeat("n", registry.MaxChannelName)
 	sh(t, mnt, "touch channels/"+name+" && test -e channels/"+name+".liveobject")
 }
 

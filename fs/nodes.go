@@ -149,11 +149,6 @@ func (d *dirNode) child(ctx context.Context, e dirent, out *fuse.EntryOut) *gofs
 	return d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino('f', rel)})
 }
 
-// maxChannelName is the longest channel name, in bytes, the registry
-// takes (registry.CreateChannel refuses longer ones); its file name in
-// channels/ adds the suffix and stays under the kernel's 255.
-const maxChannelName = 200
-
 // createChannel makes a channel from the shell (touch, mkdir, >).
 func (d *dirNode) createChannel(ctx context.Context, name string) (objects.Metadata, syscall.Errno) {
 	if !d.m.isFolder(d.rel) {
@@ -164,7 +159,7 @@ func (d *dirNode) createChannel(ctx context.Context, name string) (objects.Metad
 		// Hidden names are a file manager's probes, not channels.
 		return objects.Metadata{}, syscall.EPERM
 	}
-	if len(name) > maxChannelName {
+	if len(name) > registry.MaxChannelName {
 		return objects.Metadata{}, syscall.ENAMETOOLONG
 	}
 	if md, ok := d.m.idx.channel(name); ok {

@@ -37,14 +37,19 @@ func ClassID(class string) (string, error) {
 
 // validChannelName rejects names that cannot be a file name or that would
 // be confused with an ID.
+// MaxChannelName is the longest channel name, in bytes: its folder in
+// channels/ and the mount's file for it (with its suffix) stay under the
+// kernel's 255.
+const MaxChannelName = 200
+
 func validChannelName(name string) error {
 	switch {
 	case strings.ContainsAny(name, "/\x00"):
 		return fmt.Errorf("registry: channel name %q contains '/' or NUL", name)
 	case name == "." || name == "..":
 		return fmt.Errorf("registry: channel name %q is not allowed", name)
-	case len(name) > 200:
-		return fmt.Errorf("registry: channel name is longer than 200 bytes")
+	case len(name) > MaxChannelName:
+		return fmt.Errorf("registry: channel name is longer than %d bytes", MaxChannelName)
 	}
 	return nil
 }

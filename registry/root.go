@@ -153,8 +153,9 @@ func Open(dir string) (*Root, error) {
 // Dir returns the root folder (absolute).
 func (r *Root) Dir() string { return r.dir }
 
-// rel converts an absolute path below the root to a relative "/" path.
-func (r *Root) rel(abs string) (string, bool) {
+// Rel converts an absolute path below the root to a relative "/" path
+// ("" for the root itself); it reports false for a path outside the root.
+func (r *Root) Rel(abs string) (string, bool) {
 	rel, err := filepath.Rel(r.dir, abs)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return "", false
@@ -170,7 +171,7 @@ func (r *Root) rel(abs string) (string, bool) {
 // is accepted too.
 func (r *Root) Clean(p string) string {
 	if filepath.IsAbs(p) {
-		if rel, ok := r.rel(filepath.Clean(p)); ok {
+		if rel, ok := r.Rel(filepath.Clean(p)); ok {
 			return rel
 		}
 	}
@@ -203,7 +204,7 @@ func (r *Root) scan(rel string, notify func(Change)) {
 	seen := map[string]bool{}
 	var walkErrs []Problem
 	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		rp, ok := r.rel(p)
+		rp, ok := r.Rel(p)
 		if !ok {
 			return nil
 		}

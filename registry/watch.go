@@ -186,7 +186,7 @@ func (r *Root) unwatch(w *fsnotify.Watcher, abs string) {
 // apply brings the state in line with the file or folder at abs.
 // loadMu is held.
 func (r *Root) apply(w *fsnotify.Watcher, abs string) {
-	rel, ok := r.rel(abs)
+	rel, ok := r.Rel(abs)
 	if !ok || rel == "" {
 		return
 	}

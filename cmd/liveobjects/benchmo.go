@@ -60,8 +60,8 @@ func runBenchMO(ctx context.Context, args []string) error {
 	if o.ops <= 0 || o.payload < 0 || o.conc <= 0 || o.diffs < 2 {
 		return usagef("--ops and --conc must be positive, --diffs at least 2")
 	}
-	if o.payload > maxMOPlain {
-		return usagef("--payload: %d bytes is more than a micro object holds (%d)", o.payload, maxMOPlain)
+	if o.payload > micro.MaxPlain {
+		return usagef("--payload: %d bytes is more than a micro object holds (%d)", o.payload, micro.MaxPlain)
 	}
 	dir := o.dir
 	if dir == "" {

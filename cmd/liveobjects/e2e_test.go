@@ -319,7 +319,9 @@ func TestCLIConventions(t *testing.T) {
 	}
 	// A root that is a file or is missing: said so, exit code 1.
 	file := filepath.Join(t.TempDir(), "afile")
-	os.WriteFile(file, []byte("x"), 0o644)
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string

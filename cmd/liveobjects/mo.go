@@ -34,10 +34,6 @@ func defaultMODataDir() string { return micro.DefaultDataDir() }
 
 func defaultMOKeyFile() string { return micro.DefaultKeyFile() }
 
-// maxMOPlain is the largest payload mo put takes: sealing adds 64 bytes
-// to what an object's MaxPayload holds.
-const maxMOPlain = micro.MaxPayload - 64
-
 // check refuses flag values the client commands cannot use.
 func (o *moClientFlags) check() error {
 	if o.timeout <= 0 {
@@ -281,12 +277,12 @@ func readPayload(name string) ([]byte, error) {
 		}
 		in, what = f, name
 	}
-	data, err := io.ReadAll(io.LimitReader(in, maxMOPlain+1))
+	data, err := io.ReadAll(io.LimitReader(in, micro.MaxPlain+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > maxMOPlain {
-		return nil, fmt.Errorf("%s holds more than %d bytes, the most a micro object holds (%w); a mount's files/ folder stores larger files in blocks", what, maxMOPlain, micro.ErrTooLarge)
+	if len(data) > micro.MaxPlain {
+		return nil, fmt.Errorf("%s holds more than %d bytes, the most a micro object holds (%w); a mount's files/ folder stores larger files in blocks", what, micro.MaxPlain, micro.ErrTooLarge)
 	}
 	return data, nil
 }

@@ -178,14 +178,8 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 }
 
 func openRoot(ctx context.Context, dir string) (*registry.Root, error) {
-	st, err := os.Stat(dir)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("root folder %s does not exist; create one with 'liveobjects init %s'", dir, dir)
-	case err != nil:
-		return nil, fmt.Errorf("root folder: %w", err)
-	case !st.IsDir():
-		return nil, fmt.Errorf("root %s is a file, not a folder: name a root folder (create one with 'liveobjects init DIR')", dir)
+	if err := checkRootFolder(dir); err != nil {
+		return nil, err
 	}
 	reg, err := registry.Open(dir)
 	if err != nil {

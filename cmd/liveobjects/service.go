@@ -30,7 +30,7 @@ hosting the root ('liveobjects up') starts or stops the service within a second.
 					return err
 				}
 				name := strings.TrimSuffix(filepath.Base(args[1]), registry.Ext)
-				rel := "services/" + name + registry.Ext
+				rel := registry.ServicesDir + "/" + name + registry.Ext
 				if _, err := os.Stat(filepath.Join(args[0], filepath.FromSlash(rel))); errors.Is(err, os.ErrNotExist) {
 					return fmt.Errorf("%s has no service %q (no file %s); its services: %s", args[0], name, rel, serviceNames(args[0]))
 				}

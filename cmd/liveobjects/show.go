@@ -89,10 +89,10 @@ func runShow(p, root string, w io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	if rp, err := filepath.Rel(r.Dir(), abs); err != nil || rp == ".." || strings.HasPrefix(rp, ".."+string(filepath.Separator)) {
+	rel, ok := r.Rel(filepath.Clean(abs))
+	if !ok {
 		return fmt.Errorf("%s is not below the root %s (name the root it belongs to with --root)", p, r.Dir())
 	}
-	rel := r.Clean(abs)
 	if strings.HasSuffix(rel, "/"+registry.MetadataFile) && strings.HasPrefix(rel, registry.ChannelsDir+"/") {
 		return showChannel(r, rel, w)
 	}

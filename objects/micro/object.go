@@ -12,6 +12,10 @@ import (
 // MaxPayload is the largest sealed payload of a micro object.
 const MaxPayload = 1 << 20
 
+// MaxPlain is the largest plain payload a new object takes: sealing adds
+// up to 64 bytes to what MaxPayload holds.
+const MaxPlain = MaxPayload - 64
+
 // objectFixed is the encoded size of an object without its payload.
 const objectFixed = 1 + 8 + 18 + 1 + 32 + 16 + 4 + ed25519.SignatureSize
 
@@ -66,8 +70,8 @@ func newObject(keys Keys, home netip.AddrPort, expire time.Time, plain []byte, f
 	if len(keys.Writer) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("%w: no writer key", ErrBadKeys)
 	}
-	if len(plain)+64 > MaxPayload {
-		return nil, fmt.Errorf("micro: new object: payload of %d bytes: %w (max %d)", len(plain), ErrTooLarge, MaxPayload-64)
+	if len(plain) > MaxPlain {
+		return nil, fmt.Errorf("micro: new object: payload of %d bytes: %w (max %d)", len(plain), ErrTooLarge, MaxPlain)
 	}
 	o := &Object{Expire: time.UnixMilli(expire.UnixMilli()), Home: home, Flags: flags, Writer: keys.Public()}
 	if _, err := rand.Read(o.Salt[:]); err != nil {

@@ -253,10 +253,7 @@ func (c *Coordinator) serve(conn net.Conn) {
 	}
 	if err != nil {
 		c.log.Warn("rejected service", "remote", conn.RemoteAddr().String(), "err", err)
-		e := encoder{}
-		e.u16(errorCode(err))
-		e.str(err.Error())
-		conn.Write(appendFrame(nil, gmsError, e.b))
+		conn.Write(gmsErrorFrame(err))
 		return
 	}
 	defer func() {
@@ -316,10 +313,7 @@ func (c *Coordinator) serve(conn net.Conn) {
 				c.mu.Unlock()
 				err := fmt.Errorf("%w: node %s asks for %d groups; max_groups is %d", transport.ErrDenied, n.info.Name, k, c.cfg.MaxGroups)
 				c.log.Warn("refused groups", "node", n.info.Name, "err", err)
-				e := encoder{}
-				e.u16(errorCode(err))
-				e.str(err.Error())
-				c.broadcast([]*gmsNode{n}, appendFrame(nil, gmsError, e.b))
+				c.broadcast([]*gmsNode{n}, gmsErrorFrame(err))
 				return
 			}
 			for _, g := range adds {
@@ -436,6 +430,14 @@ func groupsAfter(groups map[uint64]string, adds, rems []string) int {
 		}
 	}
 	return k
+}
+
+// gmsErrorFrame is the frame that tells a service why its link ends.
+func gmsErrorFrame(err error) []byte {
+	e := encoder{}
+	e.u16(errorCode(err))
+	e.str(err.Error())
+	return appendFrame(nil, gmsError, e.b)
 }
 
 // sameHost reports whether two links come from the same IP address.

@@ -444,7 +444,10 @@ func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get fu
 		h := dgHeader{Type: dgData, Sender: en.Sender, Region: e.region.ID, Epoch: e.region.Epoch}
 		for _, r := range sl.Missing {
 			from, to := max(r.From, lo), min(r.To, hi)
-			for x := from; from <= to && budget > 0 && quota > 0; x++ {
+			if from > to {
+				continue
+			}
+			for x := from; budget > 0 && quota > 0; x++ {
 				if m := get(x); m != nil {
 					if e.fwd.n == 0 {
 						e.fwd.begin(h, &d, addr, e.s.cfg.MTU)

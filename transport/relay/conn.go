@@ -237,15 +237,13 @@ func (c *sconn) sendCkptReq(ch *channel, key string, id uint64) {
 	c.queue(tCkptReq, func(b []byte) []byte { return putU64(putStr(b, key), id) })
 }
 
-// takeCkptReq returns the channel of the unanswered request id, forgetting
-// the request when done.
-func (c *sconn) takeCkptReq(id uint64, done bool) (*channel, bool) {
+// takeCkptReq returns the channel of the unanswered request id and forgets
+// the request: its answer is then tracked in c.asm until its last chunk.
+func (c *sconn) takeCkptReq(id uint64) (*channel, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.ckptReqs[id]
-	if ok && done {
-		delete(c.ckptReqs, id)
-	}
+	delete(c.ckptReqs, id)
 	return r, ok
 }
 
@@ -939,7 +937,7 @@ func (c *sconn) checkpointChunk(name string, id, seq, total uint64, flags byte, 
 	last := flags&chunkLast != 0
 	a := c.asm[id]
 	if a == nil {
-		ch, ok := c.takeCkptReq(id, last || flags&chunkFailed != 0)
+		ch, ok := c.takeCkptReq(id)
 		if !ok {
 			return errf(CodeProtocol, "checkpoint data for request %d (channel %q), which this relay did not send to this connection or which was answered already", id, name)
 		}
@@ -954,13 +952,10 @@ func (c *sconn) checkpointChunk(name string, id, seq, total uint64, flags byte, 
 			return errf(CodeProtocol, "more than %d checkpoints in progress on one connection", maxCkptAsm)
 		}
 		a = &assembly{ch: ch, seq: seq, total: total}
-		switch {
-		case total > uint64(c.s.cfg.MaxCheckpoint):
+		if total > uint64(c.s.cfg.MaxCheckpoint) {
 			c.s.log.Warn("relay: member offered a checkpoint over the limit", "client", c.name, "channel", ch.info.Name, "bytes", total, "limit", c.s.cfg.MaxCheckpoint)
 			ch.onCheckpoint(c, id, 0, nil, true)
 			a.ch = nil // swallow the rest
-		case !ch.awaits(c, id):
-			a.ch = nil // late: the channel asked another member
 		}
 		c.asm[id] = a
 	}
@@ -969,7 +964,9 @@ func (c *sconn) checkpointChunk(name string, id, seq, total uint64, flags byte, 
 		return errf(CodeProtocol, "checkpoint %d longer than announced (%d bytes)", id, a.total)
 	}
 	if a.ch != nil && !a.ch.awaits(c, id) {
-		a.ch, a.buf = nil, nil // no longer wanted: drop what was kept
+		// Late (the channel asked another member) or no longer wanted:
+		// drop what was kept.
+		a.ch, a.buf = nil, nil
 	}
 	if a.ch != nil && len(chunk) > 0 {
 		if need := len(a.buf) + len(chunk); need > cap(a.buf) {
@@ -984,7 +981,6 @@ func (c *sconn) checkpointChunk(name string, id, seq, total uint64, flags byte, 
 		return nil
 	}
 	delete(c.asm, id)
-	c.takeCkptReq(id, true)
 	if a.got != a.total {
 		return errf(CodeProtocol, "checkpoint %d has %d bytes, announced %d", id, a.got, a.total)
 	}

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -76,24 +75,6 @@ func TestMemberDoneAndErr(t *testing.T) {
 	}
 }
 
-// clientLogBuffer is a bytes.Buffer safe for a logger and a test to share.
-type clientLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *clientLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *clientLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // epochHandler records the client's epoch at each Restore.
 type epochHandler struct {
 	logHandler
@@ -146,7 +127,7 @@ func TestClientWarnsOnEpochChange(t *testing.T) {
 	const warning = "lost its history"
 	t.Run("memory", func(t *testing.T) {
 		s := startServer(t, ServerConfig{AllowCreate: true})
-		var logs clientLogBuffer
+		var logs syncBuffer
 		c := dialClient(t, s.Addr().String(), func(cfg *ClientConfig) {
 			cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		})
@@ -186,7 +167,7 @@ func TestClientWarnsOnEpochChange(t *testing.T) {
 	t.Run("durable", func(t *testing.T) {
 		cfg := ServerConfig{AllowCreate: true, DataDir: t.TempDir()}
 		s := startServer(t, cfg)
-		var logs clientLogBuffer
+		var logs syncBuffer
 		c := dialClient(t, s.Addr().String(), func(cfg *ClientConfig) {
 			cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		})
