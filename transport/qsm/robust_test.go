@@ -88,7 +88,17 @@ func TestLyingTokenRange(t *testing.T) {
 		},
 	}}}
 	leader.send(encodeDatagram(dgHeader{Type: dgToken, Sender: leader.id, Region: region, Epoch: epoch}, tk.append(nil)), victim.DataAddr())
-	time.Sleep(100 * time.Millisecond)
+	// The victim takes the token (it comes from its predecessor) and
+	// serves it.
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		engineAnswers(t, victim, 2*time.Second)
+		var seen uint64
+		inEngine(t, victim, func(e *engine) { seen = e.seenRound[levelPartition] })
+		if seen < tk.Round {
+			return fmt.Errorf("the victim has not taken the token: it has seen round %d", seen)
+		}
+		return nil
+	})
 	engineAnswers(t, victim, 2*time.Second)
 	if _, err := vm.Publish(ctx, []byte("after")); err != nil {
 		t.Fatal(err)
@@ -121,12 +131,14 @@ func TestLyingDataHi(t *testing.T) {
 	})
 	// Forged by a peer: the end of the sender's stream far away, and
 	// messages far beyond anything a sender's window lets it send.
+	overload := receiver.Stats().Overload
 	d := dataBody{StreamEpoch: streamEpoch, EpochStart: 1, Hi: math.MaxUint64}
 	b := dgHeader{Type: dgData, Sender: sender.id, Region: region, Epoch: epoch}.append(nil)
 	b = appendDataHeader(b, &d, 0)
 	sealDatagram(b)
 	sender.send(b, receiver.DataAddr())
-	for k := uint64(0); k < 20; k++ {
+	const far = 20
+	for k := uint64(0); k < far; k++ {
 		d := dataBody{StreamEpoch: streamEpoch, EpochStart: 1, Hi: next + 1<<30}
 		b := dgHeader{Type: dgData, Sender: sender.id, Region: region, Epoch: epoch}.append(nil)
 		b = appendDataHeader(b, &d, 1)
@@ -134,7 +146,13 @@ func TestLyingDataHi(t *testing.T) {
 		sealDatagram(b)
 		sender.send(b, receiver.DataAddr())
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Each message beyond the window is counted as it is turned away.
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := receiver.Stats().Overload - overload; got < far {
+			return fmt.Errorf("%d of %d messages far ahead turned away", got, far)
+		}
+		return nil
+	})
 	engineAnswers(t, sender, 2*time.Second)
 	engineAnswers(t, receiver, 2*time.Second)
 	inEngine(t, receiver, func(e *engine) {
@@ -525,8 +543,14 @@ func TestForgedDataFromOutside(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	foreign := receiver.Stats().ForeignRegion
 	conn.WriteToUDPAddrPort(b, receiver.DataAddr())
-	time.Sleep(50 * time.Millisecond)
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if receiver.Stats().ForeignRegion == foreign {
+			return errors.New("the forged datagram has not been turned away")
+		}
+		return nil
+	})
 	for i := 3; i < 6; i++ {
 		if _, err := pub.Publish(ctx, []byte(fmt.Sprint("msg ", i))); err != nil {
 			t.Fatal(err)
@@ -660,7 +684,20 @@ func TestCoordinatorViewAckCapped(t *testing.T) {
 	cl := newCluster(t, testConfig(t), 1)
 	g := dialGMS(t, cl, 78, "boaster")
 	g.conn.Write(appendFrame(nil, gmsViewAck, binary.BigEndian.AppendUint64(nil, math.MaxUint64)))
-	time.Sleep(100 * time.Millisecond)
+	// An ack of the current view, sent after it on the link, shows when
+	// the coordinator has read both.
+	cl.coord.mu.Lock()
+	cur := cl.coord.viewNum
+	cl.coord.mu.Unlock()
+	g.conn.Write(appendFrame(nil, gmsViewAck, binary.BigEndian.AppendUint64(nil, cur)))
+	checkFor(t, 3*time.Second, 5*time.Millisecond, func() error {
+		cl.coord.mu.Lock()
+		defer cl.coord.mu.Unlock()
+		if n := cl.coord.nodes[78]; n != nil && n.installed < cur {
+			return fmt.Errorf("the node has installed view %d, acked %d", n.installed, cur)
+		}
+		return nil
+	})
 	cl.coord.mu.Lock()
 	n, num, stable := cl.coord.nodes[78], cl.coord.viewNum, cl.coord.stable
 	var installed uint64
