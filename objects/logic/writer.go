@@ -73,7 +73,7 @@ func (w *Writer) errLine() error {
 }
 
 func (w *Writer) errValue() error {
-	return fmt.Errorf("logic: value larger than %d bytes, the largest event this channel takes; it was not published: %w", w.max, transport.ErrTooLarge)
+	return fmt.Errorf("logic: value larger than %d bytes, the largest event this channel takes; it was not published (write a smaller value): %w", w.max, transport.ErrTooLarge)
 }
 
 // Write takes bytes and returns how many it took. For a Stream it
@@ -110,24 +110,11 @@ func (w *Writer) Write(ctx context.Context, p []byte) (int, error) {
 		taken = i + 1
 	}
 	q := p[taken:]
-	// Find the first line that would grow past the limit: start is where
-	// it begins in q (0 also when it continues w.pending).
-	over, start, size := false, 0, len(w.pending)
-	for i := 0; ; {
-		j := bytes.IndexByte(q[i:], '\n')
-		seg := len(q) - i
-		if j >= 0 {
-			seg = j
-		}
-		if size+seg > w.max {
-			over = true
-			break
-		}
-		if j < 0 {
-			break
-		}
-		i += j + 1
-		start, size = i, 0
+	over, start := false, 0
+	if len(w.pending)+len(q) > w.max {
+		// Some line may be over the limit (else none can be: the usual
+		// write skips the search).
+		over, start = w.longLine(q)
 	}
 	if !over {
 		if err := w.appendLines(ctx, q); err != nil {
@@ -146,6 +133,28 @@ func (w *Writer) Write(ctx context.Context, p []byte) (int, error) {
 	w.discard = bytes.IndexByte(long, '\n') < 0
 	w.refused = append([]byte(nil), long[:min(len(long), refusedKeep)]...)
 	return taken + start, w.errLine()
+}
+
+// longLine finds the first line that q (after the pending line) takes
+// past the limit, and start, where it begins in q (0 also when it
+// continues the pending line).
+func (w *Writer) longLine(q []byte) (over bool, start int) {
+	size := len(w.pending)
+	for i := 0; ; {
+		j := bytes.IndexByte(q[i:], '\n')
+		seg := len(q) - i
+		if j >= 0 {
+			seg = j
+		}
+		if size+seg > w.max {
+			return true, start
+		}
+		if j < 0 {
+			return false, 0
+		}
+		i += j + 1
+		start, size = i, 0
+	}
 }
 
 // untake undoes the end of a refused line when a Write that ended it
