@@ -10,3 +10,12 @@ func SetStartLimits(timeout, stopWait time.Duration) (restore func()) {
 	startTimeout, startStopWait = timeout, stopWait
 	return func() { startTimeout, startStopWait = oldTimeout, oldStopWait }
 }
+
+// SetCloseWait shortens how long a host's Close waits for the services
+// whose Start outlasted its context to be stopped. It returns a function
+// that restores the limit.
+func SetCloseWait(d time.Duration) (restore func()) {
+	old := closeWait
+	closeWait = d
+	return func() { closeWait = old }
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -103,9 +104,13 @@ type Host struct {
 	factories map[string]Factory
 	log       *slog.Logger
 
-	mu       sync.Mutex // protects services, closed
+	mu       sync.Mutex // protects services, closed, late
 	services map[string]*entry
 	closed   bool
+	// late holds, for each service whose Start was still running when
+	// its context ended, a channel closed once the service is stopped,
+	// and its path (see stopAfterStart).
+	late map[chan struct{}]string
 
 	stop chan struct{}
 	done chan struct{}
@@ -332,7 +337,9 @@ func (h *Host) All() []Status {
 	return out
 }
 
-// Close stops following the root and stops every service.
+// Close stops following the root and stops every service. It waits up to
+// closeWait for the services whose Start was still running when it was
+// given up on to be stopped, and logs those it stops waiting for.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -353,7 +360,38 @@ func (h *Host) Close() error {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}
+	h.waitLate()
 	return errors.Join(errs...)
+}
+
+// waitLate waits, up to closeWait in all, for the late stops (see
+// stopAfterStart) to be done, and names the services it stops waiting
+// for.
+func (h *Host) waitLate() {
+	h.mu.Lock()
+	late := maps.Clone(h.late)
+	h.mu.Unlock()
+	if len(late) == 0 {
+		return
+	}
+	limit := time.NewTimer(closeWait)
+	defer limit.Stop()
+	over := false
+	for stopped, path := range late {
+		if !over {
+			select {
+			case <-stopped:
+				continue
+			case <-limit.C:
+				over = true
+			}
+		}
+		select {
+		case <-stopped:
+		default:
+			h.log.Warn("service start still running at close; it is closed once the start returns", "path", path, "waited", closeWait)
+		}
+	}
 }
 
 // Limits on a service's start (variables so that tests can shorten them).
@@ -363,6 +401,9 @@ var (
 	// startStopWait bounds the wait, after startTimeout, for Start to
 	// return once its context has ended.
 	startStopWait = 5 * time.Second
+	// closeWait bounds Host.Close's wait for the services whose Start
+	// had not returned within startStopWait to return and be stopped.
+	closeWait = 5 * time.Second
 )
 
 // startWithin starts svc with ctx, which cancel ends. If Start has not
@@ -398,14 +439,27 @@ func startWithin(ctx context.Context, cancel context.CancelFunc, svc Service, d 
 // Start has returned (returned closed; nil: Start never ran). A Start that
 // has not returned even though its context ended is left to finish on its
 // own goroutine, which then stops the service: Close never runs while
-// Start does.
+// Start does. The host's Close waits for that goroutine (see waitLate).
 func (h *Host) stopAfterStart(path string, e *entry, returned <-chan struct{}) {
 	if returned != nil {
 		select {
 		case <-returned:
 		default:
 			h.log.Warn("service start still running after its context ended; it is closed once the start returns", "path", path)
+			stopped := make(chan struct{})
+			h.mu.Lock()
+			if h.late == nil {
+				h.late = map[chan struct{}]string{}
+			}
+			h.late[stopped] = path
+			h.mu.Unlock()
 			go func() {
+				defer func() {
+					h.mu.Lock()
+					delete(h.late, stopped)
+					h.mu.Unlock()
+					close(stopped)
+				}()
 				<-returned
 				if err := e.stop(); err != nil {
 					h.log.Warn("service stop", "path", path, "err", err)

@@ -1,11 +1,14 @@
 package services_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +163,80 @@ func TestNoFactory(t *testing.T) {
 	}
 	if err := state(h, registry.RelayServiceFile, services.Unknown)(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCloseWaitsForLateStart: a service whose Start returns only after
+// the host gave up on it, while the host is closing, has been closed by
+// the time Close returns.
+func TestCloseWaitsForLateStart(t *testing.T) {
+	defer services.SetStartLimits(50*time.Millisecond, 100*time.Millisecond)()
+	svc := newSlowSvc(true)
+	h := hostWith(t, svc)
+	if err := h.Start(context.Background()); err == nil {
+		t.Fatal("Start succeeded although the service never started")
+	}
+	// Start returns while Close is waiting.
+	time.AfterFunc(300*time.Millisecond, func() { close(svc.release) })
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.closes == 0 {
+		t.Fatal("Close returned before the service whose Start returned late was closed")
+	}
+	if svc.closedEarly {
+		t.Fatal("Close ran while the service's Start was still running")
+	}
+}
+
+// syncBuffer is a bytes.Buffer that goroutines may write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestCloseBoundsLateStart: Close does not wait past its limit for a
+// service whose Start never returns, and names it in a warning.
+func TestCloseBoundsLateStart(t *testing.T) {
+	defer services.SetStartLimits(50*time.Millisecond, 100*time.Millisecond)()
+	defer services.SetCloseWait(100 * time.Millisecond)()
+	svc := newSlowSvc(true)
+	t.Cleanup(func() { close(svc.release) })
+	var logs syncBuffer
+	h := hostWithLog(t, svc, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := h.Start(context.Background()); err == nil {
+		t.Fatal("Start succeeded although the service never started")
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for a Start that never returns")
+	}
+	if !strings.Contains(logs.String(), "at close") || !strings.Contains(logs.String(), "path="+registry.RelayServiceFile) {
+		t.Fatalf("no warning naming the service at close:\n%s", logs.String())
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.closes > 0 {
+		t.Fatal("Close ran while the service's Start was still running")
 	}
 }

@@ -3,6 +3,7 @@ package services_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -66,6 +67,12 @@ func (s *slowSvc) Close() error {
 // factory returns svc.
 func hostWith(t *testing.T, svc services.Service) *services.Host {
 	t.Helper()
+	return hostWithLog(t, svc, nil)
+}
+
+// hostWithLog is hostWith with a host that logs to log.
+func hostWithLog(t *testing.T, svc services.Service, log *slog.Logger) *services.Host {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "root")
 	if err := registry.Init(dir); err != nil {
 		t.Fatal(err)
@@ -77,7 +84,7 @@ func hostWith(t *testing.T, svc services.Service) *services.Host {
 	t.Cleanup(func() { reg.Close() })
 	h := services.NewHost(reg, map[string]services.Factory{
 		objects.ClassRelayServer: func(services.Definition) (services.Service, error) { return svc, nil },
-	}, nil)
+	}, log)
 	t.Cleanup(func() { h.Close() })
 	return h
 }

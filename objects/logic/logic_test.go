@@ -267,7 +267,8 @@ func writeSteps(t *testing.T, w *Writer, steps []writeStep) {
 // TestStreamWriterLimit: a line over the driver's limit is refused whole,
 // the rest of it up to its newline is dropped, the lines after it are
 // published; a repetition of refused bytes (a short write answered by
-// writing the rest again) is refused too.
+// writing the rest again) is refused too, a shorter write that merely
+// starts like them is not.
 func TestStreamWriterLimit(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -294,6 +295,12 @@ func TestStreamWriterLimit(t *testing.T) {
 			{"aaaaaaa", 0, true}, {"aa\nbbbbbbb", 3, true}, {"bbbbbbb", 0, true}, {"\nc\n", 3, false},
 		}, "[c]"},
 		{"empty lines pass", []writeStep{{"\n\nx\n", 4, false}}, "[  x]"},
+		{"a shorter write that starts like the refused bytes", []writeStep{
+			{"xxxxxxx\n", 0, true}, {"xx", 2, false}, {"\n", 1, false},
+		}, "[xx]"},
+		{"a shorter write that starts like the refused end of a line", []writeStep{
+			{"abc", 3, false}, {"de\n", 0, true}, {"d", 1, false}, {"\n", 1, false},
+		}, "[d]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -338,6 +345,49 @@ func TestStreamWriterLimit(t *testing.T) {
 	// Without a driver limit, Config.MaxValue bounds a line.
 	if w := New(Config{Kind: Stream, MaxValue: 8}).NewWriter(p, 0); w.Max() != 8 {
 		t.Fatalf("limit %d without a driver limit, want MaxValue", w.Max())
+	}
+}
+
+// TestStreamWriterPublishFails: a Write whose publish fails takes none
+// of its bytes and leaves the pending partial line as it was, so that
+// writing the same bytes again makes the same lines.
+func TestStreamWriterPublishFails(t *testing.T) {
+	cases := []struct {
+		name    string
+		max     int
+		before  string // written (and taken) first
+		retried string // fails once, then is written again
+		n       int    // what the successful retry returns
+		want    string
+	}{
+		{"a partial line after the lines", 0, "", "a\nb", 3, "[a b]"},
+		{"a pending line before", 0, "x", "y\nz", 3, "[xy z]"},
+		{"a pending line, whole lines, then a long one", 4, "x", "y\nzzzzzzz", 2, "[xy]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			p := &recPub{}
+			w := New(Config{Kind: Stream}).NewWriter(p, c.max)
+			if c.before != "" {
+				writeSteps(t, w, []writeStep{{c.before, len(c.before), false}})
+			}
+			p.fail = errors.New("relay down")
+			if n, err := w.Write(ctx, []byte(c.retried)); n != 0 || !errors.Is(err, p.fail) {
+				t.Fatalf("write while publishing fails: %d %v", n, err)
+			}
+			p.fail = nil
+			n, err := w.Write(ctx, []byte(c.retried))
+			if n != c.n || (n < len(c.retried)) != errors.Is(err, transport.ErrTooLarge) {
+				t.Fatalf("the same write again: %d %v, want %d", n, err, c.n)
+			}
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(p.events); got != c.want {
+				t.Fatalf("published %q, want %s", p.events, c.want)
+			}
+		})
 	}
 }
 

@@ -36,8 +36,9 @@ type Publisher interface {
 // A caller may hand on one write of its user in parts (FUSE does, at 128
 // KiB). When a part after the first is refused, the user is told that
 // only the earlier parts were taken, and writes the rest again; the
-// Writer recognises that repetition of the refused bytes and refuses it
-// too, so that the error reaches the user.
+// Writer recognises that repetition of the refused bytes (a write at
+// least as long that starts with them) and refuses it too, so that the
+// error reaches the user.
 type Writer struct {
 	kind    Kind
 	max     int
@@ -45,9 +46,10 @@ type Writer struct {
 	pending []byte
 	dirty   bool // Variable, Text: something was written since the last commit
 
-	discard bool   // Stream: inside a refused line; drop bytes up to its newline
-	refused []byte // the start of the bytes the last Write refused (nil: none)
-	tooBig  bool   // Variable, Text: the value being written was refused
+	discard    bool   // Stream: inside a refused line; drop bytes up to its newline
+	refused    []byte // the start of the bytes the last Write refused (nil: none)
+	refusedLen int    // how many bytes the last Write refused (with refused)
+	tooBig     bool   // Variable, Text: the value being written was refused
 }
 
 // refusedKeep is how many bytes of a refused write the Writer keeps to
@@ -78,22 +80,28 @@ func (w *Writer) errValue() error {
 
 // Write takes bytes and returns how many it took. For a Stream it
 // publishes every complete line before returning; if that fails, no line
-// of p was published out of order and the error says so (lines published
-// before the failure stay published). When p holds whole lines and then
-// the start of a line over the limit, Write publishes the whole lines and
-// returns their length with an error that wraps transport.ErrTooLarge;
-// otherwise n is 0 or len(p).
+// of p was published out of order, n is 0 and the error says so (lines
+// published before the failure stay published), and the pending partial
+// line is left as it was before the Write: writing the same bytes again
+// makes the same lines. When p holds whole lines and then the start of a
+// line over the limit, Write publishes the whole lines and returns their
+// length with an error that wraps transport.ErrTooLarge; the line over the
+// limit is dropped with the start of it that was pending. Otherwise n is
+// 0 or len(p).
 func (w *Writer) Write(ctx context.Context, p []byte) (int, error) {
 	if w.kind != Stream {
 		return w.writeValue(p)
 	}
 	if r := w.refused; r != nil {
 		w.refused = nil
-		if n := min(len(p), len(r)); n > 0 && bytes.Equal(p[:n], r[:n]) {
+		if len(p) >= w.refusedLen && bytes.Equal(p[:len(r)], r) {
 			// The refused bytes again: refuse them again, so that the
-			// error reaches the user. The user is told none of p was
-			// taken; what follows the refused line's newline in p is
-			// dropped with it.
+			// error reaches the user. A repetition is never shorter
+			// than the refused bytes (the user writes the rest of its
+			// buffer again), so a shorter write that merely starts the
+			// same way is new. The user is told none of p was taken;
+			// what follows the refused line's newline in p is dropped
+			// with it.
 			if w.discard && bytes.IndexByte(p, '\n') >= 0 {
 				w.discard = false
 			}
@@ -132,6 +140,7 @@ func (w *Writer) Write(ctx context.Context, p []byte) (int, error) {
 	w.pending = nil
 	w.discard = bytes.IndexByte(long, '\n') < 0
 	w.refused = append([]byte(nil), long[:min(len(long), refusedKeep)]...)
+	w.refusedLen = len(long)
 	return taken + start, w.errLine()
 }
 
@@ -159,27 +168,31 @@ func (w *Writer) longLine(q []byte) (over bool, start int) {
 
 // untake undoes the end of a refused line when a Write that ended it
 // failed (taken > 0): the user is told that nothing was taken, so the end
-// of the line comes again and is dropped again.
+// of the line comes again and is dropped again. The pending line was
+// empty inside the refused line, and the failed appendLines left it so.
 func (w *Writer) untake(taken int, err error) error {
 	if taken > 0 {
-		w.discard, w.pending = true, nil
+		w.discard = true
 	}
 	return err
 }
 
 // appendLines adds q to the pending line and publishes every complete
-// line. On failure the partial line after q's last newline is kept and the
-// failed lines are dropped: they are not retried behind the caller's
-// back, the error reports them.
+// line. On failure the pending line is left as it was before: the failed
+// lines are not retried behind the caller's back (the error reports
+// them, and the caller, told that none of its bytes were taken, may
+// write them again), and a retry does not find q's partial line pending
+// already.
 func (w *Writer) appendLines(ctx context.Context, q []byte) error {
-	w.pending = append(w.pending, q...)
-	last := bytes.LastIndexByte(w.pending, '\n')
+	last := bytes.LastIndexByte(q, '\n')
 	if last < 0 {
+		w.pending = append(w.pending, q...)
 		return nil
 	}
 	// One copy of all the complete lines; the events are slices of it
 	// (the driver owns them from here on and nobody writes to them).
-	buf := append([]byte(nil), w.pending[:last]...)
+	buf := make([]byte, 0, len(w.pending)+last)
+	buf = append(append(buf, w.pending...), q[:last]...)
 	events := make([][]byte, 0, bytes.Count(buf, []byte{'\n'})+1)
 	for {
 		i := bytes.IndexByte(buf, '\n')
@@ -190,8 +203,11 @@ func (w *Writer) appendLines(ctx context.Context, q []byte) error {
 		events = append(events, buf[:i:i])
 		buf = buf[i+1:]
 	}
-	w.pending = append([]byte(nil), w.pending[last+1:]...)
-	return w.pub.PublishBatch(ctx, events)
+	if err := w.pub.PublishBatch(ctx, events); err != nil {
+		return err
+	}
+	w.pending = append([]byte(nil), q[last+1:]...)
+	return nil
 }
 
 // writeValue takes bytes of a Variable's or Text's value.

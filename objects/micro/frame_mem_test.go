@@ -19,6 +19,7 @@ func TestClaimedLengthNotAllocated(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	var cs []net.Conn
+	hello := helloMsg{min: protoMin, max: protoMax, addr: netip.MustParseAddrPort("127.0.0.1:1")}
 	for i := 0; i < conns; i++ {
 		c, err := net.Dial("tcp", s.Addr().String())
 		if err != nil {
@@ -26,7 +27,6 @@ func TestClaimedLengthNotAllocated(t *testing.T) {
 		}
 		cs = append(cs, c)
 		t.Cleanup(func() { c.Close() })
-		hello := helloMsg{min: protoMin, max: protoMax, addr: netip.MustParseAddrPort("127.0.0.1:1")}
 		if err := writeFrame(c, msgHello, 0, hello.encode()); err != nil {
 			t.Fatal(err)
 		}
@@ -41,8 +41,15 @@ func TestClaimedLengthNotAllocated(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Let the server read every header and the bytes that followed.
-	time.Sleep(300 * time.Millisecond)
+	// Wait until the server has read every header and the bytes that
+	// followed: by then it has made room for every body.
+	want := int64(conns * (frameHeader + len(hello.encode()) + frameHeader + 16))
+	for deadline := time.Now().Add(10 * time.Second); s.Stats().PeerBytesRead < want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server read %d bytes of %d connections' frames, want %d", s.Stats().PeerBytesRead, conns, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)

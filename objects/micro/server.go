@@ -74,6 +74,11 @@ type Stats struct {
 	Pushed int64
 	// BadFrames counts connections dropped for a protocol violation.
 	BadFrames int64
+	// PeerBytesRead counts the bytes of frames (headers and bodies, the
+	// HELLO included) taken from peer connections by the frame reader.
+	// Bytes count once the reader has them: a body's first bytes count
+	// only after the reader has made room for the body.
+	PeerBytesRead int64
 }
 
 // Server is an MO server: store and cache in one bbolt file, remote
@@ -92,7 +97,7 @@ type Server struct {
 	wg    sync.WaitGroup
 	addr  atomic.Pointer[netip.AddrPort]
 	stats struct {
-		fetchesServed, fetchesRemote, rejected, busy, assents, pushed, badFrames atomic.Int64
+		fetchesServed, fetchesRemote, rejected, busy, assents, pushed, badFrames, peerBytes atomic.Int64
 	}
 	inflight  atomic.Int64
 	forceBusy atomic.Bool // for tests
@@ -276,7 +281,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		FetchesServed: s.stats.fetchesServed.Load(), FetchesRemote: s.stats.fetchesRemote.Load(),
 		Rejected: s.stats.rejected.Load(), Busy: s.stats.busy.Load(), AssentsServed: s.stats.assents.Load(),
-		Pushed: s.stats.pushed.Load(), BadFrames: s.stats.badFrames.Load(),
+		Pushed: s.stats.pushed.Load(), BadFrames: s.stats.badFrames.Load(), PeerBytesRead: s.stats.peerBytes.Load(),
 	}
 }
 
@@ -365,7 +370,7 @@ func (s *Server) ctx(timeout time.Duration) (context.Context, context.CancelFunc
 
 // servePeer runs one peer connection: HELLO, then requests one at a time.
 func (s *Server) servePeer(c net.Conn) {
-	r := bufio.NewReaderSize(c, 64<<10)
+	r := countingReader{r: bufio.NewReaderSize(c, 64<<10), n: &s.stats.peerBytes}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	f, err := readFrame(r, 1024)
 	if err != nil || f.typ != msgHello {
@@ -411,6 +416,18 @@ func (s *Server) servePeer(c net.Conn) {
 			return
 		}
 	}
+}
+
+// countingReader adds the bytes read through it to n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 func (s *Server) badPeer(c net.Conn, id uint32, err error, what string) {
