@@ -449,6 +449,13 @@ func TestUpAllServices(t *testing.T) {
 		repl[def] = port
 	}
 	repl["60200"] = fmt.Sprint(20000 + os.Getpid()%20000)
+	// QSM with a shared key: the coordinator and the local service get
+	// key_file next to their gms_address.
+	keyFile := filepath.Join(dir, "qsm.key")
+	if err := os.WriteFile(keyFile, []byte("a secret of the test's own, 32 b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gms := regexp.MustCompile(`(<Parameter name="gms_address" value="[^"]*" />)`)
 	err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
 			return err
@@ -458,6 +465,7 @@ func TestUpAllServices(t *testing.T) {
 		for from, to := range repl {
 			s = strings.ReplaceAll(s, from, to)
 		}
+		s = gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
 		return os.WriteFile(p, []byte(s), 0o644)
 	})
 	if err != nil {
@@ -496,6 +504,16 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	// Without a service there, it says so and fails.
 	if out, err := exec.Command(bin, "qsm", "channels", "-service", freePort(t)).CombinedOutput(); err == nil || !strings.Contains(string(out), "qsm service") {
 		t.Fatalf("qsm channels with no service: %v\n%s", err, out)
+	}
+	// The coordinator holds the key: a service without it is refused,
+	// and told why.
+	_, intruderPort, _ := net.SplitHostPort(freePort(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	intruder, _ := exec.CommandContext(ctx, bin, "qsm", "service", "-gms", "127.0.0.1:"+repl["60300"], "-port", intruderPort,
+		"-set", "uplink_port=0", "-name", "intruder").CombinedOutput()
+	if !strings.Contains(string(intruder), "not authorized") || !strings.Contains(string(intruder), "key_file") {
+		t.Fatalf("a service without the key, against the root's coordinator:\n%s", intruder)
 	}
 	// An object that needs total order refuses QSM, saying why.
 	if _, err := sh(t, "cat "+mnt+"/examples/shared_text_1.qsm.liveobject"); err == nil {

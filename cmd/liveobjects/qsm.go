@@ -99,6 +99,7 @@ func qsmCommonFlags(fs *flag.FlagSet) {
 	fs.Var(shortcut{qsmFlags, "port"}, "port", fmt.Sprintf("UDP port of region multicast (port; default %d)", d.Port))
 	fs.Var(shortcut{qsmFlags, "subnet"}, "subnet", "adapter for multicast: prefix such as 198.18.0.0/24 or interface name (subnet; default loopback)")
 	fs.Var(shortcut{qsmFlags, "name"}, "name", "node name in views (name; default host/address)")
+	fs.Var(shortcut{qsmFlags, "key_file"}, "key-file", "file holding the key shared by the coordinator and every service: datagrams carry tags and the coordinator link proves both ends hold it (key_file; default none)")
 }
 
 const qsmSettingsHelp = `
@@ -122,6 +123,12 @@ Settings (-set name=value; the same names as in a services definition):
   delivery_queue     bytes queued per client before data is refused (default 32 MiB)
   drop_rate          fault injection: drop this fraction of received datagrams
   no_offload         send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)
+  key_file           a file holding a secret (at least 16 bytes) shared by the
+                     coordinator and every service: every datagram carries an
+                     HMAC-SHA256 tag and the coordinator link starts with a
+                     handshake proving both ends hold it; without it, a host on
+                     the LAN can forge traffic. Make one with
+                     head -c 32 /dev/urandom | base64 > qsm.key
 Multicast TTL is always 1: all nodes must share one LAN.`
 
 func init() {

@@ -1,9 +1,11 @@
 package qsm
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,6 +107,14 @@ type Config struct {
 	// there and TCP otherwise. Frames skip the loopback TCP stack
 	// (BenchmarkUplinkLink runs both links side by side). Linux only.
 	UplinkLocal bool
+	// Key ("key_file": a file holding it; white space around it is
+	// ignored) is a secret shared by the coordinator and every service:
+	// with it, every datagram carries an authentication tag and the
+	// coordinator link starts with a handshake that proves both ends hold
+	// it, so that a host without the key can neither join nor forge
+	// traffic (see dgAuth). Nil: integrity checks only. At least
+	// MinKeySize bytes.
+	Key []byte
 }
 
 // DefaultConfig returns settings that work on one machine: coordinator on
@@ -186,6 +196,8 @@ func (c Config) Validate() error {
 		return bad("delivery_queue", "%d is too small (want at least 65536)", c.DeliveryQueue)
 	case c.DropRate < 0 || c.DropRate >= 1:
 		return bad("drop_rate", "%v out of range (want 0 <= rate < 1)", c.DropRate)
+	case len(c.Key) > 0 && len(c.Key) < MinKeySize:
+		return bad("key_file", "key of %d bytes is too short (want at least %d; make one with: head -c 32 /dev/urandom | base64 > qsm.key)", len(c.Key), MinKeySize)
 	case c.GMSAddress == "":
 		return bad("gms_address", "empty (want host:port of the coordinator)")
 	}
@@ -201,7 +213,7 @@ var configKeys = []string{
 	"uplink_port", "uplink_subnet", "subnet", "port", "gms_address", "multicast", "mtu",
 	"max_event", "credits", "client_credits", "rate", "token_rate", "partition_size",
 	"max_groups", "heartbeat_interval", "missed_heartbeats", "view_delay", "delivery_queue", "drop_rate", "name",
-	"no_offload", "uplink_local",
+	"no_offload", "uplink_local", "key_file",
 }
 
 // ParseConfig builds a Config from name/value pairs, as found in a
@@ -323,6 +335,19 @@ func (c *Config) set(k, v string) error {
 		return boolv(&c.NoOffload)
 	case "uplink_local":
 		return boolv(&c.UplinkLocal)
+	case "key_file":
+		if v == "" {
+			c.Key = nil
+			return nil
+		}
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return wrap(err)
+		}
+		c.Key = bytes.TrimSpace(b)
+		if len(c.Key) == 0 {
+			return wrap(fmt.Errorf("the file is empty (want a secret of at least %d bytes)", MinKeySize))
+		}
 	default:
 		return fmt.Errorf("%w: unknown setting %q (known: %s)", ErrBadConfig, k, strings.Join(configKeys, ", "))
 	}

@@ -2,7 +2,9 @@ package qsm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +31,8 @@ const (
 	gmsStable    uint8 = 8  // coordinator -> service: every node has installed this view
 	gmsListReq   uint8 = 9  // service -> coordinator (version 3): request id
 	gmsList      uint8 = 10 // coordinator -> service (version 3): request id, channels (see appendChannels)
+	gmsChallenge uint8 = 11 // coordinator -> service, with a key: nonce, tag (see dgAuth)
+	gmsProof     uint8 = 12 // service -> coordinator, with a key: tag
 )
 
 // gmsMagic opens a hello on the coordinator link.
@@ -105,7 +109,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("qsm: coordinator: listen %s: %w", c.cfg.GMSAddress, err)
 	}
 	c.ln = ln
-	c.log.Info("coordinator listening", "addr", ln.Addr().String())
+	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "authenticated", len(c.cfg.Key) > 0)
 	c.goroutine(c.acceptLoop)
 	c.goroutine(c.sweepLoop)
 	c.goroutine(c.viewLoop)
@@ -236,6 +240,36 @@ func (c *Coordinator) sweepLoop() {
 	}
 }
 
+// authenticate runs the coordinator's side of the key handshake (see
+// dgAuth) for a hello whose service sent nonceS (nil: it has no key).
+func (c *Coordinator) authenticate(conn net.Conn, fr *frameReader, hello, nonceS []byte) error {
+	key := c.cfg.Key
+	switch {
+	case len(key) == 0 && nonceS == nil:
+		return nil
+	case len(key) == 0:
+		return fmt.Errorf("%w: %w: the service has a key and this coordinator none (give both the same key_file)", transport.ErrDenied, ErrAuth)
+	case nonceS == nil:
+		return fmt.Errorf("%w: %w: the service has no key and this coordinator has one (give the service the same key_file)", transport.ErrDenied, ErrAuth)
+	}
+	nonceC := newNonce()
+	ch := append(bytes.Clone(nonceC), handshakeTag(key, labelCoordinator, nonceS, nonceC, hello)...)
+	if _, err := conn.Write(appendFrame(nil, gmsChallenge, ch)); err != nil {
+		return err
+	}
+	t, body, err := fr.next()
+	if err != nil {
+		return fmt.Errorf("service left during the key handshake: %w", err)
+	}
+	if t != gmsProof {
+		return fmt.Errorf("%w: frame type %d where the key handshake wants a proof", ErrMalformed, t)
+	}
+	if !hmac.Equal(body, handshakeTag(key, labelService, nonceS, nonceC, hello)) {
+		return fmt.Errorf("%w: %w: the service's proof does not match this coordinator's key (another key_file?)", transport.ErrDenied, ErrAuth)
+	}
+	return nil
+}
+
 // serve runs one service link.
 func (c *Coordinator) serve(conn net.Conn) {
 	defer conn.Close()
@@ -246,7 +280,7 @@ func (c *Coordinator) serve(conn net.Conn) {
 	switch {
 	case err == nil:
 		fr.max = maxFrame
-		n, err = c.hello(conn, t, body)
+		n, err = c.hello(conn, fr, t, body)
 	case !errors.Is(err, ErrMalformed): // not a frame over the cap
 		c.log.Debug("link closed before hello", "remote", conn.RemoteAddr().String(), "err", err)
 		return
@@ -344,16 +378,21 @@ func (c *Coordinator) serve(conn net.Conn) {
 	}
 }
 
-func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, error) {
+func (c *Coordinator) hello(conn net.Conn, fr *frameReader, t uint8, body []byte) (*gmsNode, error) {
 	if t != gmsHello {
 		return nil, fmt.Errorf("%w: first frame has type %d, not hello", ErrMalformed, t)
 	}
-	d := decoder{b: body}
+	hello := bytes.Clone(body) // body is only valid until the next frame
+	d := decoder{b: hello}
 	magic := d.take(4)
 	vmin, vmax := d.u8(), d.u8()
 	id := d.u64()
 	name := d.str()
 	addr := d.str()
+	var nonceS []byte
+	if d.err == nil && len(d.b) > 0 {
+		nonceS = d.take(nonceSize) // a service with a key
+	}
 	if err := d.done(); err != nil {
 		return nil, err
 	}
@@ -366,6 +405,9 @@ func (c *Coordinator) hello(conn net.Conn, t uint8, body []byte) (*gmsNode, erro
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || id == 0 {
 		return nil, fmt.Errorf("%w: hello with node id %d, address %q", ErrMalformed, id, addr)
+	}
+	if err := c.authenticate(conn, fr, hello, nonceS); err != nil {
+		return nil, err
 	}
 	n := &gmsNode{
 		info:      NodeInfo{ID: id, Name: name, Addr: ap},

@@ -128,6 +128,12 @@
 // the first frame is a hello with the protocol versions. Errors on the wire
 // carry stable numeric codes.
 //
+// With a shared key (Config.Key, auth.go) every datagram also carries an
+// HMAC-SHA256 tag and one without a valid tag is dropped, and the
+// coordinator link opens with a nonce handshake in which both ends prove
+// they hold the key; without one, a host on the LAN that speaks the
+// protocol can forge datagrams, and only the checks above stand in its way.
+//
 // # Concurrency
 //
 // The service's protocol state is owned by one goroutine (engine.run), as

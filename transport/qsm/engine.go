@@ -21,6 +21,7 @@ import (
 type engine struct {
 	s    *Service
 	log  *slog.Logger
+	auth *dgAuth        // seals outgoing datagrams (nil: no key)
 	in   chan any       // views and client requests
 	data chan []*packet // data datagrams, in batches from the readers
 	ctl  chan any       // tokens and acks, handled first
@@ -398,17 +399,18 @@ func (b *dgBuilder) add(m *message) {
 	b.last = max(b.last, m.Seq)
 }
 
-// finish seals the datagram with hi and returns it.
-func (b *dgBuilder) finish(hi uint64) []byte {
+// finish seals the datagram with hi (and a, see dgAuth) and returns it.
+func (b *dgBuilder) finish(hi uint64, a *dgAuth) []byte {
 	binary.BigEndian.PutUint64(b.buf[dgHeaderSize+16:], hi)
 	binary.BigEndian.PutUint16(b.buf[dgHeaderSize+25:], uint16(b.n))
-	sealDatagram(b.buf)
+	b.buf = a.seal(b.buf)
 	return b.buf
 }
 
 func newEngine(s *Service) *engine {
 	return &engine{
 		s:            s,
+		auth:         newDgAuth(s.cfg.Key),
 		in:           make(chan any, 4096),
 		ctl:          make(chan any, 1024),
 		data:         make(chan []*packet, 256),
@@ -438,9 +440,13 @@ func newEngine(s *Service) *engine {
 // without bound.
 func (e *engine) recvAhead() uint64 { return uint64(4 * e.s.cfg.Window) }
 
+// mtu is the size of a datagram's header and body: the MTU less the
+// authentication tag, if any.
+func (e *engine) mtu() int { return e.s.cfg.MTU - e.auth.overhead() }
+
 // maxPayload is the largest fragment that fits one datagram.
 func (e *engine) maxPayload() int {
-	return e.s.cfg.MTU - dgHeaderSize - dataHeaderSize - epochStartsSize - msgOverhead
+	return e.mtu() - dgHeaderSize - dataHeaderSize - epochStartsSize - msgOverhead
 }
 
 func (e *engine) run() {
@@ -922,7 +928,7 @@ func (e *engine) batch(st *sendStream, m *message) {
 	}
 	if st.b.n == 0 {
 		d := st.body(0)
-		st.b.begin(dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}, &d, st.dst, e.s.cfg.MTU)
+		st.b.begin(dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}, &d, st.dst, e.mtu())
 		e.dirty = append(e.dirty, st)
 	}
 	st.b.add(m)
@@ -935,7 +941,7 @@ func (e *engine) flushStream(st *sendStream) {
 	// Hi is the last seq in this datagram: later ones are not sent yet.
 	// The datagram goes out in the builder's buffer; the builder takes a
 	// spare one.
-	buf := st.b.finish(st.b.last)
+	buf := st.b.finish(st.b.last, e.auth)
 	st.b.buf = e.spareBuf()
 	if st.udpDst == nil || st.udpDst.Port != int(st.dst.Port()) || !st.udpDst.IP.Equal(st.dst.Addr().AsSlice()) {
 		st.udpDst = net.UDPAddrFromAddrPort(st.dst)
@@ -963,7 +969,7 @@ func (e *engine) spareBuf() []byte {
 // or one ack go out in one batch: with segmentation offload, the
 // datagrams for one node are one send.
 func (e *engine) queueRepair(b *dgBuilder, hi uint64, to netip.AddrPort) {
-	buf := b.finish(hi)
+	buf := b.finish(hi, e.auth)
 	b.buf = e.spareBuf()
 	b.n = 0
 	ua := e.udpAddrs[to]
@@ -1660,8 +1666,8 @@ func (e *engine) onTick(now time.Time) {
 			// Announce the stream's end so that receivers who lost its
 			// tail learn of it.
 			d := st.body(0)
-			st.b.begin(dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}, &d, st.dst, e.s.cfg.MTU)
-			e.s.send(st.b.finish(st.next-1), st.dst)
+			st.b.begin(dgHeader{Type: dgData, Sender: e.s.id, Region: st.region, Epoch: st.epoch}, &d, st.dst, e.mtu())
+			e.s.send(st.b.finish(st.next-1, e.auth), st.dst)
 			st.lastSend = now
 		}
 	}

@@ -23,6 +23,10 @@ var (
 	// ErrMalformed is returned when a frame or datagram has a field out of
 	// range (a length over its cap, an unknown type, trailing bytes).
 	ErrMalformed = errors.New("qsm: malformed packet")
+	// ErrAuth is returned when a datagram or a coordinator-link handshake
+	// fails authentication with the shared key (Config.Key): a tag is
+	// missing, wrong, or present where no key is set.
+	ErrAuth = errors.New("qsm: authentication failed")
 	// ErrBadConfig is returned by ParseConfig and the constructors for a
 	// setting that cannot be used.
 	ErrBadConfig = errors.New("qsm: bad configuration")
@@ -31,6 +35,13 @@ var (
 	ErrUnknownMember = errors.New("qsm: unknown member")
 	// ErrInternal is returned for a failure inside the service.
 	ErrInternal = errors.New("qsm: internal error")
+)
+
+// The ways a datagram fails authentication.
+var (
+	errNoKey           = fmt.Errorf("%w: datagram carries a tag but this node has no key (set key_file to the key the other nodes use)", ErrAuth)
+	errUnauthenticated = fmt.Errorf("%w: datagram carries no tag but this node has a key (give every node the same key_file)", ErrAuth)
+	errBadTag          = fmt.Errorf("%w: datagram tag does not match this node's key (forged, or another key)", ErrAuth)
 )
 
 // Wire error codes. ONLY APPEND TO THIS LIST: the values are part of the

@@ -370,10 +370,14 @@ func TestNetnsKilledSender(t *testing.T) {
 }
 
 // TestNetnsLeaderSenderKeepsRounds: a service that leads its ring (the
-// lowest node id) and sends as fast as it can still starts its rounds at
-// about the token rate, because its engine serves ticks before queued
-// publishes; so repair keeps pace with 5% loss at every receiver. The
-// clients connect inside the nodes' namespaces, as on their machines.
+// lowest node id) and sends as fast as it can still starts its rounds
+// about as often as when another node sends the same stream, because its
+// engine serves ticks before queued publishes; so repair keeps pace with
+// 5% loss at every receiver. How many rounds a second the ring completes
+// depends on how busy the machine is (a round passes every node), so the
+// leader's rate is compared with the rate the same ring reaches, in the
+// same run, while a node that does not lead sends. The clients connect
+// inside the nodes' namespaces, as on their machines.
 func TestNetnsLeaderSenderKeepsRounds(t *testing.T) {
 	cfg := netnsConfig(t)
 	l := newLAN(t, 5, cfg)
@@ -398,44 +402,52 @@ func TestNetnsLeaderSenderKeepsRounds(t *testing.T) {
 			lead = i
 		}
 	}
-	var pub *Member
+	other := (lead + 1) % len(clients)
+	var members []*Member
 	for i, c := range clients {
 		m, err := c.JoinMember(ctx, "leader", newRecorder(false))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i == lead {
-			pub = m
-		} else {
+		members = append(members, m)
+		if i != lead && i != other {
 			l.lossy(i, 5)
 		}
 	}
 	waitView(t, l.coord, "leader", l.Nodes())
-	before, err := clients[lead].ServiceStats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 50000
-	payload := make([]byte, 1000)
-	start := time.Now()
-	for range n {
-		if err := pub.PublishAsync(ctx, payload); err != nil {
+	// rounds has node i send n events and returns how many rounds a
+	// second the leader started meanwhile.
+	rounds := func(i, n int) float64 {
+		before, err := clients[lead].ServiceStats(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
+		payload := make([]byte, 1000)
+		start := time.Now()
+		for range n {
+			if err := members[i].PublishAsync(ctx, payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := members[i].Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		after, err := clients[lead].ServiceStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perSec := float64(after.Tokens-before.Tokens) / took.Seconds()
+		t.Logf("node %d sent %d events in %v: the leader started %.0f rounds a second (token rate %d); %d sent again by the sender",
+			i, n, took.Round(time.Millisecond), perSec, cfg.TokenRate, after.Resent-before.Resent)
+		return perSec
 	}
-	if err := pub.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	after, err := clients[lead].ServiceStats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	perSec := float64(after.Tokens-before.Tokens) / took.Seconds()
-	t.Logf("%d events in %v: the leading sender started %.0f rounds a second (token rate %d) and sent %d again", n, took.Round(time.Millisecond), perSec, cfg.TokenRate, after.Resent-before.Resent)
-	// Serving ticks after queued publishes gave 35-37 rounds a second
-	// here (and about 8,500 events sent again); serving them first, 67-89.
-	if perSec < 0.5*float64(cfg.TokenRate) {
-		t.Fatalf("the leading sender started %.0f rounds a second while publishing; want about %d", perSec, cfg.TokenRate)
+	rounds(other, 20000) // warm up: the first stream of a run is slower
+	base := rounds(other, 50000)
+	busy := rounds(lead, 50000)
+	// Serving ticks after queued publishes gave the leading sender 35-37
+	// rounds a second where the ring then managed 67-89.
+	if busy < 0.7*base {
+		t.Fatalf("the leading sender started %.0f rounds a second while publishing, the ring %.0f while another node sent; want about as many", busy, base)
 	}
 }

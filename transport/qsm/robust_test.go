@@ -504,6 +504,26 @@ func TestCoordinatorIdentityTaken(t *testing.T) {
 	}
 }
 
+// forgeNext returns a datagram, sealed with a checksum and no tag, that
+// looks like the next message of sender's stream as receiver expects it:
+// an event of group "g" from the sender's first publishing membership
+// (source 1) numbered gseq.
+func forgeNext(t *testing.T, sender, receiver *Service, gseq uint64, data string) []byte {
+	t.Helper()
+	region, epoch, _ := regionState(t, receiver)
+	var streamEpoch, next uint64
+	inEngine(t, receiver, func(e *engine) {
+		rs := e.recvs[sender.id]
+		streamEpoch, next = rs.streamEpoch, rs.next
+	})
+	d := dataBody{StreamEpoch: streamEpoch, EpochStart: 1, Hi: next}
+	b := dgHeader{Type: dgData, Sender: sender.id, Region: region, Epoch: epoch}.append(nil)
+	b = appendDataHeader(b, &d, 1)
+	b = appendMessage(b, &message{Seq: next, Group: GroupID("g"), Source: 1, GSeq: gseq, Data: []byte(data)})
+	sealDatagram(b)
+	return b
+}
+
 // TestForgedDataFromOutside: a datagram that borrows a sender's id but
 // comes from an address no node of the view has is dropped: it cannot
 // take the place of the sender's next message.
@@ -527,17 +547,7 @@ func TestForgedDataFromOutside(t *testing.T) {
 		}
 	}
 	rec.waitCount(t, 3, 5*time.Second)
-	region, epoch, _ := regionState(t, receiver)
-	var streamEpoch, next uint64
-	inEngine(t, receiver, func(e *engine) {
-		rs := e.recvs[sender.id]
-		streamEpoch, next = rs.streamEpoch, rs.next
-	})
-	d := dataBody{StreamEpoch: streamEpoch, EpochStart: 1, Hi: next}
-	b := dgHeader{Type: dgData, Sender: sender.id, Region: region, Epoch: epoch}.append(nil)
-	b = appendDataHeader(b, &d, 1)
-	b = appendMessage(b, &message{Seq: next, Group: GroupID("g"), Source: 1, GSeq: 4, Data: []byte("evil")})
-	sealDatagram(b)
+	b := forgeNext(t, sender, receiver, 4, "evil")
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

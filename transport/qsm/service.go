@@ -1,7 +1,9 @@
 package qsm
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -60,10 +62,13 @@ type Stats struct {
 	BytesIn      uint64 `json:"bytes_in"`
 	BytesOut     uint64 `json:"bytes_out"`
 	// Datagrams rejected by the decoder: foreign (bad magic), another
-	// protocol version, corrupt (checksum), truncated, or malformed.
+	// protocol version, corrupt (checksum), failing authentication with
+	// the shared key (no tag, a wrong one, or one where no key is set),
+	// truncated, or malformed.
 	BadMagic    uint64 `json:"bad_magic"`
 	BadVersion  uint64 `json:"bad_version"`
 	BadChecksum uint64 `json:"bad_checksum"`
+	BadAuth     uint64 `json:"bad_auth"`
 	Truncated   uint64 `json:"truncated"`
 	Malformed   uint64 `json:"malformed"`
 	// ForeignRegion counts well-formed datagrams for another region or
@@ -127,21 +132,21 @@ type Stats struct {
 // Rejected returns the number of datagrams dropped as foreign, truncated,
 // forged or corrupt.
 func (s Stats) Rejected() uint64 {
-	return s.BadMagic + s.BadVersion + s.BadChecksum + s.Truncated + s.Malformed
+	return s.BadMagic + s.BadVersion + s.BadChecksum + s.BadAuth + s.Truncated + s.Malformed
 }
 
 // counters are updated with atomics from the reader goroutines and the
 // engine.
 type counters struct {
-	datagramsIn, datagramsOut, bytesIn, bytesOut                  atomic.Uint64
-	badMagic, badVersion, badChecksum, truncated, malformed       atomic.Uint64
-	foreignRegion, staleToken, injected, slowConsumer             atomic.Uint64
-	overload                                                      atomic.Uint64
-	duplicates, published, sent, delivered                        atomic.Uint64
-	forwarded, resent, tokens, acks, unstable, kept, view, region atomic.Uint64
-	orphanLost                                                    atomic.Uint64
-	handovers                                                     atomic.Uint64
-	sourcesRefused                                                atomic.Uint64
+	datagramsIn, datagramsOut, bytesIn, bytesOut                     atomic.Uint64
+	badMagic, badVersion, badChecksum, badAuth, truncated, malformed atomic.Uint64
+	foreignRegion, staleToken, injected, slowConsumer                atomic.Uint64
+	overload                                                         atomic.Uint64
+	duplicates, published, sent, delivered                           atomic.Uint64
+	forwarded, resent, tokens, acks, unstable, kept, view, region    atomic.Uint64
+	orphanLost                                                       atomic.Uint64
+	handovers                                                        atomic.Uint64
+	sourcesRefused                                                   atomic.Uint64
 }
 
 // Service is a node's local QSM service: it runs the protocol stack and
@@ -317,7 +322,7 @@ func (s *Service) Start(ctx context.Context) error {
 		case <-s.quit:
 		}
 	})
-	s.log.Info("service started", "id", fmt.Sprintf("%016x", s.id), "udp", s.uaddr.String(), "uplink", s.Addr(), "local", s.LocalAddr(), "interface", ifc.Name)
+	s.log.Info("service started", "id", fmt.Sprintf("%016x", s.id), "udp", s.uaddr.String(), "uplink", s.Addr(), "local", s.LocalAddr(), "interface", ifc.Name, "authenticated", len(s.cfg.Key) > 0)
 	return nil
 }
 
@@ -370,7 +375,7 @@ func (s *Service) Stats() Stats {
 	st := Stats{
 		DatagramsIn: c.datagramsIn.Load(), DatagramsOut: c.datagramsOut.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		BadMagic: c.badMagic.Load(), BadVersion: c.badVersion.Load(), BadChecksum: c.badChecksum.Load(),
+		BadMagic: c.badMagic.Load(), BadVersion: c.badVersion.Load(), BadChecksum: c.badChecksum.Load(), BadAuth: c.badAuth.Load(),
 		Truncated: c.truncated.Load(), Malformed: c.malformed.Load(), ForeignRegion: c.foreignRegion.Load(),
 		StaleToken: c.staleToken.Load(), InjectedDrops: c.injected.Load(), SlowConsumer: c.slowConsumer.Load(), Overload: c.overload.Load(),
 		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
@@ -441,6 +446,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 		}
 	}
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
+	auth := newDgAuth(s.cfg.Key)
 	var payloads payload.Blocks
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
@@ -486,10 +492,10 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 						continue
 					}
 				}
-				if len(dg) >= dgHeaderSize && dg[3] == dgData && string(dg[8:16]) == string(idb) {
+				if len(dg) >= dgHeaderSize && dg[3]&^dgAuthFlag == dgData && string(dg[8:16]) == string(idb) {
 					continue // my own multicast, looped back
 				}
-				ev, err := parseDatagramInto(dg, from, &payloads)
+				ev, err := parseDatagramInto(dg, from, auth, &payloads)
 				if err != nil {
 					s.countBad(err)
 					continue
@@ -530,6 +536,8 @@ func (s *Service) countBad(err error) {
 		s.ctr.badVersion.Add(1)
 	case errors.Is(err, ErrChecksum):
 		s.ctr.badChecksum.Add(1)
+	case errors.Is(err, ErrAuth):
+		s.ctr.badAuth.Add(1)
 	case errors.Is(err, ErrTruncated):
 		s.ctr.truncated.Add(1)
 	default:
@@ -552,12 +560,13 @@ type packet struct {
 
 // parseDatagram checks a datagram and parses its body.
 func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
-	return parseDatagramInto(b, from, nil)
+	return parseDatagramInto(b, from, nil, nil)
 }
 
-// parseDatagramInto is parseDatagram copying payloads into blocks from pb.
-func parseDatagramInto(b []byte, from netip.AddrPort, pb *payload.Blocks) (*packet, error) {
-	h, body, err := openDatagram(b)
+// parseDatagramInto is parseDatagram checking tags with a (nil: no key)
+// and copying payloads into blocks from pb.
+func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Blocks) (*packet, error) {
+	h, body, err := openDatagram(b, a)
 	if err != nil {
 		return nil, err
 	}
@@ -778,7 +787,13 @@ func (s *Service) gmsSession() error {
 	e.u64(s.id)
 	e.str(s.name)
 	e.str(s.uaddr.String())
-	if _, err := conn.Write(appendFrame(nil, gmsHello, e.b)); err != nil {
+	var nonceS []byte
+	if len(s.cfg.Key) > 0 {
+		nonceS = newNonce()
+		e.b = append(e.b, nonceS...)
+	}
+	hello := e.b
+	if _, err := conn.Write(appendFrame(nil, gmsHello, hello)); err != nil {
 		return fmt.Errorf("qsm: service: hello to coordinator: %w", err)
 	}
 	fr := newFrameReader(conn, maxFrame)
@@ -786,6 +801,23 @@ func (s *Service) gmsSession() error {
 	t, body, err := fr.next()
 	if err != nil {
 		return fmt.Errorf("qsm: service: coordinator welcome: %w", err)
+	}
+	if nonceS != nil && t != gmsError {
+		// The key handshake (see dgAuth): check the coordinator's tag,
+		// then prove this service holds the key too.
+		if t != gmsChallenge || len(body) < nonceSize {
+			return fmt.Errorf("qsm: service: %w: the coordinator has no key (or speaks without one) but this service has (give both the same key_file)", ErrAuth)
+		}
+		nonceC := bytes.Clone(body[:nonceSize])
+		if !hmac.Equal(body[nonceSize:], handshakeTag(s.cfg.Key, labelCoordinator, nonceS, nonceC, hello)) {
+			return fmt.Errorf("qsm: service: %w: the coordinator's tag does not match this service's key (another key_file?)", ErrAuth)
+		}
+		if _, err := conn.Write(appendFrame(nil, gmsProof, handshakeTag(s.cfg.Key, labelService, nonceS, nonceC, hello))); err != nil {
+			return fmt.Errorf("qsm: service: key proof to coordinator: %w", err)
+		}
+		if t, body, err = fr.next(); err != nil {
+			return fmt.Errorf("qsm: service: coordinator welcome: %w", err)
+		}
 	}
 	if t == gmsError {
 		d := decoder{b: body}

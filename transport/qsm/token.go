@@ -180,7 +180,7 @@ func (e *engine) passToken(t *tokenBody, to uint64) {
 		return
 	}
 	h := dgHeader{Type: dgToken, Sender: e.s.id, Region: e.region.ID, Epoch: e.region.Epoch}
-	b := encodeDatagram(h, t.append(nil))
+	b := sealedDatagram(h, t.append(nil), e.auth)
 	for range tokenCopies {
 		e.s.send(b, addr)
 	}
@@ -450,10 +450,10 @@ func (e *engine) forward(ring []uint64, en *tokenStream, pos, budget int, get fu
 			for x := from; budget > 0 && quota > 0; x++ {
 				if m := get(x); m != nil {
 					if e.fwd.n == 0 {
-						e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+						e.fwd.begin(h, &d, addr, e.mtu())
 					} else if !e.fwd.fits(m) {
 						e.queueRepair(&e.fwd, en.Hi, addr)
-						e.fwd.begin(h, &d, addr, e.s.cfg.MTU)
+						e.fwd.begin(h, &d, addr, e.mtu())
 					}
 					e.fwd.add(m)
 					budget--
@@ -623,7 +623,7 @@ func (e *engine) sendAck(sender, stable uint64, naks []ackNak) {
 	if !ok {
 		return
 	}
-	e.s.send(encodeDatagram(h, a.append(nil)), addr)
+	e.s.send(sealedDatagram(h, a.append(nil), e.auth), addr)
 }
 
 // onAck handles a region leader's report at the sender: it frees stable
@@ -688,10 +688,10 @@ func (e *engine) onAck(p *packet) {
 			}
 			m.resent = now
 			if b.n == 0 {
-				b.begin(h, &d, to, e.s.cfg.MTU)
+				b.begin(h, &d, to, e.mtu())
 			} else if !b.fits(&m.message) {
 				e.queueRepair(&b, st.next-1, to)
-				b.begin(h, &d, to, e.s.cfg.MTU)
+				b.begin(h, &d, to, e.mtu())
 			}
 			b.add(&m.message)
 			budget--

@@ -266,12 +266,13 @@ func (f *frameReader) next() (uint8, []byte, error) {
 //
 //	0  magic   "QM"
 //	2  version u8
-//	3  type    u8
+//	3  type    u8 (high bit: authenticated, see dgAuth)
 //	4  crc32c  u32 over the whole datagram with these 4 bytes zero
 //	8  sender  u64 node id
 //	16 region  u64 region id
 //	24 epoch   u64 region epoch (view number of the region's last change)
 //	32 body
+//	   tag     16 bytes, with a key only (see dgAuth)
 const (
 	dgMagic0     = 'Q'
 	dgMagic1     = 'M'
@@ -309,9 +310,9 @@ func sealDatagram(b []byte) {
 	binary.BigEndian.PutUint32(b[4:8], crc32.Checksum(b, crcTable))
 }
 
-// openDatagram checks magic, version and checksum and returns the header
-// and the body (aliasing b).
-func openDatagram(b []byte) (dgHeader, []byte, error) {
+// openDatagram checks magic, version, checksum and, with a, the tag (see
+// dgAuth), and returns the header and the body (aliasing b).
+func openDatagram(b []byte, a *dgAuth) (dgHeader, []byte, error) {
 	var h dgHeader
 	if len(b) < dgHeaderSize {
 		if len(b) >= 2 && (b[0] != dgMagic0 || b[1] != dgMagic1) {
@@ -332,7 +333,11 @@ func openDatagram(b []byte) (dgHeader, []byte, error) {
 	if crc != want {
 		return h, nil, ErrChecksum
 	}
-	h.Type = b[3]
+	b, err := a.verify(b)
+	if err != nil {
+		return h, nil, err
+	}
+	h.Type = b[3] &^ dgAuthFlag
 	h.Sender = binary.BigEndian.Uint64(b[8:16])
 	h.Region = binary.BigEndian.Uint64(b[16:24])
 	h.Epoch = binary.BigEndian.Uint64(b[24:32])
@@ -694,10 +699,13 @@ func parseAck(p []byte) (ackBody, error) {
 }
 
 // encodeDatagram builds a sealed datagram from a header and a body.
-func encodeDatagram(h dgHeader, body []byte) []byte {
-	b := make([]byte, 0, dgHeaderSize+len(body))
+func encodeDatagram(h dgHeader, body []byte) []byte { return sealedDatagram(h, body, nil) }
+
+// sealedDatagram builds a datagram from a header and a body and seals it
+// with a (nil: checksum only).
+func sealedDatagram(h dgHeader, body []byte, a *dgAuth) []byte {
+	b := make([]byte, 0, dgHeaderSize+len(body)+a.overhead())
 	b = h.append(b)
 	b = append(b, body...)
-	sealDatagram(b)
-	return b
+	return a.seal(b)
 }
