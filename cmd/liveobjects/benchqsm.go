@@ -52,6 +52,7 @@ once; a ratio is the median of the rounds' ratios, each taken within one
 round, so that what else the machine does weighs on both sides alike.
 
 Prints a Markdown table on stdout; progress goes to stderr.`,
+		FlagWords: map[string][]string{"mode": {"netns", "loopback", "auto"}},
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&benchQSM.receivers, "receivers", 4, "number of receiving nodes")
 			fs.IntVar(&benchQSM.size, "size", 1024, "event size in bytes")

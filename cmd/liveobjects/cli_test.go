@@ -81,11 +81,18 @@ func TestCompletionWords(t *testing.T) {
 			{"liveobjects help q", []string{"qsm"}},
 			{"liveobjects help bench ''", []string{"qsm", "udp-receive"}},
 			{"liveobjects completion ''", []string{"bash", "zsh"}},
+			{"liveobjects bench qsm --mode ''", []string{"netns", "loopback", "auto"}},
+			{"liveobjects -q qsm service --set k", []string{"key_file="}},
+			{"liveobjects bench qsm --set mt", []string{"mtu="}},
+			{"liveobjects relay --secret-env LIVEOBJECTS_COMPLETION_T", []string{"LIVEOBJECTS_COMPLETION_TEST"}},
+			{"liveobjects qsm service --key-file ''", []string{"c." + shell}},
+			{"liveobjects bench qsm --mtu ''", nil},
+			{"liveobjects bench qsm --wire ''", []string{"c." + shell}}, // a boolean takes no value: files, as after the flags
 		} {
 			n := len(strings.Fields(tc.words)) - 1
 			src := "source " + f + "; COMP_WORDS=(" + tc.words + "); COMP_CWORD=" + string(rune('0'+n)) + "; _liveobjects; echo \"${COMPREPLY[*]}\""
 			cmd := exec.Command(path, "-c", src)
-			cmd.Env = append(os.Environ(), "HOME="+dir)
+			cmd.Env = append(os.Environ(), "HOME="+dir, "LIVEOBJECTS_COMPLETION_TEST=1")
 			cmd.Dir = dir
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
@@ -95,6 +102,9 @@ func TestCompletionWords(t *testing.T) {
 				if !contains(got, w) {
 					t.Errorf("%s: completing %q offers %q (%v), want %q\nstderr: %s", shell, tc.words, got, err, w, stderr.String())
 				}
+			}
+			if tc.want == nil && len(got) > 0 {
+				t.Errorf("%s: completing %q offers %q, want nothing", shell, tc.words, got)
 			}
 			if stderr.Len() != 0 {
 				t.Errorf("%s: completing %q wrote to stderr: %s", shell, tc.words, stderr.String())

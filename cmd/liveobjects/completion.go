@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 )
 
 func init() {
@@ -43,10 +44,55 @@ const zshPrelude = `if ! (( $+functions[compdef] )); then autoload -U +X compini
 autoload -U +X bashcompinit && bashcompinit
 `
 
+// valueWords is a flag.Value whose values shell completion can offer.
+type valueWords interface {
+	completionWords() []string
+}
+
+// flagValueCases returns the bash case branches, on the word before the
+// one being completed, that complete the value of fs's flags that take
+// one: the command's FlagWords or the Value's own words, environment
+// variable names after "...-env", nothing after a number, file names
+// otherwise. Boolean flags take no value and get none.
+func flagValueCases(c *command, fs *flag.FlagSet) string {
+	var b strings.Builder
+	fs.VisitAll(func(f *flag.Flag) {
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+			return
+		}
+		words := c.FlagWords[f.Name]
+		if vw, ok := f.Value.(valueWords); ok && words == nil {
+			words = vw.completionWords()
+		}
+		gen := `compgen -f -- "$cur"`
+		if g, ok := f.Value.(flag.Getter); ok {
+			switch g.Get().(type) {
+			case int, int64, uint, uint64, float64, time.Duration:
+				gen = "" // a number: nothing to offer
+			}
+		}
+		switch {
+		case len(words) > 0:
+			gen = fmt.Sprintf(`compgen -W "%s" -- "$cur"`, strings.Join(words, " "))
+		case strings.HasSuffix(f.Name, "-env"):
+			gen = `compgen -e -- "$cur"`
+		}
+		if gen == "" {
+			fmt.Fprintf(&b, "-%s|--%s) COMPREPLY=(); return;; ", f.Name, f.Name)
+			return
+		}
+		fmt.Fprintf(&b, "-%s|--%s) COMPREPLY=($(%s)); return;; ", f.Name, f.Name, gen)
+	})
+	if b.Len() == 0 {
+		return ""
+	}
+	return `case "$prev" in ` + b.String() + "esac; "
+}
+
 // bashCompletion writes a completion function from the registered
 // commands: first words, second words of nested commands, and each
-// command's flags, the words of commands that take a fixed set (Words);
-// paths otherwise. Global flags (-v, -q) before the command are skipped,
+// command's flags, the values of its flags (see flagValueCases), the
+// words of commands that take a fixed set (Words); paths otherwise. Global flags (-v, -q) before the command are skipped,
 // and "help" completes command names.
 func bashCompletion() string {
 	first := map[string]bool{}
@@ -73,7 +119,7 @@ func bashCompletion() string {
 	// zsh's completion system owns) holds the command's words so far.
 	b.WriteString(`_liveobjects() {
   if [ -n "${ZSH_VERSION:-}" ]; then setopt localoptions ksharrays; fi
-  local cur="${COMP_WORDS[COMP_CWORD]}" line="" w i=1
+  local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" line="" w i=1
   while [ $i -lt $COMP_CWORD ]; do
     w="${COMP_WORDS[i]}"
     i=$((i+1))
@@ -98,8 +144,8 @@ func bashCompletion() string {
 		if len(c.Words) > 0 {
 			other = fmt.Sprintf(`compgen -W "%s" -- "$cur"`, strings.Join(c.Words, " "))
 		}
-		fmt.Fprintf(&b, "    \"%s\"|\"%s \"*) if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); else COMPREPLY=($(%s)); fi; return;;\n",
-			n, n, strings.Join(flags, " "), other)
+		fmt.Fprintf(&b, "    \"%s\"|\"%s \"*) %sif [[ $cur == -* ]]; then COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); else COMPREPLY=($(%s)); fi; return;;\n",
+			n, n, flagValueCases(c, fs), strings.Join(flags, " "), other)
 	}
 	for _, g := range gnames {
 		fmt.Fprintf(&b, "    \"%s\"|\"help %s\") COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); return;;\n", g, g, strings.Join(groups[g], " "))

@@ -37,6 +37,12 @@ type command struct {
 	// Words, if set, are the only values of the positional arguments;
 	// shell completion offers them instead of file names.
 	Words []string
+	// FlagWords, if set, are the values shell completion offers after a
+	// flag, by flag name. A flag's Value may offer them itself
+	// (valueWords); after other flags that take a value, completion
+	// offers file names (environment variable names after a flag named
+	// "...-env", nothing after a number).
+	FlagWords map[string][]string
 	// Flags declares the command's flags on fs; it may be nil.
 	Flags func(fs *flag.FlagSet)
 	// Run runs the command with the arguments left after the flags.

@@ -31,6 +31,15 @@ func (s qsmSettings) Set(v string) error {
 	return nil
 }
 
+// completionWords offers the setting names, each with its "=".
+func (s qsmSettings) completionWords() []string {
+	var w []string
+	for _, n := range qsm.SettingNames() {
+		w = append(w, n+"=")
+	}
+	return w
+}
+
 // shortcut is a flag that sets one setting.
 type shortcut struct {
 	s    qsmSettings

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -215,6 +216,9 @@ var configKeys = []string{
 	"max_groups", "heartbeat_interval", "missed_heartbeats", "view_delay", "delivery_queue", "drop_rate", "name",
 	"no_offload", "uplink_local", "key_file",
 }
+
+// SettingNames returns the names of every setting ParseConfig accepts.
+func SettingNames() []string { return slices.Clone(configKeys) }
 
 // ParseConfig builds a Config from name/value pairs, as found in a
 // Configuration parameter of a root's services definition, starting from
