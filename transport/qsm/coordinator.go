@@ -73,6 +73,7 @@ type regionEpoch struct {
 type gmsNode struct {
 	info      NodeInfo
 	groups    map[uint64]string
+	region    uint64 // regionID of groups (0: none)
 	lastHeard time.Time
 	conn      net.Conn
 	installed uint64     // highest view the node says it installed
@@ -350,6 +351,19 @@ func (c *Coordinator) serve(conn net.Conn) {
 				c.broadcast([]*gmsNode{n}, gmsErrorFrame(err))
 				return
 			}
+			gs := groupSetAfter(n.groups, adds, rems)
+			region := uint64(0)
+			if len(gs) > 0 {
+				region = regionID(gs)
+			}
+			if size := c.viewSizeLocked(n, region, len(gs)); size > maxViewBytes {
+				c.mu.Unlock()
+				err := fmt.Errorf("%w: node %s's %d groups would make the membership view %d bytes, over the %d a view may take: the nodes' group sets differ too much (each distinct set lists its groups in every view); give nodes fewer groups, or the same ones", transport.ErrDenied, n.info.Name, len(gs), size, maxViewBytes)
+				c.log.Warn("refused groups", "node", n.info.Name, "err", err)
+				c.broadcast([]*gmsNode{n}, gmsErrorFrame(err))
+				return
+			}
+			n.region = region
 			for _, g := range adds {
 				id := GroupID(g)
 				n.groups[id] = g
@@ -472,6 +486,57 @@ func groupsAfter(groups map[uint64]string, adds, rems []string) int {
 		}
 	}
 	return k
+}
+
+// groupSetAfter returns the sorted ids of groups after adding adds and
+// then removing rems, as the groups frame does.
+func groupSetAfter(groups map[uint64]string, adds, rems []string) []uint64 {
+	set := make(map[uint64]bool, len(groups)+len(adds))
+	for id := range groups {
+		set[id] = true
+	}
+	for _, g := range adds {
+		set[GroupID(g)] = true
+	}
+	for _, g := range rems {
+		delete(set, GroupID(g))
+	}
+	ids := make([]uint64, 0, len(set))
+	for id := range set {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// maxViewBytes bounds an encoded view, so that it always fits a frame
+// (a variable so that tests can lower it).
+var maxViewBytes = maxFrame - 1024
+
+// viewSizeLocked returns the size of the encoded view (View.encode) that
+// the nodes make with node changed in region (0: none) with ngroups
+// groups. A view lists every node and, for each distinct group set, its
+// groups and members: nodes sharing their groups cost 8 bytes each,
+// nodes with sets of their own cost their whole set.
+func (c *Coordinator) viewSizeLocked(changed *gmsNode, region uint64, ngroups int) int {
+	size := 8 + 4 + 4
+	seen := make(map[uint64]bool)
+	for _, n := range c.nodes {
+		size += 8 + 2 + min(len(n.info.Name), maxString) + 2 + len(n.info.Addr.String())
+		r, k := n.region, len(n.groups)
+		if n == changed {
+			r, k = region, ngroups
+		}
+		if k == 0 {
+			continue
+		}
+		size += 8
+		if !seen[r] {
+			seen[r] = true
+			size += 8 + 8 + 4 + 4 + 4 + 8*k
+		}
+	}
+	return size
 }
 
 // gmsErrorFrame is the frame that tells a service why its link ends.

@@ -220,5 +220,9 @@
 // every node of a partition TokenRate times a second at most, so a repair
 // takes about one round when the network has room, and longer when
 // senders saturate it (the window then fills with messages waiting for
-// repair).
+// repair). Every view lists each distinct group set in full (nodes that
+// share one cost 8 bytes each), and a view must fit one frame (64 MiB):
+// the coordinator refuses a node whose group set would take the view over
+// it, as it refuses one in more than MaxGroups groups, so that the other
+// nodes keep receiving views.
 package qsm

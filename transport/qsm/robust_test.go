@@ -688,6 +688,59 @@ func TestCoordinatorMaxGroups(t *testing.T) {
 	}
 }
 
+// TestCoordinatorViewBounded: a node whose group set would make the view
+// larger than a frame may carry is refused, saying why, and the view
+// the others have goes on; nodes that share a group set cost little,
+// and the coordinator's reckoning of the size is the encoded size.
+func TestCoordinatorViewBounded(t *testing.T) {
+	old := maxViewBytes
+	maxViewBytes = 2000
+	t.Cleanup(func() { maxViewBytes = old })
+	cl := newCluster(t, testConfig(t), 1)
+	names := func(prefix string, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprint(prefix, i)
+		}
+		return out
+	}
+	waitView := func(members int) *View {
+		t.Helper()
+		var v *View
+		checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+			v = cl.coord.View()
+			if len(v.Regions) != 1 || len(v.Regions[0].Members) != members {
+				return fmt.Errorf("view %d: %d regions, want one of %d members", v.Number, len(v.Regions), members)
+			}
+			return nil
+		})
+		return v
+	}
+	shared := names("s", 100) // 800 bytes of group ids, listed once
+	dialGMS(t, cl, 77, "a").groups(shared, nil)
+	dialGMS(t, cl, 78, "b").groups(shared, nil)
+	v := waitView(2)
+	cl.coord.mu.Lock()
+	reckoned := cl.coord.viewSizeLocked(nil, 0, 0)
+	cl.coord.mu.Unlock()
+	if got := len(v.encode()); got != reckoned {
+		t.Fatalf("view %d encodes in %d bytes; the coordinator reckons %d", v.Number, got, reckoned)
+	}
+	// A set of its own, as large again: over the bound.
+	g := dialGMS(t, cl, 79, "c")
+	g.groups(names("t", 150), nil)
+	code, msg := g.waitError(t)
+	if code != codeDenied || !strings.Contains(msg, "view") || !strings.Contains(msg, "the same ones") {
+		t.Fatalf("error %d %q, want code %d saying the view would be too large", code, msg, codeDenied)
+	}
+	// The same set as the others: a few bytes more, taken.
+	dialGMS(t, cl, 80, "d").groups(shared, nil)
+	waitView(3)
+	if got := len(cl.coord.View().encode()); got > maxViewBytes {
+		t.Fatalf("view of %d bytes, over the bound %d", got, maxViewBytes)
+	}
+}
+
 // TestCoordinatorViewAckCapped: a node cannot acknowledge a view the
 // coordinator has not issued.
 func TestCoordinatorViewAckCapped(t *testing.T) {
