@@ -64,24 +64,16 @@ func flagValueCases(c *command, fs *flag.FlagSet) string {
 		if vw, ok := f.Value.(valueWords); ok && words == nil {
 			words = vw.completionWords()
 		}
-		gen := `compgen -f -- "$cur"`
-		if g, ok := f.Value.(flag.Getter); ok {
-			switch g.Get().(type) {
-			case int, int64, uint, uint64, float64, time.Duration:
-				gen = "" // a number: nothing to offer
-			}
-		}
+		reply := `$(compgen -f -- "$cur")`
 		switch {
 		case len(words) > 0:
-			gen = fmt.Sprintf(`compgen -W "%s" -- "$cur"`, strings.Join(words, " "))
+			reply = fmt.Sprintf(`$(compgen -W "%s" -- "$cur")`, strings.Join(words, " "))
 		case strings.HasSuffix(f.Name, "-env"):
-			gen = `compgen -e -- "$cur"`
+			reply = `$(compgen -e -- "$cur")`
+		case isNumber(f.Value):
+			reply = ""
 		}
-		if gen == "" {
-			fmt.Fprintf(&b, "-%s|--%s) COMPREPLY=(); return;; ", f.Name, f.Name)
-			return
-		}
-		fmt.Fprintf(&b, "-%s|--%s) COMPREPLY=($(%s)); return;; ", f.Name, f.Name, gen)
+		fmt.Fprintf(&b, "-%s|--%s) COMPREPLY=(%s); return;; ", f.Name, f.Name, reply)
 	})
 	if b.Len() == 0 {
 		return ""
@@ -89,11 +81,25 @@ func flagValueCases(c *command, fs *flag.FlagSet) string {
 	return `case "$prev" in ` + b.String() + "esac; "
 }
 
+// isNumber reports whether a flag's value is a number or a duration.
+func isNumber(v flag.Value) bool {
+	g, ok := v.(flag.Getter)
+	if !ok {
+		return false
+	}
+	switch g.Get().(type) {
+	case int, int64, uint, uint64, float64, time.Duration:
+		return true
+	}
+	return false
+}
+
 // bashCompletion writes a completion function from the registered
 // commands: first words, second words of nested commands, and each
 // command's flags, the values of its flags (see flagValueCases), the
-// words of commands that take a fixed set (Words); paths otherwise. Global flags (-v, -q) before the command are skipped,
-// and "help" completes command names.
+// words of commands that take a fixed set (Words); paths otherwise.
+// Global flags (-v, -q) before the command are skipped, and "help"
+// completes command names.
 func bashCompletion() string {
 	first := map[string]bool{}
 	groups := map[string][]string{}

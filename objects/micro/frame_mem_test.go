@@ -2,6 +2,7 @@ package micro
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
@@ -44,12 +45,12 @@ func TestClaimedLengthNotAllocated(t *testing.T) {
 	// Wait until the server has read every header and the bytes that
 	// followed: by then it has made room for every body.
 	want := int64(conns * (frameHeader + len(hello.encode()) + frameHeader + 16))
-	for deadline := time.Now().Add(10 * time.Second); s.Stats().PeerBytesRead < want; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server read %d bytes of %d connections' frames, want %d", s.Stats().PeerBytesRead, conns, want)
+	checkFor(t, 10*time.Second, func() error {
+		if got := s.Stats().PeerBytesRead; got < want {
+			return fmt.Errorf("the server read %d bytes of %d connections' frames, want %d", got, conns, want)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)

@@ -168,15 +168,8 @@ func TestKeyedClusterDelivers(t *testing.T) {
 func TestKeyHandshake(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Key = testKey(t)
-	coord, err := NewCoordinator(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := coord.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { coord.Close() })
-	cfg.GMSAddress = coord.Addr()
+	cl := newCluster(t, cfg, 0)
+	coord, cfg := cl.coord, cl.cfg
 
 	hello := func(id uint64, nonce []byte) []byte {
 		e := encoder{}
@@ -312,19 +305,6 @@ func TestKeyHandshake(t *testing.T) {
 	if typ, _, err := fr.next(); !errors.Is(err, io.EOF) {
 		t.Fatalf("service answered a coordinator without the key: frame %d, %v (want the link closed)", typ, err)
 	}
-}
-
-func startService(t *testing.T, cfg Config) *Service {
-	t.Helper()
-	s, err := NewService(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }
 
 // TestKeyFileSetting: key_file reads the key from a file (white space

@@ -344,23 +344,21 @@ func (c *Coordinator) serve(conn net.Conn) {
 				return
 			}
 			c.mu.Lock()
-			if k := groupsAfter(n.groups, adds, rems); k > c.cfg.MaxGroups {
-				c.mu.Unlock()
-				err := fmt.Errorf("%w: node %s asks for %d groups; max_groups is %d", transport.ErrDenied, n.info.Name, k, c.cfg.MaxGroups)
-				c.log.Warn("refused groups", "node", n.info.Name, "err", err)
-				c.broadcast([]*gmsNode{n}, gmsErrorFrame(err))
-				return
-			}
 			gs := groupSetAfter(n.groups, adds, rems)
 			region := uint64(0)
 			if len(gs) > 0 {
 				region = regionID(gs)
 			}
-			if size := c.viewSizeLocked(n, region, len(gs)); size > maxViewBytes {
+			var refuse error
+			if k := len(gs); k > c.cfg.MaxGroups {
+				refuse = fmt.Errorf("%w: node %s asks for %d groups; max_groups is %d", transport.ErrDenied, n.info.Name, k, c.cfg.MaxGroups)
+			} else if size := c.viewSizeLocked(n, region, k); size > maxViewBytes {
+				refuse = fmt.Errorf("%w: node %s's %d groups would make the membership view %d bytes, over the %d a view may take: the nodes' group sets differ too much (each distinct set lists its groups in every view); give nodes fewer groups, or the same ones", transport.ErrDenied, n.info.Name, k, size, maxViewBytes)
+			}
+			if refuse != nil {
 				c.mu.Unlock()
-				err := fmt.Errorf("%w: node %s's %d groups would make the membership view %d bytes, over the %d a view may take: the nodes' group sets differ too much (each distinct set lists its groups in every view); give nodes fewer groups, or the same ones", transport.ErrDenied, n.info.Name, len(gs), size, maxViewBytes)
-				c.log.Warn("refused groups", "node", n.info.Name, "err", err)
-				c.broadcast([]*gmsNode{n}, gmsErrorFrame(err))
+				c.log.Warn("refused groups", "node", n.info.Name, "err", refuse)
+				c.broadcast([]*gmsNode{n}, gmsErrorFrame(refuse))
 				return
 			}
 			n.region = region
@@ -461,31 +459,6 @@ func (c *Coordinator) hello(conn net.Conn, fr *frameReader, t uint8, body []byte
 	}
 	c.log.Info("service joined", "node", name, "addr", addr)
 	return n, nil
-}
-
-// groupsAfter returns how many groups a node with groups has once adds
-// and then rems are applied, without applying them.
-func groupsAfter(groups map[uint64]string, adds, rems []string) int {
-	added := map[uint64]bool{}
-	for _, g := range adds {
-		id := GroupID(g)
-		if _, ok := groups[id]; !ok {
-			added[id] = true
-		}
-	}
-	k := len(groups) + len(added)
-	gone := map[uint64]bool{}
-	for _, g := range rems {
-		id := GroupID(g)
-		if gone[id] {
-			continue
-		}
-		if _, ok := groups[id]; ok || added[id] {
-			gone[id] = true
-			k--
-		}
-	}
-	return k
 }
 
 // groupSetAfter returns the sorted ids of groups after adding adds and

@@ -108,14 +108,7 @@ func (cl *cluster) addService(cfg Config) *Service {
 	cl.t.Helper()
 	cfg.GMSAddress = cl.coord.Addr()
 	cfg.Name = fmt.Sprintf("node%d", len(cl.svcs))
-	s, err := NewService(cfg)
-	if err != nil {
-		cl.t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		cl.t.Fatal(err)
-	}
-	cl.t.Cleanup(func() { s.Close() })
+	s := startService(cl.t, cfg)
 	select {
 	case <-s.Ready():
 	case <-time.After(10 * time.Second):
@@ -124,6 +117,24 @@ func (cl *cluster) addService(cfg Config) *Service {
 	cl.svcs = append(cl.svcs, s)
 	return s
 }
+
+// startService starts a service with cfg, closed when the test ends; it
+// does not wait for a view.
+func startService(t testing.TB, cfg Config) *Service {
+	t.Helper()
+	s, err := NewService(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// encodeDatagram builds a datagram sealed with a checksum only.
+func encodeDatagram(h dgHeader, body []byte) []byte { return sealedDatagram(h, body, nil) }
 
 func dial(t testing.TB, addr string) *Client {
 	t.Helper()

@@ -645,19 +645,12 @@ func TestCoordinatorMaxGroups(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxGroups = 100
 	cl := newCluster(t, cfg, 1)
-	names := func(prefix string, n int) []string {
-		out := make([]string, n)
-		for i := range out {
-			out[i] = fmt.Sprint(prefix, i)
-		}
-		return out
-	}
 	// Up to the cap, and leaving groups, is fine.
 	g := dialGMS(t, cl, 77, "churner")
 	for round := 0; round < 5; round++ {
-		g.groups(names(fmt.Sprint("r", round, "-"), 100), names(fmt.Sprint("r", round-1, "-"), 100))
+		g.groups(groupNames(fmt.Sprint("r", round, "-"), 100), groupNames(fmt.Sprint("r", round-1, "-"), 100))
 	}
-	g.groups(nil, names("r4-", 100))
+	g.groups(nil, groupNames("r4-", 100))
 	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
 		cl.coord.mu.Lock()
 		defer cl.coord.mu.Unlock()
@@ -670,7 +663,7 @@ func TestCoordinatorMaxGroups(t *testing.T) {
 		t.Fatalf("regions left in view %d: %+v", v.Number, v.Regions)
 	}
 	// One over the cap is refused.
-	g.groups(names("x", 101), nil)
+	g.groups(groupNames("x", 101), nil)
 	code, msg := g.waitError(t)
 	if code != codeDenied || !strings.Contains(msg, "max_groups") {
 		t.Fatalf("error %d %q, want code %d naming max_groups", code, msg, codeDenied)
@@ -688,6 +681,15 @@ func TestCoordinatorMaxGroups(t *testing.T) {
 	}
 }
 
+// groupNames returns n group names: prefix0, prefix1, ...
+func groupNames(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprint(prefix, i)
+	}
+	return out
+}
+
 // TestCoordinatorViewBounded: a node whose group set would make the view
 // larger than a frame may carry is refused, saying why, and the view
 // the others have goes on; nodes that share a group set cost little,
@@ -697,13 +699,6 @@ func TestCoordinatorViewBounded(t *testing.T) {
 	maxViewBytes = 2000
 	t.Cleanup(func() { maxViewBytes = old })
 	cl := newCluster(t, testConfig(t), 1)
-	names := func(prefix string, n int) []string {
-		out := make([]string, n)
-		for i := range out {
-			out[i] = fmt.Sprint(prefix, i)
-		}
-		return out
-	}
 	waitView := func(members int) *View {
 		t.Helper()
 		var v *View
@@ -716,7 +711,7 @@ func TestCoordinatorViewBounded(t *testing.T) {
 		})
 		return v
 	}
-	shared := names("s", 100) // 800 bytes of group ids, listed once
+	shared := groupNames("s", 100) // 800 bytes of group ids, listed once
 	dialGMS(t, cl, 77, "a").groups(shared, nil)
 	dialGMS(t, cl, 78, "b").groups(shared, nil)
 	v := waitView(2)
@@ -728,7 +723,7 @@ func TestCoordinatorViewBounded(t *testing.T) {
 	}
 	// A set of its own, as large again: over the bound.
 	g := dialGMS(t, cl, 79, "c")
-	g.groups(names("t", 150), nil)
+	g.groups(groupNames("t", 150), nil)
 	code, msg := g.waitError(t)
 	if code != codeDenied || !strings.Contains(msg, "view") || !strings.Contains(msg, "the same ones") {
 		t.Fatalf("error %d %q, want code %d saying the view would be too large", code, msg, codeDenied)

@@ -698,9 +698,6 @@ func parseAck(p []byte) (ackBody, error) {
 	return a, d.done()
 }
 
-// encodeDatagram builds a sealed datagram from a header and a body.
-func encodeDatagram(h dgHeader, body []byte) []byte { return sealedDatagram(h, body, nil) }
-
 // sealedDatagram builds a datagram from a header and a body and seals it
 // with a (nil: checksum only).
 func sealedDatagram(h dgHeader, body []byte, a *dgAuth) []byte {
