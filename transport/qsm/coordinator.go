@@ -79,6 +79,7 @@ type gmsNode struct {
 	installed uint64     // highest view the node says it installed
 	wmu       sync.Mutex // serializes writes to conn
 	w         *bufio.Writer
+	broken    bool // a write failed and conn is closed (under wmu)
 	gone      bool
 }
 
@@ -563,13 +564,21 @@ func (c *Coordinator) checkStable() {
 }
 
 // broadcast writes frame to every target, dropping nodes that cannot take
-// it within the failure timeout.
+// it within the failure timeout. A dropped node is skipped, and reported
+// once, until its link's reader removes it.
 func (c *Coordinator) broadcast(targets []*gmsNode, frame []byte) {
 	for _, n := range targets {
 		n.wmu.Lock()
+		if n.broken {
+			n.wmu.Unlock()
+			continue
+		}
 		n.conn.SetWriteDeadline(time.Now().Add(c.cfg.FailureTimeout()))
 		n.w.Write(frame)
 		err := n.w.Flush()
+		if err != nil {
+			n.broken = true
+		}
 		n.wmu.Unlock()
 		if err != nil {
 			c.log.Warn("cannot write to service; dropping it", "node", n.info.Name, "err", err)

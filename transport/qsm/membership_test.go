@@ -1,8 +1,11 @@
 package qsm
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -252,4 +255,59 @@ func TestCoordinatorRestart(t *testing.T) {
 		}
 	}
 	recs[1].waitCount(t, 100, 10*time.Second)
+}
+
+// countHandler counts the records logged through it.
+type countHandler struct{ n atomic.Int64 }
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (h *countHandler) Handle(context.Context, slog.Record) error { h.n.Add(1); return nil }
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h *countHandler) WithGroup(string) slog.Handler             { return h }
+
+// TestBroadcastDropsOnce checks that a service link the coordinator cannot
+// write to is closed and reported once, not at every later view, while the
+// other links go on receiving.
+func TestBroadcastDropsOnce(t *testing.T) {
+	c, err := NewCoordinator(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h countHandler
+	c.log = slog.New(&h)
+	deadA, deadB := net.Pipe()
+	deadB.Close()
+	liveA, liveB := net.Pipe()
+	defer liveA.Close()
+	defer liveB.Close()
+	dead := &gmsNode{info: NodeInfo{Name: "dead"}, conn: deadA, w: bufio.NewWriter(deadA)}
+	live := &gmsNode{info: NodeInfo{Name: "live"}, conn: liveA, w: bufio.NewWriter(liveA)}
+	got := make(chan int, 8)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := liveB.Read(buf)
+			if err != nil {
+				return
+			}
+			got <- n
+		}
+	}()
+	for range 3 {
+		c.broadcast([]*gmsNode{dead, live}, []byte("frame"))
+		select {
+		case n := <-got:
+			if n != len("frame") {
+				t.Fatalf("live link read %d bytes, want %d", n, len("frame"))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("live link got nothing")
+		}
+	}
+	if n := h.n.Load(); n != 1 {
+		t.Errorf("the dead link was reported %d times, want once", n)
+	}
+	if _, err := deadA.Write([]byte("x")); err == nil {
+		t.Error("the dead link was not closed")
+	}
 }
