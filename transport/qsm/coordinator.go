@@ -576,9 +576,7 @@ func (c *Coordinator) broadcast(targets []*gmsNode, frame []byte) {
 		n.conn.SetWriteDeadline(time.Now().Add(c.cfg.FailureTimeout()))
 		n.w.Write(frame)
 		err := n.w.Flush()
-		if err != nil {
-			n.broken = true
-		}
+		n.broken = err != nil
 		n.wmu.Unlock()
 		if err != nil {
 			c.log.Warn("cannot write to service; dropping it", "node", n.info.Name, "err", err)
