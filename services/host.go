@@ -325,6 +325,27 @@ func (h *Host) StatusText(path string) ([]byte, bool) {
 	return []byte(s.String()), true
 }
 
+// Running returns the services of class classID that are running now,
+// by path, for a program that uses them in process. A service returned
+// may be stopped at any time after (its definition changed or was
+// switched off); a caller must cope with it closing.
+func (h *Host) Running(classID string) []Service {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	paths := make([]string, 0, len(h.services))
+	for p, e := range h.services {
+		if e.svc != nil && e.status.State == Running && e.status.ClassID == classID {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	out := make([]Service, len(paths))
+	for i, p := range paths {
+		out[i] = h.services[p].svc
+	}
+	return out
+}
+
 // All returns the status of every service, by path.
 func (h *Host) All() []Status {
 	h.mu.Lock()

@@ -99,6 +99,14 @@ func TestHostFollowsRoot(t *testing.T) {
 		}
 	}
 	st, _ := h.Status(registry.RelayServiceFile)
+	// The running relay is the one its status names; no service of a
+	// class switched off runs.
+	if rs := h.Running(objects.ClassRelayServer); len(rs) != 1 || rs[0].Addr() != st.Addr {
+		t.Fatalf("running relays: %v, want the one at %s", rs, st.Addr)
+	}
+	if rs := h.Running(objects.ClassQSMLocalService); len(rs) != 0 {
+		t.Fatalf("running QSM services: %v, want none", rs)
+	}
 	c, err := relay.Dial(ctx, relay.ClientConfig{Addr: st.Addr})
 	if err != nil {
 		t.Fatalf("the hosted relay does not answer: %v", err)
@@ -119,6 +127,9 @@ func TestHostFollowsRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFor(t, 3*time.Second, state(h, registry.RelayServiceFile, services.Disabled))
+	if rs := h.Running(objects.ClassRelayServer); len(rs) != 0 {
+		t.Fatalf("running relays after switching it off: %v", rs)
+	}
 	if c, err := relay.Dial(ctx, relay.ClientConfig{Addr: st.Addr, MaxBackoff: 10 * time.Millisecond}); err == nil {
 		dctx, dcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		_, lerr := c.Channels(dctx)

@@ -20,7 +20,7 @@ import (
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
 	groups, mode                              string
-	noOffload, wire                           bool
+	noOffload, wire, attach                   bool
 	settings                                  qsmSettings
 }
 
@@ -65,6 +65,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.Var(benchQSM.settings, "set", "a QSM setting for the services, name=value (repeatable; e.g. token_rate=400); see 'liveobjects help qsm service'")
 			fs.BoolVar(&benchQSM.noOffload, "no-offload", false, "QSM services send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)")
 			fs.BoolVar(&benchQSM.wire, "wire", true, "netns links act like network cards: runs of datagrams are cut at the sending device and coalesced (GRO) at the receiving one; false hands a run from socket to socket in one piece")
+			fs.BoolVar(&benchQSM.attach, "attach", false, "QSM as a library: the clients attach to services in the benchmark's process (netns: each node's service runs here, in the node's namespace) instead of dialing service processes")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
 		},
 		Run: func(ctx context.Context, args []string) error {
@@ -114,7 +115,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			cfg.NoOffload = cfg.NoOffload || benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat,
+				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat, Attach: benchQSM.attach,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode

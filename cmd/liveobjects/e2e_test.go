@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/liveobjects/liveobjects/transport/qsm"
 )
 
 // bin is the liveobjects binary built once for these tests.
@@ -504,6 +507,18 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	// Without a service there, it says so and fails.
 	if out, err := exec.Command(bin, "qsm", "channels", "-service", freePort(t)).CombinedOutput(); err == nil || !strings.Contains(string(out), "qsm service") {
 		t.Fatalf("qsm channels with no service: %v\n%s", err, out)
+	}
+	// The mount's client is attached to the service its process hosts,
+	// not linked through a socket: the service counts it as attached,
+	// beside the stats command's own client, and counts the two events.
+	statsOut, err := exec.Command(bin, "qsm", "stats", "-service", "127.0.0.1:"+repl["60100"], "--json").CombinedOutput()
+	var st qsm.Stats
+	if err != nil || json.Unmarshal(statsOut, &st) != nil || st.Clients != 2 || st.Attached != 1 || st.Published < 2 {
+		t.Fatalf("qsm stats: want 2 clients, 1 attached, 2 or more published: %v\n%s", err, statsOut)
+	}
+	if out, err := exec.Command(bin, "qsm", "stats", "-service", "127.0.0.1:"+repl["60100"]).CombinedOutput(); err != nil ||
+		!regexp.MustCompile(`(?m)^attached_clients +1$`).Match(out) {
+		t.Fatalf("qsm stats as a table: %v\n%s", err, out)
 	}
 	// The coordinator holds the key: a service without it is refused,
 	// and told why.

@@ -204,7 +204,7 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 	if f.relay != "" {
 		params["address"] = f.relay
 	}
-	hub := channels.NewHub(dialDriver, channels.Options{})
+	hub := channels.NewHub(driverDialer(host), channels.Options{})
 	defer hub.Close()
 	cfg := fs.Config{
 		Root:          reg,

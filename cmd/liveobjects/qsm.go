@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -193,24 +194,10 @@ message says which).
 Example:
   liveobjects qsm channels -service 127.0.0.1:60100
 ` + qsmSettingsHelp,
-		Flags: func(fs *flag.FlagSet) {
-			qsmCommonFlags(fs)
-			fs.Var(shortcut{qsmFlags, "uplink_address"}, "service", "the local service's uplink, host:port or host (uplink_address)")
-			fs.BoolVar(&qsmChannelsJSON, "json", false, "print JSON")
-		},
+		Flags: qsmRequestFlags(&qsmChannelsJSON),
 		Run: func(ctx context.Context, args []string) error {
-			if len(args) != 0 {
-				return usagef("unexpected arguments %q", args)
-			}
-			cfg, err := qsm.ParseConfig(qsmFlags)
+			c, err := dialQSMService(ctx, args)
 			if err != nil {
-				return usagef("%v", err)
-			}
-			c, err := qsm.Dial(ctx, qsmUplink(cfg))
-			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					return fmt.Errorf("%w (something listens at %s but does not answer as a QSM service: check -service)", err, qsmUplink(cfg))
-				}
 				return err
 			}
 			defer c.Close()
@@ -237,6 +224,83 @@ Example:
 			return tw.Flush()
 		},
 	})
+}
+
+var qsmStatsJSON bool
+
+func init() {
+	register(&command{
+		Name:    "qsm stats",
+		Summary: "show a QSM local service's counters",
+		Help: `Asks the local QSM service (uplink_address:uplink_port; -service
+host:port) for its counters since it started, one "name value" line each:
+datagrams and bytes in and out, datagrams rejected as foreign, forged,
+corrupt or truncated, drops (injected, slow consumers, overload), events
+published and delivered, repairs (forwarded, resent) and their times in
+microseconds (repair_p50_us, repair_p99_us), messages held for stability
+(unstable, kept), the installed view and region, and the clients linked
+to it now (clients; attached_clients are in the service's own process, as
+a mount's are when the same process hosts the service). --json prints a
+JSON object instead.
+
+Exit status 1 when the service cannot be reached.
+
+Example:
+  liveobjects qsm stats -service 127.0.0.1:60100
+` + qsmSettingsHelp,
+		Flags: qsmRequestFlags(&qsmStatsJSON),
+		Run: func(ctx context.Context, args []string) error {
+			c, err := dialQSMService(ctx, args)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.ServiceStats(ctx)
+			if err != nil {
+				return err
+			}
+			if qsmStatsJSON {
+				return printJSON(st)
+			}
+			tw := newTable()
+			v := reflect.ValueOf(st)
+			for i := 0; i < v.NumField(); i++ {
+				name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+				fmt.Fprintf(tw, "%s\t%d\n", name, v.Field(i).Uint())
+			}
+			return tw.Flush()
+		},
+	})
+}
+
+// qsmRequestFlags are the flags of a command that asks a local service
+// something: where the service is, and --json.
+func qsmRequestFlags(jsonOut *bool) func(fs *flag.FlagSet) {
+	return func(fs *flag.FlagSet) {
+		qsmCommonFlags(fs)
+		fs.Var(shortcut{qsmFlags, "uplink_address"}, "service", "the local service's uplink, host:port or host (uplink_address)")
+		fs.BoolVar(jsonOut, "json", false, "print JSON")
+	}
+}
+
+// dialQSMService connects to the local service the command's settings
+// name, for a request; the command takes no arguments.
+func dialQSMService(ctx context.Context, args []string) (*qsm.Client, error) {
+	if len(args) != 0 {
+		return nil, usagef("unexpected arguments %q", args)
+	}
+	cfg, err := qsm.ParseConfig(qsmFlags)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	c, err := qsm.Dial(ctx, qsmUplink(cfg))
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("%w (something listens at %s but does not answer as a QSM service: check -service)", err, qsmUplink(cfg))
+		}
+		return nil, err
+	}
+	return c, nil
 }
 
 // qsmUplink returns where the local service of cfg serves its clients:

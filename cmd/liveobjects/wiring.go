@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,8 +26,17 @@ import (
 // This file wires the drivers and services into the generic layers
 // (channels.Hub, services.Host): the only place that knows them all.
 
-// dialDriver connects to a substrate for channels.Hub.
-func dialDriver(ctx context.Context, driver string, params map[string]string) (transport.Driver, error) {
+// driverDialer returns how channels.Hub connects to a substrate. host,
+// when not nil, hosts the root's services in this process: a QSM client
+// whose uplink is a local service of host's attaches to it
+// (qsm.Service.Attach) rather than dialing its own process.
+func driverDialer(host *services.Host) channels.DialFunc {
+	return func(ctx context.Context, driver string, params map[string]string) (transport.Driver, error) {
+		return dialDriver(ctx, host, driver, params)
+	}
+}
+
+func dialDriver(ctx context.Context, host *services.Host, driver string, params map[string]string) (transport.Driver, error) {
 	switch driver {
 	case "relay":
 		return relay.Dial(ctx, relay.ClientConfig{
@@ -38,6 +48,13 @@ func dialDriver(ctx context.Context, driver string, params map[string]string) (t
 		if err != nil {
 			return nil, err
 		}
+		if s := hostedQSM(host, qsmUplink(cfg)); s != nil {
+			if c, err := s.Attach(ctx); err == nil {
+				return c, nil
+			}
+			// Closed since it was looked up (switched off or
+			// restarting): dial as any client would.
+		}
 		c, err := qsm.Dial(ctx, qsmUplink(cfg))
 		if err != nil {
 			return nil, fmt.Errorf("%w; or switch it on in the root: liveobjects service on ROOT quicksilver_localservice", err)
@@ -45,6 +62,29 @@ func dialDriver(ctx context.Context, driver string, params map[string]string) (t
 		return c, nil
 	}
 	return nil, fmt.Errorf("no communication driver named %q in this build (relay, qsm)", driver)
+}
+
+// hostedQSM returns host's running QSM local service that serves clients
+// at uplink, or nil.
+func hostedQSM(host *services.Host, uplink string) *qsm.Service {
+	if host == nil {
+		return nil
+	}
+	want, err := netip.ParseAddrPort(uplink)
+	if err != nil {
+		return nil
+	}
+	for _, svc := range host.Running(objects.ClassQSMLocalService) {
+		s, ok := svc.(*qsm.Service)
+		if !ok {
+			continue
+		}
+		if got, err := netip.ParseAddrPort(s.Addr()); err == nil && got.Port() == want.Port() &&
+			(got.Addr() == want.Addr() || got.Addr().IsUnspecified()) {
+			return s
+		}
+	}
+	return nil
 }
 
 // relayOf returns the relay client of the hub for params, for channel

@@ -116,25 +116,39 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 		return nil, fmt.Errorf("%w: service %s sent frame type %d before welcome", ErrMalformed, serviceAddr, t)
 	}
 	ver := d2.u8()
-	c := &Client{
-		conn:     conn,
-		w:        newConnWriter(conn),
-		node:     d2.u64(),
-		nodeName: d2.str(),
-		maxEvent: int(d2.u32()),
-		credits:  int(d2.u32()),
-		quit:     make(chan struct{}),
-		members:  map[uint32]*Member{},
-		joins:    map[uint32]chan error{},
-		replies:  map[uint32]chan []byte{},
-		version:  min(ver, ProtocolVersionMax),
-	}
-	if err := d2.done(); err != nil || ver < ProtocolVersionMin || c.credits < 1 {
+	node, nodeName, maxEvent, credits := d2.u64(), d2.str(), int(d2.u32()), int(d2.u32())
+	if err := d2.done(); err != nil || ver < ProtocolVersionMin || credits < 1 {
 		conn.Close()
 		return nil, fmt.Errorf("%w: bad welcome from service %s", ErrMalformed, serviceAddr)
 	}
 	conn.SetDeadline(time.Time{})
-	c.sem = make(chan struct{}, c.credits)
+	c := newClient(conn, node, nodeName, maxEvent, credits, min(ver, ProtocolVersionMax))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.readLoop(fr)
+	}()
+	return c, nil
+}
+
+// newClient returns a client on conn, a link to the service that welcomed
+// it as node (named nodeName), with its dispatch workers and its writer
+// running. The caller starts what reads the service's frames.
+func newClient(conn net.Conn, node uint64, nodeName string, maxEvent, credits int, version uint8) *Client {
+	c := &Client{
+		conn:     conn,
+		w:        newConnWriter(conn),
+		node:     node,
+		nodeName: nodeName,
+		maxEvent: maxEvent,
+		credits:  credits,
+		quit:     make(chan struct{}),
+		members:  map[uint32]*Member{},
+		joins:    map[uint32]chan error{},
+		replies:  map[uint32]chan []byte{},
+		version:  version,
+		sem:      make(chan struct{}, credits),
+	}
 	for i := 0; i < dispatchWorkers; i++ {
 		w := newWorker(maxQueue)
 		c.workers = append(c.workers, w)
@@ -144,16 +158,12 @@ func Dial(ctx context.Context, serviceAddr string) (*Client, error) {
 			w.run()
 		}()
 	}
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.w.loop(c.quit)
 	}()
-	go func() {
-		defer c.wg.Done()
-		c.readLoop(fr)
-	}()
-	return c, nil
+	return c
 }
 
 // Name returns "qsm".
@@ -428,190 +438,234 @@ func (t *memberTable) store(id uint32, m *Member) {
 }
 
 func (c *Client) readLoop(fr *frameReader) {
-	// Sender names ("node/source"), made once: per node in a slice by
-	// source number (below 1<<16), others in a map.
-	names := map[uint64]*[]string{}
-	var lastNode uint64
-	var cur *[]string
-	senders := map[[2]uint64]string{}
-	nodeNames := map[string]string{}
-	var lastView GroupView // the last view handed to a member
-	var scratch []string
-	senderName := func(node uint64, source uint32) string {
-		if cur == nil || node != lastNode {
-			cur, lastNode = names[node], node
-			if cur == nil {
-				cur = new([]string)
-				if len(names) < 4096 {
-					names[node] = cur
-				}
-			}
-		}
-		if source < 1<<16 {
-			if int(source) < len(*cur) {
-				if name := (*cur)[source]; name != "" {
-					return name
-				}
-			} else {
-				*cur = slices.Grow(*cur, int(source)+1-len(*cur))[:source+1]
-			}
-			name := senderString(node, source)
-			(*cur)[source] = name
-			return name
-		}
-		key := [2]uint64{node, uint64(source)}
-		name, ok := senders[key]
-		if !ok {
-			name = senderString(node, source)
-			if len(senders) < 1<<16 {
-				senders[key] = name
-			}
-		}
-		return name
-	}
-	pending := make([][]item, len(c.workers))
-	npending := 0
-	// Payloads are copied into shared blocks: one allocation for many
-	// events instead of one each.
-	var payloads payload.Blocks
-	handOver := func() {
-		for i, p := range pending {
-			if len(p) > 0 {
-				c.workers[i].pushAll(p)
-				pending[i] = p[:0]
-			}
-		}
-		npending = 0
-	}
-	defer handOver()
+	r := newReceiver(c, true)
+	defer r.handOver()
 	err := func() error {
 		for {
-			if npending > 0 && (fr.buffered() == 0 || npending >= 4096) {
-				handOver()
+			if r.npending > 0 && (fr.buffered() == 0 || r.npending >= handOverAt) {
+				r.handOver()
 			}
 			t, body, err := fr.next()
 			if err != nil {
 				return err
 			}
-			switch t {
-			case cliDeliver:
-				if len(body) < 24 {
-					return fmt.Errorf("%w: short deliver frame", ErrMalformed)
-				}
-				id := binary.BigEndian.Uint32(body)
-				node := binary.BigEndian.Uint64(body[4:])
-				source := binary.BigEndian.Uint32(body[12:])
-				seq := binary.BigEndian.Uint64(body[16:])
-				name := senderName(node, source)
-				// The member itself is not read here: its worker, on
-				// another thread, writes its line (callMu) for every
-				// handler call, and loading it here for every event made
-				// that line cross between the cores. The worker checks
-				// stopped before it calls the handler.
-				if m := c.member(id); m != nil {
-					// Events are handed to the workers in batches: once
-					// per read from the link, not once per event.
-					wi := int(id) % len(c.workers)
-					pending[wi] = append(pending[wi], item{m, transport.Event{Seq: seq, Sender: name, Data: payloads.Copy(body[24:])}})
-					npending++
-				}
-			case cliPubAck:
-				d := decoder{b: body}
-				id, seq := d.u32(), d.u64()
-				if err := d.done(); err != nil {
-					return err
-				}
-				if m := c.member(id); m != nil {
-					m.acked(seq, nil)
-				}
-			case cliJoined:
-				d := decoder{b: body}
-				req, _ := d.u32(), d.u32()
-				if err := d.done(); err != nil {
-					return err
-				}
-				c.mu.Lock()
-				if ch := c.joins[req]; ch != nil {
-					ch <- nil
-					delete(c.joins, req)
-				}
-				c.mu.Unlock()
-			case cliError:
-				d := decoder{b: body}
-				req, id, code, msg := d.u32(), d.u32(), d.u16(), d.str()
-				if err := d.done(); err != nil {
-					return err
-				}
-				e := codeError(code, msg)
-				c.mu.Lock()
-				ch := c.joins[req]
-				delete(c.joins, req)
-				c.mu.Unlock()
-				switch {
-				case ch != nil:
-					ch <- e
-				case id != 0:
-					if m := c.member(id); m != nil {
-						m.acked(0, e)
-					}
-				default:
-					return fmt.Errorf("qsm: service closed the link: %w", e)
-				}
-			case cliView:
-				d := decoder{b: body}
-				id := d.u32()
-				v := GroupView{Number: d.u64()}
-				n := d.count(2)
-				scratch = scratch[:0]
-				for i := 0; i < n && d.err == nil; i++ {
-					// Every member's view names the same few nodes:
-					// share their strings.
-					b := d.strBytes()
-					name, ok := nodeNames[string(b)]
-					if !ok {
-						name = string(b)
-						if len(nodeNames) < 4096 {
-							nodeNames[name] = name
-						}
-					}
-					scratch = append(scratch, name)
-				}
-				if err := d.done(); err != nil {
-					return err
-				}
-				// The groups of a region get the same view: they share
-				// one list of members (nobody modifies it).
-				if lastView.Members == nil || v.Number != lastView.Number || !slices.Equal(scratch, lastView.Members) {
-					lastView = GroupView{Number: v.Number, Members: slices.Clone(scratch)}
-					if lastView.Members == nil {
-						lastView.Members = []string{}
-					}
-				}
-				v.Members = lastView.Members
-				if m := c.member(id); m != nil {
-					m.setView(v)
-				}
-			case cliStats, cliList:
-				if len(body) < 4 {
-					return fmt.Errorf("%w: short reply frame (type %d)", ErrMalformed, t)
-				}
-				req := binary.BigEndian.Uint32(body)
-				c.mu.Lock()
-				if ch := c.replies[req]; ch != nil {
-					ch <- append([]byte(nil), body[4:]...)
-					delete(c.replies, req)
-				}
-				c.mu.Unlock()
-			default:
-				return fmt.Errorf("%w: service frame type %d", ErrMalformed, t)
+			if err := r.handle(t, body); err != nil {
+				return err
 			}
 		}
 	}()
+	c.linkLost(err)
+}
+
+// linkLost ends the client after its link to the service ended with err.
+func (c *Client) linkLost(err error) {
 	if errors.Is(err, net.ErrClosed) {
 		err = transport.ErrClosed
 	}
 	c.shutdown(fmt.Errorf("%w: link to service lost: %v", transport.ErrClosed, err))
 	c.w.fail(err)
+}
+
+// handOverAt is the number of events a receiver collects before it hands
+// them to the dispatch workers even though more are coming.
+const handOverAt = 4096
+
+// receiver turns the service's frames into events for the dispatch
+// workers and answers for the waiting calls. A socket link's readLoop
+// drives one; an attached client's link drives one from the service's
+// goroutines, one at a time.
+type receiver struct {
+	c    *Client
+	wait bool // handOver waits while a worker's queue is full
+
+	// Sender names ("node/source"), made once: per node in a slice by
+	// source number (below 1<<16), others in a map.
+	names     map[uint64]*[]string
+	lastNode  uint64
+	cur       *[]string
+	senders   map[[2]uint64]string
+	nodeNames map[string]string
+	lastView  GroupView // the last view handed to a member
+	scratch   []string
+
+	// Events are handed to the workers in batches: once per read from
+	// the link, not once per event.
+	pending  [][]item
+	npending int
+	// Payloads are copied into shared blocks: one allocation for many
+	// events instead of one each.
+	payloads payload.Blocks
+}
+
+func newReceiver(c *Client, wait bool) *receiver {
+	return &receiver{
+		c: c, wait: wait,
+		names:     map[uint64]*[]string{},
+		senders:   map[[2]uint64]string{},
+		nodeNames: map[string]string{},
+		pending:   make([][]item, len(c.workers)),
+	}
+}
+
+func (r *receiver) senderName(node uint64, source uint32) string {
+	if r.cur == nil || node != r.lastNode {
+		r.cur, r.lastNode = r.names[node], node
+		if r.cur == nil {
+			r.cur = new([]string)
+			if len(r.names) < 4096 {
+				r.names[node] = r.cur
+			}
+		}
+	}
+	cur := r.cur
+	if source < 1<<16 {
+		if int(source) < len(*cur) {
+			if name := (*cur)[source]; name != "" {
+				return name
+			}
+		} else {
+			*cur = slices.Grow(*cur, int(source)+1-len(*cur))[:source+1]
+		}
+		name := senderString(node, source)
+		(*cur)[source] = name
+		return name
+	}
+	key := [2]uint64{node, uint64(source)}
+	name, ok := r.senders[key]
+	if !ok {
+		name = senderString(node, source)
+		if len(r.senders) < 1<<16 {
+			r.senders[key] = name
+		}
+	}
+	return name
+}
+
+// handOver gives the collected events to the workers.
+func (r *receiver) handOver() {
+	for i, p := range r.pending {
+		if len(p) > 0 {
+			r.c.workers[i].pushAll(p, r.wait)
+			r.pending[i] = p[:0]
+		}
+	}
+	r.npending = 0
+}
+
+// deliver collects an event of member id (a copy of data) for its worker.
+func (r *receiver) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte) {
+	// The member itself is not read here: its worker, on another thread,
+	// writes its line (callMu) for every handler call, and loading it
+	// here for every event made that line cross between the cores. The
+	// worker checks stopped before it calls the handler.
+	if m := r.c.member(id); m != nil {
+		wi := int(id) % len(r.c.workers)
+		r.pending[wi] = append(r.pending[wi], item{m, transport.Event{Seq: seq, Sender: r.senderName(node, source), Data: r.payloads.Copy(data)}})
+		r.npending++
+	}
+}
+
+// handle acts on one frame from the service; an error ends the link.
+func (r *receiver) handle(t uint8, body []byte) error {
+	c := r.c
+	switch t {
+	case cliDeliver:
+		if len(body) < 24 {
+			return fmt.Errorf("%w: short deliver frame", ErrMalformed)
+		}
+		r.deliver(binary.BigEndian.Uint32(body), binary.BigEndian.Uint64(body[4:]),
+			binary.BigEndian.Uint32(body[12:]), binary.BigEndian.Uint64(body[16:]), body[24:])
+	case cliPubAck:
+		d := decoder{b: body}
+		id, seq := d.u32(), d.u64()
+		if err := d.done(); err != nil {
+			return err
+		}
+		if m := c.member(id); m != nil {
+			m.acked(seq, nil)
+		}
+	case cliJoined:
+		d := decoder{b: body}
+		req, _ := d.u32(), d.u32()
+		if err := d.done(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if ch := c.joins[req]; ch != nil {
+			ch <- nil
+			delete(c.joins, req)
+		}
+		c.mu.Unlock()
+	case cliError:
+		d := decoder{b: body}
+		req, id, code, msg := d.u32(), d.u32(), d.u16(), d.str()
+		if err := d.done(); err != nil {
+			return err
+		}
+		e := codeError(code, msg)
+		c.mu.Lock()
+		ch := c.joins[req]
+		delete(c.joins, req)
+		c.mu.Unlock()
+		switch {
+		case ch != nil:
+			ch <- e
+		case id != 0:
+			if m := c.member(id); m != nil {
+				m.acked(0, e)
+			}
+		default:
+			return fmt.Errorf("qsm: service closed the link: %w", e)
+		}
+	case cliView:
+		d := decoder{b: body}
+		id := d.u32()
+		v := GroupView{Number: d.u64()}
+		n := d.count(2)
+		r.scratch = r.scratch[:0]
+		for i := 0; i < n && d.err == nil; i++ {
+			// Every member's view names the same few nodes: share their
+			// strings.
+			b := d.strBytes()
+			name, ok := r.nodeNames[string(b)]
+			if !ok {
+				name = string(b)
+				if len(r.nodeNames) < 4096 {
+					r.nodeNames[name] = name
+				}
+			}
+			r.scratch = append(r.scratch, name)
+		}
+		if err := d.done(); err != nil {
+			return err
+		}
+		// The groups of a region get the same view: they share one list
+		// of members (nobody modifies it).
+		if r.lastView.Members == nil || v.Number != r.lastView.Number || !slices.Equal(r.scratch, r.lastView.Members) {
+			r.lastView = GroupView{Number: v.Number, Members: slices.Clone(r.scratch)}
+			if r.lastView.Members == nil {
+				r.lastView.Members = []string{}
+			}
+		}
+		v.Members = r.lastView.Members
+		if m := c.member(id); m != nil {
+			m.setView(v)
+		}
+	case cliStats, cliList:
+		if len(body) < 4 {
+			return fmt.Errorf("%w: short reply frame (type %d)", ErrMalformed, t)
+		}
+		req := binary.BigEndian.Uint32(body)
+		c.mu.Lock()
+		if ch := c.replies[req]; ch != nil {
+			ch <- append([]byte(nil), body[4:]...)
+			delete(c.replies, req)
+		}
+		c.mu.Unlock()
+	default:
+		return fmt.Errorf("%w: service frame type %d", ErrMalformed, t)
+	}
+	return nil
 }
 
 // GroupView is a numbered membership view of one channel: the names of
@@ -860,6 +914,8 @@ type worker struct {
 	max     int // queue length above which pushAll waits
 	q       []item
 	stopped bool
+
+	bytes atomic.Int64 // payload bytes queued or being delivered
 }
 
 func newWorker(max int) *worker {
@@ -868,14 +924,20 @@ func newWorker(max int) *worker {
 	return w
 }
 
-// pushAll queues events in order, waiting while the queue is full.
-func (w *worker) pushAll(items []item) {
+// pushAll queues events in order; with wait, it first waits while the
+// queue is full (a link that cannot wait bounds the queue by its bytes).
+func (w *worker) pushAll(items []item, wait bool) {
+	n := 0
+	for i := range items {
+		n += len(items[i].ev.Data)
+	}
 	w.mu.Lock()
-	for len(w.q) >= w.max && !w.stopped {
+	for wait && len(w.q) >= w.max && !w.stopped {
 		w.cond.Wait()
 	}
 	if !w.stopped {
 		w.q = append(w.q, items...)
+		w.bytes.Add(int64(n))
 		w.cond.Broadcast()
 	}
 	w.mu.Unlock()
@@ -886,6 +948,7 @@ func (w *worker) stop() {
 	w.mu.Lock()
 	w.stopped = true
 	w.q = nil
+	w.bytes.Store(0)
 	w.cond.Broadcast()
 	w.mu.Unlock()
 }
@@ -908,11 +971,14 @@ func (w *worker) run() {
 		for i := 0; i < len(batch); {
 			m := batch[i].m
 			j := i + 1
+			n := len(batch[i].ev.Data)
 			for j < len(batch) && batch[j].m == m && j-i < maxRun {
+				n += len(batch[j].ev.Data)
 				j++
 			}
 			evs = m.deliverRun(batch[i:j], evs)
 			clear(batch[i:j])
+			w.bytes.Add(-int64(n))
 			i = j
 		}
 	}

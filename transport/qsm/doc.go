@@ -23,7 +23,10 @@
 //     processes in the service's network namespace reach.
 //   - Client (client.go): one per process, one link to the local service
 //     carrying every QSM channel of the process (the local socket when the
-//     service has one, else TCP); it implements transport.Driver.
+//     service has one, else TCP); it implements transport.Driver. A
+//     process that hosts the service itself attaches its client to it
+//     (Service.Attach, attach.go): QSM as a library, with no socket between
+//     them and deliveries handed over without encoding.
 //
 // # Protocol
 //
@@ -173,6 +176,17 @@
 // holds up the members sharing its worker, and once a worker has 65536
 // events queued the client stops reading from the service and the senders
 // slow down. Leave must not be called from the member's own Handler.
+//
+// An attached client (attach.go) has the same workers and handlers. Its
+// frames reach the service over a net.Pipe, read by one goroutine of the
+// service's as a socket client's link is; the service's frames reach it
+// through a directLink, whose mutex serializes the goroutines that write
+// to a client (the engine, that reader, the coordinator link's). The
+// engine hands deliveries to the link under that mutex and, when it
+// flushes, to the client's workers without waiting: the bytes the workers
+// hold (worker.bytes, an atomic) count as the client's queue, so a slow
+// handler makes the service refuse data, repaired later, as a slow socket
+// client does, and never blocks the engine.
 //
 // # Limits
 //

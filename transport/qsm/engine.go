@@ -37,6 +37,7 @@ type engine struct {
 	ready     bool
 
 	clients    map[*svcClient]bool
+	direct     []*directLink // the links of the attached clients among them
 	members    map[memberKey]*localMember
 	unjoined   []*localMember // joins waiting for a view
 	stableView uint64         // every node has installed this view
@@ -542,6 +543,9 @@ func (e *engine) handle(ev any) {
 		}
 	case clientUp:
 		e.clients[ev.c] = true
+		if ev.c.direct != nil {
+			e.direct = append(e.direct, ev.c.direct)
+		}
 	case clientDown:
 		e.clientDown(ev.c)
 	case clientJoin:
@@ -674,6 +678,9 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 
 func (e *engine) clientDown(c *svcClient) {
 	delete(e.clients, c)
+	if c.direct != nil {
+		e.direct = slices.DeleteFunc(e.direct, func(l *directLink) bool { return l == c.direct })
+	}
 	for k := range e.members {
 		if k.c == c {
 			e.leave(c, k.id, false)
@@ -728,13 +735,13 @@ func (e *engine) sendGroupView(m *localMember, ids []uint64) {
 }
 
 // frame queues a frame built by f to client c.
-func (e *engine) frame(c *svcClient, f func(b []byte) []byte) { c.w.frame(f) }
+func (e *engine) frame(c *svcClient, f func(b []byte) []byte) { c.frame(f) }
 
 // congested reports whether some client has more than DeliveryQueue bytes
 // queued; incoming data is then refused and repaired later.
 func (e *engine) congested() bool {
 	for c := range e.clients {
-		if c.w.queued.Load() > int64(e.s.cfg.DeliveryQueue) {
+		if c.queued() > int64(e.s.cfg.DeliveryQueue) {
 			return true
 		}
 	}
@@ -748,6 +755,11 @@ func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq ui
 			continue
 		}
 		id := m.id
+		if d := m.c.direct; d != nil {
+			d.deliver(id, node, source, gseq, data)
+			e.s.ctr.delivered.Add(1)
+			continue
+		}
 		e.frame(m.c, func(b []byte) []byte {
 			b = binary.BigEndian.AppendUint32(b, uint32(1+4+8+4+8+len(data)))
 			b = append(b, cliDeliver)
@@ -1008,6 +1020,9 @@ func (e *engine) flush() {
 	}
 	e.dirty = e.dirty[:0]
 	e.sendOutbox()
+	for _, l := range e.direct {
+		l.flush()
+	}
 }
 
 // --- receiving --------------------------------------------------------

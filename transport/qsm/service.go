@@ -127,6 +127,11 @@ type Stats struct {
 	// time from noticing a gap to filling it, over recent repairs.
 	RepairP50 uint64 `json:"repair_p50_us"`
 	RepairP99 uint64 `json:"repair_p99_us"`
+	// Clients is the number of in-process clients linked to the service
+	// now, Attached how many of them are in the service's own process
+	// (Service.Attach).
+	Clients  uint64 `json:"clients"`
+	Attached uint64 `json:"attached_clients"`
 }
 
 // Rejected returns the number of datagrams dropped as foreign, truncated,
@@ -147,6 +152,7 @@ type counters struct {
 	orphanLost                                                       atomic.Uint64
 	handovers                                                        atomic.Uint64
 	sourcesRefused                                                   atomic.Uint64
+	clients, attached                                                atomic.Int64 // linked now
 }
 
 // Service is a node's local QSM service: it runs the protocol stack and
@@ -383,6 +389,7 @@ func (s *Service) Stats() Stats {
 		Handovers: c.handovers.Load(), OrphanLost: c.orphanLost.Load(), SourcesRefused: c.sourcesRefused.Load(),
 		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(), Kept: c.kept.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
+		Clients: uint64(c.clients.Load()), Attached: uint64(c.attached.Load()),
 	}
 	if lat := s.repair.snapshot(); len(lat) > 0 {
 		st.RepairP50 = uint64(Percentile(lat, 50).Microseconds())
@@ -986,7 +993,7 @@ func sendList(c *svcClient, req uint32, code uint16, msg string, channels []byte
 	e.u16(code)
 	e.str(msg)
 	body := append(e.b, channels...)
-	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliList, body) })
+	c.frame(func(b []byte) []byte { return appendFrame(b, cliList, body) })
 }
 
 // gmsSend sends one frame to the coordinator if the link is up.
@@ -1060,15 +1067,33 @@ func tuneUplink(conn net.Conn) {
 
 // svcClient is one connected in-process client.
 type svcClient struct {
-	id   uint32
-	name string
-	conn net.Conn
-	w    *connWriter
-	quit chan struct{}
+	id     uint32
+	name   string
+	conn   net.Conn    // what the client's frames come over
+	w      *connWriter // the link to the client; nil when direct
+	direct *directLink // the link to an attached client, in this process
+	quit   chan struct{}
 
 	byID     []*localMember // the engine's members of this client by id, below denseMembers
 	inflight int            // publishes waiting in engine.pending (engine goroutine)
 	cut      bool           // the engine ended the link for breaking the protocol
+}
+
+// frame sends the client a frame built by f (which appends to its
+// argument). It returns the link's error, if it has failed.
+func (c *svcClient) frame(f func(b []byte) []byte) error {
+	if c.direct != nil {
+		return c.direct.frame(f)
+	}
+	return c.w.frame(f)
+}
+
+// queued returns the bytes sent to the client and not yet taken by it.
+func (c *svcClient) queued() int64 {
+	if c.direct != nil {
+		return c.direct.queued()
+	}
+	return c.w.queued.Load()
 }
 
 // denseMembers bounds the member ids a client's table holds; members
@@ -1176,10 +1201,22 @@ func (s *Service) serveClient(conn net.Conn) {
 	e.u32(uint32(s.cfg.MaxEvent))
 	e.u32(uint32(s.cfg.ClientCredits))
 	c.w.frame(func(b []byte) []byte { return appendFrame(b, cliWelcome, e.b) })
+	s.serveLink(c, fr)
+}
+
+// serveLink hands the engine what client c sends over fr until the link
+// ends or the service closes.
+func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 	if !s.post(clientUp{c}) {
 		return
 	}
 	defer s.post(clientDown{c})
+	s.ctr.clients.Add(1)
+	defer s.ctr.clients.Add(-1)
+	if c.direct != nil {
+		s.ctr.attached.Add(1)
+		defer s.ctr.attached.Add(-1)
+	}
 	// Publishes that arrived together go to the engine in one batch.
 	var pubs []clientPublish
 	var payloads payload.Blocks
@@ -1236,7 +1273,7 @@ func (s *Service) serveClient(conn net.Conn) {
 			if flags&statsReset != 0 {
 				s.repair.reset()
 			}
-			c.w.frame(func(b []byte) []byte {
+			c.frame(func(b []byte) []byte {
 				e := encoder{b: b}
 				e.u32(uint32(len(st) + 5))
 				e.u8(cliStats)
@@ -1254,7 +1291,7 @@ func (s *Service) serveClient(conn net.Conn) {
 			e.u32(0)
 			e.u16(errorCode(err))
 			e.str(err.Error())
-			c.w.frame(func(b []byte) []byte { return appendFrame(b, cliError, e.b) })
+			c.frame(func(b []byte) []byte { return appendFrame(b, cliError, e.b) })
 			return
 		}
 		if !postPubs() || !s.post(ev) {

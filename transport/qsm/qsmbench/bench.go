@@ -49,6 +49,11 @@ type Options struct {
 	// (RunNetns; see qsmlab.Options.Wire). Without it a veth link hands a
 	// run from socket to socket in one piece.
 	Wire bool
+	// Attach runs QSM as a library: the clients attach to services in
+	// this process (qsm.Service.Attach) instead of dialing them. RunNetns
+	// then starts each node's service here, in the node's namespace,
+	// rather than as a process of its own.
+	Attach bool
 	// Config is the base QSM configuration.
 	Config qsm.Config
 	// Settings are QSM settings (name=value, as qsm.ParseConfig reads
@@ -115,7 +120,8 @@ type Row struct {
 
 // Result is a set of measurements.
 type Result struct {
-	// Mode is "netns" or "loopback".
+	// Mode is "netns" or "loopback", followed by ", clients attached"
+	// when the run used Options.Attach.
 	Mode string
 	// Rows are the measurements in order.
 	Rows []Row

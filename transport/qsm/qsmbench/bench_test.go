@@ -24,14 +24,26 @@ func smallConfig() qsm.Config {
 	return cfg
 }
 
-// TestLoopbackHarness runs a small loopback measurement: every QSM row
-// delivers everything, and the table names each measurement.
+// TestLoopbackHarness runs a small loopback measurement, with clients
+// dialing their services and with clients attached to them in process:
+// every QSM row delivers everything, and the table names each
+// measurement.
 func TestLoopbackHarness(t *testing.T) {
+	for _, attach := range []bool{false, true} {
+		t.Run(fmt.Sprintf("attach=%t", attach), func(t *testing.T) { testLoopbackHarness(t, attach) })
+	}
+}
+
+func testLoopbackHarness(t *testing.T, attach bool) {
 	res, err := RunLoopback(context.Background(), Options{
 		Receivers: 2, Count: 3000, Size: 256, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(), Repeat: 1,
+		Attach: attach,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := map[bool]string{false: "loopback", true: "loopback, clients attached"}[attach]; res.Mode != want {
+		t.Fatalf("mode %q, want %q", res.Mode, want)
 	}
 	// Raw multicast, with the kernel's offload too where QSM uses it, two
 	// group counts, the lossy and the paced measurement.

@@ -31,6 +31,9 @@ func RunLoopback(ctx context.Context, o Options) (*Result, error) {
 	defer coord.Close()
 	cfg.GMSAddress = coord.Addr()
 	e := &env{mode: "loopback", coord: coord, cpu: qsmlab.SelfCPU}
+	if o.Attach {
+		e.mode = "loopback, clients attached"
+	}
 	for i := 0; i <= o.Receivers; i++ {
 		s, err := qsm.NewService(cfg)
 		if err != nil {
@@ -44,14 +47,22 @@ func RunLoopback(ctx context.Context, o Options) (*Result, error) {
 		case <-s.Ready():
 		case <-time.After(10 * time.Second):
 		}
-		e.nodes = append(e.nodes, &loNode{s: s})
+		e.nodes = append(e.nodes, &loNode{s: s, attach: o.Attach})
 	}
 	return run(ctx, e, o)
 }
 
-type loNode struct{ s *qsm.Service }
+type loNode struct {
+	s      *qsm.Service
+	attach bool // clients attach to s instead of dialing it
+}
 
-func (n *loNode) dial(ctx context.Context) (*qsm.Client, error) { return qsm.Dial(ctx, n.s.Addr()) }
+func (n *loNode) dial(ctx context.Context) (*qsm.Client, error) {
+	if n.attach {
+		return n.s.Attach(ctx)
+	}
+	return qsm.Dial(ctx, n.s.Addr())
+}
 
 func (n *loNode) setLoss(percent int) error {
 	n.s.SetDropRate(float64(percent) / 100)

@@ -45,6 +45,9 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer coord.Close()
+	if o.Attach {
+		return runNetnsAttached(ctx, o, lab, coord, cfg)
+	}
 	var procs []*qsmlab.Proc
 	for i := 0; i <= o.Receivers; i++ {
 		args := []string{"-q", "qsm", "service", "-gms", coord.Addr(), "-subnet", lab.Prefix(), "-port", "12345",
@@ -84,14 +87,51 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 	return run(ctx, e, o)
 }
 
+// runNetnsAttached runs the measurements with the services in this
+// process, each in its node's namespace, and clients attached to them.
+// A service's sockets are opened in Start, inside the namespace; its
+// link to the coordinator is dialed later from whichever thread runs it,
+// which reaches the coordinator on the same bridge from the host side.
+func runNetnsAttached(ctx context.Context, o Options, lab *qsmlab.LAN, coord *qsm.Coordinator, cfg qsm.Config) (*Result, error) {
+	cfg.GMSAddress = coord.Addr()
+	cfg.Subnet = lab.Prefix()
+	cfg.Port = 12345
+	cfg.UplinkController = false
+	e := &env{mode: "netns, clients attached", coord: coord, cpu: qsmlab.SelfCPU}
+	for i := 0; i <= o.Receivers; i++ {
+		cfg.Name = fmt.Sprintf("node%d", i)
+		s, err := qsm.NewService(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := lab.InNetns(i, func() error { return s.Start(ctx) }); err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		e.nodes = append(e.nodes, &nsNode{lab: lab, i: i, bin: o.Binary, svc: s})
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(coord.View().Nodes) != o.Receivers+1 {
+		if time.Now().After(deadline) {
+			return nil, errors.New("qsmbench: services did not join the coordinator")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return run(ctx, e, o)
+}
+
 // nsNode is a node of a qsmlab LAN.
 type nsNode struct {
 	lab *qsmlab.LAN
 	i   int
-	bin string // the liveobjects binary
+	bin string       // the liveobjects binary
+	svc *qsm.Service // the node's service when it runs in this process
 }
 
 func (n *nsNode) dial(ctx context.Context) (*qsm.Client, error) {
+	if n.svc != nil {
+		return n.svc.Attach(ctx)
+	}
 	var c *qsm.Client
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -3,6 +3,7 @@ package qsmbench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -15,7 +16,9 @@ import (
 )
 
 // TestNetnsHarness runs a small measurement on a LAN of namespaces with
-// wire-like links: the raw receivers run as `liveobjects bench
+// wire-like links, once with the services as processes of their own and
+// once with them in this process, each in its node's namespace, and
+// clients attached: the raw receivers run as `liveobjects bench
 // udp-receive` processes in the nodes' namespaces and report what they
 // got, every QSM row delivers everything, and each ratio is the median of
 // its rounds' ratios.
@@ -30,15 +33,24 @@ func TestNetnsHarness(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out.String())
 	}
+	for _, attach := range []bool{false, true} {
+		t.Run(fmt.Sprintf("attach=%t", attach), func(t *testing.T) { testNetnsHarness(t, bin, attach) })
+	}
+}
+
+func testNetnsHarness(t *testing.T, bin string, attach bool) {
 	const rounds = 2 // the median of two ratios is their mean
 	res, err := RunNetns(context.Background(), Options{
 		Receivers: 2, Count: 4000, Size: 1024, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(),
-		Repeat: rounds, Binary: bin, Wire: true,
+		Repeat: rounds, Binary: bin, Wire: true, Attach: attach,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", res.Table())
+	if want := map[bool]string{false: "netns", true: "netns, clients attached"}[attach]; res.Mode != want {
+		t.Fatalf("mode %q, want %q", res.Mode, want)
+	}
 	raws := 1
 	if udpgso.Available {
 		raws = 2
