@@ -238,7 +238,9 @@ datagrams and bytes in and out, datagrams rejected as foreign, forged,
 corrupt or truncated, drops (injected, slow consumers, overload), events
 published and delivered, repairs (forwarded, resent) and their times in
 microseconds (repair_p50_us, repair_p99_us), messages held for stability
-(unstable, kept), the installed view and region, and the clients linked
+(unstable, kept), the time publishes waited for the sender's window
+(window_full_us: flow control holding the sender back), the installed view
+and region, and the clients linked
 to it now (clients; attached_clients are in the service's own process, as
 a mount's are when the same process hosts the service). --json prints a
 JSON object instead.

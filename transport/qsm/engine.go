@@ -78,12 +78,15 @@ type engine struct {
 
 	allowance float64
 	allowAt   time.Time
-	tick      time.Duration
-	dirty     []*sendStream
-	fwd       dgBuilder
-	udpAddrs  map[netip.AddrPort]*net.UDPAddr // destinations of queued repairs
-	outbox    []ipv4.Message                  // data datagrams waiting for one batched send
-	spareBufs [][]byte                        // buffers of sent outbox datagrams, for reuse
+	// windowFullAt is when a publish was first held back by a full
+	// window, zero while publishes go out (see Stats.WindowFullMicros).
+	windowFullAt time.Time
+	tick         time.Duration
+	dirty        []*sendStream
+	fwd          dgBuilder
+	udpAddrs     map[netip.AddrPort]*net.UDPAddr // destinations of queued repairs
+	outbox       []ipv4.Message                  // data datagrams waiting for one batched send
+	spareBufs    [][]byte                        // buffers of sent outbox datagrams, for reuse
 
 	// After a coordinator session ends (keepForSession): carryOver holds
 	// the unstable messages of the send streams of the last session, and
@@ -874,8 +877,15 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	ts := m.ts
 	for _, st := range ts {
 		if st.unstable()+nfrag > e.s.cfg.Window {
+			if e.windowFullAt.IsZero() {
+				e.windowFullAt = time.Now()
+			}
 			return false
 		}
+	}
+	if !e.windowFullAt.IsZero() {
+		e.s.ctr.windowFull.Add(uint64(time.Since(e.windowFullAt).Microseconds()))
+		e.windowFullAt = time.Time{}
 	}
 	if e.s.cfg.Rate > 0 && len(ts) > 0 {
 		now := time.Now()

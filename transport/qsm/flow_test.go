@@ -19,6 +19,10 @@ func TestBatching(t *testing.T) {
 		t.Fatalf("sent %d messages in %d datagrams: not packed", st.Sent, st.DatagramsOut)
 	}
 	t.Logf("%d messages in %d datagrams", st.Sent, st.DatagramsOut)
+	// 5,000 messages fit the default window: the sender never waited.
+	if st.WindowFullMicros != 0 {
+		t.Fatalf("sender held back by its window for %d µs, want 0", st.WindowFullMicros)
+	}
 }
 
 // TestRateLimit checks that Rate caps a sender's message rate.
@@ -90,11 +94,16 @@ func TestSlowConsumer(t *testing.T) {
 		}
 		return nil
 	})
+	// Held back for a while, and the stats say for how long.
+	time.Sleep(300 * time.Millisecond)
 	close(b.release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	b.waitCount(t, n, 30*time.Second)
+	if w := time.Duration(cl.svcs[0].Stats().WindowFullMicros) * time.Microsecond; w < 250*time.Millisecond {
+		t.Fatalf("sender held back by its window for %v, want at least the 300ms the receiver refused data", w)
+	}
 	if p := b.problems(); len(p) > 0 {
 		t.Fatal(p)
 	}

@@ -110,6 +110,11 @@ type Stats struct {
 	// Tokens passed on and acks received.
 	Tokens uint64 `json:"tokens"`
 	Acks   uint64 `json:"acks"`
+	// WindowFullMicros is the time, in microseconds, that publishes of
+	// this node waited for a stream's window (Config.Window, "credits")
+	// to free: time the sender was held back by flow control. A wait is
+	// counted when it ends.
+	WindowFullMicros uint64 `json:"window_full_us"`
 	// Unstable is the number of messages this node holds as a sender
 	// that some member may still lack.
 	Unstable uint64 `json:"unstable"`
@@ -151,7 +156,7 @@ type counters struct {
 	forwarded, resent, tokens, acks, unstable, kept, view, region    atomic.Uint64
 	orphanLost                                                       atomic.Uint64
 	handovers                                                        atomic.Uint64
-	sourcesRefused                                                   atomic.Uint64
+	sourcesRefused, windowFull                                       atomic.Uint64
 	clients, attached                                                atomic.Int64 // linked now
 }
 
@@ -387,7 +392,8 @@ func (s *Service) Stats() Stats {
 		Duplicates: c.duplicates.Load(), Published: c.published.Load(), Sent: c.sent.Load(),
 		Delivered: c.delivered.Load(), Forwarded: c.forwarded.Load(), Resent: c.resent.Load(),
 		Handovers: c.handovers.Load(), OrphanLost: c.orphanLost.Load(), SourcesRefused: c.sourcesRefused.Load(),
-		Tokens: c.tokens.Load(), Acks: c.acks.Load(), Unstable: c.unstable.Load(), Kept: c.kept.Load(),
+		Tokens: c.tokens.Load(), Acks: c.acks.Load(), WindowFullMicros: c.windowFull.Load(),
+		Unstable: c.unstable.Load(), Kept: c.kept.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
 		Clients: uint64(c.clients.Load()), Attached: uint64(c.attached.Load()),
 	}

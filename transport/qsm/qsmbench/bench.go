@@ -116,6 +116,9 @@ type Row struct {
 	RepairP50, RepairP99 time.Duration
 	// Elapsed is the wall time of the measurement.
 	Elapsed time.Duration
+	// WindowFull is the part of Elapsed in which the sender's publishes
+	// waited for its window (flow control) to free (QSM rows).
+	WindowFull time.Duration
 }
 
 // Result is a set of measurements.
@@ -265,7 +268,7 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 				return nil, fmt.Errorf("qsmbench: QSM, %d group(s): %w", g, err)
 			}
 			groups[gi] = append(groups[gi], r)
-			o.Progress("  QSM, %d group(s): %.1f MB/s per receiver, %d lost", g, r.Goodput/1e6, r.Lost)
+			o.Progress("  QSM, %d group(s): %.1f MB/s per receiver, %d lost, sender held back by its window %.0f%% of the time", g, r.Goodput/1e6, r.Lost, 100*r.WindowFull.Seconds()/r.Elapsed.Seconds())
 		}
 		if o.LossPercent > 0 {
 			r, err := lossyRun(ctx, e, o, fmt.Sprintf("loss%d-", k), 0)
@@ -273,7 +276,7 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 				return nil, err
 			}
 			lossy = append(lossy, r)
-			o.Progress("  QSM, 1 group, %d%% loss: %.1f MB/s per receiver, repair p50 %v p99 %v", o.LossPercent, r.Goodput/1e6, r.RepairP50, r.RepairP99)
+			o.Progress("  QSM, 1 group, %d%% loss: %.1f MB/s per receiver, repair p50 %v p99 %v, sender held back by its window %.0f%% of the time", o.LossPercent, r.Goodput/1e6, r.RepairP50, r.RepairP99, 100*r.WindowFull.Seconds()/r.Elapsed.Seconds())
 		}
 	}
 	ref, refName := raw, "raw"
@@ -529,6 +532,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 		st, _ := clients[i].ServiceStatsReset(ctx)
 		lat0 = append(lat0, st)
 	}
+	sender0, _ := clients[0].ServiceStats(ctx)
 	cpu0 := e.cpu()
 	start := time.Now()
 	for k := 0; k < o.Count; k++ {
@@ -554,6 +558,9 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	elapsed := time.Since(start)
 	cpu := e.cpu() - cpu0
 	row := Row{Elapsed: elapsed}
+	if st, err := clients[0].ServiceStats(ctx); err == nil {
+		row.WindowFull = time.Duration(st.WindowFullMicros-sender0.WindowFullMicros) * time.Microsecond
+	}
 	var delivered int64
 	for i := 1; i <= o.Receivers; i++ {
 		n := totals[i].Load() - base[i]
