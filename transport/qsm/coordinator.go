@@ -53,7 +53,8 @@ type Coordinator struct {
 
 	mu       sync.Mutex // protects everything below
 	nodes    map[uint64]*gmsNode
-	names    map[uint64]string // group id -> name, for listing
+	names    map[uint64]string // group id -> name, of the groups some node belongs to
+	refs     map[uint64]int    // group id -> number of nodes in it
 	view     *View
 	viewNum  uint64
 	epochs   map[uint64]regionEpoch // region id -> epoch and members of the last view
@@ -73,7 +74,8 @@ type regionEpoch struct {
 type gmsNode struct {
 	info      NodeInfo
 	groups    map[uint64]string
-	region    uint64 // regionID of groups (0: none)
+	sorted    []uint64 // the ids of groups, ascending
+	region    uint64   // regionID(sorted) (0: no groups)
 	lastHeard time.Time
 	conn      net.Conn
 	installed uint64     // highest view the node says it installed
@@ -95,6 +97,7 @@ func NewCoordinator(cfg Config) (*Coordinator, error) {
 		quit:   make(chan struct{}),
 		nodes:  map[uint64]*gmsNode{},
 		names:  map[uint64]string{},
+		refs:   map[uint64]int{},
 		epochs: map[uint64]regionEpoch{},
 		addrs:  map[uint64]netip.Addr{},
 		view:   &View{},
@@ -345,7 +348,7 @@ func (c *Coordinator) serve(conn net.Conn) {
 				return
 			}
 			c.mu.Lock()
-			gs := groupSetAfter(n.groups, adds, rems)
+			gs := groupSetAfter(n.sorted, adds, rems)
 			region := uint64(0)
 			if len(gs) > 0 {
 				region = regionID(gs)
@@ -362,14 +365,20 @@ func (c *Coordinator) serve(conn net.Conn) {
 				c.broadcast([]*gmsNode{n}, gmsErrorFrame(refuse))
 				return
 			}
-			n.region = region
+			n.region, n.sorted = region, gs
 			for _, g := range adds {
 				id := GroupID(g)
+				if _, ok := n.groups[id]; !ok {
+					c.refs[id]++
+				}
 				n.groups[id] = g
 				c.names[id] = g
 			}
 			for _, g := range rems {
-				delete(n.groups, GroupID(g))
+				if id := GroupID(g); n.groups[id] != "" {
+					delete(n.groups, id)
+					c.unrefLocked(id)
+				}
 			}
 			c.scheduleLocked()
 			c.mu.Unlock()
@@ -462,25 +471,54 @@ func (c *Coordinator) hello(conn net.Conn, fr *frameReader, t uint8, body []byte
 	return n, nil
 }
 
-// groupSetAfter returns the sorted ids of groups after adding adds and
-// then removing rems, as the groups frame does.
-func groupSetAfter(groups map[uint64]string, adds, rems []string) []uint64 {
-	set := make(map[uint64]bool, len(groups)+len(adds))
-	for id := range groups {
-		set[id] = true
-	}
+// groupSetAfter returns the ids of the groups sorted (ascending, no
+// repeats) after adding adds and then removing rems, as the groups frame
+// does. It merges rather than sorts the whole set again: a node that
+// joins groups one at a time costs the coordinator the size of its set
+// per frame, not that times its logarithm, and no map.
+func groupSetAfter(sorted []uint64, adds, rems []string) []uint64 {
+	a := make([]uint64, 0, len(adds))
 	for _, g := range adds {
-		set[GroupID(g)] = true
+		a = append(a, GroupID(g))
 	}
+	slices.Sort(a)
+	a = slices.Compact(a)
+	r := make([]uint64, 0, len(rems))
 	for _, g := range rems {
-		delete(set, GroupID(g))
+		r = append(r, GroupID(g))
 	}
-	ids := make([]uint64, 0, len(set))
-	for id := range set {
-		ids = append(ids, id)
+	slices.Sort(r)
+	out := make([]uint64, 0, len(sorted)+len(a))
+	keep := func(id uint64) {
+		if _, removed := slices.BinarySearch(r, id); !removed {
+			out = append(out, id)
+		}
 	}
-	slices.Sort(ids)
-	return ids
+	i, j := 0, 0
+	for i < len(sorted) || j < len(a) {
+		switch {
+		case j == len(a) || i < len(sorted) && sorted[i] < a[j]:
+			keep(sorted[i])
+			i++
+		case i == len(sorted) || a[j] < sorted[i]:
+			keep(a[j])
+			j++
+		default: // in both
+			keep(sorted[i])
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// unrefLocked notes that a node left group id, forgetting its name when
+// no node is in it any more.
+func (c *Coordinator) unrefLocked(id uint64) {
+	if c.refs[id]--; c.refs[id] <= 0 {
+		delete(c.refs, id)
+		delete(c.names, id)
+	}
 }
 
 // maxViewBytes bounds an encoded view, so that it always fits a frame
@@ -533,6 +571,9 @@ func (c *Coordinator) remove(n *gmsNode) {
 	c.mu.Lock()
 	if c.nodes[n.info.ID] == n {
 		delete(c.nodes, n.info.ID)
+		for id := range n.groups {
+			c.unrefLocked(id)
+		}
 		c.scheduleLocked()
 	}
 	n.gone = true
@@ -647,28 +688,20 @@ func (c *Coordinator) issue() {
 func (c *Coordinator) computeLocked(num uint64) *View {
 	v := &View{Number: num}
 	byRegion := map[uint64]*Region{}
-	// The name table keeps only the groups some node belongs to.
-	names := make(map[uint64]string, len(c.names))
 	for _, n := range c.nodes {
 		v.Nodes = append(v.Nodes, n.info)
-		if len(n.groups) == 0 {
+		if len(n.sorted) == 0 {
 			continue
 		}
-		gs := make([]uint64, 0, len(n.groups))
-		for g, name := range n.groups {
-			gs = append(gs, g)
-			names[g] = name
-		}
-		slices.Sort(gs)
-		id := regionID(gs)
-		r := byRegion[id]
+		r := byRegion[n.region]
 		if r == nil {
-			r = &Region{ID: id, Groups: gs}
-			byRegion[id] = r
+			// n.sorted is replaced, never changed in place: the view may
+			// share it.
+			r = &Region{ID: n.region, Groups: n.sorted}
+			byRegion[n.region] = r
 		}
 		r.Members = append(r.Members, n.info.ID)
 	}
-	c.names = names
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 	ids := make([]uint64, 0, len(byRegion))
 	for id := range byRegion {

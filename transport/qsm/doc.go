@@ -86,7 +86,11 @@
 // they are not stable, the start points of up to four earlier epochs of
 // the stream, so that a node whose first datagram is of a later epoch
 // still starts at its own); members older than the stream start at its
-// beginning.
+// beginning. A service tells the coordinator the groups its clients joined
+// and left since its last flush in one frame, and the coordinator merges
+// them into the node's sorted group set: a client that joins thousands of
+// groups at once costs a few frames and views, each linear in the node's
+// groups.
 //
 // # Region changes
 //

@@ -43,6 +43,11 @@ type engine struct {
 	stableView uint64         // every node has installed this view
 	newSession bool           // the coordinator link was re-established: accept any view number
 	groups     map[uint64]*localGroup
+	// groupDiff holds the changes to groups not yet told to the
+	// coordinator, by name: +1 joined, -1 left. They go in one frame
+	// when the engine flushes, so that a client joining many groups at
+	// once costs the coordinator one frame, not one per group.
+	groupDiff  map[string]int8
 	nextSource uint32
 
 	sends      map[uint64]*sendStream // by region id
@@ -591,7 +596,7 @@ func (e *engine) join(j clientJoin) {
 	if g == nil {
 		g = &localGroup{id: m.group, name: j.channel}
 		e.groups[m.group] = g
-		e.sendGroups([]string{j.channel}, nil)
+		e.noteGroup(j.channel, +1)
 	}
 	g.members = append(g.members, m)
 	m.g = g
@@ -675,7 +680,7 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 	if len(g.members) == 0 {
 		delete(e.groups, g.id)
 		e.forgetGroup(g.id)
-		e.sendGroups(nil, []string{g.name})
+		e.noteGroup(g.name, -1)
 	}
 }
 
@@ -709,7 +714,37 @@ func (e *engine) sendAllGroups() {
 	for _, g := range e.groups {
 		names = append(names, g.name)
 	}
+	clear(e.groupDiff) // the whole set says it all
 	e.sendGroups(names, nil)
+}
+
+// noteGroup notes that this node joined (+1) or left (-1) a group, for
+// the coordinator. Of changes to one group before the next flush the last
+// wins: the coordinator takes an add of a group the node has, or a
+// removal of one it does not, as no change.
+func (e *engine) noteGroup(name string, d int8) {
+	if e.groupDiff == nil {
+		e.groupDiff = map[string]int8{}
+	}
+	e.groupDiff[name] = d
+}
+
+// sendGroupDiff tells the coordinator the group changes noted since the
+// last flush, in one frame.
+func (e *engine) sendGroupDiff() {
+	if len(e.groupDiff) == 0 {
+		return
+	}
+	var add, rem []string
+	for name, d := range e.groupDiff {
+		if d > 0 {
+			add = append(add, name)
+		} else {
+			rem = append(rem, name)
+		}
+	}
+	clear(e.groupDiff)
+	e.sendGroups(add, rem)
 }
 
 // groupNodes returns the ids of the nodes in group g, ascending.
@@ -1025,6 +1060,7 @@ func (e *engine) sendOutbox() {
 
 // flush sends every partly filled datagram.
 func (e *engine) flush() {
+	e.sendGroupDiff()
 	for _, st := range e.dirty {
 		e.flushStream(st)
 	}
