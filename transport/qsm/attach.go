@@ -79,7 +79,8 @@ func (l *directLink) frame(f func(b []byte) []byte) error {
 		l.mu.Unlock()
 		return net.ErrClosed
 	}
-	b := f(l.scratch[:0])
+	buf := f(l.scratch[:0])
+	b := buf
 	var err error
 	for len(b) > 0 && err == nil {
 		n := 0
@@ -93,8 +94,8 @@ func (l *directLink) frame(f func(b []byte) []byte) error {
 		err = l.r.handle(b[4], b[5:4+n])
 		b = b[4+n:]
 	}
-	if cap(l.scratch) < 1<<20 {
-		l.scratch = b[:0]
+	if cap(buf) <= 1<<20 {
+		l.scratch = buf[:0] // reused for the next frame; a huge one is let go
 	}
 	l.mu.Unlock()
 	if err != nil {

@@ -670,6 +670,7 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 		})
 		if len(e.pending) == 0 {
 			e.pending = nil
+			e.windowFullAt = time.Time{} // no publish waits any more
 		}
 	}
 	g := e.groups[m.group]
