@@ -104,7 +104,7 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	checkFor(t, 10*time.Second, time.Millisecond, func() error {
 		for _, s := range cl.svcs[1:] {
 			var held int
-			inEngine(t, s, func(e *engine) { held = len(e.recvs[sender.NodeID()].pending) })
+			inEngine(t, s, func(e *engine) { held = e.recvs[sender.NodeID()].pending.n })
 			if held < after {
 				return fmt.Errorf("a survivor holds %d of the %d events after the gap", held, after)
 			}

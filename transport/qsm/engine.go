@@ -319,15 +319,14 @@ type recvStream struct {
 	streamEpoch uint64
 	epochStart  uint64
 	started     bool
-	next        uint64 // next seq to deliver
-	hi          uint64 // highest seq known to exist
-	pending     map[uint64]*message
-	kept        []*message // delivered, kept for forwarding: seqs keptBase..next-1
+	next        uint64      // next seq to deliver
+	hi          uint64      // highest seq known to exist
+	pending     pendingRing // ahead of next, and the gaps among them
+	kept        []*message  // delivered, kept for forwarding: seqs keptBase..next-1
 	keptBase    uint64
 	lastStable  uint64
 	frag        []byte
 	lastData    time.Time
-	gapAt       map[uint64]time.Time
 	sources     *sourceTable // engine.lastGSeq[sender], once looked up
 	orphanAt    time.Time    // when the sender left the view (zero: it is in it)
 }
@@ -349,7 +348,7 @@ func satAdd(a, b uint64) uint64 {
 
 func (rs *recvStream) get(seq uint64) *message {
 	if seq >= rs.next {
-		return rs.pending[seq]
+		return rs.pending.get(seq)
 	}
 	if seq < rs.keptBase {
 		return nil
@@ -1108,7 +1107,7 @@ func (e *engine) onData(p *packet) {
 		rs = nil // the sender started a new stream into the region
 	}
 	if rs == nil {
-		rs = &recvStream{sender: p.hdr.Sender, streamEpoch: d.StreamEpoch, pending: map[uint64]*message{}}
+		rs = &recvStream{sender: p.hdr.Sender, streamEpoch: d.StreamEpoch}
 		e.recvs[p.hdr.Sender] = rs
 	}
 	if !rs.started {
@@ -1135,6 +1134,7 @@ func (e *engine) onData(p *packet) {
 			return
 		}
 		rs.started, rs.next, rs.keptBase, rs.hi = true, start, start, start-1
+		rs.pending = pendingRing{base: start}
 		if start > 1 {
 			rs.lastStable = start - 1
 		}
@@ -1173,23 +1173,21 @@ func (e *engine) onData(p *packet) {
 	if newHi > rs.hi {
 		// Note the seqs this datagram reveals as missing, to time repairs.
 		j := 0
-		for x := max(rs.hi+1, rs.next); x <= newHi && len(rs.gapAt) < 1<<16; x++ {
+		at, gapLimit := monoOf(now), satAdd(rs.next, maxGapAhead)
+		for x := max(rs.hi+1, rs.next); x <= newHi && x < gapLimit; x++ {
 			for j < len(d.Msgs) && d.Msgs[j].Seq < x {
 				j++
 			}
 			if j < len(d.Msgs) && d.Msgs[j].Seq == x {
 				continue
 			}
-			if rs.gapAt == nil {
-				rs.gapAt = map[uint64]time.Time{}
-			}
-			rs.gapAt[x] = now
+			rs.pending.noteGap(x, at, gapLimit)
 		}
 		rs.hi = newHi
 	}
 	for i := range d.Msgs {
 		m := &d.Msgs[i]
-		if m.Seq < rs.next || rs.pending[m.Seq] != nil {
+		if m.Seq < rs.next || rs.pending.get(m.Seq) != nil {
 			e.s.ctr.duplicates.Add(1)
 			continue
 		}
@@ -1197,28 +1195,26 @@ func (e *engine) onData(p *packet) {
 			e.s.ctr.overload.Add(1) // comes again by repair once the stream gets there
 			continue
 		}
-		if len(rs.gapAt) > 0 {
-			if t, ok := rs.gapAt[m.Seq]; ok {
-				e.s.repair.add(now.Sub(t))
-				delete(rs.gapAt, m.Seq)
+		if m.Seq == rs.next && rs.pending.n == 0 {
+			if at := rs.pending.takeGap(m.Seq); at != 0 {
+				e.s.repair.add(time.Duration(monoOf(now) - at))
 			}
-		}
-		if m.Seq == rs.next && len(rs.pending) == 0 {
 			e.deliverNext(rs, m) // in order: no need to queue it
 			continue
 		}
-		rs.pending[m.Seq] = m
+		if at := rs.pending.put(m.Seq, m); at != 0 {
+			e.s.repair.add(time.Duration(monoOf(now) - at))
+		}
 	}
 	e.deliverReady(rs)
 }
 
 func (e *engine) deliverReady(rs *recvStream) {
-	for len(rs.pending) > 0 {
-		m := rs.pending[rs.next]
+	for {
+		m := rs.pending.take()
 		if m == nil {
 			return
 		}
-		delete(rs.pending, rs.next)
 		e.deliverNext(rs, m)
 	}
 }
@@ -1227,6 +1223,9 @@ func (e *engine) deliverReady(rs *recvStream) {
 // forwarding.
 func (e *engine) deliverNext(rs *recvStream, m *message) {
 	rs.next++
+	if rs.pending.base < rs.next {
+		rs.pending.advance(rs.next)
+	}
 	rs.kept = append(rs.kept, m)
 	if len(rs.kept) > 4*e.s.cfg.Window {
 		rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
@@ -1508,14 +1507,15 @@ func (e *engine) orphanQuiet() time.Duration { return max(20*e.tick, 200*time.Mi
 // skipped, and after a gap the messages up to the end of an event are
 // dropped (the head of that event may be what is missing).
 func (e *engine) settleOrphan(rs *recvStream) {
-	seqs := make([]uint64, 0, len(rs.pending))
-	for seq := range rs.pending {
-		seqs = append(seqs, seq)
+	type held struct {
+		seq uint64
+		m   *message
 	}
-	slices.Sort(seqs)
+	var seqs []held
+	rs.pending.each(func(seq uint64, m *message) { seqs = append(seqs, held{seq, m}) })
 	skipping := false
-	for _, seq := range seqs {
-		m := rs.pending[seq]
+	for _, h := range seqs {
+		seq, m := h.seq, h.m
 		if seq > rs.next {
 			e.s.ctr.orphanLost.Add(seq - rs.next)
 			rs.frag = nil
@@ -1737,7 +1737,7 @@ func (e *engine) onTick(now time.Time) {
 	e.endSessionCarry(now)
 	var kept uint64
 	for _, rs := range e.recvs {
-		kept += uint64(len(rs.kept) + len(rs.pending))
+		kept += uint64(len(rs.kept) + rs.pending.n)
 		if rs.orphanAt.IsZero() {
 			continue
 		}

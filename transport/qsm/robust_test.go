@@ -160,8 +160,8 @@ func TestLyingDataHi(t *testing.T) {
 		if lim := rs.next + uint64(4*cfg.Window); rs.hi > lim {
 			t.Errorf("receiver takes the stream to reach seq %d (next %d)", rs.hi, rs.next)
 		}
-		if len(rs.pending) > 0 {
-			t.Errorf("receiver queued %d messages far beyond its window", len(rs.pending))
+		if rs.pending.n > 0 {
+			t.Errorf("receiver queued %d messages far beyond its window", rs.pending.n)
 		}
 	})
 	for i := 0; i < 3; i++ {

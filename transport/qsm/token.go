@@ -278,7 +278,7 @@ func (rs *recvStream) active(now time.Time) bool {
 	if !rs.started {
 		return false
 	}
-	return rs.hi > rs.lastStable || len(rs.pending) > 0 || now.Sub(rs.lastData) < time.Second
+	return rs.hi > rs.lastStable || rs.pending.n > 0 || now.Sub(rs.lastData) < time.Second
 }
 
 // fill writes this node's state into its slot of a token and, at level 0,
@@ -379,34 +379,13 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		ack := rs.next - 1
 		var miss []seqRange
 		if hi > ack {
-			keys := make([]uint64, 0, len(rs.pending))
-			for k := range rs.pending {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			from := ack + 1
-			for _, k := range keys {
-				if k > from {
-					miss = append(miss, seqRange{from, k - 1})
-				}
-				from = k + 1
-				if len(miss) > maxSlotRanges {
-					break
-				}
-			}
-			if from <= hi && len(miss) <= maxSlotRanges {
-				miss = append(miss, seqRange{from, hi})
-			}
+			miss = rs.pending.missing(nil, hi, maxSlotRanges)
 		}
 		ms, upto := capRanges(miss, maxSlotRanges, max(hi, ack))
+		at, gapLimit := monoOf(now), satAdd(rs.next, maxGapAhead)
 		for _, r := range ms {
-			if rs.gapAt == nil {
-				rs.gapAt = map[uint64]time.Time{}
-			}
-			for x := r.From; x <= r.To && len(rs.gapAt) < 1<<16; x++ {
-				if _, ok := rs.gapAt[x]; !ok {
-					rs.gapAt[x] = now
-				}
+			for x := r.From; x <= r.To && x < gapLimit; x++ {
+				rs.pending.noteGap(x, at, gapLimit)
 			}
 		}
 		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}

@@ -512,7 +512,7 @@ const (
 )
 
 // maxSlotRanges caps the missing ranges one slot reports.
-const maxSlotRanges = 64
+const maxSlotRanges = 255
 
 // maxTokenStreams caps the streams one token carries.
 const maxTokenStreams = 256

@@ -1,0 +1,137 @@
+package qsm
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// ringModel is what a pendingRing must behave like: maps of the messages
+// and noted gaps at or after next.
+type ringModel struct {
+	next uint64
+	msgs map[uint64]*message
+	gaps map[uint64]int64
+}
+
+// checkRing runs ops, decoded from b, on a ring and on the model, and
+// compares them after each.
+func checkRing(t *testing.T, b []byte) {
+	t.Helper()
+	const ahead = 300
+	r := pendingRing{base: 5}
+	md := ringModel{next: 5, msgs: map[uint64]*message{}, gaps: map[uint64]int64{}}
+	clock := int64(1)
+	for len(b) >= 2 {
+		op, arg := b[0]%6, uint64(b[1])
+		b = b[2:]
+		clock++
+		switch op {
+		case 0, 1: // a message arrives
+			seq := md.next + arg
+			if md.msgs[seq] != nil {
+				if r.get(seq) == nil {
+					t.Fatalf("seq %d: ring lost its message", seq)
+				}
+				continue
+			}
+			m := &message{Seq: seq}
+			got := r.put(seq, m)
+			if want := md.gaps[seq]; got != want {
+				t.Fatalf("put %d: gap time %d, want %d", seq, got, want)
+			}
+			delete(md.gaps, seq)
+			md.msgs[seq] = m
+		case 2: // a seq is seen missing
+			seq := md.next + arg*3
+			r.noteGap(seq, clock, md.next+ahead)
+			if seq < md.next+ahead && md.msgs[seq] == nil && md.gaps[seq] == 0 {
+				md.gaps[seq] = clock
+			}
+		case 3: // deliver what is in order
+			for {
+				m := r.take()
+				want := md.msgs[md.next]
+				if m != want {
+					t.Fatalf("take at %d: %v, want %v", md.next, m, want)
+				}
+				if m == nil {
+					break
+				}
+				delete(md.msgs, md.next)
+				delete(md.gaps, md.next)
+				md.next++
+			}
+		case 4: // deliver past a gap (an orphan stream skips it)
+			to := md.next + arg%40 + 1
+			r.advance(to)
+			for s := md.next; s < to; s++ {
+				delete(md.msgs, s)
+				delete(md.gaps, s)
+			}
+			md.next = to
+		case 5: // a token asks what is missing; a repair takes a gap
+			if got, want := r.takeGap(md.next+arg), md.gaps[md.next+arg]; got != want {
+				t.Fatalf("takeGap %d: %d, want %d", md.next+arg, got, want)
+			}
+			delete(md.gaps, md.next+arg)
+			hi := md.next + arg
+			got := r.missing(nil, hi, 4)
+			var want []seqRange
+			from := md.next
+			keys := make([]uint64, 0, len(md.msgs))
+			for k := range md.msgs {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				if len(want) > 4 {
+					break
+				}
+				if k > from {
+					want = append(want, seqRange{from, k - 1})
+				}
+				from = k + 1
+			}
+			if from <= hi && len(want) <= 4 {
+				want = append(want, seqRange{from, hi})
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("missing up to %d: %v, want %v", hi, got, want)
+			}
+		}
+		if r.base != md.next || r.n != len(md.msgs) || r.gaps != len(md.gaps) {
+			t.Fatalf("ring base %d, %d messages, %d gaps; want %d, %d, %d", r.base, r.n, r.gaps, md.next, len(md.msgs), len(md.gaps))
+		}
+		var seen []uint64
+		r.each(func(seq uint64, m *message) {
+			if m.Seq != seq || md.msgs[seq] != m {
+				t.Fatalf("each: seq %d holds %v", seq, m)
+			}
+			seen = append(seen, seq)
+		})
+		if len(seen) != len(md.msgs) || !slices.IsSorted(seen) {
+			t.Fatalf("each visited %v, the model holds %d", seen, len(md.msgs))
+		}
+	}
+}
+
+// TestPendingRing compares the ring with maps under random operations.
+func TestPendingRing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		b := make([]byte, 2000)
+		for i := range b {
+			b[i] = byte(rng.UintN(256))
+		}
+		checkRing(t, b)
+	}
+}
+
+// FuzzPendingRing compares the ring with maps under operations the
+// fuzzer picks.
+func FuzzPendingRing(f *testing.F) {
+	f.Add([]byte{0, 3, 0, 1, 2, 0, 3, 0, 0, 0, 3, 0, 5, 7})
+	f.Add([]byte{0, 200, 2, 90, 4, 10, 5, 255, 1, 70, 0, 0, 3, 1})
+	f.Fuzz(checkRing)
+}
