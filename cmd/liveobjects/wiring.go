@@ -79,12 +79,42 @@ func hostedQSM(host *services.Host, uplink string) *qsm.Service {
 		if !ok {
 			continue
 		}
-		if got, err := netip.ParseAddrPort(s.Addr()); err == nil && got.Port() == want.Port() &&
-			(got.Addr() == want.Addr() || got.Addr().IsUnspecified()) {
+		if got, err := netip.ParseAddrPort(s.Addr()); err == nil && servesUplink(got, want, isLocalAddr) {
 			return s
 		}
 	}
 	return nil
+}
+
+// servesUplink reports whether a service listening at listen serves the
+// clients that dial want: the same address, or a listener on every
+// address (0.0.0.0) when want is an address of this machine (local).
+func servesUplink(listen, want netip.AddrPort, local func(netip.Addr) bool) bool {
+	if listen.Port() != want.Port() {
+		return false
+	}
+	if listen.Addr() == want.Addr() {
+		return true
+	}
+	return listen.Addr().IsUnspecified() && local(want.Addr().Unmap())
+}
+
+// isLocalAddr reports whether a is an address of this machine: loopback,
+// unspecified, or an address of one of its network interfaces.
+func isLocalAddr(a netip.Addr) bool {
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if pfx, err := netip.ParsePrefix(ia.String()); err == nil && pfx.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // relayOf returns the relay client of the hub for params, for channel
