@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +21,7 @@ import (
 
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
-	groups, mode                              string
+	groups, mode, cpuProfile, memProfile      string
 	noOffload, wire, attach                   bool
 	settings                                  qsmSettings
 }
@@ -67,6 +69,8 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.BoolVar(&benchQSM.wire, "wire", true, "netns links act like network cards: runs of datagrams are cut at the sending device and coalesced (GRO) at the receiving one; false hands a run from socket to socket in one piece")
 			fs.BoolVar(&benchQSM.attach, "attach", false, "QSM as a library: the clients attach to services in the benchmark's process (netns: each node's service runs here, in the node's namespace) instead of dialing service processes")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
+			fs.StringVar(&benchQSM.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file ('go tool pprof'); with -attach or -mode loopback it covers the QSM services too")
+			fs.StringVar(&benchQSM.memProfile, "memprofile", "", "write a profile of this process's allocations to the file at the end")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) != 0 {
@@ -125,6 +129,11 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 					mode = "netns"
 				}
 			}
+			stop, err := startProfiles(benchQSM.cpuProfile, benchQSM.memProfile)
+			if err != nil {
+				return err
+			}
+			defer stop()
 			var res *qsmbench.Result
 			switch mode {
 			case "netns":
@@ -216,4 +225,40 @@ Exit status 0 when the count was printed (also when nothing came).`,
 			return nil
 		},
 	})
+}
+
+// startProfiles starts a CPU profile into cpu and returns a function that
+// stops it and writes the allocation profile into mem ("" skips either).
+func startProfiles(cpu, mem string) (stop func(), err error) {
+	var cf *os.File
+	if cpu != "" {
+		if cf, err = os.Create(cpu); err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cf); err != nil {
+			cf.Close()
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
+	return func() {
+		if cf != nil {
+			pprof.StopCPUProfile()
+			if err := cf.Close(); err != nil {
+				slog.Error("writing the CPU profile", "file", cpu, "err", err)
+			}
+		}
+		if mem == "" {
+			return
+		}
+		f, err := os.Create(mem)
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(f, 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			slog.Error("writing the allocation profile", "file", mem, "err", err)
+		}
+	}, nil
 }

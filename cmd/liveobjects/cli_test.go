@@ -295,3 +295,26 @@ func TestMOLsUnreachableHome(t *testing.T) {
 		t.Errorf("mo ls of a known empty cluster, home gone: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+// TestBenchQSMProfiles: bench qsm writes the CPU and allocation profiles
+// it is asked for (gzipped protocol buffers, as 'go tool pprof' reads),
+// next to its table.
+func TestBenchQSMProfiles(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "mem.pprof")
+	stdout, _ := wantRun(t, "", exitOK, nil, "bench", "qsm", "-mode", "loopback", "-count", "2000", "-groups", "1",
+		"-loss", "-1", "-repeat", "1", "-cpuprofile", cpu, "-memprofile", mem)
+	if !strings.Contains(stdout, "| QSM, 1 group(s) |") {
+		t.Fatalf("no QSM row in the table:\n%s", stdout)
+	}
+	for _, f := range []string{cpu, mem} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("%s: %d bytes, not a gzipped profile", f, len(b))
+		}
+	}
+	wantRun(t, "", exitFailure, []string{"-cpuprofile"}, "bench", "qsm", "-mode", "loopback", "-cpuprofile", filepath.Join(dir, "none", "cpu"))
+}

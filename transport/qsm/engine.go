@@ -374,6 +374,9 @@ func (rs *recvStream) free(upto uint64) {
 		return
 	}
 	n := min(upto-rs.keptBase+1, uint64(len(rs.kept)))
+	for _, m := range rs.kept[:n] {
+		m.release()
+	}
 	clear(rs.kept[:n])
 	rs.kept = rs.kept[n:]
 	rs.keptBase += n
@@ -507,7 +510,27 @@ func (e *engine) handleData(b []*packet) {
 		if p.at.IsZero() {
 			p.at = now
 		}
-		e.onData(p)
+		e.takeData(p)
+	}
+}
+
+// takeData handles a data packet and releases the payloads of the
+// messages the engine did not keep.
+func (e *engine) takeData(p *packet) {
+	e.onData(p)
+	for i := range p.data.Msgs {
+		if m := &p.data.Msgs[i]; !m.held {
+			m.release()
+		}
+	}
+}
+
+// release gives the block of a received message's payload back, once the
+// engine is done with the message (see payload.Block).
+func (m *message) release() {
+	if m.blk != nil {
+		m.blk.Release()
+		m.blk = nil
 	}
 }
 
@@ -516,7 +539,7 @@ func (e *engine) handle(ev any) {
 	case *packet:
 		switch {
 		case ev.data != nil:
-			e.onData(ev)
+			e.takeData(ev)
 		case ev.token != nil:
 			e.onToken(ev)
 		case ev.ack != nil:
@@ -1202,6 +1225,7 @@ func (e *engine) onData(p *packet) {
 			e.deliverNext(rs, m) // in order: no need to queue it
 			continue
 		}
+		m.held = true
 		if at := rs.pending.put(m.Seq, m); at != 0 {
 			e.s.repair.add(time.Duration(monoOf(now) - at))
 		}
@@ -1222,6 +1246,7 @@ func (e *engine) deliverReady(rs *recvStream) {
 // deliverNext delivers m, the message of seq rs.next, and keeps it for
 // forwarding.
 func (e *engine) deliverNext(rs *recvStream, m *message) {
+	m.held = true
 	rs.next++
 	if rs.pending.base < rs.next {
 		rs.pending.advance(rs.next)

@@ -89,8 +89,8 @@ func TestSlowConsumer(t *testing.T) {
 		if s := cl.svcs[1].Stats(); s.SlowConsumer == 0 {
 			return fmt.Errorf("receiver has refused nothing yet")
 		}
-		if u := cl.svcs[0].Stats().Unstable; u < uint64(cfg.Window)/2 {
-			return fmt.Errorf("sender window holds %d", u)
+		if u := cl.svcs[0].Stats().Unstable; u < uint64(cfg.Window) {
+			return fmt.Errorf("sender window holds %d of %d", u, cfg.Window)
 		}
 		return nil
 	})
@@ -101,8 +101,10 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.waitCount(t, n, 30*time.Second)
-	if w := time.Duration(cl.svcs[0].Stats().WindowFullMicros) * time.Microsecond; w < 250*time.Millisecond {
-		t.Fatalf("sender held back by its window for %v, want at least the 300ms the receiver refused data", w)
+	// The receiver's TCP buffers may take some data at first, opening
+	// the window for moments: most of the 300ms, not all, is counted.
+	if w := time.Duration(cl.svcs[0].Stats().WindowFullMicros) * time.Microsecond; w < 150*time.Millisecond {
+		t.Fatalf("sender held back by its window for %v, want most of the 300ms the receiver refused data", w)
 	}
 	if p := b.problems(); len(p) > 0 {
 		t.Fatal(p)

@@ -460,7 +460,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 	}
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
 	auth := newDgAuth(s.cfg.Key)
-	var payloads payload.Blocks
+	var payloads payload.Recycler
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -578,7 +578,7 @@ func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
 
 // parseDatagramInto is parseDatagram checking tags with a (nil: no key)
 // and copying payloads into blocks from pb.
-func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Blocks) (*packet, error) {
+func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Recycler) (*packet, error) {
 	h, body, err := openDatagram(b, a)
 	if err != nil {
 		return nil, err

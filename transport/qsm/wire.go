@@ -362,6 +362,12 @@ type message struct {
 	GSeq   uint64 // per (sender, source) sequence number of the event
 	Flags  uint8  // msgFlagMore, msgFlagHandover
 	Data   []byte // payload (a whole event or a fragment)
+
+	// A received message's Data is cut from blk (nil: its own), which is
+	// released once the engine no longer keeps the message; held marks a
+	// message the engine keeps.
+	blk  *payload.Block
+	held bool
 }
 
 // msgOverhead is the encoded size of a message without its data.
@@ -444,7 +450,7 @@ func parseData(p []byte) (dataBody, error) {
 // parseDataInto decodes a data body into b, with the messages in one's
 // room when there is one, and payloads copied into blocks from pb (nil:
 // each on its own).
-func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payload.Blocks) error {
+func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payload.Recycler) error {
 	d := decoder{b: p}
 	b.StreamEpoch = d.u64()
 	b.EpochStart = d.u64()
@@ -487,7 +493,7 @@ func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payload.Blocks) e
 			d.fail(fmt.Errorf("%w: unknown message flags %#x", ErrMalformed, m.Flags))
 		}
 		if data := d.take(l); data != nil {
-			m.Data = pb.Copy(data)
+			m.Data, m.blk = pb.Copy(data)
 		} else if l == 0 {
 			m.Data = []byte{}
 		}

@@ -1,0 +1,85 @@
+package payload
+
+import (
+	"bytes"
+	"testing"
+	"unsafe"
+)
+
+// TestRecycler: a block is reused only once every payload cut from it is
+// released and the recycler has moved on to another block; until then its
+// payloads keep their bytes.
+func TestRecycler(t *testing.T) {
+	var r Recycler
+	p := bytes.Repeat([]byte{1}, 1000)
+	var held [][]byte
+	var blocks []*Block
+	for range BlockSize / 1000 {
+		c, b := r.Copy(p)
+		held, blocks = append(held, c), append(blocks, b)
+	}
+	first := blocks[0]
+	for _, b := range blocks {
+		if b != first {
+			t.Fatal("payloads that fit one block were cut from several")
+		}
+	}
+	// Moving on to a second block, while the first block's payloads are
+	// all held: nothing is reused.
+	c2, b2 := r.Copy(bytes.Repeat([]byte{2}, 1000))
+	if b2 == first {
+		t.Fatal("a full block was cut from again")
+	}
+	for _, b := range blocks[1:] {
+		b.Release()
+	}
+	for i, c := range held[:1] {
+		if !bytes.Equal(c, p) {
+			t.Fatalf("payload %d changed while held", i)
+		}
+	}
+	if first.refs.Load() != 1 {
+		t.Fatalf("first block counts %d payloads, want 1", first.refs.Load())
+	}
+	first.Release()
+	if first.refs.Load() != 0 {
+		t.Fatalf("first block counts %d after its last release", first.refs.Load())
+	}
+	if !bytes.Equal(c2, bytes.Repeat([]byte{2}, 1000)) {
+		t.Fatal("payload of the second block changed")
+	}
+	b2.Release()
+	if b2.refs.Load() != 1 {
+		t.Fatal("the block being cut from lost the recycler's hold")
+	}
+	big := bytes.Repeat([]byte{3}, MaxShared+1)
+	if c, b := r.Copy(big); b != nil || !bytes.Equal(c, big) || &c[0] == &big[0] {
+		t.Fatal("a large payload was not copied on its own")
+	}
+	var none *Recycler
+	if c, b := none.Copy([]byte("x")); b != nil || string(c) != "x" {
+		t.Fatal("nil Recycler")
+	}
+	// Copies never overlap their neighbours, even appended to.
+	a, _ := r.Copy([]byte("ab"))
+	d, _ := r.Copy([]byte("cd"))
+	_ = append(a, 'x')
+	if string(d) != "cd" || uintptr(unsafe.Pointer(&d[0])) != uintptr(unsafe.Pointer(&a[0]))+2 {
+		t.Fatalf("neighbouring copies: %q %q", a, d)
+	}
+}
+
+// TestRecyclerDoubleRelease: releasing more payloads than were cut is a
+// bug that would hand the same bytes to two holders; it panics.
+func TestRecyclerDoubleRelease(t *testing.T) {
+	var r Recycler
+	_, b := r.Copy([]byte("x"))
+	b.Release()
+	b.Release() // the recycler's own hold: the block goes back
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a third release did not panic")
+		}
+	}()
+	b.Release()
+}
