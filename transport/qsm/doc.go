@@ -150,7 +150,12 @@
 // in batches that are dropped rather than queued when the engine is
 // behind), and it writes datagrams and client frames itself, so the
 // engine takes no locks. Two reader goroutines per
-// service check and parse datagrams; an accept loop per uplink listener
+// service check and parse datagrams, copying payloads into blocks
+// (payload.Recycler) that the engine releases, message by message, once
+// it no longer keeps them: a block goes back to the readers when its last
+// message is stable (a block's count is atomic; each message is released
+// at most once, by the engine, and messages it drops without keeping are
+// released right after their packet is handled); an accept loop per uplink listener
 // (TCP, and the local socket) takes client links; one goroutine per client
 // link reads frames, and a connWriter goroutine per link writes batched
 // frames
