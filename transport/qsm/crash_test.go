@@ -76,16 +76,9 @@ func TestSenderCrashSurvivorsRepair(t *testing.T) {
 func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	cfg := testConfig(t)
 	cl := newCluster(t, cfg, 3)
-	ctx := context.Background()
 	sender := cl.svcs[0]
 	pub, recs := joinEvery(t, cl, "gap")
-	publish := func(n int) {
-		for i := 0; i < n; i++ {
-			if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("event ", i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	publish := func(n int) { publishEvents(t, pub, n) }
 	const warm, gap, after = 200, 100, 150
 	publish(warm)
 	recs[1].waitCount(t, warm, 10*time.Second)
@@ -167,17 +160,10 @@ func inEngine(t *testing.T, s *Service, f func(e *engine)) {
 func TestCoordinatorRestartLosesNothing(t *testing.T) {
 	cfg := testConfig(t)
 	cl := newCluster(t, cfg, 3)
-	ctx := context.Background()
 	sender, b := cl.svcs[0], cl.svcs[2]
 	pub, recs := joinEvery(t, cl, "restart")
 	const warm, lost, after = 300, 200, 100
-	publish := func(n int) {
-		for i := 0; i < n; i++ {
-			if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("event ", i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	publish := func(n int) { publishEvents(t, pub, n) }
 	publish(warm)
 	recs[1].waitCount(t, warm, 10*time.Second)
 	recs[2].waitCount(t, warm, 10*time.Second)

@@ -249,3 +249,14 @@ func waitMembers(t testing.TB, ms []*Member, want int) {
 		return nil
 	})
 }
+
+// publishEvents publishes n events "event 0", "event 1", ... from pub
+// without waiting for their acknowledgements.
+func publishEvents(t *testing.T, pub *Member, n int) {
+	t.Helper()
+	for i := range n {
+		if err := pub.PublishAsync(context.Background(), []byte(fmt.Sprint("event ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -300,16 +300,9 @@ func TestTokenCopies(t *testing.T) {
 func TestTokenReportsManyGaps(t *testing.T) {
 	cfg := testConfig(t)
 	cl := newCluster(t, cfg, 2)
-	ctx := context.Background()
 	sender, rcv := cl.svcs[0], cl.svcs[1]
 	pub, recs := joinEvery(t, cl, "gaps")
-	publish := func(n int) {
-		for i := range n {
-			if err := pub.PublishAsync(ctx, []byte(fmt.Sprint("event ", i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	publish := func(n int) { publishEvents(t, pub, n) }
 	publish(10)
 	recs[1].waitCount(t, 10, 10*time.Second)
 	const gaps = 200
