@@ -368,14 +368,14 @@ func (c *Coordinator) serve(conn net.Conn) {
 			n.region, n.sorted = region, gs
 			for _, g := range adds {
 				id := GroupID(g)
-				if _, ok := n.groups[id]; !ok {
+				if !hasGroup(n, id) {
 					c.refs[id]++
 				}
 				n.groups[id] = g
 				c.names[id] = g
 			}
 			for _, g := range rems {
-				if id := GroupID(g); n.groups[id] != "" {
+				if id := GroupID(g); hasGroup(n, id) {
 					delete(n.groups, id)
 					c.unrefLocked(id)
 				}
@@ -510,6 +510,13 @@ func groupSetAfter(sorted []uint64, adds, rems []string) []uint64 {
 		}
 	}
 	return out
+}
+
+// hasGroup reports whether node n is in group id (whatever its name: a
+// node may send an empty one).
+func hasGroup(n *gmsNode, id uint64) bool {
+	_, ok := n.groups[id]
+	return ok
 }
 
 // unrefLocked notes that a node left group id, forgetting its name when

@@ -937,3 +937,35 @@ func TestSourcesCapped(t *testing.T) {
 	}
 	recs[1].waitCount(t, 1+50, 5*time.Second)
 }
+
+// TestCoordinatorEmptyGroupName: a node may name a group "" in its groups
+// frame (only a misbehaving one does); leaving it forgets it as any
+// other, so the coordinator names no group nobody is in.
+func TestCoordinatorEmptyGroupName(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HeartbeatInterval = 5 * time.Second // the raw link sends none
+	cl := newCluster(t, cfg, 1)
+	g := dialGMS(t, cl, 78, "blank")
+	named := func(want ...string) func() error {
+		return func() error {
+			cl.coord.mu.Lock()
+			defer cl.coord.mu.Unlock()
+			var got []string
+			for _, name := range cl.coord.names {
+				got = append(got, name)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("the coordinator names groups %q, want %q", got, want)
+			}
+			return nil
+		}
+	}
+	g.groups([]string{"", "a"}, nil)
+	checkFor(t, 3*time.Second, 10*time.Millisecond, named("", "a"))
+	// Leaving both, then joining another: once that one is named, the
+	// leaves were taken too.
+	g.groups(nil, []string{"", "a"})
+	g.groups([]string{"b"}, nil)
+	checkFor(t, 3*time.Second, 10*time.Millisecond, named("b"))
+}
