@@ -173,9 +173,10 @@ func (r *pendingRing) take() *message {
 	return m
 }
 
-// missing appends to dst the ranges of seqs in [base, hi] that hold no
-// message, in order, and stops after more than max ranges.
-func (r *pendingRing) missing(dst []seqRange, hi uint64, max int) []seqRange {
+// missing returns the ranges of seqs in [base, hi] that hold no message,
+// in order, and stops after more than max ranges.
+func (r *pendingRing) missing(hi uint64, max int) []seqRange {
+	var dst []seqRange
 	from := r.base
 	if r.n > 0 {
 		mask := uint64(len(r.slots) - 1)

@@ -76,7 +76,7 @@ func checkRing(t *testing.T, b []byte) {
 			}
 			delete(md.gaps, md.next+arg)
 			hi := md.next + arg
-			got := r.missing(nil, hi, 4)
+			got := r.missing(hi, 4)
 			var want []seqRange
 			from := md.next
 			keys := make([]uint64, 0, len(md.msgs))

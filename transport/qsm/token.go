@@ -379,7 +379,7 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		ack := rs.next - 1
 		var miss []seqRange
 		if hi > ack {
-			miss = rs.pending.missing(nil, hi, maxSlotRanges)
+			miss = rs.pending.missing(hi, maxSlotRanges)
 		}
 		ms, upto := capRanges(miss, maxSlotRanges, max(hi, ack))
 		at, gapLimit := monoOf(now), satAdd(rs.next, maxGapAhead)
