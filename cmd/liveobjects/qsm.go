@@ -268,7 +268,7 @@ Example:
 			v := reflect.ValueOf(st)
 			for i := 0; i < v.NumField(); i++ {
 				name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
-				fmt.Fprintf(tw, "%s\t%d\n", name, v.Field(i).Uint())
+				fmt.Fprintf(tw, "%s\t%v\n", name, v.Field(i).Interface())
 			}
 			return tw.Flush()
 		},
