@@ -110,7 +110,8 @@ type Event struct {
 	Seq uint64
 	// Sender identifies the publishing process (driver specific, may be empty).
 	Sender string
-	// Data is the payload. The receiver owns it.
+	// Data is the payload. The receiver owns it, except in a Borrower,
+	// which may use it only until the call that handed it over returns.
 	Data []byte
 }
 
@@ -141,6 +142,18 @@ type Handler interface {
 type BatchHandler interface {
 	Handler
 	DeliverBatch(evs []Event)
+}
+
+// Borrower is a Handler that keeps no event's Data once the Deliver or
+// DeliverBatch call that handed it over has returned (what it needs later
+// it copies). A driver may then lend it the driver's own bytes for the
+// length of the call, instead of a copy made for it; other drivers ignore
+// the method. Data must not be written to in either case: a lent payload
+// may also be the driver's copy for repairing other members.
+type Borrower interface {
+	Handler
+	// BorrowsData marks the Handler; it is never called.
+	BorrowsData()
 }
 
 // Member is a process's membership in one channel, returned by Join.

@@ -22,7 +22,7 @@ import (
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
 	groups, mode, cpuProfile, memProfile      string
-	noOffload, wire, attach                   bool
+	noOffload, wire, attach, ownData          bool
 	settings                                  qsmSettings
 }
 
@@ -69,6 +69,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.BoolVar(&benchQSM.wire, "wire", true, "netns links act like network cards: runs of datagrams are cut at the sending device and coalesced (GRO) at the receiving one; false hands a run from socket to socket in one piece")
 			fs.BoolVar(&benchQSM.attach, "attach", false, "QSM as a library: the clients attach to services in the benchmark's process (netns: each node's service runs here, in the node's namespace) instead of dialing service processes")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
+			fs.BoolVar(&benchQSM.ownData, "own-data", false, "the receivers' handlers own their events' payloads (a copy each) instead of borrowing them (transport.Borrower) during the call")
 			fs.StringVar(&benchQSM.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file ('go tool pprof'); with -attach or -mode loopback it covers the QSM services too")
 			fs.StringVar(&benchQSM.memProfile, "memprofile", "", "write a profile of this process's allocations to the file at the end")
 		},
@@ -119,7 +120,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			cfg.NoOffload = cfg.NoOffload || benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat, Attach: benchQSM.attach,
+				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat, Attach: benchQSM.attach, OwnData: benchQSM.ownData,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode

@@ -9,13 +9,15 @@ import (
 	"sync"
 
 	"github.com/liveobjects/liveobjects/transport"
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 )
 
 // Attach returns a client of this service in the same process: QSM used
 // as a library. It behaves as a client from Dial does, and other
 // processes' clients of the service see no difference, but the service
 // hands it events directly: no socket, no encoding of deliveries, one
-// copy of each payload (the one its handler owns). Its handlers run on
+// copy of each payload (the one its handler owns), or none for a handler
+// that is a transport.Borrower (it is lent the service's). Its handlers run on
 // its own dispatch goroutines, never on the service's. Close the client
 // before the service, or it fails when the service closes.
 func (s *Service) Attach(ctx context.Context) (*Client, error) {
@@ -104,11 +106,12 @@ func (l *directLink) frame(f func(b []byte) []byte) error {
 	return err
 }
 
-// deliver collects an event for member id (engine goroutine).
-func (l *directLink) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte) {
+// deliver collects an event for member id (engine goroutine); blk is the
+// block data was cut from, or nil.
+func (l *directLink) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte, blk *payload.Block) {
 	l.mu.Lock()
 	if !l.closed {
-		l.r.deliver(id, node, source, seq, data)
+		l.r.deliver(id, node, source, seq, data, blk)
 		if l.r.npending >= handOverAt {
 			l.r.handOver()
 		}

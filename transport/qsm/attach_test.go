@@ -1,6 +1,7 @@
 package qsm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -236,4 +237,100 @@ func TestAttachServiceClose(t *testing.T) {
 	if _, err := s2.Attach(ctx); err == nil {
 		t.Fatal("attach to a service not started: no error")
 	}
+}
+
+// borrowChecker is a transport.Borrower that checks each payload during
+// its Deliver call, slowly now and then, and (against the Borrower's
+// rules, to see what it was lent) keeps every payload it was handed.
+type borrowChecker struct {
+	*recorder
+	event func(int) []byte
+	next  int
+	wrong []string
+	lent  [][]byte
+}
+
+func (b *borrowChecker) Deliver(ev transport.Event) {
+	b.recorder.mu.Lock()
+	k := b.next
+	b.next++
+	b.recorder.mu.Unlock()
+	if k%200 == 0 {
+		time.Sleep(5 * time.Millisecond) // events queue up behind this one
+	}
+	b.recorder.mu.Lock()
+	if want := b.event(k); !bytes.Equal(ev.Data, want) && len(b.wrong) < 5 {
+		b.wrong = append(b.wrong, fmt.Sprintf("event %d read %.12q... during its call, want %.12q...", k, ev.Data, want))
+	}
+	b.lent = append(b.lent, ev.Data)
+	b.recorder.mu.Unlock()
+	b.recorder.Deliver(ev)
+}
+
+func (*borrowChecker) BorrowsData() {}
+
+// An attached client lends a transport.Borrower the service's own copy of
+// each payload, which stays as it is until the handler has returned (the
+// block it is cut from is not reused before), even while the handler is
+// slow and the stream goes on; a handler of the same client that is not
+// a Borrower gets copies that stay its own. The borrower's payloads are
+// reused once it has returned: that shows they were lent, not copied.
+func TestAttachBorrower(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Window = 1024
+	cl := newCluster(t, cfg, 2)
+	ctx := context.Background()
+	const n, size = 20000, 1000
+	event := func(i int) []byte { return patterned(i, size) }
+	rc := attach(t, cl.svcs[1])
+	borrower := &borrowChecker{recorder: newRecorder(false), event: event}
+	owner := newRecorder(true)
+	mb, err := rc.JoinMember(ctx, "lend", borrower)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mo, err := rc.JoinMember(ctx, "lend", owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := attach(t, cl.svcs[0]).JoinMember(ctx, "lend", newRecorder(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, []*Member{mb, mo, pub}, 2)
+	for i := range n {
+		if err := pub.PublishAsync(ctx, event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	borrower.waitCount(t, n, 60*time.Second)
+	owner.waitCount(t, n, 60*time.Second)
+	for _, r := range []*recorder{borrower.recorder, owner} {
+		if p := r.problems(); len(p) > 0 {
+			t.Fatalf("out of order: %v", p)
+		}
+	}
+	borrower.mu.Lock()
+	wrong, lent := borrower.wrong, borrower.lent
+	borrower.mu.Unlock()
+	if len(wrong) > 0 {
+		t.Fatalf("a lent payload changed before its handler returned: %v", wrong)
+	}
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	for i, ev := range owner.events {
+		if !bytes.Equal(ev.Data, event(i)) {
+			t.Fatalf("an owned payload changed after its call: event %d reads %.12q..., want %.12q...", i, ev.Data, event(i))
+		}
+	}
+	reused := 0
+	for i, d := range lent {
+		if !bytes.Equal(d, event(i)) {
+			reused++
+		}
+	}
+	if reused == 0 {
+		t.Fatalf("none of %d lent payloads was reused after its call: the borrower got copies", len(lent))
+	}
+	t.Logf("%d of %d lent payloads were reused after their calls", reused, len(lent))
 }

@@ -215,6 +215,7 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 		credits: c.sem,
 		done:    make(chan struct{}),
 	}
+	_, m.borrows = h.(transport.Borrower)
 	ch := make(chan error, 1)
 	c.members[id] = m
 	c.byID.store(id, m)
@@ -553,14 +554,24 @@ func (r *receiver) handOver() {
 }
 
 // deliver collects an event of member id (a copy of data) for its worker.
-func (r *receiver) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte) {
+//
+// blk, when not nil, is the block data was cut from, which stays unchanged
+// while the block is retained: a member that borrows gets data itself and
+// a reference to blk, released once its handler has returned; every
+// other member gets a copy of its own.
+func (r *receiver) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte, blk *payload.Block) {
 	// The member itself is not read here: its worker, on another thread,
 	// writes its line (callMu) for every handler call, and loading it
 	// here for every event made that line cross between the cores. The
 	// worker checks stopped before it calls the handler.
 	if m := r.c.member(id); m != nil {
 		wi := int(id) % len(r.c.workers)
-		r.pending[wi] = append(r.pending[wi], item{m, transport.Event{Seq: seq, Sender: r.senderName(node, source), Data: r.payloads.Copy(data)}})
+		if blk != nil && m.borrows {
+			blk.Retain()
+		} else {
+			data, blk = r.payloads.Copy(data), nil
+		}
+		r.pending[wi] = append(r.pending[wi], item{m, transport.Event{Seq: seq, Sender: r.senderName(node, source), Data: data}, blk})
 		r.npending++
 	}
 }
@@ -574,7 +585,7 @@ func (r *receiver) handle(t uint8, body []byte) error {
 			return fmt.Errorf("%w: short deliver frame", ErrMalformed)
 		}
 		r.deliver(binary.BigEndian.Uint32(body), binary.BigEndian.Uint64(body[4:]),
-			binary.BigEndian.Uint32(body[12:]), binary.BigEndian.Uint64(body[16:]), body[24:])
+			binary.BigEndian.Uint32(body[12:]), binary.BigEndian.Uint64(body[16:]), body[24:], nil)
 	case cliPubAck:
 		d := decoder{b: body}
 		id, seq := d.u32(), d.u64()
@@ -699,6 +710,12 @@ type Member struct {
 	err  error
 	view GroupView
 	left sync.Once
+
+	// borrows is set when h is a transport.Borrower: an attached client
+	// lends it the engine's payloads instead of copies. It is kept apart
+	// from the handler's line, which the worker writes, because the
+	// engine reads it for every event.
+	borrows bool
 }
 
 var _ transport.Member = (*Member)(nil)
@@ -900,10 +917,22 @@ func (m *Member) stop(err error) {
 	}
 }
 
-// item is an event for one member.
+// item is an event for one member. A borrowed event's Data is cut from
+// blk, which the item holds a reference to until the handler has had it.
 type item struct {
-	m  *Member
-	ev transport.Event
+	m   *Member
+	ev  transport.Event
+	blk *payload.Block
+}
+
+// releaseItems gives up the blocks that items hold.
+func releaseItems(items []item) {
+	for i := range items {
+		if items[i].blk != nil {
+			items[i].blk.Release()
+			items[i].blk = nil
+		}
+	}
 }
 
 // worker calls the handlers of the members assigned to it, one event at a
@@ -939,6 +968,8 @@ func (w *worker) pushAll(items []item, wait bool) {
 		w.q = append(w.q, items...)
 		w.bytes.Add(int64(n))
 		w.cond.Broadcast()
+	} else {
+		releaseItems(items)
 	}
 	w.mu.Unlock()
 	clear(items)
@@ -947,6 +978,7 @@ func (w *worker) pushAll(items []item, wait bool) {
 func (w *worker) stop() {
 	w.mu.Lock()
 	w.stopped = true
+	releaseItems(w.q)
 	w.q = nil
 	w.bytes.Store(0)
 	w.cond.Broadcast()
@@ -977,6 +1009,7 @@ func (w *worker) run() {
 				j++
 			}
 			evs = m.deliverRun(batch[i:j], evs)
+			releaseItems(batch[i:j])
 			clear(batch[i:j])
 			w.bytes.Add(-int64(n))
 			i = j

@@ -195,7 +195,12 @@
 // flushes, to the client's workers without waiting: the bytes the workers
 // hold (worker.bytes, an atomic) count as the client's queue, so a slow
 // handler makes the service refuse data, repaired later, as a slow socket
-// client does, and never blocks the engine.
+// client does, and never blocks the engine. A member whose handler is a
+// transport.Borrower is lent the engine's copy of each payload instead of
+// a copy of its own: the engine takes one more reference to the payload's
+// block (an atomic add) when it hands the event over, and the worker
+// releases it once the handler has returned, so the block is not reused
+// while the handler may read it, however long the event waits.
 //
 // # Limits
 //

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 	"golang.org/x/net/ipv4"
 )
 
@@ -809,15 +810,17 @@ func (e *engine) congested() bool {
 	return false
 }
 
-// deliverLocal hands an event to every joined local member of g.
-func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq uint64, data []byte) {
+// deliverLocal hands an event to every joined local member of g. blk is
+// the block data was cut from (nil: none), for attached clients' members
+// that borrow it.
+func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq uint64, data []byte, blk *payload.Block) {
 	for _, m := range g.members {
 		if !m.inView {
 			continue
 		}
 		id := m.id
 		if d := m.c.direct; d != nil {
-			d.deliver(id, node, source, gseq, data)
+			d.deliver(id, node, source, gseq, data, blk)
 			e.s.ctr.delivered.Add(1)
 			continue
 		}
@@ -961,7 +964,7 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	gseq := m.gseq
 	e.pubSeq++
 	e.s.ctr.published.Add(1)
-	e.deliverLocal(m.g, e.s.id, m.source, gseq, p.data)
+	e.deliverLocal(m.g, e.s.id, m.source, gseq, p.data, nil)
 	for _, st := range ts {
 		e.appendEvent(st, message{Group: m.group, Source: m.source, GSeq: gseq}, e.pubSeq, p.data)
 	}
@@ -1259,9 +1262,9 @@ func (e *engine) deliverNext(rs *recvStream, m *message) {
 		rs.frag = append(rs.frag, m.Data...)
 		return
 	}
-	data := m.Data
+	data, blk := m.Data, m.blk
 	if len(rs.frag) > 0 {
-		data = append(rs.frag, m.Data...)
+		data, blk = append(rs.frag, m.Data...), nil
 		rs.frag = nil
 	}
 	g, ok := e.fresh(rs, m)
@@ -1270,7 +1273,7 @@ func (e *engine) deliverNext(rs *recvStream, m *message) {
 		return
 	}
 	if g != nil {
-		e.deliverLocal(g, rs.sender, m.Source, m.GSeq, data)
+		e.deliverLocal(g, rs.sender, m.Source, m.GSeq, data, blk)
 	}
 }
 

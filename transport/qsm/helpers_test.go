@@ -260,3 +260,14 @@ func publishEvents(t *testing.T, pub *Member, n int) {
 		}
 	}
 }
+
+// patterned returns event i of a test stream: size bytes that differ from
+// one event to the next, starting with i in eight digits.
+func patterned(i, size int) []byte {
+	b := make([]byte, size)
+	for j := range b {
+		b[j] = byte(i*7 + j)
+	}
+	copy(b, fmt.Sprintf("%08d", i))
+	return b
+}

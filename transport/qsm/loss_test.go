@@ -382,14 +382,7 @@ func TestEngineBlocksReused(t *testing.T) {
 		}
 	})
 	const n, size = 30000, 1000
-	event := func(i int) []byte {
-		b := make([]byte, size)
-		for j := range b {
-			b[j] = byte(i*7 + j)
-		}
-		copy(b, fmt.Sprintf("%08d", i))
-		return b
-	}
+	event := func(i int) []byte { return patterned(i, size) }
 	made := payload.BlocksMade()
 	for i := range n {
 		if err := pub.PublishAsync(ctx, event(i)); err != nil {

@@ -26,6 +26,14 @@ func (b *Block) Release() {
 	}
 }
 
+// Retain takes one more reference to b for a payload cut from it that
+// gets a second holder; each Retain is matched by a Release.
+func (b *Block) Retain() {
+	if b.refs.Add(1) <= 1 {
+		panic("payload: block retained after its last release")
+	}
+}
+
 var (
 	blockPool = sync.Pool{New: func() any {
 		blocksMade.Add(1)

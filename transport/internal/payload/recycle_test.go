@@ -83,3 +83,24 @@ func TestRecyclerDoubleRelease(t *testing.T) {
 	}()
 	b.Release()
 }
+
+// A payload with a second holder (Retain) keeps its block until both
+// have released it; retaining a block that went back panics.
+func TestBlockRetain(t *testing.T) {
+	var r Recycler
+	_, b := r.Copy([]byte("x"))
+	b.Retain()
+	b.Release()
+	r.cur = nil // the recycler moves on without releasing its own hold
+	b.Release() // the recycler's hold
+	if n := b.refs.Load(); n != 1 {
+		t.Fatalf("block counts %d holders after three of four releases, want 1", n)
+	}
+	b.Release()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("retaining a block after its last release did not panic")
+		}
+	}()
+	b.Retain()
+}

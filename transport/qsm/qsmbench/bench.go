@@ -54,6 +54,12 @@ type Options struct {
 	// then starts each node's service here, in the node's namespace,
 	// rather than as a process of its own.
 	Attach bool
+	// OwnData makes the receivers' handlers own their events' payloads,
+	// as handlers that keep them do: each gets a copy made for it. By
+	// default they borrow them (transport.Borrower), as handlers that
+	// only read a payload during the call can, and an attached client
+	// lends them the service's own bytes.
+	OwnData bool
 	// Config is the base QSM configuration.
 	Config qsm.Config
 	// Settings are QSM settings (name=value, as qsm.ParseConfig reads
@@ -124,7 +130,8 @@ type Row struct {
 // Result is a set of measurements.
 type Result struct {
 	// Mode is "netns" or "loopback", followed by ", clients attached"
-	// when the run used Options.Attach.
+	// when the run used Options.Attach and by ", handlers own payloads"
+	// when it used Options.OwnData.
 	Mode string
 	// Rows are the measurements in order.
 	Rows []Row
@@ -197,7 +204,8 @@ type env struct {
 // driver calls a Handler's methods one at a time.
 type groupCounter struct {
 	total  *atomic.Int64
-	bad    *atomic.Int64
+	bad    *atomic.Int64 // events out of order or of the wrong size
+	size   int           // the size of every event
 	sender string
 	seq    uint64
 	others map[string]uint64
@@ -205,6 +213,9 @@ type groupCounter struct {
 
 // Deliver counts ev and checks its sequence number.
 func (g *groupCounter) Deliver(ev transport.Event) {
+	if len(ev.Data) != g.size {
+		g.bad.Add(1)
+	}
 	switch {
 	case g.seq == 0 || ev.Sender == g.sender:
 		if g.seq != 0 && ev.Seq != g.seq+1 {
@@ -226,6 +237,15 @@ func (g *groupCounter) Deliver(ev transport.Event) {
 func (g *groupCounter) Checkpoint() ([]byte, error)      { return nil, nil }
 func (g *groupCounter) Restore(_ []byte, _ uint64) error { return nil }
 
+// borrowingCounter is a groupCounter that borrows its events' payloads:
+// it reads them during Deliver only.
+type borrowingCounter struct{ *groupCounter }
+
+var _ transport.Borrower = borrowingCounter{}
+
+// BorrowsData marks borrowingCounter as a transport.Borrower.
+func (borrowingCounter) BorrowsData() {}
+
 // run performs every measurement on e. The measurements are made in
 // rounds, each round measuring everything once, and every ratio is the
 // median of the ratios within a round: what the machine does besides
@@ -233,6 +253,9 @@ func (g *groupCounter) Restore(_ []byte, _ uint64) error { return nil }
 // alike, instead of on whichever measurement it happened to overlap.
 func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	res := &Result{Mode: e.mode}
+	if o.OwnData {
+		res.Mode += ", handlers own payloads"
+	}
 	// QSM is compared with raw multicast that has the same help from the
 	// kernel: with segmentation offload when QSM uses it, without when not.
 	offload := udpgso.Available && !o.Config.NoOffload
@@ -473,7 +496,11 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	for i, c := range clients {
 		totals[i] = &atomic.Int64{}
 		ms, err := joinMany(ctx, c, prefix, groups, func() transport.Handler {
-			return &groupCounter{total: totals[i], bad: &bad}
+			g := &groupCounter{total: totals[i], bad: &bad, size: o.Size}
+			if o.OwnData {
+				return g
+			}
+			return borrowingCounter{g}
 		})
 		if err != nil {
 			return Row{}, err
@@ -568,7 +595,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 		row.Lost = max(row.Lost, int(want-n))
 	}
 	if b := bad.Load(); b > 0 {
-		return row, fmt.Errorf("%d events out of FIFO order", b)
+		return row, fmt.Errorf("%d events out of FIFO order or not of %d bytes", b, o.Size)
 	}
 	row.Goodput = float64(want*int64(o.Size)) / elapsed.Seconds()
 	if row.Lost > 0 {

@@ -25,24 +25,31 @@ func smallConfig() qsm.Config {
 }
 
 // TestLoopbackHarness runs a small loopback measurement, with clients
-// dialing their services and with clients attached to them in process:
-// every QSM row delivers everything, and the table names each
-// measurement.
+// dialing their services and with clients attached to them in process
+// (whose handlers borrow payloads, or own them): every QSM row delivers
+// everything, and the table names each measurement.
 func TestLoopbackHarness(t *testing.T) {
-	for _, attach := range []bool{false, true} {
-		t.Run(fmt.Sprintf("attach=%t", attach), func(t *testing.T) { testLoopbackHarness(t, attach) })
+	for _, v := range []struct {
+		attach, own bool
+		mode        string
+	}{
+		{false, false, "loopback"},
+		{true, false, "loopback, clients attached"},
+		{true, true, "loopback, clients attached, handlers own payloads"},
+	} {
+		t.Run(fmt.Sprintf("attach=%t,own=%t", v.attach, v.own), func(t *testing.T) { testLoopbackHarness(t, v.attach, v.own, v.mode) })
 	}
 }
 
-func testLoopbackHarness(t *testing.T, attach bool) {
+func testLoopbackHarness(t *testing.T, attach, own bool, mode string) {
 	res, err := RunLoopback(context.Background(), Options{
 		Receivers: 2, Count: 3000, Size: 256, LossPercent: 5, Groups: []int{1, 20}, Config: smallConfig(), Repeat: 1,
-		Attach: attach,
+		Attach: attach, OwnData: own,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[bool]string{false: "loopback", true: "loopback, clients attached"}[attach]; res.Mode != want {
+	if want := mode; res.Mode != want {
 		t.Fatalf("mode %q, want %q", res.Mode, want)
 	}
 	// Raw multicast, with the kernel's offload too where QSM uses it, two
@@ -116,17 +123,18 @@ func BenchmarkQSM(b *testing.B) {
 
 // TestGroupCounterFIFO: the benchmark's handler counts every event and
 // flags a sequence number that does not follow its sender's last, for
-// the first sender and for others.
+// the first sender and for others, and a payload of the wrong size.
 func TestGroupCounterFIFO(t *testing.T) {
 	var total, bad atomic.Int64
 	g := &groupCounter{total: &total, bad: &bad}
 	for _, ev := range []transport.Event{
 		{Sender: "a", Seq: 5}, {Sender: "a", Seq: 6}, {Sender: "b", Seq: 1}, {Sender: "a", Seq: 7},
 		{Sender: "b", Seq: 2}, {Sender: "b", Seq: 4}, {Sender: "a", Seq: 7},
+		{Sender: "a", Seq: 8, Data: []byte("x")},
 	} {
 		g.Deliver(ev)
 	}
-	if total.Load() != 7 || bad.Load() != 2 {
-		t.Fatalf("counted %d events with %d out of order; want 7 with 2 (b 2 -> 4, a 7 -> 7)", total.Load(), bad.Load())
+	if total.Load() != 8 || bad.Load() != 3 {
+		t.Fatalf("counted %d events with %d flagged; want 8 with 3 (b 2 -> 4, a 7 -> 7, a 1-byte payload)", total.Load(), bad.Load())
 	}
 }
