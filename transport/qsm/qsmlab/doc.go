@@ -5,9 +5,9 @@
 // links act like network cards instead of memory copies: runs of datagrams
 // sent in one buffer (UDP_SEGMENT) are cut into datagrams at the sending
 // device and coalesced at the receiving one (GRO), as on a real network.
-// Loss is injected with nftables where the bridge forwards to a node,
-// dropping a random fraction of the UDP datagrams the node would receive,
-// one by one. Tests and benchmarks of transport/qsm use it; it needs root.
+// Loss is injected with nftables where the bridge hands datagrams to a
+// node's link (the egress hook of its bridge side), dropping a random
+// fraction of the UDP datagrams the node would receive, one by one. Tests and benchmarks of transport/qsm use it; it needs root.
 //
 // Everything a LAN creates (namespaces, links, nft tables, processes) is
 // removed by Close, which is idempotent. A LAN is not safe for concurrent

@@ -262,16 +262,20 @@ func (p *Proc) Kill() {
 
 // Lossy makes the link to node i drop percent of the UDP datagrams the
 // node would receive, at random (nftables numgen), replacing earlier loss
-// rules. The datagrams are dropped where the bridge forwards them to the
-// node, one by one, as a wire loses packets: inside the node's namespace
-// they could only be dropped after the receiving device coalesced them
-// (GRO), a whole run at once.
+// rules. The datagrams are dropped where the bridge hands them to the
+// node's link (the egress hook of the link's bridge side), one by one, as
+// a wire loses packets: inside the node's namespace they could only be
+// dropped after the receiving device coalesced them (GRO), a whole run at
+// once. The rule sees only the datagrams for node i; a rule in the
+// bridge's forward hook would be evaluated for every datagram to every
+// node, and would put the bridge's netfilter path in every forward, a
+// cost of the lab charged to the traffic it measures.
 func (l *LAN) Lossy(i, percent int) error {
 	l.Lossless(i)
-	rules := fmt.Sprintf(`table bridge %s {
-  chain forward {
-    type filter hook forward priority 0; policy accept;
-    oifname "%s" meta l4proto udp numgen random mod 100 < %d drop
+	rules := fmt.Sprintf(`table netdev %s {
+  chain egress {
+    type filter hook egress device "%s" priority 0; policy accept;
+    meta l4proto udp numgen random mod 100 < %d drop
   }
 }
 `, l.lossTable(i), l.hostLink(i), percent)
@@ -285,7 +289,7 @@ func (l *LAN) Lossy(i, percent int) error {
 
 // Lossless removes node i's loss rules.
 func (l *LAN) Lossless(i int) error {
-	return run("nft", "delete", "table", "bridge", l.lossTable(i))
+	return run("nft", "delete", "table", "netdev", l.lossTable(i))
 }
 
 // lossTable names node i's nftables table of loss rules.
@@ -340,7 +344,7 @@ func (l *LAN) Close() error {
 		p.Kill()
 	}
 	for i, ns := range l.ns {
-		exec.Command("nft", "delete", "table", "bridge", l.lossTable(i)).Run()
+		exec.Command("nft", "delete", "table", "netdev", l.lossTable(i)).Run()
 		exec.Command("ip", "link", "del", l.hostLink(i)).Run()
 		exec.Command("ip", "netns", "del", ns).Run()
 	}
