@@ -19,8 +19,9 @@ import (
 // per node with a veth on the bridge at 198.19.X.(i+1). Each node runs
 // 'liveobjects qsm service' as a real process inside its namespace; the
 // coordinator and the in-process clients run in the test process and reach
-// the nodes through the bridge. Loss is injected with nftables inside a
-// node's namespace. Everything is removed in t.Cleanup.
+// the nodes through the bridge. Loss is injected with nftables where the
+// bridge hands datagrams to a node's link (qsmlab.LAN.Lossy). Everything
+// is removed in t.Cleanup.
 
 // requireNetns skips when namespaces cannot be made here.
 func requireNetns(t testing.TB) {
