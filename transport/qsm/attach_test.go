@@ -274,15 +274,28 @@ func (*borrowChecker) BorrowsData() {}
 // block it is cut from is not reused before), even while the handler is
 // slow and the stream goes on; a handler of the same client that is not
 // a Borrower gets copies that stay its own. The borrower's payloads are
-// reused once it has returned: that shows they were lent, not copied.
+// reused once it has returned: that shows they were lent, not copied. A
+// dialed client, whose payloads arrive in a buffer it reuses, lends its
+// borrowers copies cut from blocks that are reused the same way.
 func TestAttachBorrower(t *testing.T) {
+	for _, dialed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dialed=%t", dialed), func(t *testing.T) { testBorrower(t, dialed) })
+	}
+}
+
+func testBorrower(t *testing.T, dialed bool) {
 	cfg := testConfig(t)
 	cfg.Window = 1024
 	cl := newCluster(t, cfg, 2)
 	ctx := context.Background()
 	const n, size = 20000, 1000
 	event := func(i int) []byte { return patterned(i, size) }
-	rc := attach(t, cl.svcs[1])
+	var rc *Client
+	if dialed {
+		rc = dial(t, cl.svcs[1].Addr())
+	} else {
+		rc = attach(t, cl.svcs[1])
+	}
 	borrower := &borrowChecker{recorder: newRecorder(false), event: event}
 	owner := newRecorder(true)
 	mb, err := rc.JoinMember(ctx, "lend", borrower)

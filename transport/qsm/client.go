@@ -494,8 +494,10 @@ type receiver struct {
 	pending  [][]item
 	npending int
 	// Payloads are copied into shared blocks: one allocation for many
-	// events instead of one each.
+	// events instead of one each. Borrowers' copies come from blocks
+	// that are reused once their handlers have returned.
 	payloads payload.Blocks
+	lent     payload.Recycler
 }
 
 func newReceiver(c *Client, wait bool) *receiver {
@@ -557,8 +559,10 @@ func (r *receiver) handOver() {
 //
 // blk, when not nil, is the block data was cut from, which stays unchanged
 // while the block is retained: a member that borrows gets data itself and
-// a reference to blk, released once its handler has returned; every
-// other member gets a copy of its own.
+// a reference to blk, released once its handler has returned. When blk is
+// nil (data is in a buffer the caller reuses), a borrower gets a copy cut
+// from a recycled block, released the same way. Every other member gets a
+// copy of its own.
 func (r *receiver) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte, blk *payload.Block) {
 	// The member itself is not read here: its worker, on another thread,
 	// writes its line (callMu) for every handler call, and loading it
@@ -566,10 +570,13 @@ func (r *receiver) deliver(id uint32, node uint64, source uint32, seq uint64, da
 	// worker checks stopped before it calls the handler.
 	if m := r.c.member(id); m != nil {
 		wi := int(id) % len(r.c.workers)
-		if blk != nil && m.borrows {
-			blk.Retain()
-		} else {
+		switch {
+		case !m.borrows:
 			data, blk = r.payloads.Copy(data), nil
+		case blk != nil:
+			blk.Retain()
+		default:
+			data, blk = r.lent.Copy(data)
 		}
 		r.pending[wi] = append(r.pending[wi], item{m, transport.Event{Seq: seq, Sender: r.senderName(node, source), Data: data}, blk})
 		r.npending++

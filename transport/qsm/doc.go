@@ -200,7 +200,10 @@
 // a copy of its own: the engine takes one more reference to the payload's
 // block (an atomic add) when it hands the event over, and the worker
 // releases it once the handler has returned, so the block is not reused
-// while the handler may read it, however long the event waits.
+// while the handler may read it, however long the event waits. A dialed
+// client's reader, whose frame buffer is reused, copies a borrower's
+// payloads into blocks of its own (payload.Recycler) that the workers
+// release the same way.
 //
 // # Limits
 //
