@@ -555,7 +555,7 @@ func (r *receiver) handOver() {
 	r.npending = 0
 }
 
-// deliver collects an event of member id (a copy of data) for its worker.
+// deliver collects an event of member id for its worker.
 //
 // blk, when not nil, is the block data was cut from, which stays unchanged
 // while the block is retained: a member that borrows gets data itself and
@@ -718,8 +718,8 @@ type Member struct {
 	view GroupView
 	left sync.Once
 
-	// borrows is set when h is a transport.Borrower: an attached client
-	// lends it the engine's payloads instead of copies. It is kept apart
+	// borrows is set when h is a transport.Borrower: it is lent payloads
+	// (see receiver.deliver) instead of given copies. It is kept apart
 	// from the handler's line, which the worker writes, because the
 	// engine reads it for every event.
 	borrows bool
