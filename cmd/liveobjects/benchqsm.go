@@ -230,14 +230,25 @@ Exit status 0 when the count was printed (also when nothing came).`,
 
 // startProfiles starts a CPU profile into cpu and returns a function that
 // stops it and writes the allocation profile into mem ("" skips either).
+// Both files are created at once, so that a path that cannot be written
+// fails before the measurements rather than after them.
 func startProfiles(cpu, mem string) (stop func(), err error) {
-	var cf *os.File
-	if cpu != "" {
-		if cf, err = os.Create(cpu); err != nil {
-			return nil, fmt.Errorf("-cpuprofile: %w", err)
+	var cf, mf *os.File
+	if mem != "" {
+		if mf, err = os.Create(mem); err != nil {
+			return nil, fmt.Errorf("-memprofile: %w", err)
 		}
-		if err := pprof.StartCPUProfile(cf); err != nil {
-			cf.Close()
+	}
+	if cpu != "" {
+		if cf, err = os.Create(cpu); err == nil {
+			if err = pprof.StartCPUProfile(cf); err != nil {
+				cf.Close()
+			}
+		}
+		if err != nil {
+			if mf != nil {
+				mf.Close()
+			}
 			return nil, fmt.Errorf("-cpuprofile: %w", err)
 		}
 	}
@@ -248,15 +259,12 @@ func startProfiles(cpu, mem string) (stop func(), err error) {
 				slog.Error("writing the CPU profile", "file", cpu, "err", err)
 			}
 		}
-		if mem == "" {
+		if mf == nil {
 			return
 		}
-		f, err := os.Create(mem)
-		if err == nil {
-			err = pprof.Lookup("allocs").WriteTo(f, 0)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
+		err := pprof.Lookup("allocs").WriteTo(mf, 0)
+		if cerr := mf.Close(); err == nil {
+			err = cerr
 		}
 		if err != nil {
 			slog.Error("writing the allocation profile", "file", mem, "err", err)

@@ -316,5 +316,10 @@ func TestBenchQSMProfiles(t *testing.T) {
 			t.Fatalf("%s: %d bytes, not a gzipped profile", f, len(b))
 		}
 	}
+	// A path that cannot be written fails at once, before any measurement.
 	wantRun(t, "", exitFailure, []string{"-cpuprofile"}, "bench", "qsm", "-mode", "loopback", "-cpuprofile", filepath.Join(dir, "none", "cpu"))
+	_, stderr := wantRun(t, "", exitFailure, []string{"-memprofile"}, "bench", "qsm", "-mode", "loopback", "-memprofile", filepath.Join(dir, "none", "mem"))
+	if strings.Contains(stderr, "round 1") {
+		t.Fatalf("bench qsm measured before refusing the -memprofile path:\n%s", stderr)
+	}
 }
