@@ -148,8 +148,8 @@ type BatchHandler interface {
 // DeliverBatch call that handed it over has returned (what it needs later
 // it copies). A driver may then lend it the driver's own bytes for the
 // length of the call, instead of a copy made for it; other drivers ignore
-// the method. Data must not be written to in either case: a lent payload
-// may also be the driver's copy for repairing other members.
+// the method. A Borrower must not write to Data, lent or not: a lent
+// payload may also be the driver's copy for repairing other members.
 type Borrower interface {
 	Handler
 	// BorrowsData marks the Handler; it is never called.

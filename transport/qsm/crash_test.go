@@ -78,9 +78,8 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 	cl := newCluster(t, cfg, 3)
 	sender := cl.svcs[0]
 	pub, recs := joinEvery(t, cl, "gap")
-	publish := func(n int) { publishEvents(t, pub, n) }
 	const warm, gap, after = 200, 100, 150
-	publish(warm)
+	publishEvents(t, pub, warm)
 	recs[1].waitCount(t, warm, 10*time.Second)
 	recs[2].waitCount(t, warm, 10*time.Second)
 	// Both survivors lose the next events, and the sender will not send
@@ -93,7 +92,7 @@ func TestSenderCrashGapNobodyHolds(t *testing.T) {
 			e.lose = func(snd, _, seq uint64) bool { return snd == sender.NodeID() && seq >= from && seq < from+gap }
 		})
 	}
-	publish(gap + after)
+	publishEvents(t, pub, gap+after)
 	checkFor(t, 10*time.Second, time.Millisecond, func() error {
 		for _, s := range cl.svcs[1:] {
 			var held int
@@ -163,8 +162,7 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 	sender, b := cl.svcs[0], cl.svcs[2]
 	pub, recs := joinEvery(t, cl, "restart")
 	const warm, lost, after = 300, 200, 100
-	publish := func(n int) { publishEvents(t, pub, n) }
-	publish(warm)
+	publishEvents(t, pub, warm)
 	recs[1].waitCount(t, warm, 10*time.Second)
 	recs[2].waitCount(t, warm, 10*time.Second)
 	// Both receivers lose what the sender sends next, in this session's
@@ -180,7 +178,7 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 		})
 	}
 	inEngine(t, sender, func(e *engine) { e.mute = true })
-	publish(lost)
+	publishEvents(t, pub, lost)
 	checkFor(t, 10*time.Second, time.Millisecond, func() error {
 		if st := sender.Stats(); st.Published < warm+lost {
 			return fmt.Errorf("published %d", st.Published)
@@ -211,7 +209,7 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 		}
 		return nil
 	})
-	publish(after)
+	publishEvents(t, pub, after)
 	for i, r := range recs[1:] {
 		r.waitCount(t, warm+lost+after, 20*time.Second)
 		time.Sleep(50 * time.Millisecond)

@@ -42,28 +42,28 @@
 // with a token ring; the partition leaders form a ring of their own. A
 // partition token carries, per stream, what each node holds (the prefix it
 // has, and the gaps above it); a node holding a message another lacks sends
-// it on and strikes it from the token. When the round ends, the leader
-// knows what the whole partition holds. Each hop sends the token twice and
-// the next node takes the first copy, so that a token lost on the network
-// seldom costs its ring a round timeout. The region token carries these
-// summaries through the partitions' leaders; a leader holding what a whole
-// partition lacks sends it to that partition's leader (which spreads it in
-// its own ring) and strikes it from the token. The region's leader then
-// tells each sender (dgAck) the highest number every member holds — the
-// sender frees everything up to it (stability) — and what to send again:
-// into the region by multicast when the whole region lacks it, to a
-// partition's leader when one partition does and no leader could forward
-// it. The region's leader also puts the region's stable point into the
-// next region token; with more than one partition a node frees a message
-// only below it (and below its own partition's), so that a leader still
-// holds what another partition lacks if the sender fails. A stream stays
-// in its partition's token until the ring has been told its latest stable
-// point, so that every node frees its copies. What one node has lacked for two rounds in a row, its peers could
-// not forward (a node that entered the region later than another counts,
-// by its start point, seqs it never had as held): the partition's leader
-// asks the sender to send it to that node (an ack with naks naming it, at
-// most 256 seqs a round). Senders announce the end of their stream while
-// anything is unstable, so that a lost tail is noticed.
+// it on and strikes it from the token. When the round ends, the leader knows
+// what the whole partition holds. Each hop sends the token twice and the
+// next node takes the first copy, so that a token lost on the network seldom
+// costs its ring a round timeout. The region token carries these summaries
+// through the partitions' leaders; a leader holding what a whole partition
+// lacks sends it to that partition's leader (which spreads it in its own
+// ring) and strikes it from the token. The region's leader then tells each
+// sender (dgAck) the highest number every member holds — the sender frees
+// everything up to it (stability) — and what to send again: into the region
+// by multicast when the whole region lacks it, to a partition's leader when
+// one partition does and no leader could forward it. The region's leader
+// also puts the region's stable point into the next region token; with more
+// than one partition a node frees a message only below it (and below its own
+// partition's), so that a leader still holds what another partition lacks if
+// the sender fails. A stream stays in its partition's token until the ring
+// has been told its latest stable point, so that every node frees its
+// copies. What one node has lacked for two rounds in a row, its peers could
+// not forward (a node that entered the region later than another counts, by
+// its start point, seqs it never had as held): the partition's leader asks
+// the sender to send it to that node (an ack with naks naming it, at most
+// 256 seqs a round). Senders announce the end of their stream while anything
+// is unstable, so that a lost tail is noticed.
 //
 // Flow control: a sender holds at most Window unstable messages per region;
 // publishes beyond that wait (their acknowledgement to the client is held
@@ -143,30 +143,29 @@
 //
 // # Concurrency
 //
-// The service's protocol state is owned by one goroutine (engine.run), as
-// in the original's single-threaded engine: packets, views and client
-// requests reach it over channels (tokens and acks on a channel of their
-// own that is served first, with the ticker that starts token rounds; data
-// in batches that are dropped rather than queued when the engine is
-// behind), and it writes datagrams and client frames itself, so the
-// engine takes no locks. Two reader goroutines per
-// service check and parse datagrams, copying payloads into blocks
-// (payload.Recycler) that the engine releases, message by message, once
-// it no longer keeps them: a block goes back to the readers when its last
-// message is stable (a block's count is atomic; each message is released
-// at most once, by the engine, and messages it drops without keeping are
-// released right after their packet is handled); an accept loop per uplink listener
-// (TCP, and the local socket) takes client links; one goroutine per client
-// link reads frames, and a connWriter goroutine per link writes batched
-// frames
-// (connWriter.mu protects its buffer). The coordinator link has a reader
-// (gmsLoop) and a heartbeat goroutine; Service.gmsMu protects the current
-// coordinator writer and Service.connMu the set of client links. All of
-// them are counted in Service.wg and end on Close. The package does not
-// set GOMAXPROCS; the standalone commands (liveobjects qsm service and qsm
-// coordinator) run with one P by default, so that these hand-offs switch
-// goroutines on one thread rather than wake another thread (a wake-up
-// that, on a loaded machine, costs more than the work handed over).
+// The service's protocol state is owned by one goroutine (engine.run), as in
+// the original's single-threaded engine: packets, views and client requests
+// reach it over channels (tokens and acks on a channel of their own that is
+// served first, with the ticker that starts token rounds; data in batches
+// that are dropped rather than queued when the engine is behind), and it
+// writes datagrams and client frames itself, so the engine takes no locks.
+// Two reader goroutines per service check and parse datagrams, copying
+// payloads into blocks (payload.Recycler) that the engine releases, message
+// by message, once it no longer keeps them: a block goes back to the readers
+// when its last message is stable (a block's count is atomic; each message
+// is released at most once, by the engine, and messages it drops without
+// keeping are released right after their packet is handled); an accept loop
+// per uplink listener (TCP, and the local socket) takes client links; one
+// goroutine per client link reads frames, and a connWriter goroutine per
+// link writes batched frames (connWriter.mu protects its buffer). The
+// coordinator link has a reader (gmsLoop) and a heartbeat goroutine;
+// Service.gmsMu protects the current coordinator writer and Service.connMu
+// the set of client links. All of them are counted in Service.wg and end on
+// Close. The package does not set GOMAXPROCS; the standalone commands
+// (liveobjects qsm service and qsm coordinator) run with one P by default,
+// so that these hand-offs switch goroutines on one thread rather than wake
+// another thread (a wake-up that, on a loaded machine, costs more than the
+// work handed over).
 //
 // In the coordinator, Coordinator.mu protects the node table and the
 // current view; gmsNode.wmu serializes writes to one service link. One
@@ -180,11 +179,12 @@
 // Member.ackMu the publishes in flight (held while a publish frame is
 // queued, so acks match in order); Member.callMu is held during a handler
 // call (Leave takes it to wait for a call in progress; the reader does not
-// touch a member per event, so that the line the worker writes stays on
-// the worker's core); worker.mu guards a worker's queue. Handlers should not block for long: a handler that blocks
-// holds up the members sharing its worker, and once a worker has 65536
-// events queued the client stops reading from the service and the senders
-// slow down. Leave must not be called from the member's own Handler.
+// touch a member per event, so that the line the worker writes stays on the
+// worker's core); worker.mu guards a worker's queue. Handlers should not
+// block for long: a handler that blocks holds up the members sharing its
+// worker, and once a worker has 65536 events queued the client stops reading
+// from the service and the senders slow down. Leave must not be called from
+// the member's own Handler.
 //
 // An attached client (attach.go) has the same workers and handlers. Its
 // frames reach the service over a net.Pipe, read by one goroutine of the
@@ -209,57 +209,55 @@
 //
 // Region changes keep the events of kept groups (see above) while the
 // senders and the coordinator stay up. When a sender fails, the survivors
-// keep its stream in their tokens for a while (100 token rounds and at
-// least a second, and until no repair has come for 20 rounds: its orphan
-// time), so that each forwards what the others lack, and then settle it:
-// each delivers what it holds in order, skipping a gap that no survivor
-// could fill and the event after it (a message after a gap may be the tail
-// of an event whose head is lost; the format cannot tell), so that the
-// survivors deliver the same events (Stats.OrphanLost counts what was
-// skipped). Across partitions, the region token carries
-// the stream on from round to round with the highest seq any partition
-// holds, so that a partition counts as missing what another holds and
-// that partition's leader hands it over. What no survivor received is
-// lost. When the coordinator link is re-established (a new
-// session numbers views afresh, as after a coordinator restart) every
+// keep its stream in their tokens for a while (100 token rounds and at least
+// a second, and until no repair has come for 20 rounds: its orphan time), so
+// that each forwards what the others lack, and then settle it: each delivers
+// what it holds in order, skipping a gap that no survivor could fill and the
+// event after it (a message after a gap may be the tail of an event whose
+// head is lost; the format cannot tell), so that the survivors deliver the
+// same events (Stats.OrphanLost counts what was skipped). Across partitions,
+// the region token carries the stream on from round to round with the
+// highest seq any partition holds, so that a partition counts as missing
+// what another holds and that partition's leader hands it over. What no
+// survivor received is lost. When the coordinator link is re-established (a
+// new session numbers views afresh, as after a coordinator restart) every
 // stream restarts; each sender keeps the messages that were unstable and
-// hands them over, as to a node that changed region, to each node of its
-// old regions as that node comes back into a region of the new session
-// (within a minute); receivers take them for the groups they had, and
-// their delivery positions drop what they already delivered, so nothing
-// is lost or delivered twice while the senders stay up. Publishes to a
-// group wait until the nodes that had the group in the last session are
-// back in it (at most five seconds, or twice the failure timeout), so that
-// a node that reconnects later does not miss them. A handover
-// sends every unstable message of the old streams (the sender does not
-// know how far the mover got), up to a window per old region at once:
-// beyond the window (new publishes wait until they are stable; Rate counts
-// the copies too), and a multiple of the stream's traffic when nodes
-// change region many times a second. Handovers and epoch starts came with
-// protocol version 2; a service of version 1 is refused with a version
-// error, not misread. Listing channels (Client.Channels, through the
-// service to the coordinator) came with version 3; datagrams are still of
-// version 2, and a client facing a service or coordinator of version 2
-// gets a version error from Channels while the rest works. A
-// receiver keeps one delivery position (32 bytes) per publishing
-// membership of its groups while the group has a local member and the
-// sender is in the view, in a table per sender indexed by the sender's
-// membership numbers (it keeps the size of the highest number seen below
-// 65536). A joiner that loses every message of the epoch
-// that added it and of the four epochs of the region after it starts at a
-// later epoch's start point. Repair runs at token speed: a round visits
-// every node of a partition TokenRate times a second at most, so a repair
-// takes about one round when the network has room, and longer when
-// senders saturate it (the window then fills with messages waiting for
-// repair). A node reports up to 255 missing ranges per stream in one
-// token visit (a build that allowed 64 counts larger tokens as malformed,
-// so nodes of one region run the same build); at 100,000 messages a
-// second and 5% loss a node lacks about 150 single messages per round of
-// 30 ms, and a cap of 64 left repairs falling behind. Messages that come
-// behind a gap wait in a ring indexed by seq (pending.go), not a map:
-// under loss nearly every message passes through it. Every view lists each distinct group set in full (nodes that
-// share one cost 8 bytes each), and a view must fit one frame (64 MiB):
-// the coordinator refuses a node whose group set would take the view over
-// it, as it refuses one in more than MaxGroups groups, so that the other
-// nodes keep receiving views.
+// hands them over, as to a node that changed region, to each node of its old
+// regions as that node comes back into a region of the new session (within a
+// minute); receivers take them for the groups they had, and their delivery
+// positions drop what they already delivered, so nothing is lost or
+// delivered twice while the senders stay up. Publishes to a group wait until
+// the nodes that had the group in the last session are back in it (at most
+// five seconds, or twice the failure timeout), so that a node that
+// reconnects later does not miss them. A handover sends every unstable
+// message of the old streams (the sender does not know how far the mover
+// got), up to a window per old region at once: beyond the window (new
+// publishes wait until they are stable; Rate counts the copies too), and a
+// multiple of the stream's traffic when nodes change region many times a
+// second. Handovers and epoch starts came with protocol version 2; a service
+// of version 1 is refused with a version error, not misread. Listing
+// channels (Client.Channels, through the service to the coordinator) came
+// with version 3; datagrams are still of version 2, and a client facing a
+// service or coordinator of version 2 gets a version error from Channels
+// while the rest works. A receiver keeps one delivery position (32 bytes)
+// per publishing membership of its groups while the group has a local member
+// and the sender is in the view, in a table per sender indexed by the
+// sender's membership numbers (it keeps the size of the highest number seen
+// below 65536). A joiner that loses every message of the epoch that added it
+// and of the four epochs of the region after it starts at a later epoch's
+// start point. Repair runs at token speed: a round visits every node of a
+// partition TokenRate times a second at most, so a repair takes about one
+// round when the network has room, and longer when senders saturate it (the
+// window then fills with messages waiting for repair). A node reports up to
+// 255 missing ranges per stream in one token visit (a build that allowed 64
+// counts larger tokens as malformed, so nodes of one region run the same
+// build); at 100,000 messages a second and 5% loss a node lacks about 150
+// single messages per round of 30 ms, and a cap of 64 left repairs falling
+// behind. Messages that come behind a gap wait in a ring indexed by seq
+// (pending.go), not a map: under loss nearly every message passes through
+// it. Every view lists each distinct group set in full (nodes that share one
+// cost 8 bytes each), and a view must fit one frame (64 MiB): the
+// coordinator refuses a node whose group set would take the view over it, as
+// it refuses one in more than MaxGroups groups, so that the other nodes keep
+// receiving views.
 package qsm

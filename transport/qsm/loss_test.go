@@ -302,8 +302,7 @@ func TestTokenReportsManyGaps(t *testing.T) {
 	cl := newCluster(t, cfg, 2)
 	sender, rcv := cl.svcs[0], cl.svcs[1]
 	pub, recs := joinEvery(t, cl, "gaps")
-	publish := func(n int) { publishEvents(t, pub, n) }
-	publish(10)
+	publishEvents(t, pub, 10)
 	recs[1].waitCount(t, 10, 10*time.Second)
 	const gaps = 200
 	var from uint64
@@ -313,7 +312,7 @@ func TestTokenReportsManyGaps(t *testing.T) {
 			return snd == sender.NodeID() && seq >= from && seq < from+2*gaps && (seq-from)%2 == 0
 		}
 	})
-	publish(2 * gaps)
+	publishEvents(t, pub, 2*gaps)
 	checkFor(t, 10*time.Second, time.Millisecond, func() error {
 		var held int
 		inEngine(t, rcv, func(e *engine) { held = e.recvs[sender.NodeID()].pending.n })

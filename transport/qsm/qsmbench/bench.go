@@ -211,7 +211,7 @@ type groupCounter struct {
 	others map[string]uint64
 }
 
-// Deliver counts ev and checks its sequence number.
+// Deliver counts ev and checks its sequence number and size.
 func (g *groupCounter) Deliver(ev transport.Event) {
 	if len(ev.Data) != g.size {
 		g.bad.Add(1)

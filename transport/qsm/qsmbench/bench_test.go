@@ -49,8 +49,8 @@ func testLoopbackHarness(t *testing.T, attach, own bool, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := mode; res.Mode != want {
-		t.Fatalf("mode %q, want %q", res.Mode, want)
+	if res.Mode != mode {
+		t.Fatalf("mode %q, want %q", res.Mode, mode)
 	}
 	// Raw multicast, with the kernel's offload too where QSM uses it, two
 	// group counts, the lossy and the paced measurement.
