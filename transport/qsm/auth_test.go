@@ -38,7 +38,7 @@ func TestDatagramAuth(t *testing.T) {
 	if len(keyed) != len(plain)+tagSize || keyed[3]&dgAuthFlag == 0 {
 		t.Fatalf("sealed datagram of %d bytes (plain %d), type byte %#x", len(keyed), len(plain), keyed[3])
 	}
-	p, err := parseDatagramInto(keyed, netip.AddrPort{}, newDgAuth(key), nil)
+	p, err := parseDatagramInto(keyed, netip.AddrPort{}, newDgAuth(key), nil, nil)
 	if err != nil {
 		t.Fatalf("keyed datagram with its key: %v", err)
 	}
@@ -67,7 +67,7 @@ func TestDatagramAuth(t *testing.T) {
 		{"plain datagram to a keyed node", plain, newDgAuth(key), errUnauthenticated},
 		{"shorter than a header and a tag", cut, newDgAuth(key), ErrTruncated},
 	} {
-		_, err := parseDatagramInto(c.b, netip.AddrPort{}, c.a, nil)
+		_, err := parseDatagramInto(c.b, netip.AddrPort{}, c.a, nil, nil)
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
@@ -75,7 +75,7 @@ func TestDatagramAuth(t *testing.T) {
 	// Noise is still noise: a flipped bit fails the checksum first.
 	noisy := bytes.Clone(keyed)
 	noisy[dgHeaderSize] ^= 4
-	if _, err := parseDatagramInto(noisy, netip.AddrPort{}, newDgAuth(key), nil); !errors.Is(err, ErrChecksum) {
+	if _, err := parseDatagramInto(noisy, netip.AddrPort{}, newDgAuth(key), nil, nil); !errors.Is(err, ErrChecksum) {
 		t.Errorf("noisy keyed datagram: %v, want %v", err, ErrChecksum)
 	}
 }
@@ -345,7 +345,7 @@ func FuzzDatagramAuth(f *testing.F) {
 	f.Add(sampleAck())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in := bytes.Clone(b)
-		_, err := parseDatagramInto(b, netip.AddrPort{}, a, nil)
+		_, err := parseDatagramInto(b, netip.AddrPort{}, a, nil, nil)
 		if err != nil {
 			return
 		}

@@ -402,24 +402,51 @@ func senderString(node uint64, source uint32) string {
 
 // memberTable finds members by id without a lock: ids count up from 1, and
 // the table is a list of chunks of memberChunk ids, grown by copying the
-// list. Writers hold Client.mu. A chunk stays once made (8 KiB per 1024
+// list. Writers hold Client.mu. A chunk stays once made (16 KiB per 1024
 // ids handed out).
 type memberTable struct {
-	chunks atomic.Pointer[[]*[memberChunk]atomic.Pointer[Member]]
+	chunks atomic.Pointer[[]*[memberChunk]memberSlot]
+}
+
+// memberSlot holds a member and, beside it, whether it borrows payloads,
+// so that the receiver, which reads that for every event, does not load
+// the member itself (whose lines its dispatch worker writes). An id is
+// never reused: borrows is written once, before m is stored, and read
+// only after a load of m that saw it.
+type memberSlot struct {
+	m       atomic.Pointer[Member]
+	borrows bool
 }
 
 const memberChunk = 1024
 
-func (t *memberTable) load(id uint32) *Member {
+func (t *memberTable) slot(id uint32) *memberSlot {
 	p := t.chunks.Load()
 	if p == nil || int(id/memberChunk) >= len(*p) {
 		return nil
 	}
-	return (*p)[id/memberChunk][id%memberChunk].Load()
+	return &(*p)[id/memberChunk][id%memberChunk]
+}
+
+func (t *memberTable) load(id uint32) *Member {
+	if sl := t.slot(id); sl != nil {
+		return sl.m.Load()
+	}
+	return nil
+}
+
+// lookup returns the member id and whether it borrows payloads.
+func (t *memberTable) lookup(id uint32) (*Member, bool) {
+	if sl := t.slot(id); sl != nil {
+		if m := sl.m.Load(); m != nil {
+			return m, sl.borrows
+		}
+	}
+	return nil, false
 }
 
 func (t *memberTable) store(id uint32, m *Member) {
-	var cs []*[memberChunk]atomic.Pointer[Member]
+	var cs []*[memberChunk]memberSlot
 	if p := t.chunks.Load(); p != nil {
 		cs = *p
 	}
@@ -430,12 +457,16 @@ func (t *memberTable) store(id uint32, m *Member) {
 		}
 		grown := slices.Clone(cs)
 		for len(grown) <= i {
-			grown = append(grown, new([memberChunk]atomic.Pointer[Member]))
+			grown = append(grown, new([memberChunk]memberSlot))
 		}
 		t.chunks.Store(&grown)
 		cs = grown
 	}
-	cs[i][id%memberChunk].Store(m)
+	sl := &cs[i][id%memberChunk]
+	if m != nil {
+		sl.borrows = m.borrows
+	}
+	sl.m.Store(m)
 }
 
 func (c *Client) readLoop(fr *frameReader) {
@@ -566,12 +597,13 @@ func (r *receiver) handOver() {
 func (r *receiver) deliver(id uint32, node uint64, source uint32, seq uint64, data []byte, blk *payload.Block) {
 	// The member itself is not read here: its worker, on another thread,
 	// writes its line (callMu) for every handler call, and loading it
-	// here for every event made that line cross between the cores. The
-	// worker checks stopped before it calls the handler.
-	if m := r.c.member(id); m != nil {
+	// here for every event made that line cross between the cores (and,
+	// with many groups, costs a cache miss per event). The worker checks
+	// stopped before it calls the handler.
+	if m, borrows := r.c.byID.lookup(id); m != nil {
 		wi := int(id) % len(r.c.workers)
 		switch {
-		case !m.borrows:
+		case !borrows:
 			data, blk = r.payloads.Copy(data), nil
 		case blk != nil:
 			blk.Retain()
@@ -719,9 +751,8 @@ type Member struct {
 	left sync.Once
 
 	// borrows is set when h is a transport.Borrower: it is lent payloads
-	// (see receiver.deliver) instead of given copies. It is kept apart
-	// from the handler's line, which the worker writes, because the
-	// engine reads it for every event.
+	// (see receiver.deliver) instead of given copies. The receiver reads
+	// the copy in the client's member table.
 	borrows bool
 }
 

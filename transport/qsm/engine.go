@@ -22,10 +22,10 @@ import (
 type engine struct {
 	s    *Service
 	log  *slog.Logger
-	auth *dgAuth        // seals outgoing datagrams (nil: no key)
-	in   chan any       // views and client requests
-	data chan []*packet // data datagrams, in batches from the readers
-	ctl  chan any       // tokens and acks, handled first
+	auth *dgAuth           // seals outgoing datagrams (nil: no key)
+	in   chan any          // views and client requests
+	data chan *packetBatch // data datagrams, in batches from the readers
+	ctl  chan any          // tokens and acks, handled first
 
 	view      *View
 	nodeAddrs map[netip.AddrPort]bool // the addresses of the view's nodes, which all data comes from
@@ -55,7 +55,7 @@ type engine struct {
 	targets    map[uint64][]*sendStream
 	targetsGen uint64                 // counts the resets of targets; localMember.tsGen
 	recvs      map[uint64]*recvStream // by sender node id, in my region
-	pending    []*pendingPub
+	pending    []pendingPub
 	pubSeq     uint64 // events published by this node: their order across streams
 
 	// Region changes (see handover): the last event delivered per
@@ -93,6 +93,7 @@ type engine struct {
 	udpAddrs     map[netip.AddrPort]*net.UDPAddr // destinations of queued repairs
 	outbox       []ipv4.Message                  // data datagrams waiting for one batched send
 	spareBufs    [][]byte                        // buffers of sent outbox datagrams, for reuse
+	outMsgs      outMsgSlab                      // what appendEvent's messages are cut from
 
 	// After a coordinator session ends (keepForSession): carryOver holds
 	// the unstable messages of the send streams of the last session, and
@@ -213,13 +214,24 @@ type localMember struct {
 type localGroup struct {
 	id      uint64
 	name    string
-	members []*localMember
+	members []*localMember // in one's room while there is one
 	viewKey uint64
+	one     [1]*localMember
 }
 
 type pendingPub struct {
 	m    *localMember
 	data []byte
+	blk  *payload.Block // data's block, or nil (see clientPublish)
+}
+
+// done gives up the publish's hold on its payload's block: the messages
+// and deliveries made of it hold their own.
+func (p *pendingPub) done() {
+	if p.blk != nil {
+		p.blk.Release()
+		p.blk = nil
+	}
 }
 
 // streamSummary is a partition's state of one stream, kept by the
@@ -227,6 +239,27 @@ type pendingPub struct {
 type streamSummary struct {
 	hi, minAck uint64
 	missing    []seqRange
+}
+
+// outMsgSlab hands out outMsgs cut from shared chunks: one allocation
+// for many messages. Messages become stable in about the order they were
+// sent, so a chunk, which the collector frees once none of its messages
+// is kept, outlives its messages by about a chunk's worth of sending.
+type outMsgSlab struct {
+	free []outMsg
+}
+
+// outMsgChunk is the number of outMsgs cut from one allocation.
+const outMsgChunk = 64
+
+// get returns a zeroed outMsg.
+func (s *outMsgSlab) get() *outMsg {
+	if len(s.free) == 0 {
+		s.free = make([]outMsg, outMsgChunk)
+	}
+	om := &s.free[0]
+	s.free = s.free[1:]
+	return om
 }
 
 // outMsg is a message a sender keeps until it is stable.
@@ -324,6 +357,7 @@ type recvStream struct {
 	hi          uint64      // highest seq known to exist
 	pending     pendingRing // ahead of next, and the gaps among them
 	kept        []*message  // delivered, kept for forwarding: seqs keptBase..next-1
+	keptArr     []*message  // the array kept is in (see roomToKeep)
 	keptBase    uint64
 	lastStable  uint64
 	frag        []byte
@@ -368,6 +402,19 @@ func (rs *recvStream) stable(upto uint64) {
 		rs.lastStable = upto
 		rs.free(upto)
 	}
+}
+
+// roomToKeep makes room in kept for more messages without a new array
+// each time free has cut the front: kept moves back to the start of its
+// array, or to a larger one when it fills more than half of it.
+func (rs *recvStream) roomToKeep() {
+	n := len(rs.kept)
+	if len(rs.keptArr) < 2*n+64 {
+		rs.keptArr = make([]*message, 2*n+64)
+	}
+	copy(rs.keptArr, rs.kept)
+	clear(rs.keptArr[n:])
+	rs.kept = rs.keptArr[:n]
 }
 
 func (rs *recvStream) free(upto uint64) {
@@ -425,7 +472,7 @@ func newEngine(s *Service) *engine {
 		auth:         newDgAuth(s.cfg.Key),
 		in:           make(chan any, 4096),
 		ctl:          make(chan any, 1024),
-		data:         make(chan []*packet, 256),
+		data:         make(chan *packetBatch, 256),
 		clients:      map[*svcClient]bool{},
 		members:      map[memberKey]*localMember{},
 		groups:       map[uint64]*localGroup{},
@@ -505,14 +552,17 @@ func (e *engine) run() {
 	}
 }
 
-func (e *engine) handleData(b []*packet) {
+// handleData handles a batch of data packets from a reader and gives
+// the packets and the batch back for reuse.
+func (e *engine) handleData(b *packetBatch) {
 	now := time.Now()
-	for _, p := range b {
+	for _, p := range b.ps {
 		if p.at.IsZero() {
 			p.at = now
 		}
 		e.takeData(p)
 	}
+	b.put()
 }
 
 // takeData handles a data packet and releases the payloads of the
@@ -621,6 +671,11 @@ func (e *engine) join(j clientJoin) {
 		e.groups[m.group] = g
 		e.noteGroup(j.channel, +1)
 	}
+	if g.members == nil {
+		// Most groups have one local member: keeping it in the group's
+		// own allocation saves a memory load per delivered event.
+		g.members = g.one[:0]
+	}
 	g.members = append(g.members, m)
 	m.g = g
 	e.checkJoined(m)
@@ -684,9 +739,10 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 	// Its publishes that wait go: the client has given their credits
 	// back, and a client that went away holds none of it any more.
 	if len(e.pending) > 0 {
-		e.pending = slices.DeleteFunc(e.pending, func(p *pendingPub) bool {
+		e.pending = slices.DeleteFunc(e.pending, func(p pendingPub) bool {
 			if p.m == m {
 				c.inflight--
+				p.done()
 				return true
 			}
 			return false
@@ -842,6 +898,7 @@ func (e *engine) deliverLocal(g *localGroup, node uint64, source uint32, gseq ui
 func (e *engine) publish(p clientPublish) {
 	c := p.c
 	if c.cut {
+		p.drop()
 		return
 	}
 	m := c.member(p.member)
@@ -849,6 +906,7 @@ func (e *engine) publish(p clientPublish) {
 		m = e.members[memberKey{c, p.member}]
 	}
 	if m == nil || !m.joined {
+		p.drop()
 		e.sendError(c, 0, p.member, ErrUnknownMember)
 		return
 	}
@@ -857,11 +915,12 @@ func (e *engine) publish(p clientPublish) {
 	// member that leaves as it sends the leave). One that sends more
 	// would have them queue here without bound.
 	if limit := 2 * e.s.cfg.ClientCredits; c.inflight >= limit {
+		p.drop()
 		e.cutClient(c, errMalformedf("more than %d publishes waiting for an answer (client_credits is %d)", limit, e.s.cfg.ClientCredits))
 		return
 	}
 	c.inflight++
-	e.pending = append(e.pending, &pendingPub{m: m, data: p.data})
+	e.pending = append(e.pending, pendingPub{m: m, data: p.data, blk: p.blk})
 	e.admit()
 }
 
@@ -879,12 +938,13 @@ func (e *engine) cutClient(c *svcClient, err error) {
 func (e *engine) admit() {
 	n := 0
 	for n < len(e.pending) {
-		p := e.pending[n]
+		p := &e.pending[n]
 		if !e.tryPublish(p) {
 			break
 		}
 		p.m.c.inflight--
-		e.pending[n] = nil
+		p.done()
+		*p = pendingPub{}
 		n++
 	}
 	if n > 0 {
@@ -964,9 +1024,9 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 	gseq := m.gseq
 	e.pubSeq++
 	e.s.ctr.published.Add(1)
-	e.deliverLocal(m.g, e.s.id, m.source, gseq, p.data, nil)
+	e.deliverLocal(m.g, e.s.id, m.source, gseq, p.data, p.blk)
 	for _, st := range ts {
-		e.appendEvent(st, message{Group: m.group, Source: m.source, GSeq: gseq}, e.pubSeq, p.data)
+		e.appendEvent(st, message{Group: m.group, Source: m.source, GSeq: gseq}, e.pubSeq, p.data, p.blk)
 	}
 	if n := len(ts); n > 0 {
 		e.s.ctr.sent.Add(uint64(n * nfrag))
@@ -985,12 +1045,19 @@ func (e *engine) tryPublish(p *pendingPub) bool {
 // maxPayload bytes with consecutive sequence numbers, and multicasts them.
 // hdr gives the message's group, source, gseq and flags (besides
 // msgFlagMore); pub is the event's place in this node's publish order.
-func (e *engine) appendEvent(st *sendStream, hdr message, pub uint64, data []byte) int {
+// blk, when not nil, is the block data was cut from: each fragment holds
+// a reference to it until it is stable (see onAck).
+func (e *engine) appendEvent(st *sendStream, hdr message, pub uint64, data []byte, blk *payload.Block) int {
 	mp := e.maxPayload()
 	nfrag := max(1, (len(data)+mp-1)/mp)
 	for i := 0; i < nfrag; i++ {
 		lo, hi := i*mp, min((i+1)*mp, len(data))
-		om := &outMsg{message: hdr, pub: pub, event: data}
+		om := e.outMsgs.get()
+		om.message, om.pub, om.event = hdr, pub, data
+		if blk != nil {
+			blk.Retain()
+			om.blk = blk
+		}
 		om.Seq = st.next
 		om.Data = data[lo:hi]
 		if i < nfrag-1 {
@@ -1254,6 +1321,9 @@ func (e *engine) deliverNext(rs *recvStream, m *message) {
 	if rs.pending.base < rs.next {
 		rs.pending.advance(rs.next)
 	}
+	if len(rs.kept) == cap(rs.kept) {
+		rs.roomToKeep()
+	}
 	rs.kept = append(rs.kept, m)
 	if len(rs.kept) > 4*e.s.cfg.Window {
 		rs.free(rs.keptBase + uint64(len(rs.kept)-2*e.s.cfg.Window))
@@ -1419,7 +1489,7 @@ func (e *engine) handover(p handoverPlan) {
 	n := 0
 	for _, om := range evs {
 		hdr := message{Group: om.Group, Source: om.Source, GSeq: om.GSeq, Flags: msgFlagHandover}
-		n += e.appendEvent(st, hdr, om.pub, om.event)
+		n += e.appendEvent(st, hdr, om.pub, om.event, om.blk)
 	}
 	e.s.ctr.handovers.Add(uint64(n))
 	e.s.ctr.sent.Add(uint64(n))

@@ -461,6 +461,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
 	auth := newDgAuth(s.cfg.Key)
 	var payloads payload.Recycler
+	var messages messageSlab
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -474,7 +475,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 			}
 			continue
 		}
-		var batch []*packet
+		batch := batches.Get().(*packetBatch)
 		for i := 0; i < n; i++ {
 			m := &msgs[i]
 			var from netip.AddrPort
@@ -508,7 +509,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 				if len(dg) >= dgHeaderSize && dg[3]&^dgAuthFlag == dgData && string(dg[8:16]) == string(idb) {
 					continue // my own multicast, looped back
 				}
-				ev, err := parseDatagramInto(dg, from, auth, &payloads)
+				ev, err := parseDatagramInto(dg, from, auth, &payloads, &messages)
 				if err != nil {
 					s.countBad(err)
 					continue
@@ -521,10 +522,11 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 					}
 					continue
 				}
-				batch = append(batch, ev)
+				batch.ps = append(batch.ps, ev)
 			}
 		}
-		if len(batch) == 0 {
+		if len(batch.ps) == 0 {
+			batches.Put(batch)
 			continue
 		}
 		// Data never waits for the engine: when its queue is full the
@@ -533,7 +535,13 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 		select {
 		case s.eng.data <- batch:
 		default:
-			s.ctr.overload.Add(uint64(len(batch)))
+			s.ctr.overload.Add(uint64(len(batch.ps)))
+			for _, p := range batch.ps {
+				for i := range p.data.Msgs {
+					p.data.Msgs[i].release()
+				}
+			}
+			batch.put()
 		}
 	}
 }
@@ -567,26 +575,93 @@ type packet struct {
 	ack   *ackBody
 	at    time.Time
 
-	dbody dataBody   // what data points to
-	msg1  [1]message // the message of a datagram of one
+	dbody dataBody // what data points to
 }
 
 // parseDatagram checks a datagram and parses its body.
 func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
-	return parseDatagramInto(b, from, nil, nil)
+	return parseDatagramInto(b, from, nil, nil, nil)
 }
 
-// parseDatagramInto is parseDatagram checking tags with a (nil: no key)
-// and copying payloads into blocks from pb.
-func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Recycler) (*packet, error) {
+// packets recycles the packets of data datagrams. The engine puts a
+// packet back once it has handled it: what it keeps of a datagram are its
+// messages, which do not live in the packet (see messageSlab).
+var packets = sync.Pool{New: func() any { return new(packet) }}
+
+// getPacket returns a zeroed packet.
+func getPacket() *packet {
+	p := packets.Get().(*packet)
+	*p = packet{}
+	return p
+}
+
+// putPackets gives handled data packets back for reuse; nothing may
+// refer to them any more.
+func putPackets(ps []*packet) {
+	for i, p := range ps {
+		*p = packet{}
+		packets.Put(p)
+		ps[i] = nil
+	}
+}
+
+// packetBatch is a list of data packets a reader hands the engine.
+type packetBatch struct {
+	ps []*packet
+}
+
+// batches recycles packetBatches.
+var batches = sync.Pool{New: func() any { return new(packetBatch) }}
+
+// put gives the batch and its packets back for reuse; nothing may refer
+// to them any more.
+func (b *packetBatch) put() {
+	putPackets(b.ps)
+	b.ps = b.ps[:0]
+	batches.Put(b)
+}
+
+// messageSlab hands out the messages of received datagrams cut from
+// shared chunks: one allocation for many datagrams instead of one each.
+// The engine keeps a received message until its region holds it, and
+// messages go in about the order they came, so a chunk, which the
+// collector frees once none of its messages is referred to, outlives its
+// messages by about the time it takes to receive a chunk's worth. It is
+// used by one reader only.
+type messageSlab struct {
+	free []message
+}
+
+// messageChunk is the number of messages cut from one allocation.
+const messageChunk = 64
+
+// take returns n zeroed messages: cut from the slab's chunk when n is
+// small and s is not nil, made on their own otherwise.
+func (s *messageSlab) take(n int) []message {
+	if s == nil || n > messageChunk/4 {
+		return make([]message, n)
+	}
+	if len(s.free) < n {
+		s.free = make([]message, messageChunk)
+	}
+	ms := s.free[:n:n]
+	s.free = s.free[n:]
+	return ms
+}
+
+// parseDatagramInto is parseDatagram checking tags with a (nil: no key),
+// copying payloads into blocks from pb and cutting messages from ms (nil:
+// each datagram's its own). The packet comes from the recycled ones.
+func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Recycler, ms *messageSlab) (*packet, error) {
 	h, body, err := openDatagram(b, a)
 	if err != nil {
 		return nil, err
 	}
-	p := &packet{hdr: h, from: from}
+	p := getPacket()
+	p.hdr, p.from = h, from
 	switch h.Type {
 	case dgData:
-		if err := parseDataInto(body, &p.dbody, &p.msg1, pb); err != nil {
+		if err := parseDataInto(body, &p.dbody, ms, pb); err != nil {
 			return nil, err
 		}
 		p.data = &p.dbody
@@ -1225,7 +1300,7 @@ func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 	}
 	// Publishes that arrived together go to the engine in one batch.
 	var pubs []clientPublish
-	var payloads payload.Blocks
+	var payloads payload.Recycler
 	postPubs := func() bool {
 		if len(pubs) == 0 {
 			return true
@@ -1257,7 +1332,8 @@ func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 			if d.err != nil {
 				break
 			}
-			pubs = append(pubs, clientPublish{c: c, member: m, data: payloads.Copy(d.b)})
+			data, blk := payloads.Copy(d.b)
+			pubs = append(pubs, clientPublish{c: c, member: m, data: data, blk: blk})
 			continue
 		case cliListReq:
 			req := d.u32()
@@ -1335,6 +1411,14 @@ type clientPublish struct {
 	c      *svcClient
 	member uint32
 	data   []byte
+	blk    *payload.Block // data's block (nil: data is its own), released once published or dropped
+}
+
+// drop gives up a publish that is not made.
+func (p clientPublish) drop() {
+	if p.blk != nil {
+		p.blk.Release()
+	}
 }
 
 // freeze makes the service fall silent without closing its coordinator

@@ -633,6 +633,11 @@ func (e *engine) onAck(p *packet) {
 	}
 	if a.Stable > st.stable && a.Stable < st.next {
 		n := a.Stable - st.stable
+		for _, om := range st.buf[:n] {
+			if om != nil {
+				om.release()
+			}
+		}
 		clear(st.buf[:n])
 		st.buf = st.buf[n:]
 		st.stable = a.Stable

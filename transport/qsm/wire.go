@@ -447,10 +447,10 @@ func parseData(p []byte) (dataBody, error) {
 	return b, err
 }
 
-// parseDataInto decodes a data body into b, with the messages in one's
-// room when there is one, and payloads copied into blocks from pb (nil:
+// parseDataInto decodes a data body into b, with the messages cut from ms
+// (nil: made on their own), and payloads copied into blocks from pb (nil:
 // each on its own).
-func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payload.Recycler) error {
+func parseDataInto(p []byte, b *dataBody, ms *messageSlab, pb *payload.Recycler) error {
 	d := decoder{b: p}
 	b.StreamEpoch = d.u64()
 	b.EpochStart = d.u64()
@@ -473,10 +473,8 @@ func parseDataInto(p []byte, b *dataBody, one *[1]message, pb *payload.Recycler)
 	if d.err == nil && n*msgOverhead > len(d.b) {
 		return fmt.Errorf("%w: %d messages in %d bytes", ErrTruncated, n, len(d.b))
 	}
-	if n == 1 && one != nil {
-		b.Msgs = one[:]
-	} else if n > 0 {
-		b.Msgs = make([]message, n)
+	if n > 0 {
+		b.Msgs = ms.take(n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		m := &b.Msgs[i]
