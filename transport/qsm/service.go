@@ -476,6 +476,9 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 			continue
 		}
 		batch := batches.Get().(*packetBatch)
+		// Counted once per read: the counters share lines that the
+		// engine, on another core, writes too.
+		var dgs, nbytes uint64
 		for i := 0; i < n; i++ {
 			m := &msgs[i]
 			var from netip.AddrPort
@@ -495,8 +498,8 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 			for len(b) > 0 {
 				dg := b[:min(seg, len(b))]
 				b = b[len(dg):]
-				s.ctr.datagramsIn.Add(1)
-				s.ctr.bytesIn.Add(uint64(len(dg)))
+				dgs++
+				nbytes += uint64(len(dg))
 				if rate := math.Float64frombits(s.dropRate.Load()); rate > 0 {
 					s.rngMu.Lock()
 					drop := s.rng.Float64() < rate
@@ -525,6 +528,8 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 				batch.ps = append(batch.ps, ev)
 			}
 		}
+		s.ctr.datagramsIn.Add(dgs)
+		s.ctr.bytesIn.Add(nbytes)
 		if len(batch.ps) == 0 {
 			batches.Put(batch)
 			continue

@@ -11,20 +11,37 @@ import (
 // frees it in the end), but a payload released twice, or used after its
 // release, would share its bytes with a later payload.
 type Block struct {
-	buf  []byte
-	refs atomic.Int32 // payloads cut and not released, +1 while the Recycler cuts from it
+	// refs counts the payloads cut from the block and not released.
+	// While a Recycler cuts from the block, refs also holds bias, and the
+	// payloads cut are added only when the Recycler moves on: a Copy then
+	// writes no memory that the goroutines releasing payloads write.
+	refs atomic.Int32
+	_    [cacheLine - 4]byte // refs, written by every releasing goroutine, has its line to itself
+	buf  []byte              // BlockSize bytes
 }
 
-// Release gives up one payload cut from b, after its last use. The last
-// release makes b reusable.
-func (b *Block) Release() {
-	switch n := b.refs.Add(-1); {
+// cacheLine is the size of a cache line on the machines this runs on.
+const cacheLine = 64
+
+// bias stands for the payloads of the block a Recycler is cutting from,
+// not counted yet: more than a block could hold, so that refs stays
+// positive however many of them are released meanwhile.
+const bias = 1 << 30
+
+// add adds d to the count of b's payloads; the count reaching zero makes
+// b reusable.
+func (b *Block) add(d int32) {
+	switch n := b.refs.Add(d); {
 	case n == 0:
 		blockPool.Put(b)
 	case n < 0:
 		panic("payload: block released more often than payloads were cut from it")
 	}
 }
+
+// Release gives up one payload cut from b, after its last use. The last
+// release makes b reusable.
+func (b *Block) Release() { b.add(-1) }
 
 // Retain takes one more reference to b for a payload cut from it that
 // gets a second holder; each Retain is matched by a Release.
@@ -37,7 +54,7 @@ func (b *Block) Retain() {
 var (
 	blockPool = sync.Pool{New: func() any {
 		blocksMade.Add(1)
-		return &Block{buf: make([]byte, 0, BlockSize)}
+		return &Block{buf: make([]byte, BlockSize)}
 	}}
 	blocksMade atomic.Int64
 )
@@ -51,7 +68,12 @@ func BlocksMade() int64 { return blocksMade.Load() }
 // with its payloads (the QSM engine, when messages become stable) spares
 // the allocation and the zeroing of fresh blocks. The zero value is ready
 // to use.
-type Recycler struct{ cur *Block }
+type Recycler struct {
+	cur  *Block
+	buf  []byte // cur.buf
+	used int    // bytes of buf cut
+	cut  int32  // payloads cut from cur
+}
 
 // Copy returns a copy of p and the block it was cut from, to be released
 // once the copy is no longer used. Payloads larger than MaxShared, and
@@ -61,17 +83,24 @@ func (r *Recycler) Copy(p []byte) ([]byte, *Block) {
 	if r == nil || len(p) > MaxShared {
 		return append([]byte(nil), p...), nil
 	}
-	if r.cur == nil || cap(r.cur.buf)-len(r.cur.buf) < len(p) {
-		if r.cur != nil {
-			r.cur.Release()
-		}
-		r.cur = blockPool.Get().(*Block)
-		r.cur.buf = r.cur.buf[:0]
-		r.cur.refs.Store(1)
+	if r.cur == nil || len(r.buf)-r.used < len(p) {
+		r.moveOn()
+		b := blockPool.Get().(*Block)
+		b.refs.Store(bias)
+		r.cur, r.buf, r.used, r.cut = b, b.buf, 0, 0
 	}
-	b := r.cur
-	n := len(b.buf)
-	b.buf = append(b.buf, p...)
-	b.refs.Add(1)
-	return b.buf[n:len(b.buf):len(b.buf)], b
+	n := r.used
+	r.used += copy(r.buf[n:], p)
+	r.cut++
+	return r.buf[n:r.used:r.used], r.cur
+}
+
+// moveOn stops cutting from the current block: the payloads cut from it
+// are counted in, in place of bias, and the block goes back for reuse at
+// once if they have all been released.
+func (r *Recycler) moveOn() {
+	if b := r.cur; b != nil {
+		r.cur, r.buf = nil, nil
+		b.add(r.cut - bias)
+	}
 }

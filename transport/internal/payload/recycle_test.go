@@ -2,6 +2,7 @@ package payload
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"unsafe"
 )
@@ -47,8 +48,8 @@ func TestRecycler(t *testing.T) {
 		t.Fatal("payload of the second block changed")
 	}
 	b2.Release()
-	if b2.refs.Load() != 1 {
-		t.Fatal("the block being cut from lost the recycler's hold")
+	if b2.refs.Load() <= 0 {
+		t.Fatal("the block being cut from went back while the recycler cuts from it")
 	}
 	big := bytes.Repeat([]byte{3}, MaxShared+1)
 	if c, b := r.Copy(big); b != nil || !bytes.Equal(c, big) || &c[0] == &big[0] {
@@ -73,7 +74,10 @@ func TestRecyclerDoubleRelease(t *testing.T) {
 	var r Recycler
 	_, b := r.Copy([]byte("x"))
 	b.Release()
-	b.Release() // the recycler's own hold: the block goes back
+	r.moveOn() // the recycler's own hold: the block goes back
+	if n := b.refs.Load(); n != 0 {
+		t.Fatalf("block counts %d payloads after its only one was released and the recycler moved on", n)
+	}
 	defer func() {
 		if recover() == nil {
 			t.Fatal("a third release did not panic")
@@ -89,10 +93,9 @@ func TestBlockRetain(t *testing.T) {
 	_, b := r.Copy([]byte("x"))
 	b.Retain()
 	b.Release()
-	r.cur = nil // the recycler moves on without releasing its own hold
-	b.Release() // the recycler's hold
+	r.moveOn() // the recycler's hold
 	if n := b.refs.Load(); n != 1 {
-		t.Fatalf("block counts %d holders after three of four releases, want 1", n)
+		t.Fatalf("block counts %d holders after one of two released and the recycler moved on, want 1", n)
 	}
 	b.Release()
 	defer func() {
@@ -101,4 +104,50 @@ func TestBlockRetain(t *testing.T) {
 		}
 	}()
 	b.Retain()
+}
+
+// TestRecyclerConcurrentRelease: payloads released on another goroutine
+// while the recycler goes on cutting keep their bytes until released, and
+// their blocks are reused.
+func TestRecyclerConcurrentRelease(t *testing.T) {
+	type held struct {
+		i    int
+		data []byte
+		b    *Block
+	}
+	pattern := func(i int) []byte {
+		p := make([]byte, 1000)
+		for j := range p {
+			p[j] = byte(i + j)
+		}
+		return p
+	}
+	const n = 100000
+	ch := make(chan held, 256)
+	errs := make(chan string, 1)
+	go func() {
+		defer close(errs)
+		for h := range ch {
+			if !bytes.Equal(h.data, pattern(h.i)) && len(errs) == 0 {
+				errs <- fmt.Sprintf("payload %d changed before its release", h.i)
+			}
+			h.b.Release()
+		}
+	}()
+	made := BlocksMade()
+	var r Recycler
+	for i := range n {
+		c, b := r.Copy(pattern(i))
+		ch <- held{i, c, b}
+	}
+	close(ch)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	// Without reuse: 100 MB in 64 KiB blocks, 1,526 of them. With reuse a
+	// few dozen, and about 400 under the race detector, whose sync.Pool
+	// drops a quarter of what it is given.
+	if got := BlocksMade() - made; got > 800 {
+		t.Fatalf("%d blocks made for %d payloads of 1000 bytes; released blocks are not reused", got, n)
+	}
 }
