@@ -93,7 +93,7 @@ type engine struct {
 	udpAddrs     map[netip.AddrPort]*net.UDPAddr // destinations of queued repairs
 	outbox       []ipv4.Message                  // data datagrams waiting for one batched send
 	spareBufs    [][]byte                        // buffers of sent outbox datagrams, for reuse
-	outMsgs      outMsgSlab                      // what appendEvent's messages are cut from
+	outMsgs      slab[outMsg]                    // what appendEvent's messages are cut from
 
 	// After a coordinator session ends (keepForSession): carryOver holds
 	// the unstable messages of the send streams of the last session, and
@@ -239,27 +239,6 @@ func (p *pendingPub) done() {
 type streamSummary struct {
 	hi, minAck uint64
 	missing    []seqRange
-}
-
-// outMsgSlab hands out outMsgs cut from shared chunks: one allocation
-// for many messages. Messages become stable in about the order they were
-// sent, so a chunk, which the collector frees once none of its messages
-// is kept, outlives its messages by about a chunk's worth of sending.
-type outMsgSlab struct {
-	free []outMsg
-}
-
-// outMsgChunk is the number of outMsgs cut from one allocation.
-const outMsgChunk = 64
-
-// get returns a zeroed outMsg.
-func (s *outMsgSlab) get() *outMsg {
-	if len(s.free) == 0 {
-		s.free = make([]outMsg, outMsgChunk)
-	}
-	om := &s.free[0]
-	s.free = s.free[1:]
-	return om
 }
 
 // outMsg is a message a sender keeps until it is stable.
@@ -1052,7 +1031,7 @@ func (e *engine) appendEvent(st *sendStream, hdr message, pub uint64, data []byt
 	nfrag := max(1, (len(data)+mp-1)/mp)
 	for i := 0; i < nfrag; i++ {
 		lo, hi := i*mp, min((i+1)*mp, len(data))
-		om := e.outMsgs.get()
+		om := &e.outMsgs.take(1)[0]
 		om.message, om.pub, om.event = hdr, pub, data
 		if blk != nil {
 			blk.Retain()

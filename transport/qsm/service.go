@@ -461,7 +461,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 	idb := binary.BigEndian.AppendUint64(nil, s.id)
 	auth := newDgAuth(s.cfg.Key)
 	var payloads payload.Recycler
-	var messages messageSlab
+	var messages slab[message]
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -590,15 +590,11 @@ func parseDatagram(b []byte, from netip.AddrPort) (*packet, error) {
 
 // packets recycles the packets of data datagrams. The engine puts a
 // packet back once it has handled it: what it keeps of a datagram are its
-// messages, which do not live in the packet (see messageSlab).
+// messages, which do not live in the packet (see slab).
 var packets = sync.Pool{New: func() any { return new(packet) }}
 
-// getPacket returns a zeroed packet.
-func getPacket() *packet {
-	p := packets.Get().(*packet)
-	*p = packet{}
-	return p
-}
+// getPacket returns a zeroed packet (putPackets zeroes what it puts).
+func getPacket() *packet { return packets.Get().(*packet) }
 
 // putPackets gives handled data packets back for reuse; nothing may
 // refer to them any more.
@@ -626,38 +622,39 @@ func (b *packetBatch) put() {
 	batches.Put(b)
 }
 
-// messageSlab hands out the messages of received datagrams cut from
-// shared chunks: one allocation for many datagrams instead of one each.
-// The engine keeps a received message until its region holds it, and
-// messages go in about the order they came, so a chunk, which the
-// collector frees once none of its messages is referred to, outlives its
-// messages by about the time it takes to receive a chunk's worth. It is
-// used by one reader only.
-type messageSlab struct {
-	free []message
+// slab hands out values cut from shared chunks: one allocation for many
+// values instead of one each. A chunk is freed by the collector once none
+// of its values is referred to, so a slab suits values that go in about
+// the order they came: the messages of received datagrams, which the
+// engine keeps until their region holds them, and a sender's kept
+// messages, kept until stable. A chunk then outlives its values by about
+// the time it takes to hand out a chunk's worth. A slab is used by one
+// goroutine.
+type slab[T any] struct {
+	free []T
 }
 
-// messageChunk is the number of messages cut from one allocation.
-const messageChunk = 64
+// slabChunk is the number of values cut from one allocation.
+const slabChunk = 64
 
-// take returns n zeroed messages: cut from the slab's chunk when n is
-// small and s is not nil, made on their own otherwise.
-func (s *messageSlab) take(n int) []message {
-	if s == nil || n > messageChunk/4 {
-		return make([]message, n)
+// take returns n zeroed values: cut from the slab's chunk when n is small
+// and s is not nil, made on their own otherwise.
+func (s *slab[T]) take(n int) []T {
+	if s == nil || n > slabChunk/4 {
+		return make([]T, n)
 	}
 	if len(s.free) < n {
-		s.free = make([]message, messageChunk)
+		s.free = make([]T, slabChunk)
 	}
-	ms := s.free[:n:n]
+	vs := s.free[:n:n]
 	s.free = s.free[n:]
-	return ms
+	return vs
 }
 
 // parseDatagramInto is parseDatagram checking tags with a (nil: no key),
 // copying payloads into blocks from pb and cutting messages from ms (nil:
 // each datagram's its own). The packet comes from the recycled ones.
-func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Recycler, ms *messageSlab) (*packet, error) {
+func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Recycler, ms *slab[message]) (*packet, error) {
 	h, body, err := openDatagram(b, a)
 	if err != nil {
 		return nil, err

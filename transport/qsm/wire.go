@@ -450,7 +450,7 @@ func parseData(p []byte) (dataBody, error) {
 // parseDataInto decodes a data body into b, with the messages cut from ms
 // (nil: made on their own), and payloads copied into blocks from pb (nil:
 // each on its own).
-func parseDataInto(p []byte, b *dataBody, ms *messageSlab, pb *payload.Recycler) error {
+func parseDataInto(p []byte, b *dataBody, ms *slab[message], pb *payload.Recycler) error {
 	d := decoder{b: p}
 	b.StreamEpoch = d.u64()
 	b.EpochStart = d.u64()

@@ -78,8 +78,13 @@ type Recycler struct {
 // Copy returns a copy of p and the block it was cut from, to be released
 // once the copy is no longer used. Payloads larger than MaxShared, and
 // every copy made by a nil *Recycler, are allocations of their own, with
-// a nil block.
+// a nil block; an empty payload is an empty slice, with a nil block (it
+// takes no room, so the Recycler would never move on from a block that
+// only empty payloads were cut from, and bias would not cover them).
 func (r *Recycler) Copy(p []byte) ([]byte, *Block) {
+	if len(p) == 0 {
+		return []byte{}, nil
+	}
 	if r == nil || len(p) > MaxShared {
 		return append([]byte(nil), p...), nil
 	}

@@ -55,6 +55,11 @@ func TestRecycler(t *testing.T) {
 	if c, b := r.Copy(big); b != nil || !bytes.Equal(c, big) || &c[0] == &big[0] {
 		t.Fatal("a large payload was not copied on its own")
 	}
+	// An empty payload takes no block: a block only empty payloads were
+	// cut from would never be moved on from, its bias never settled.
+	if c, b := r.Copy(nil); b != nil || c == nil || len(c) != 0 {
+		t.Fatalf("empty payload: %v %v", c, b)
+	}
 	var none *Recycler
 	if c, b := none.Copy([]byte("x")); b != nil || string(c) != "x" {
 		t.Fatal("nil Recycler")
