@@ -741,7 +741,7 @@ type Member struct {
 	done    chan struct{} // closed by stop
 
 	ackMu   sync.Mutex // protects acks and asyncEr; held while a publish frame is queued
-	acks    []chan pubResult
+	acks    ackQueue
 	asyncEr error
 	idle    chan struct{} // closed when acks empties, if Flush waits
 
@@ -817,7 +817,7 @@ func (m *Member) PublishAsync(ctx context.Context, data []byte) error {
 func (m *Member) Flush(ctx context.Context) error {
 	for {
 		m.ackMu.Lock()
-		if len(m.acks) == 0 {
+		if m.acks.len() == 0 {
 			err := m.asyncEr
 			m.ackMu.Unlock()
 			if err != nil {
@@ -871,7 +871,7 @@ func (m *Member) send(ctx context.Context, data []byte, ch chan pubResult) error
 		<-m.credits
 		return fmt.Errorf("qsm: publish to %s: %w", m.channel, m.stopErr())
 	}
-	m.acks = append(m.acks, ch)
+	m.acks.push(ch)
 	id := m.id
 	err := m.c.w.frame(func(b []byte) []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(1+4+len(data)))
@@ -880,7 +880,7 @@ func (m *Member) send(ctx context.Context, data []byte, ch chan pubResult) error
 		return append(b, data...)
 	})
 	if err != nil {
-		m.acks = m.acks[:len(m.acks)-1]
+		m.acks.dropLast()
 		m.ackMu.Unlock()
 		<-m.credits
 		return fmt.Errorf("qsm: publish to %s: %w: %v", m.channel, transport.ErrClosed, err)
@@ -892,17 +892,15 @@ func (m *Member) send(ctx context.Context, data []byte, ch chan pubResult) error
 // acked completes the oldest publish in flight.
 func (m *Member) acked(seq uint64, err error) {
 	m.ackMu.Lock()
-	if len(m.acks) == 0 {
+	if m.acks.len() == 0 {
 		m.ackMu.Unlock()
 		return
 	}
-	ch := m.acks[0]
-	m.acks[0] = nil
-	m.acks = m.acks[1:]
+	ch := m.acks.pop()
 	if ch == nil && err != nil && m.asyncEr == nil {
 		m.asyncEr = err
 	}
-	if len(m.acks) == 0 && m.idle != nil {
+	if m.acks.len() == 0 && m.idle != nil {
 		close(m.idle)
 		m.idle = nil
 	}
@@ -914,6 +912,45 @@ func (m *Member) acked(seq uint64, err error) {
 	case <-m.credits:
 	default:
 	}
+}
+
+// ackQueue holds the answer channels of a member's publishes in flight,
+// oldest first (nil for PublishAsync). Its array is reused: a member of
+// one of thousands of groups has a publish or two in flight at a time,
+// and taking them off the front of a slice made each publish allocate.
+type ackQueue struct {
+	q    []chan pubResult // q[head:] in flight
+	head int
+}
+
+func (a *ackQueue) len() int { return len(a.q) - a.head }
+
+func (a *ackQueue) push(ch chan pubResult) { a.q = append(a.q, ch) }
+
+// dropLast takes back the last push.
+func (a *ackQueue) dropLast() { a.q = a.q[:len(a.q)-1] }
+
+// pop removes and returns the oldest; the queue is not empty.
+func (a *ackQueue) pop() chan pubResult {
+	ch := a.q[a.head]
+	a.q[a.head] = nil
+	a.head++
+	switch {
+	case a.head == len(a.q):
+		a.q, a.head = a.q[:0], 0
+	case a.head >= 1024 && 2*a.head >= len(a.q):
+		n := copy(a.q, a.q[a.head:])
+		clear(a.q[n:])
+		a.q, a.head = a.q[:n], 0
+	}
+	return ch
+}
+
+// takeAll empties the queue, returning what it held, oldest first.
+func (a *ackQueue) takeAll() []chan pubResult {
+	all := a.q[a.head:]
+	*a = ackQueue{}
+	return all
 }
 
 // deliver calls the handler unless the member has stopped.
@@ -936,8 +973,7 @@ func (m *Member) stop(err error) {
 	m.mu.Unlock()
 	close(m.done)
 	m.ackMu.Lock()
-	acks := m.acks
-	m.acks = nil
+	acks := m.acks.takeAll()
 	if m.idle != nil {
 		close(m.idle)
 		m.idle = nil

@@ -142,15 +142,27 @@ const denseSources = 1 << 16
 // suppressing duplicates. A variable for tests.
 var maxSparseSources = 1 << 16
 
-// find returns the entry of source, or nil.
+// find returns the entry of source, or nil. An entry of a group that has
+// lost its last local member since is dropped as it is found: leaving a
+// group costs nothing here, however many groups and sources there are.
 func (t *sourceTable) find(source uint32) *sourceLast {
 	if source < denseSources {
-		if int(source) < len(t.dense) && t.dense[source].gseq != 0 {
-			return &t.dense[source]
+		if int(source) >= len(t.dense) || t.dense[source].gseq == 0 {
+			return nil
 		}
+		sl := &t.dense[source]
+		if sl.g.gone {
+			*sl = sourceLast{}
+			return nil
+		}
+		return sl
+	}
+	sl := t.more[source]
+	if sl != nil && sl.g.gone {
+		delete(t.more, source)
 		return nil
 	}
-	return t.more[source]
+	return sl
 }
 
 // add returns the entry of source, making room for it, or nil when
@@ -170,6 +182,9 @@ func (t *sourceTable) add(source uint32) *sourceLast {
 	sl := t.more[source]
 	if sl == nil {
 		if len(t.more) >= maxSparseSources {
+			t.sweep()
+		}
+		if len(t.more) >= maxSparseSources {
 			return nil
 		}
 		sl = &sourceLast{}
@@ -178,15 +193,11 @@ func (t *sourceTable) add(source uint32) *sourceLast {
 	return sl
 }
 
-// forget drops the entries of group g.
-func (t *sourceTable) forget(g uint64) {
-	for i := range t.dense {
-		if t.dense[i].group == g {
-			t.dense[i] = sourceLast{}
-		}
-	}
+// sweep drops the entries above denseSources of groups that have lost
+// their last local member, to make room.
+func (t *sourceTable) sweep() {
 	for k, sl := range t.more {
-		if sl.group == g {
+		if sl.g.gone {
 			delete(t.more, k)
 		}
 	}
@@ -215,7 +226,9 @@ type localGroup struct {
 	id      uint64
 	name    string
 	members []*localMember // in one's room while there is one
-	viewKey uint64
+	viewKey uint64         // identifies the nodes in the group when members were last told
+	nextKey uint64         // installView's scratch
+	gone    bool           // no local member any more: out of engine.groups
 	one     [1]*localMember
 }
 
@@ -738,7 +751,7 @@ func (e *engine) leave(c *svcClient, member uint32, reply bool) {
 	g.members = slices.DeleteFunc(g.members, func(x *localMember) bool { return x == m })
 	if len(g.members) == 0 {
 		delete(e.groups, g.id)
-		e.forgetGroup(g.id)
+		g.gone = true // its delivery positions go with it (sourceTable.find)
 		e.noteGroup(g.name, -1)
 	}
 }
@@ -1347,7 +1360,7 @@ func (e *engine) fresh(rs *recvStream, m *message) (*localGroup, bool) {
 	sl := tab.find(m.Source)
 	var g *localGroup
 	if sl != nil && sl.group == m.Group {
-		g = sl.g // forgetGroup clears the entries of a group that goes
+		g = sl.g // find drops the entries of a group that went
 	} else {
 		g = e.groups[m.Group]
 	}
@@ -1367,14 +1380,6 @@ func (e *engine) fresh(rs *recvStream, m *message) (*localGroup, bool) {
 	}
 	*sl = sourceLast{group: m.Group, gseq: m.GSeq, g: g}
 	return g, m.Flags&msgFlagHandover == 0 || e.carried[m.Group]
-}
-
-// forgetGroup drops the delivery positions of a group no local member
-// belongs to any more.
-func (e *engine) forgetGroup(g uint64) {
-	for _, t := range e.lastGSeq {
-		t.forget(g)
-	}
 }
 
 // handoverPlan is a handover decided at a view change: the unstable
@@ -1760,30 +1765,39 @@ func (e *engine) installView(v *View) {
 	e.handOverSession(v, e.awaitBack(v))
 	e.s.gmsSend(gmsViewAck, binary.BigEndian.AppendUint64(nil, v.Number))
 	e.checkUnjoined()
-	// The nodes of each local group, in one pass over the regions.
-	nodesOf := make(map[uint64][]uint64, len(e.groups))
+	// Each local group's nodes are the members of the group's regions,
+	// which share no node: a sum over those regions of a hash of their
+	// members identifies the set without building it, and only the
+	// groups whose set changed have it built, sorted and sent.
+	for _, g := range e.groups {
+		g.nextKey = 0
+	}
 	for i := range v.Regions {
 		r := &v.Regions[i]
+		var h uint64
+		for _, id := range r.Members {
+			h += mix64(id)
+		}
 		for _, gid := range r.Groups {
-			if _, ok := e.groups[gid]; ok {
-				nodesOf[gid] = append(nodesOf[gid], r.Members...)
+			if g := e.groups[gid]; g != nil {
+				g.nextKey += h
 			}
 		}
 	}
 	for _, g := range e.groups {
-		ids := nodesOf[g.id]
-		slices.Sort(ids)
-		var key uint64 = 1469598103934665603
-		for _, id := range ids {
-			key = (key ^ id) * 1099511628211
+		// The constant tells an empty set from a group not yet told.
+		key := g.nextKey ^ 0x9e3779b97f4a7c15
+		if key == g.viewKey {
+			continue
 		}
-		key ^= uint64(len(ids))
-		if key != g.viewKey {
-			g.viewKey = key
-			for _, m := range g.members {
-				if m.joined {
-					e.sendGroupView(m, ids)
+		g.viewKey = key
+		var ids []uint64
+		for _, m := range g.members {
+			if m.joined {
+				if ids == nil {
+					ids = e.groupNodes(g.id)
 				}
+				e.sendGroupView(m, ids)
 			}
 		}
 	}

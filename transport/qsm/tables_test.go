@@ -6,17 +6,22 @@ import (
 )
 
 // TestSourceTable checks the delivery positions by source number: dense
-// below denseSources, in a map above, and forgotten per group.
+// below denseSources, in a map above, and dropped once their group has
+// lost its last local member (also to make room under the cap).
 func TestSourceTable(t *testing.T) {
+	old := maxSparseSources
+	maxSparseSources = 2
+	t.Cleanup(func() { maxSparseSources = old })
 	var tab sourceTable
 	if tab.find(3) != nil || tab.find(denseSources+5) != nil {
 		t.Fatal("empty table finds entries")
 	}
-	g := &localGroup{id: 7}
-	*tab.add(3) = sourceLast{group: 7, gseq: 10, g: g}
-	*tab.add(denseSources + 5) = sourceLast{group: 8, gseq: 4}
-	*tab.add(1) = sourceLast{group: 8, gseq: 1}
-	if sl := tab.find(3); sl == nil || sl.gseq != 10 || sl.g != g {
+	g7, g8 := &localGroup{id: 7}, &localGroup{id: 8}
+	*tab.add(3) = sourceLast{group: 7, gseq: 10, g: g7}
+	*tab.add(denseSources + 5) = sourceLast{group: 8, gseq: 4, g: g8}
+	*tab.add(denseSources + 6) = sourceLast{group: 8, gseq: 2, g: g8}
+	*tab.add(1) = sourceLast{group: 8, gseq: 1, g: g8}
+	if sl := tab.find(3); sl == nil || sl.gseq != 10 || sl.g != g7 {
 		t.Fatalf("find(3) = %+v", sl)
 	}
 	if tab.find(2) != nil {
@@ -25,12 +30,27 @@ func TestSourceTable(t *testing.T) {
 	if sl := tab.find(denseSources + 5); sl == nil || sl.gseq != 4 {
 		t.Fatalf("find(large) = %+v", sl)
 	}
-	tab.forget(8)
+	if tab.add(denseSources+7) != nil {
+		t.Fatal("a third source above denseSources got room (cap 2)")
+	}
+	g8.gone = true
 	if tab.find(1) != nil || tab.find(denseSources+5) != nil {
-		t.Fatal("forget(8) kept entries of group 8")
+		t.Fatal("entries of group 8 found after it went")
+	}
+	if tab.dense[1] != (sourceLast{}) || len(tab.more) != 1 {
+		t.Fatalf("entries found gone were kept: dense[1] = %+v, %d above", tab.dense[1], len(tab.more))
 	}
 	if sl := tab.find(3); sl == nil || sl.gseq != 10 {
-		t.Fatal("forget(8) dropped an entry of group 7")
+		t.Fatal("an entry of group 7 went with group 8")
+	}
+	// The entry of group 8 never looked up again is swept for room.
+	if sl := tab.add(denseSources + 7); sl == nil {
+		t.Fatal("no room above denseSources, though group 8 went")
+	} else {
+		*sl = sourceLast{group: 7, gseq: 1, g: g7}
+	}
+	if sl := tab.add(denseSources + 8); sl == nil || len(tab.more) != 2 {
+		t.Fatalf("add after sweeping: %v, %d above (cap 2)", sl, len(tab.more))
 	}
 }
 
@@ -59,5 +79,53 @@ func TestSenderString(t *testing.T) {
 		if got, want := senderString(c.node, c.source), fmt.Sprintf("%016x/%d", c.node, c.source); got != want {
 			t.Errorf("senderString(%#x, %d) = %q, want %q", c.node, c.source, got, want)
 		}
+	}
+}
+
+// TestAckQueue checks a member's queue of publishes in flight: first in,
+// first out across the reuse and compaction of its array, and no
+// allocation per publish once a publish or two at a time are in flight.
+func TestAckQueue(t *testing.T) {
+	var a ackQueue
+	chans := make([]chan pubResult, 5000)
+	for i := range chans {
+		chans[i] = make(chan pubResult)
+	}
+	next, want := 0, 0
+	for round := 0; round < 3; round++ {
+		// Fill well past the compaction point, then drain most of it.
+		for i := 0; i < 3000; i++ {
+			a.push(chans[next%len(chans)])
+			next++
+		}
+		a.push(nil)
+		a.dropLast()
+		for a.len() > 100 {
+			if got := a.pop(); got != chans[want%len(chans)] {
+				t.Fatalf("round %d: pop %d returned another publish's channel", round, want)
+			}
+			want++
+		}
+	}
+	if a.len() != next-want || a.head > len(a.q) {
+		t.Fatalf("len %d, want %d (head %d of %d)", a.len(), next-want, a.head, len(a.q))
+	}
+	rest := a.takeAll()
+	for i, ch := range rest {
+		if ch != chans[(want+i)%len(chans)] {
+			t.Fatalf("takeAll[%d] is another publish's channel", i)
+		}
+	}
+	if a.len() != 0 {
+		t.Fatal("takeAll left publishes")
+	}
+	ch := chans[0]
+	if n := testing.AllocsPerRun(1000, func() {
+		a.push(ch)
+		a.push(nil)
+		a.pop()
+		a.pop()
+	}); n != 0 {
+		t.Fatalf("%v allocations per two publishes in flight, want 0", n)
 	}
 }

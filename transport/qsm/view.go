@@ -236,3 +236,13 @@ func partitions(members []uint64, size int) [][]uint64 {
 	}
 	return out
 }
+
+// mix64 scrambles x (the finalizer of SplitMix64), so that sums of
+// scrambled node ids tell sets of nodes apart.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
