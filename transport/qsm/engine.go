@@ -409,6 +409,24 @@ func (rs *recvStream) roomToKeep() {
 	rs.kept = rs.keptArr[:n]
 }
 
+// drop releases every message the stream holds, kept or pending, as the
+// engine forgets the stream.
+func (rs *recvStream) drop() {
+	if len(rs.kept) > 0 {
+		rs.free(rs.keptBase + uint64(len(rs.kept)) - 1)
+	}
+	rs.pending.each(func(_ uint64, m *message) { m.release() })
+	rs.pending = pendingRing{base: rs.next}
+}
+
+// dropRecvs drops every receive stream, for a fresh start.
+func (e *engine) dropRecvs() {
+	for _, rs := range e.recvs {
+		rs.drop()
+	}
+	e.recvs = map[uint64]*recvStream{}
+}
+
 func (rs *recvStream) free(upto uint64) {
 	if upto < rs.keptBase {
 		return
@@ -605,7 +623,7 @@ func (e *engine) handle(ev any) {
 			e.sends = map[uint64]*sendStream{}
 			e.targets = map[uint64][]*sendStream{}
 			e.targetsGen++
-			e.recvs = map[uint64]*recvStream{}
+			e.dropRecvs()
 			e.region = nil
 		}
 		e.sendAllGroups()
@@ -1189,7 +1207,8 @@ func (e *engine) onData(p *packet) {
 			e.s.ctr.staleToken.Add(1)
 			return
 		}
-		rs = nil // the sender started a new stream into the region
+		rs.drop() // the sender started a new stream into the region
+		rs = nil
 	}
 	if rs == nil {
 		rs = &recvStream{sender: p.hdr.Sender, streamEpoch: d.StreamEpoch}
@@ -1608,10 +1627,12 @@ func (e *engine) settleOrphan(rs *recvStream) {
 			rs.next++
 			e.s.ctr.orphanLost.Add(1)
 			skipping = m.Flags&msgFlagMore != 0
+			m.release()
 			continue
 		}
 		e.deliverNext(rs, m)
 	}
+	rs.drop()
 	e.log.Info("settled the stream of a sender that left the view", "sender", strconv.FormatUint(rs.sender, 16),
 		"delivered_to", rs.next-1, "held_beyond_gaps", len(seqs))
 	delete(e.recvs, rs.sender)
@@ -1643,7 +1664,7 @@ func (e *engine) installView(v *View) {
 	if r == nil || old == nil || old.ID != r.ID {
 		// I moved to another region (or left all groups): streams into
 		// the old one are of no use any more.
-		e.recvs = map[uint64]*recvStream{}
+		e.dropRecvs()
 		e.prevStable = map[uint64]uint64{}
 		e.prevLack = nil
 		e.partSummary = map[uint64]*streamSummary{}

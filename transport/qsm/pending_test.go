@@ -4,6 +4,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport/internal/payload"
 )
 
 // ringModel is what a pendingRing must behave like: maps of the messages
@@ -134,4 +137,70 @@ func FuzzPendingRing(f *testing.F) {
 	f.Add([]byte{0, 3, 0, 1, 2, 0, 3, 0, 0, 0, 3, 0, 5, 7})
 	f.Add([]byte{0, 200, 2, 90, 4, 10, 5, 255, 1, 70, 0, 0, 3, 1})
 	f.Fuzz(checkRing)
+}
+
+// TestForgottenStreamsReleasePayloads checks that the payloads of the
+// messages a receive stream holds, delivered and kept or waiting behind a
+// gap, are released when the engine forgets the stream: when a sender's
+// stream is settled after it left the view (skipped messages included),
+// and when every stream is dropped (a change of region or session). A
+// payload never released keeps its block from being reused.
+func TestForgottenStreamsReleasePayloads(t *testing.T) {
+	cl := newCluster(t, testConfig(t), 1)
+	var rc payload.Recycler
+	var all []*message
+	// stream returns a stream of a sender outside the view that has
+	// delivered seqs 1-3 and holds 5 (an event's first fragment), 6 (its
+	// last) and 7 (a whole event) behind the missing 4, and 9 (a first
+	// fragment) behind the missing 8.
+	stream := func(e *engine, sender uint64) *recvStream {
+		rs := &recvStream{sender: sender, streamEpoch: 1, started: true, next: 1, keptBase: 1, pending: pendingRing{base: 1}}
+		mk := func(seq uint64, flags uint8) *message {
+			data, blk := rc.Copy(patterned(int(seq), 100))
+			m := &message{Seq: seq, Group: 0x77, Source: 1, GSeq: seq, Flags: flags, Data: data, blk: blk}
+			all = append(all, m)
+			return m
+		}
+		for seq := uint64(1); seq <= 3; seq++ {
+			e.deliverNext(rs, mk(seq, 0))
+		}
+		for seq, flags := range map[uint64]uint8{5: msgFlagMore, 6: 0, 7: 0, 9: msgFlagMore} {
+			m := mk(seq, flags)
+			m.held = true
+			rs.pending.put(seq, m)
+		}
+		e.recvs[sender] = rs
+		return rs
+	}
+	var orphanLost uint64
+	ok := cl.svcs[0].inEngine(func(e *engine) {
+		before := e.s.ctr.orphanLost.Load()
+		rs := stream(e, 0x5e7710)
+		rs.orphanAt = time.Now()
+		e.settleOrphan(rs)
+		orphanLost = e.s.ctr.orphanLost.Load() - before
+		if e.recvs[0x5e7710] != nil {
+			t.Error("a settled stream is still in the engine's streams")
+		}
+		stream(e, 0x5e7711)
+		stream(e, 0x5e7712)
+		e.dropRecvs()
+		if len(e.recvs) != 0 {
+			t.Errorf("%d streams left after dropping them all", len(e.recvs))
+		}
+	})
+	if !ok {
+		t.Fatal("the engine did not run the test")
+	}
+	// 4 is missing, 5 and 6 are the rest of an event that may have begun
+	// with 4, 7 is delivered, 8 is missing and 9 follows it: five seqs
+	// lost.
+	if orphanLost != 5 {
+		t.Errorf("settling counted %d seqs lost, want 5", orphanLost)
+	}
+	for _, m := range all {
+		if m.blk != nil {
+			t.Errorf("seq %d (flags %d): payload not released", m.Seq, m.Flags)
+		}
+	}
 }
