@@ -125,6 +125,19 @@ type Row struct {
 	// WindowFull is the part of Elapsed in which the sender's publishes
 	// waited for its window (flow control) to free (QSM rows).
 	WindowFull time.Duration
+	// Repair traffic during the measurement (QSM rows): messages the
+	// receivers forwarded to each other, messages the sender sent again,
+	// and messages the receivers got more than once, summed over the
+	// nodes.
+	Forwarded, Resent, Duplicates uint64
+}
+
+// repairTraffic says how many messages were forwarded, sent again and
+// received twice, per 100 events delivered to each receiver.
+func (r Row) repairTraffic(o Options) string {
+	per := func(n uint64) float64 { return 100 * float64(n) / float64(o.Count*o.Receivers) }
+	return fmt.Sprintf("%.2f forwarded by peers, %.2f sent again by the sender, %.2f received twice",
+		per(r.Forwarded), per(r.Resent), per(r.Duplicates))
 }
 
 // Result is a set of measurements.
@@ -300,6 +313,7 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 			}
 			lossy = append(lossy, r)
 			o.Progress("  QSM, 1 group, %d%% loss: %.1f MB/s per receiver, repair p50 %v p99 %v, sender held back by its window %.0f%% of the time", o.LossPercent, r.Goodput/1e6, r.RepairP50, r.RepairP99, 100*r.WindowFull.Seconds()/r.Elapsed.Seconds())
+			o.Progress("    repair traffic, per 100 events per receiver: %s", r.repairTraffic(o))
 		}
 	}
 	ref, refName := raw, "raw"
@@ -587,6 +601,8 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	row := Row{Elapsed: elapsed}
 	if st, err := clients[0].ServiceStats(ctx); err == nil {
 		row.WindowFull = time.Duration(st.WindowFullMicros-sender0.WindowFullMicros) * time.Microsecond
+		row.Resent = st.Resent - sender0.Resent
+		row.Forwarded = st.Forwarded - sender0.Forwarded
 	}
 	var delivered int64
 	for i := 1; i <= o.Receivers; i++ {
@@ -606,7 +622,12 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	}
 	for i := 1; i <= o.Receivers; i++ {
 		st, err := clients[i].ServiceStats(ctx)
-		if err != nil || st.RepairLatencyN == lat0[i-1].RepairLatencyN {
+		if err != nil {
+			continue
+		}
+		row.Forwarded += st.Forwarded - lat0[i-1].Forwarded
+		row.Duplicates += st.Duplicates - lat0[i-1].Duplicates
+		if st.RepairLatencyN == lat0[i-1].RepairLatencyN {
 			continue
 		}
 		row.RepairP50 = max(row.RepairP50, time.Duration(st.RepairP50)*time.Microsecond)
