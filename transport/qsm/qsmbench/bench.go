@@ -130,6 +130,9 @@ type Row struct {
 	// and messages the receivers got more than once, summed over the
 	// nodes.
 	Forwarded, Resent, Duplicates uint64
+	// Joined is the time every node took to join the groups, until the
+	// views had settled (QSM rows).
+	Joined time.Duration
 }
 
 // repairTraffic says how many messages were forwarded, sent again and
@@ -304,7 +307,7 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 				return nil, fmt.Errorf("qsmbench: QSM, %d group(s): %w", g, err)
 			}
 			groups[gi] = append(groups[gi], r)
-			o.Progress("  QSM, %d group(s): %.1f MB/s per receiver, %d lost, sender held back by its window %.0f%% of the time", g, r.Goodput/1e6, r.Lost, 100*r.WindowFull.Seconds()/r.Elapsed.Seconds())
+			o.Progress("  QSM, %d group(s): %.1f MB/s per receiver, %d lost, sender held back by its window %.0f%% of the time; joined in %v", g, r.Goodput/1e6, r.Lost, 100*r.WindowFull.Seconds()/r.Elapsed.Seconds(), r.Joined.Round(time.Millisecond))
 		}
 		if o.LossPercent > 0 {
 			r, err := lossyRun(ctx, e, o, fmt.Sprintf("loss%d-", k), 0)
@@ -504,6 +507,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 		}
 		clients = append(clients, c)
 	}
+	joinStart := time.Now()
 	totals := make([]*atomic.Int64, o.Receivers+1)
 	var bad atomic.Int64
 	members := make([][]*qsm.Member, o.Receivers+1)
@@ -545,6 +549,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 			last, since = n, time.Now()
 		}
 	}
+	joined := time.Since(joinStart)
 	// Warm up: a tenth of the events (and at least two per group), so
 	// that what the first events of a group set up (streams, delivery
 	// positions, tables) and the garbage of the joins are not measured:
@@ -598,7 +603,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	}
 	elapsed := time.Since(start)
 	cpu := e.cpu() - cpu0
-	row := Row{Elapsed: elapsed}
+	row := Row{Elapsed: elapsed, Joined: joined}
 	if st, err := clients[0].ServiceStats(ctx); err == nil {
 		row.WindowFull = time.Duration(st.WindowFullMicros-sender0.WindowFullMicros) * time.Microsecond
 		row.Resent = st.Resent - sender0.Resent
