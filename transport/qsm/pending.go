@@ -19,6 +19,11 @@ type pendingRing struct {
 	n     int           // messages held
 	gaps  int           // missing seqs noted
 	top   uint64        // one past the highest seq holding a message (0: none)
+	// noted is where noteMissing goes on from: every seq from base up to
+	// it holds a message or has been noted missing (or is beyond the
+	// limit it was given). A token reports the same gaps round after
+	// round; only the new ones are looked at.
+	noted uint64
 }
 
 // maxGapAhead bounds how far ahead of the next seq missing seqs are
@@ -105,7 +110,11 @@ func (r *pendingRing) takeGap(seq uint64) int64 {
 		return 0
 	}
 	if s := r.slot(seq); s != nil {
-		return r.clearGap(s)
+		at := r.clearGap(s)
+		if at != 0 && seq < r.noted {
+			r.noted = seq // seq holds neither a message nor a note now
+		}
+		return at
 	}
 	return 0
 }
@@ -124,6 +133,21 @@ func (r *pendingRing) noteGap(seq uint64, t int64, limit uint64) {
 		s.gap = t
 		r.gaps++
 	}
+}
+
+// noteMissing notes at t, as noteGap does, the seqs of ms up to upto and
+// below limit. ms must list, in order, every seq in [base, upto] that
+// holds no message (as missing and capRanges make it). Seqs below where
+// the previous call got to are not looked at again, so the cost of a gap
+// is paid once, not once per token.
+func (r *pendingRing) noteMissing(ms []seqRange, upto uint64, t int64, limit uint64) {
+	from := max(r.noted, r.base)
+	for _, g := range ms {
+		for x := max(g.From, from); x <= min(g.To, upto) && x < limit; x++ {
+			r.noteGap(x, t, limit)
+		}
+	}
+	r.noted = max(from, min(satAdd(upto, 1), limit))
 }
 
 // advance moves base to seq (> base), dropping what the seqs before it

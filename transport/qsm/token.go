@@ -383,11 +383,7 @@ func (e *engine) fill(t *tokenBody, level uint8, pos, nslots int) {
 		}
 		ms, upto := capRanges(miss, maxSlotRanges, max(hi, ack))
 		at, gapLimit := monoOf(now), satAdd(rs.next, maxGapAhead)
-		for _, r := range ms {
-			for x := r.From; x <= r.To && x < gapLimit; x++ {
-				rs.pending.noteGap(x, at, gapLimit)
-			}
-		}
+		rs.pending.noteMissing(ms, upto, at, gapLimit)
 		*sl = tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: ms}
 		lo, hi := rs.held(e.recvAhead())
 		budget = e.forward(e.parts[e.myPart], en, pos, budget, rs.get, lo, hi, rs.streamEpoch, rs.epochStart)
