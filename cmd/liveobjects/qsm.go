@@ -83,7 +83,8 @@ func (p *procsFlag) Set(v string) error {
 // client's writer switches goroutines on one thread instead of waking
 // another, which on a loaded machine costs more than the work itself;
 // system calls still run beside Go code (a goroutine in one gives up the
-// P). Measured in the README (QSM, "One thread for Go code").
+// P). Measured in the README (QSM, "Settings that matter") and in
+// transport/qsm/qsmbench/MEASUREMENTS.md ("One thread for Go code").
 func (p *procsFlag) apply() int {
 	switch {
 	case p.set && p.n == 0:
