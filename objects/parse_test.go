@@ -98,6 +98,13 @@ func TestParseProblems(t *testing.T) {
 		{"unclosed", doc(`<Object xsi:type="ReferenceObject" id="1">`), []string{"f.liveobject:4: </Root> closes <Object> opened on line 3"}},
 		{"truncated", xmlHead + `<Object xsi:type="ReferenceObject" id="1">`, []string{"f.liveobject:3: file ends inside <Object> opened on line 3"}},
 		{"bad xml", xmlHead + "<Object id=\"1\" id2=>\n</Root>", []string{"f.liveobject:3: XML syntax: unquoted or missing attribute value in element"}},
+		{"attribute twice", doc(
+			`<Object xsi:type="ReferenceObject" id="1">`,
+			`  <Parameter id="a"><Value xsi:type="xsd:int" xsi:type="EndpointClass">1</Value></Parameter>`,
+			`</Object>`),
+			[]string{"f.liveobject:4: <Value> has the attribute xsi:type more than once; an XML element names each attribute once"}},
+		{"many attributes, one twice", doc(`<Object xsi:type="ReferenceObject" id="1" a0="" a1="" a2="" a3="" a4="" a5="" a6="" a7="" a8="" a9="" b0="" b1="" b2="" b3="" b4="" b5="" b6="" a3="" />`),
+			[]string{"f.liveobject:3: <Object> has the attribute a3 more than once; an XML element names each attribute once"}},
 		{"two top-level", "<Root/>\n<Root/>", []string{"f.liveobject:2: second top-level element <Root> after </Root>"}},
 		{"text outside", "<Root/>\nhello", []string{"f.liveobject:2: text outside the top-level element"}},
 		{"bad encoding", `<?xml version="1.0" encoding="ebcdic"?><Root/>`, []string{`f.liveobject:1: XML: xml: encoding "ebcdic" declared but Decoder.CharsetReader is nil`}},

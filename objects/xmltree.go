@@ -158,6 +158,9 @@ func parseTree(file string, r io.Reader) (root *Node, prolog []*Node, textLines 
 			for _, a := range t.Attr {
 				n.Attrs = append(n.Attrs, Attr{Name: qname(a.Name), Value: a.Value})
 			}
+			if dup := duplicateAttr(n.Attrs); dup != "" {
+				return nil, nil, nil, &ParseError{File: file, Line: line, Msg: fmt.Sprintf("<%s> has the attribute %s more than once; an XML element names each attribute once", n.Name, dup)}
+			}
 			if len(stack) == 0 {
 				root = n
 			} else {
@@ -210,6 +213,30 @@ func parseTree(file string, r io.Reader) (root *Node, prolog []*Node, textLines 
 		return nil, nil, nil, &ParseError{File: file, Line: 1, Msg: "no XML element in file"}
 	}
 	return root, prolog, textLines, nil
+}
+
+// duplicateAttr returns the first attribute name that attrs hold twice,
+// or "". The decoder does not check it, and the model would keep one of
+// the values and write the other back after it, changing which one wins.
+func duplicateAttr(attrs []Attr) string {
+	if len(attrs) <= 16 {
+		for i := 1; i < len(attrs); i++ {
+			for j := range i {
+				if attrs[i].Name == attrs[j].Name {
+					return attrs[i].Name
+				}
+			}
+		}
+		return ""
+	}
+	seen := make(map[string]bool, len(attrs))
+	for _, a := range attrs {
+		if seen[a.Name] {
+			return a.Name
+		}
+		seen[a.Name] = true
+	}
+	return ""
 }
 
 func qname(n xml.Name) string {
