@@ -66,11 +66,35 @@ func (t Token) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 // encoding and length but not the layout, so that it also carries the
 // opaque member ids of sealed clusters; use ParseToken for user input.
 func (t *Token) UnmarshalText(b []byte) error {
-	if base64.RawURLEncoding.DecodedLen(len(b)) != TokenSize {
-		return fmt.Errorf("%w: %d characters", ErrBadToken, len(b))
+	var u Token
+	if err := decodeToken(&u, b); err != nil {
+		return err
 	}
-	if _, err := base64.RawURLEncoding.Decode(t[:], b); err != nil {
+	*t = u
+	return nil
+}
+
+// tokenEncoding decodes tokens strictly: the unused low bits of the last
+// character must be zero, so that a token has one text form only.
+var tokenEncoding = base64.RawURLEncoding.Strict()
+
+// tokenTextLen is the length of a token's text form.
+var tokenTextLen = base64.RawURLEncoding.EncodedLen(TokenSize)
+
+// decodeToken decodes the text form of a token into t. It takes exactly
+// the form String writes: the base64 decoder by itself would also skip
+// line breaks anywhere in the text and ignore the last character's unused
+// bits, so that many strings would name one token.
+func decodeToken(t *Token, b []byte) error {
+	if len(b) != tokenTextLen {
+		return fmt.Errorf("%w: %d characters, want %d", ErrBadToken, len(b), tokenTextLen)
+	}
+	n, err := tokenEncoding.Decode(t[:], b)
+	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadToken, err)
+	}
+	if n != TokenSize {
+		return fmt.Errorf("%w: a line break inside the text (a token is %d characters of base64url)", ErrBadToken, tokenTextLen)
 	}
 	return nil
 }
@@ -78,14 +102,9 @@ func (t *Token) UnmarshalText(b []byte) error {
 // ParseToken parses the text form of a token.
 func ParseToken(s string) (Token, error) {
 	var t Token
-	if base64.RawURLEncoding.DecodedLen(len(s)) != TokenSize {
-		return t, fmt.Errorf("%w: %d characters, want %d", ErrBadToken, len(s), base64.RawURLEncoding.EncodedLen(TokenSize))
+	if err := decodeToken(&t, []byte(s)); err != nil {
+		return Token{}, err
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return t, fmt.Errorf("%w: %v", ErrBadToken, err)
-	}
-	copy(t[:], b)
 	if err := t.check(); err != nil {
 		return Token{}, err
 	}
