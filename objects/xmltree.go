@@ -159,7 +159,7 @@ func parseTree(file string, r io.Reader) (root *Node, prolog []*Node, textLines 
 				n.Attrs = append(n.Attrs, Attr{Name: qname(a.Name), Value: a.Value})
 			}
 			if dup := duplicateAttr(n.Attrs); dup != "" {
-				return nil, nil, nil, &ParseError{File: file, Line: line, Msg: fmt.Sprintf("<%s> has the attribute %s more than once; an XML element names each attribute once", n.Name, dup)}
+				return nil, nil, nil, &ParseError{File: file, Line: line, Msg: fmt.Sprintf("<%s> has the attribute %s more than once; keep one of them (an XML element names each attribute once)", n.Name, dup)}
 			}
 			if len(stack) == 0 {
 				root = n
