@@ -2,6 +2,8 @@ package qsm
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -78,6 +80,60 @@ func TestSenderString(t *testing.T) {
 	}{{0, 0}, {1, 1}, {0xdeadbeef, 42}, {^uint64(0), ^uint32(0)}, {0x0123456789abcdef, 8000}} {
 		if got, want := senderString(c.node, c.source), fmt.Sprintf("%016x/%d", c.node, c.source); got != want {
 			t.Errorf("senderString(%#x, %d) = %q, want %q", c.node, c.source, got, want)
+		}
+	}
+}
+
+// TestAckQueueModel runs a member's queue of publishes in flight against
+// a plain slice: publishes with and without a waiter, in runs of each
+// (a run of thousands of waiters takes the array through its
+// compaction), taken back, answered and failed all at once, in a random
+// order of operations.
+func TestAckQueueModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 7))
+	chans := make([]chan pubResult, 64)
+	for i := range chans {
+		chans[i] = make(chan pubResult)
+	}
+	var a ackQueue
+	var model []chan pubResult
+	for op := 0; op < 200000; op++ {
+		switch r := rng.IntN(100); {
+		case r < 45:
+			// A run of one kind of publish, long now and then.
+			n := 1 + rng.IntN(4)
+			if rng.IntN(200) == 0 {
+				n = 3000
+			}
+			async := rng.IntN(2) == 0
+			for range n {
+				var ch chan pubResult
+				if !async {
+					ch = chans[rng.IntN(len(chans))]
+				}
+				a.push(ch)
+				model = append(model, ch)
+			}
+		case r < 50:
+			if len(model) > 0 {
+				a.dropLast()
+				model = model[:len(model)-1]
+			}
+		case r < 99:
+			for n := 1 + rng.IntN(8); n > 0 && len(model) > 0; n-- {
+				if got := a.pop(); got != model[0] {
+					t.Fatalf("op %d: pop returned %v, want %v", op, got, model[0])
+				}
+				model = model[1:]
+			}
+		default:
+			if got := a.takeAll(); !slices.Equal(got, model) {
+				t.Fatalf("op %d: takeAll returned %d entries, want %d (or another order)", op, len(got), len(model))
+			}
+			model = nil
+		}
+		if a.len() != len(model) {
+			t.Fatalf("op %d: len %d, want %d", op, a.len(), len(model))
 		}
 	}
 }

@@ -1,0 +1,145 @@
+package qsm
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/liveobjects/liveobjects/transport"
+)
+
+// BenchmarkPublish measures what a sending node spends per event, from a
+// member's PublishAsync to the answer that completes it, with the
+// node's own delivery of the event to its member on the way: the
+// client's side of a publish, the hand-over to the service, the engine's
+// publish, its answer, and the dispatch of the node's own copy. The
+// sender's engine is the one goroutine every event of the node passes
+// through, so per-group state it touches is paid at the rate of the
+// whole stream. The node is alone, so nothing is multicast: sockets are
+// left out, as in BenchmarkDeliver.
+//
+// Each sub-benchmark compares events published round-robin over its
+// groups with events of one group, on two nodes set up alike, in
+// alternating chunks of the same run, and reports both CPU times per
+// event (of the whole process) and their ratio (x1group):
+//
+//	go test ./transport/qsm -run '^$' -bench Publish -count 5
+func BenchmarkPublish(b *testing.B) {
+	if processCPU() == 0 {
+		b.Skip("this system does not tell the process's CPU time")
+	}
+	for _, groups := range []int{1000, 8000} {
+		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+			one := newPublishBench(b, 1)
+			many := newPublishBench(b, groups)
+			var cOne, cMany time.Duration
+			b.ResetTimer()
+			for range b.N {
+				cOne += one.chunk(b)
+				cMany += many.chunk(b)
+			}
+			n := float64(b.N * deliverChunk)
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(float64(cOne.Nanoseconds())/n, "cpu-ns/event-1group")
+			b.ReportMetric(float64(cMany.Nanoseconds())/n, "cpu-ns/event")
+			b.ReportMetric(float64(cMany)/float64(cOne), "x1group")
+		})
+	}
+}
+
+// publishBench is one node with an attached client whose members, one
+// per group, publish and count their own events.
+type publishBench struct {
+	ms      []*Member
+	k       int
+	total   atomic.Int64
+	bad     atomic.Int64
+	payload []byte
+}
+
+func newPublishBench(b *testing.B, groups int) *publishBench {
+	b.Helper()
+	cl := newCluster(b, testConfig(b), 1)
+	p := &publishBench{payload: patterned(1, 1024)}
+	c, err := cl.svcs[0].Attach(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	p.ms = make([]*Member, groups)
+	errs := make(chan error, groups)
+	sem := make(chan struct{}, 256)
+	for g := range groups {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			m, err := c.JoinMember(context.Background(), fmt.Sprintf("publish%05d", g), &publishCounter{p: p})
+			p.ms[g] = m
+			errs <- err
+		}()
+	}
+	for range groups {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitMembers(b, p.ms, 1)
+	// Warm up: every member's first publishes set up its state.
+	for range max(2, 2*groups/deliverChunk+1) {
+		p.chunk(b)
+	}
+	return p
+}
+
+// chunk publishes deliverChunk events round-robin over the members and
+// returns the CPU time the process spent until every one was answered
+// and delivered.
+func (p *publishBench) chunk(b *testing.B) time.Duration {
+	want := p.total.Load() + deliverChunk
+	ctx := context.Background()
+	start := processCPU()
+	for range deliverChunk {
+		if err := p.ms[p.k%len(p.ms)].PublishAsync(ctx, p.payload); err != nil {
+			b.Fatal(err)
+		}
+		p.k++
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.total.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("delivered %d of %d events in 10s", p.total.Load()-want+deliverChunk, deliverChunk)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	for _, m := range p.ms[:min(len(p.ms), deliverChunk)] {
+		if err := m.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	took := processCPU() - start
+	if n := p.bad.Load(); n > 0 {
+		b.Fatalf("%d events out of order or not of %d bytes", n, len(p.payload))
+	}
+	return took
+}
+
+// publishCounter counts a member's own events and checks their order
+// and size; it borrows their payloads.
+type publishCounter struct {
+	p   *publishBench
+	seq uint64
+}
+
+func (h *publishCounter) Deliver(ev transport.Event) {
+	if len(ev.Data) != len(h.p.payload) || ev.Seq != h.seq+1 {
+		h.p.bad.Add(1)
+	}
+	h.seq = ev.Seq
+	h.p.total.Add(1)
+}
+
+func (*publishCounter) Checkpoint() ([]byte, error)      { return nil, nil }
+func (*publishCounter) Restore(_ []byte, _ uint64) error { return nil }
+func (*publishCounter) BorrowsData()                     {}
