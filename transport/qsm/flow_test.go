@@ -2,6 +2,7 @@ package qsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -111,5 +112,79 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	if got := b.n(); got != n {
 		t.Fatalf("delivered %d, want %d", got, n)
+	}
+}
+
+// TestPublishWaitingForCreditsEnds: a publish waiting for one of its
+// client's credits, all of them held by another member's publishes that
+// the service cannot place yet, fails as soon as its member leaves, and
+// the other member's publishes are left waiting.
+func TestPublishWaitingForCreditsEnds(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ClientCredits = 8
+	cfg.Window = 16
+	cl := newCluster(t, cfg, 2)
+	ctx := context.Background()
+	svc, peer := cl.svcs[0], cl.svcs[1]
+	pc := dial(t, peer.Addr())
+	c := dial(t, svc.Addr())
+	var ms []*Member
+	for _, ch := range []string{"a", "b"} {
+		if _, err := pc.JoinMember(ctx, ch, newRecorder(false)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.JoinMember(ctx, ch, newRecorder(false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	waitMembers(t, ms, 2)
+	a, b := ms[0], ms[1]
+	// The peer holds nothing: a's window fills, and then its publishes
+	// wait in the service, holding every credit of the client.
+	inEngine(t, peer, func(e *engine) { e.deaf = true })
+	aSent := make(chan int, 1)
+	go func() {
+		n := 0
+		for ; n < 100; n++ {
+			if a.PublishAsync(ctx, []byte("a")) != nil {
+				break
+			}
+		}
+		aSent <- n
+	}()
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		inEngine(t, svc, func(e *engine) { n = len(e.pending) })
+		if n < cfg.ClientCredits {
+			return fmt.Errorf("%d publishes wait in the service", n)
+		}
+		return nil
+	})
+	bDone := make(chan error, 1)
+	go func() { bDone <- b.PublishAsync(ctx, []byte("b")) }()
+	select {
+	case err := <-bDone:
+		t.Fatalf("b's publish returned (%v) while every credit is held", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	b.Leave()
+	select {
+	case err := <-bDone:
+		if !errors.Is(err, transport.ErrClosed) {
+			t.Fatalf("b's publish failed with %v, want transport.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's publish still waits 5s after b left")
+	}
+	select {
+	case n := <-aSent:
+		t.Fatalf("a's publishing ended after %d events, though its publishes are only waiting", n)
+	default:
+	}
+	c.Close()
+	if n := <-aSent; n >= 100 {
+		t.Fatalf("a published all %d events into a full window", n)
 	}
 }
