@@ -645,10 +645,13 @@ func (e *engine) handle(ev any) {
 		e.leave(ev.c, ev.member, true)
 	case clientPublish:
 		e.publish(ev)
-	case []clientPublish:
-		for _, p := range ev {
+	case *publishBatch:
+		for _, p := range ev.pubs {
 			e.publish(p)
 		}
+		clear(ev.pubs)
+		ev.pubs = ev.pubs[:0]
+		publishBatches.Put(ev)
 	case func(*engine):
 		ev(e)
 	}
@@ -957,11 +960,13 @@ func (e *engine) admit() {
 		*p = pendingPub{}
 		n++
 	}
-	if n > 0 {
+	switch {
+	case n == len(e.pending):
+		// All placed: the array is kept for the next publishes, which
+		// would otherwise allocate it again one by one.
+		e.pending = e.pending[:0]
+	case n > 0:
 		e.pending = e.pending[n:]
-		if len(e.pending) == 0 {
-			e.pending = nil
-		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -186,5 +187,53 @@ func TestPublishWaitingForCreditsEnds(t *testing.T) {
 	c.Close()
 	if n := <-aSent; n >= 100 {
 		t.Fatalf("a published all %d events into a full window", n)
+	}
+}
+
+// TestPublishAllocations: a stream of publishes of an attached client,
+// delivered to a member that borrows its events, allocates nothing per
+// event once its buffers are in place: not the frame reader's header, not
+// the batches handed from the client's link to the engine, not the
+// engine's queue of publishes. A few allocations of the service's
+// background work (timers, token rounds) may fall in the measurement.
+func TestPublishAllocations(t *testing.T) {
+	cl := newCluster(t, testConfig(t), 1)
+	c, err := cl.svcs[0].Attach(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	p := &publishBench{payload: patterned(1, 1024)}
+	m, err := c.JoinMember(context.Background(), "allocs", &publishCounter{p: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ms = []*Member{m}
+	waitMembers(t, p.ms, 1)
+	const n = 1000
+	ctx := context.Background()
+	stream := func() {
+		want := p.total.Load() + n
+		for range n {
+			if err := m.PublishAsync(ctx, p.payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for p.total.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("delivered %d of %d events in 10s", p.total.Load()-want+n, n)
+			}
+			runtime.Gosched()
+		}
+	}
+	for range 3 {
+		stream()
+	}
+	if per := testing.AllocsPerRun(20, stream) / n; per > 0.2 {
+		t.Fatalf("%.2f allocations per publish, want none", per)
+	}
+	if b := p.bad.Load(); b > 0 {
+		t.Fatalf("%d events out of order or of the wrong size", b)
 	}
 }

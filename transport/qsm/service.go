@@ -1301,10 +1301,10 @@ func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 		defer s.ctr.attached.Add(-1)
 	}
 	// Publishes that arrived together go to the engine in one batch.
-	var pubs []clientPublish
+	var pubs *publishBatch
 	var payloads payload.Recycler
 	postPubs := func() bool {
-		if len(pubs) == 0 {
+		if pubs == nil {
 			return true
 		}
 		b := pubs
@@ -1313,7 +1313,7 @@ func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 	}
 	defer postPubs()
 	for {
-		if len(pubs) >= maxPublishBatch || len(pubs) > 0 && !fr.hasFrame() {
+		if pubs != nil && (len(pubs.pubs) >= maxPublishBatch || !fr.hasFrame()) {
 			if !postPubs() {
 				return
 			}
@@ -1335,7 +1335,10 @@ func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 				break
 			}
 			data, blk := payloads.Copy(d.b)
-			pubs = append(pubs, clientPublish{c: c, member: m, data: data, blk: blk})
+			if pubs == nil {
+				pubs = publishBatches.Get().(*publishBatch)
+			}
+			pubs.pubs = append(pubs.pubs, clientPublish{c: c, member: m, data: data, blk: blk})
 			continue
 		case cliListReq:
 			req := d.u32()
@@ -1386,6 +1389,14 @@ func (s *Service) serveLink(c *svcClient, fr *frameReader) {
 
 // maxPublishBatch caps the publishes serveClient hands the engine at once.
 const maxPublishBatch = 256
+
+// publishBatch is publishes of one client that arrived together, handed
+// to the engine at once. The engine gives it back to publishBatches once
+// it has taken them, so that a stream of publishes does not allocate a
+// batch, and box it for the engine's queue, every time it arrives.
+type publishBatch struct{ pubs []clientPublish }
+
+var publishBatches = sync.Pool{New: func() any { return new(publishBatch) }}
 
 // post hands an event to the engine; false when the service is closing.
 func (s *Service) post(ev any) bool {

@@ -197,6 +197,7 @@ type frameReader struct {
 	r   *bufio.Reader
 	max int
 	buf []byte
+	hdr [4]byte // here, not on next's stack, from which io.ReadFull would move it to the heap for every frame
 }
 
 func newFrameReader(r io.Reader, max int) *frameReader {
@@ -220,11 +221,10 @@ func (f *frameReader) hasFrame() bool {
 // next returns the next frame's type and body. The body is valid until the
 // following call.
 func (f *frameReader) next() (uint8, []byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(f.r, hdr[:]); err != nil {
+	if _, err := io.ReadFull(f.r, f.hdr[:]); err != nil {
 		return 0, nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := binary.BigEndian.Uint32(f.hdr[:])
 	if n == 0 || uint64(n) > uint64(f.max) {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes (cap %d)", ErrMalformed, n, f.max)
 	}
