@@ -1111,7 +1111,7 @@ func (e *engine) flushStream(st *sendStream) {
 	if st.udpDst == nil || st.udpDst.Port != int(st.dst.Port()) || !st.udpDst.IP.Equal(st.dst.Addr().AsSlice()) {
 		st.udpDst = net.UDPAddrFromAddrPort(st.dst)
 	}
-	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: st.udpDst})
+	e.queueOut(buf, st.udpDst)
 	st.b.n = 0
 	st.lastSend = time.Now()
 	if len(e.outbox) >= 256 {
@@ -1145,10 +1145,29 @@ func (e *engine) queueRepair(b *dgBuilder, hi uint64, to netip.AddrPort) {
 		}
 		e.udpAddrs[to] = ua
 	}
-	e.outbox = append(e.outbox, ipv4.Message{Buffers: [][]byte{buf}, Addr: ua})
+	e.queueOut(buf, ua)
 	if len(e.outbox) >= 256 {
 		e.sendOutbox()
 	}
+}
+
+// queueOut adds a datagram for to to the outbox. Each of the outbox's
+// places keeps its one-entry Buffers across sends, so that queuing a
+// datagram allocates nothing.
+func (e *engine) queueOut(buf []byte, to net.Addr) {
+	n := len(e.outbox)
+	if n < cap(e.outbox) {
+		e.outbox = e.outbox[:n+1]
+	} else {
+		e.outbox = append(e.outbox, ipv4.Message{})
+	}
+	m := &e.outbox[n]
+	if cap(m.Buffers) == 0 {
+		m.Buffers = make([][]byte, 1)
+	}
+	m.Buffers = m.Buffers[:1]
+	m.Buffers[0] = buf
+	m.Addr = to
 }
 
 // sendOutbox sends the queued data datagrams in one batch.
@@ -1158,10 +1177,12 @@ func (e *engine) sendOutbox() {
 	}
 	e.s.sendBatch(e.outbox)
 	for i := range e.outbox {
+		bufs := e.outbox[i].Buffers
 		if len(e.spareBufs) < 512 {
-			e.spareBufs = append(e.spareBufs, e.outbox[i].Buffers[0])
+			e.spareBufs = append(e.spareBufs, bufs[0])
 		}
-		e.outbox[i] = ipv4.Message{}
+		bufs[0] = nil
+		e.outbox[i] = ipv4.Message{Buffers: bufs[:0]}
 	}
 	e.outbox = e.outbox[:0]
 }

@@ -289,6 +289,11 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
+// zeroCRC stands for a datagram's checksum field while the checksum is
+// computed (a slice literal in its place went to the heap on every
+// datagram read).
+var zeroCRC [4]byte
+
 // dgHeader is the fixed part of every datagram.
 type dgHeader struct {
 	Type   uint8
@@ -328,7 +333,7 @@ func openDatagram(b []byte, a *dgAuth) (dgHeader, []byte, error) {
 	}
 	want := binary.BigEndian.Uint32(b[4:8])
 	crc := crc32.Update(0, crcTable, b[:4])
-	crc = crc32.Update(crc, crcTable, []byte{0, 0, 0, 0})
+	crc = crc32.Update(crc, crcTable, zeroCRC[:])
 	crc = crc32.Update(crc, crcTable, b[8:])
 	if crc != want {
 		return h, nil, ErrChecksum
