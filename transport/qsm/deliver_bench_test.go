@@ -27,13 +27,28 @@ import (
 //
 //	go test ./transport/qsm -run '^$' -bench Deliver -count 5
 func BenchmarkDeliver(b *testing.B) {
+	benchGroups(b, newDeliverBench)
+}
+
+// chunker is one side of a comparison of BenchmarkDeliver or
+// BenchmarkPublish: chunk handles deliverChunk events and returns the CPU
+// time the process spent on them.
+type chunker interface {
+	chunk(b *testing.B) time.Duration
+}
+
+// benchGroups runs, for 1,000 and for 8,000 groups, chunks of a node set
+// up by setup over that many groups alternated with chunks of one set up
+// over one group, and reports both CPU times per event and their ratio
+// (x1group).
+func benchGroups[T chunker](b *testing.B, setup func(b *testing.B, groups int) T) {
 	if processCPU() == 0 {
 		b.Skip("this system does not tell the process's CPU time")
 	}
 	for _, groups := range []int{1000, 8000} {
 		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
-			one := newDeliverBench(b, 1)
-			many := newDeliverBench(b, groups)
+			one := setup(b, 1)
+			many := setup(b, groups)
 			var cOne, cMany time.Duration
 			b.ResetTimer()
 			for range b.N {
@@ -47,6 +62,38 @@ func BenchmarkDeliver(b *testing.B) {
 			b.ReportMetric(float64(cMany)/float64(cOne), "x1group")
 		})
 	}
+}
+
+// joinAttached attaches a client to svc and joins it to groups channels
+// named prefix00000, prefix00001, ..., 256 joins at a time, with a
+// handler of its own for each (made by h, with its own state, as
+// applications have); it returns once every member is in its view.
+func joinAttached(b *testing.B, svc *Service, prefix string, groups int, h func() transport.Handler) []*Member {
+	b.Helper()
+	c, err := svc.Attach(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	ms := make([]*Member, groups)
+	errs := make(chan error, groups)
+	sem := make(chan struct{}, 256)
+	for g := range groups {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			m, err := c.JoinMember(context.Background(), fmt.Sprintf("%s%05d", prefix, g), h())
+			ms[g] = m
+			errs <- err
+		}()
+	}
+	for range groups {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitMembers(b, ms, 1)
+	return ms
 }
 
 // deliverChunk is the number of events of one timed chunk, and
@@ -74,31 +121,7 @@ func newDeliverBench(b *testing.B, groups int) *deliverBench {
 	b.Helper()
 	cl := newCluster(b, testConfig(b), 1)
 	d := &deliverBench{svc: cl.svcs[0], payload: patterned(1, 1024)}
-	c, err := d.svc.Attach(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	// One handler per member, each with its own state, as applications
-	// have.
-	ms := make([]*Member, groups)
-	errs := make(chan error, groups)
-	sem := make(chan struct{}, 256)
-	for g := range groups {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			m, err := c.JoinMember(context.Background(), fmt.Sprintf("deliver%05d", g), &deliverCounter{d: d})
-			ms[g] = m
-			errs <- err
-		}()
-	}
-	for range groups {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-	}
-	waitMembers(b, ms, 1)
+	ms := joinAttached(b, d.svc, "deliver", groups, func() transport.Handler { return &seqCounter{total: &d.total, bad: &d.bad, size: len(d.payload)} })
 	for _, m := range ms {
 		d.groups = append(d.groups, GroupID(m.Channel()))
 	}
@@ -154,21 +177,23 @@ func (d *deliverBench) chunk(b *testing.B) time.Duration {
 	return took
 }
 
-// deliverCounter counts a member's events and checks their order and
-// size; it borrows their payloads, as the QSM benchmark's handlers do.
-type deliverCounter struct {
-	d   *deliverBench
-	seq uint64
+// seqCounter counts a member's events and checks their order and size
+// (one sender's events, numbered 1, 2, 3...); it borrows their payloads,
+// as the QSM benchmark's handlers do.
+type seqCounter struct {
+	total, bad *atomic.Int64 // events, and events out of order or of another size
+	size       int
+	seq        uint64
 }
 
-func (h *deliverCounter) Deliver(ev transport.Event) {
-	if len(ev.Data) != len(h.d.payload) || ev.Seq != h.seq+1 {
-		h.d.bad.Add(1)
+func (h *seqCounter) Deliver(ev transport.Event) {
+	if len(ev.Data) != h.size || ev.Seq != h.seq+1 {
+		h.bad.Add(1)
 	}
 	h.seq = ev.Seq
-	h.d.total.Add(1)
+	h.total.Add(1)
 }
 
-func (*deliverCounter) Checkpoint() ([]byte, error)      { return nil, nil }
-func (*deliverCounter) Restore(_ []byte, _ uint64) error { return nil }
-func (*deliverCounter) BorrowsData()                     {}
+func (*seqCounter) Checkpoint() ([]byte, error)      { return nil, nil }
+func (*seqCounter) Restore(_ []byte, _ uint64) error { return nil }
+func (*seqCounter) BorrowsData()                     {}

@@ -207,7 +207,7 @@ func TestPublishAllocations(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	p := &publishBench{payload: patterned(1, 1024)}
-	m, err := c.JoinMember(context.Background(), "allocs", &publishCounter{p: p})
+	m, err := c.JoinMember(context.Background(), "allocs", p.counter())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestFanoutAllocations(t *testing.T) {
 		}
 		t.Cleanup(func() { c.Close() })
 		p := &publishBench{payload: patterned(1, 1024)}
-		m, err := c.JoinMember(ctx, "allocs", &publishCounter{p: p})
+		m, err := c.JoinMember(ctx, "allocs", p.counter())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package qsm
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,26 +26,7 @@ import (
 //
 //	go test ./transport/qsm -run '^$' -bench Publish -count 5
 func BenchmarkPublish(b *testing.B) {
-	if processCPU() == 0 {
-		b.Skip("this system does not tell the process's CPU time")
-	}
-	for _, groups := range []int{1000, 8000} {
-		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
-			one := newPublishBench(b, 1)
-			many := newPublishBench(b, groups)
-			var cOne, cMany time.Duration
-			b.ResetTimer()
-			for range b.N {
-				cOne += one.chunk(b)
-				cMany += many.chunk(b)
-			}
-			n := float64(b.N * deliverChunk)
-			b.ReportMetric(0, "ns/op")
-			b.ReportMetric(float64(cOne.Nanoseconds())/n, "cpu-ns/event-1group")
-			b.ReportMetric(float64(cMany.Nanoseconds())/n, "cpu-ns/event")
-			b.ReportMetric(float64(cMany)/float64(cOne), "x1group")
-		})
-	}
+	benchGroups(b, newPublishBench)
 }
 
 // publishBench is one node with an attached client whose members, one
@@ -63,29 +43,7 @@ func newPublishBench(b *testing.B, groups int) *publishBench {
 	b.Helper()
 	cl := newCluster(b, testConfig(b), 1)
 	p := &publishBench{payload: patterned(1, 1024)}
-	c, err := cl.svcs[0].Attach(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	p.ms = make([]*Member, groups)
-	errs := make(chan error, groups)
-	sem := make(chan struct{}, 256)
-	for g := range groups {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			m, err := c.JoinMember(context.Background(), fmt.Sprintf("publish%05d", g), &publishCounter{p: p})
-			p.ms[g] = m
-			errs <- err
-		}()
-	}
-	for range groups {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-	}
-	waitMembers(b, p.ms, 1)
+	p.ms = joinAttached(b, cl.svcs[0], "publish", groups, p.counter)
 	// Warm up: every member's first publishes set up its state.
 	for range max(2, 2*groups/deliverChunk+1) {
 		p.chunk(b)
@@ -125,21 +83,7 @@ func (p *publishBench) chunk(b *testing.B) time.Duration {
 	return took
 }
 
-// publishCounter counts a member's own events and checks their order
-// and size; it borrows their payloads.
-type publishCounter struct {
-	p   *publishBench
-	seq uint64
+// counter returns a handler that counts a member's events into p.
+func (p *publishBench) counter() transport.Handler {
+	return &seqCounter{total: &p.total, bad: &p.bad, size: len(p.payload)}
 }
-
-func (h *publishCounter) Deliver(ev transport.Event) {
-	if len(ev.Data) != len(h.p.payload) || ev.Seq != h.seq+1 {
-		h.p.bad.Add(1)
-	}
-	h.seq = ev.Seq
-	h.p.total.Add(1)
-}
-
-func (*publishCounter) Checkpoint() ([]byte, error)      { return nil, nil }
-func (*publishCounter) Restore(_ []byte, _ uint64) error { return nil }
-func (*publishCounter) BorrowsData()                     {}
