@@ -197,7 +197,10 @@ type frameReader struct {
 	r   *bufio.Reader
 	max int
 	buf []byte
-	hdr [4]byte // here, not on next's stack, from which io.ReadFull would move it to the heap for every frame
+	// hdr holds a frame's length while next reads it: on next's stack,
+	// io.ReadFull (an interface call) would move it to the heap for
+	// every frame.
+	hdr [4]byte
 }
 
 func newFrameReader(r io.Reader, max int) *frameReader {
