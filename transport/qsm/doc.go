@@ -62,7 +62,10 @@
 // not forward (a node that entered the region later than another counts, by
 // its start point, seqs it never had as held): the partition's leader asks
 // the sender to send it to that node (an ack with naks naming it, at most
-// 256 seqs a round). Senders announce the end of their stream while anything
+// 256 seqs a round). Above the newest seq a node has seen, it is asked for
+// only once the node has stopped moving on: a node that falls behind a fast
+// sender, with more than a round of datagrams waiting in its socket, would
+// otherwise be sent each of them twice. Senders announce the end of their stream while anything
 // is unstable, so that a lost tail is noticed.
 //
 // Flow control: a sender holds at most Window unstable messages per region;

@@ -67,13 +67,13 @@ type engine struct {
 
 	round       [2]uint64 // rounds I started as leader, per level
 	roundAt     [2]time.Time
-	inRound     [2]bool                 // a round I started has not come back yet
-	lastToken   *tokenBody              // partition leader: the token of the last completed round
-	rtt         time.Duration           // smoothed time of a round
-	seenRound   [2]uint64               // highest round seen as a non-leader, per level
-	backRound   [2]uint64               // highest round whose token came back to me as leader, per level
-	prevStable  map[uint64]uint64       // partition leader: sender -> min ack of the last round
-	prevLack    map[uint64][][]seqRange // partition leader: sender -> what each node lacked in the last round
+	inRound     [2]bool               // a round I started has not come back yet
+	lastToken   *tokenBody            // partition leader: the token of the last completed round
+	rtt         time.Duration         // smoothed time of a round
+	seenRound   [2]uint64             // highest round seen as a non-leader, per level
+	backRound   [2]uint64             // highest round whose token came back to me as leader, per level
+	prevStable  map[uint64]uint64     // partition leader: sender -> min ack of the last round
+	prevLack    map[uint64][]slotLack // partition leader: sender -> what each node lacked in the last round
 	partSummary map[uint64]*streamSummary
 	// With more than one partition, a node frees a message only when the
 	// whole region holds it (not just its partition), so that a partition

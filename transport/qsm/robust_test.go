@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // engineAnswers checks that s's engine goroutine runs a function within
@@ -968,4 +970,34 @@ func TestCoordinatorEmptyGroupName(t *testing.T) {
 	g.groups(nil, []string{"", "a"})
 	g.groups([]string{"b"}, nil)
 	checkFor(t, 3*time.Second, 10*time.Millisecond, named("b"))
+}
+
+// TestSendFailedCounted checks that a datagram the kernel refuses to send
+// is counted in the service's stats (it is lost at the source, and comes
+// again by repair), and that the rest of a batch still goes out.
+func TestSendFailedCounted(t *testing.T) {
+	s := newCluster(t, testConfig(t), 1).svcs[0]
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	good := sink.LocalAddr()
+	bad := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0} // the kernel refuses port 0
+	before := s.Stats()
+	s.send([]byte("refused"), netip.MustParseAddrPort("127.0.0.1:0"))
+	s.sendEach([]ipv4.Message{
+		{Buffers: [][]byte{[]byte("refused")}, Addr: bad},
+		{Buffers: [][]byte{[]byte("sent")}, Addr: good},
+	})
+	after := s.Stats()
+	if got := after.SendFailed - before.SendFailed; got != 2 {
+		t.Errorf("SendFailed rose by %d, want 2", got)
+	}
+	sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, _, err := sink.ReadFromUDP(buf)
+	if err != nil || string(buf[:n]) != "sent" {
+		t.Fatalf("the datagram after the refused one: %q, %v", buf[:n], err)
+	}
 }

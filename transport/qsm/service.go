@@ -59,8 +59,12 @@ type Stats struct {
 	// Datagrams and bytes received and sent on the UDP sockets.
 	DatagramsIn  uint64 `json:"datagrams_in"`
 	DatagramsOut uint64 `json:"datagrams_out"`
-	BytesIn      uint64 `json:"bytes_in"`
-	BytesOut     uint64 `json:"bytes_out"`
+	// SendFailed counts the datagrams the kernel refused to send (a full
+	// device queue, an unreachable address): lost at the source, they
+	// come again by repair.
+	SendFailed uint64 `json:"send_failed"`
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
 	// Datagrams rejected by the decoder: foreign (bad magic), another
 	// protocol version, corrupt (checksum), failing authentication with
 	// the shared key (no tag, a wrong one, or one where no key is set),
@@ -156,7 +160,7 @@ type counters struct {
 	forwarded, resent, tokens, acks, unstable, kept, view, region    atomic.Uint64
 	orphanLost                                                       atomic.Uint64
 	handovers                                                        atomic.Uint64
-	sourcesRefused, windowFull                                       atomic.Uint64
+	sourcesRefused, windowFull, sendFailed                           atomic.Uint64
 	clients, attached                                                atomic.Int64 // linked now
 }
 
@@ -384,7 +388,7 @@ func (s *Service) Ready() <-chan struct{} { return s.gmsDone }
 func (s *Service) Stats() Stats {
 	c := &s.ctr
 	st := Stats{
-		DatagramsIn: c.datagramsIn.Load(), DatagramsOut: c.datagramsOut.Load(),
+		DatagramsIn: c.datagramsIn.Load(), DatagramsOut: c.datagramsOut.Load(), SendFailed: c.sendFailed.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 		BadMagic: c.badMagic.Load(), BadVersion: c.badVersion.Load(), BadChecksum: c.badChecksum.Load(), BadAuth: c.badAuth.Load(),
 		Truncated: c.truncated.Load(), Malformed: c.malformed.Load(), ForeignRegion: c.foreignRegion.Load(),
@@ -694,6 +698,7 @@ func (s *Service) send(b []byte, to netip.AddrPort) {
 		select {
 		case <-s.quit:
 		default:
+			s.ctr.sendFailed.Add(1)
 			s.log.Debug("send failed", "to", to.String(), "err", err)
 		}
 		return
@@ -739,6 +744,7 @@ func (s *Service) sendBatch(msgs []ipv4.Message) {
 			s.sendEach(msgs[firsts[k]:])
 			return
 		}
+		s.ctr.sendFailed.Add(uint64(len(out[k].Buffers)))
 		s.log.Debug("batch send failed", "err", err)
 		k++ // skip the send that failed; the rest may go
 	}
@@ -807,6 +813,7 @@ func (s *Service) sendEach(msgs []ipv4.Message) {
 				return
 			default:
 			}
+			s.ctr.sendFailed.Add(1)
 			s.log.Debug("batch send failed", "err", err)
 			n = max(n, 0) + 1 // skip the datagram that failed; the rest may go
 		}

@@ -463,19 +463,20 @@ const maxEscalate = 256
 // with no stability (Stable 0) whose naks name the lacking node, so the
 // sender unicasts the messages to it. It returns what each slot lacks now,
 // for the next round.
-func (e *engine) escalate(en *tokenStream, minAck uint64, ring []uint64, prev [][]seqRange) [][]seqRange {
-	now := make([][]seqRange, len(en.Slots))
+func (e *engine) escalate(en *tokenStream, minAck uint64, ring []uint64, prev []slotLack) []slotLack {
+	now := make([]slotLack, len(en.Slots))
 	var naks []ackNak
 	budget := uint64(maxEscalate)
 	for j := range en.Slots {
-		if en.Slots[j].State != slotStarted || j >= len(ring) {
+		sl := &en.Slots[j]
+		if sl.State != slotStarted || j >= len(ring) {
 			continue // an unstarted node starts on the next datagram it gets
 		}
-		now[j] = lackingOf(&en.Slots[j], minAck, en.Hi)
-		if j >= len(prev) || len(prev[j]) == 0 || ring[j] == e.s.id && en.Sender == e.s.id {
+		now[j] = slotLack{lack: lackingOf(sl, minAck, en.Hi), top: max(sl.Ack, sl.Upto)}
+		if j >= len(prev) || ring[j] == e.s.id && en.Sender == e.s.id {
 			continue
 		}
-		for _, r := range intersect(now[j], prev[j]) {
+		for _, r := range toEscalate(now[j], prev[j]) {
 			if budget == 0 || len(naks) == maxAckNaks {
 				break
 			}
@@ -490,11 +491,41 @@ func (e *engine) escalate(en *tokenStream, minAck uint64, ring []uint64, prev []
 	return now
 }
 
+// slotLack is what one node of a partition lacked of a stream in a round,
+// and the highest seq it had seen then.
+type slotLack struct {
+	lack []seqRange
+	top  uint64
+}
+
+// toEscalate returns what a node lacked both in the last round (prev) and
+// in this one (now), except, when it has seen newer messages since, what
+// lies above the newest it has seen. A node that falls behind a fast
+// sender, its socket's queue holding more than a round of datagrams,
+// reports everything it has not read yet as lacking, round after round;
+// asking the sender for that only sends it each message twice, and the
+// copies add to what it is behind with. Its gaps below what it has seen
+// are asked for, and so is everything once it has stopped moving on.
+func toEscalate(now, prev slotLack) []seqRange {
+	if len(prev.lack) == 0 || len(now.lack) == 0 {
+		return nil
+	}
+	both := intersect(now.lack, prev.lack)
+	if now.top <= prev.top {
+		return both
+	}
+	var out []seqRange
+	for _, r := range both {
+		out = appendClamped(out, r, 0, now.top)
+	}
+	return out
+}
+
 // complete ends a round at the ring's leader.
 func (e *engine) complete(t *tokenBody, level uint8) {
 	if level == levelPartition {
 		sums := map[uint64]*streamSummary{}
-		lacks := make(map[uint64][][]seqRange, len(t.Streams))
+		lacks := make(map[uint64][]slotLack, len(t.Streams))
 		ring := e.ring(levelPartition, e.myPart)
 		for i := range t.Streams {
 			en := &t.Streams[i]

@@ -405,3 +405,37 @@ func FuzzChannels(f *testing.F) {
 		}
 	})
 }
+
+// TestToEscalate checks what a partition's leader asks a sender for on
+// behalf of one node: what it lacked two rounds in a row, but not, while
+// it is still reading, what it has not read yet.
+func TestToEscalate(t *testing.T) {
+	slot := func(ack, upto uint64, missing ...seqRange) tokenSlot {
+		return tokenSlot{State: slotStarted, Ack: ack, Upto: upto, Missing: missing}
+	}
+	lack := func(sl tokenSlot, hi uint64) slotLack {
+		return slotLack{lack: lackingOf(&sl, 0, hi), top: max(sl.Ack, sl.Upto)}
+	}
+	cases := []struct {
+		name      string
+		prev, now slotLack
+		want      string
+	}{
+		// Behind a fast sender: it had read up to 100 of 200 sent, and
+		// now 150 of 300. 151-200 is in its socket's queue, not lost.
+		{"behind but reading", lack(slot(100, 100), 200), lack(slot(150, 150), 300), "[]"},
+		// It has not moved on: the tail it lacks is lost to it.
+		{"stopped", lack(slot(100, 100), 200), lack(slot(100, 100), 200), "[{101 200}]"},
+		// A gap it reported below what it had seen, twice, is asked for
+		// while it reads on; its unread tail is not.
+		{"gap while reading", lack(slot(40, 100, seqRange{50, 60}), 200), lack(slot(40, 150, seqRange{50, 60}), 300), "[{50 60}]"},
+		// A gap filled since the last round is not asked for.
+		{"gap filled", lack(slot(40, 100, seqRange{50, 60}), 200), lack(slot(150, 150), 300), "[]"},
+		{"first round", slotLack{}, lack(slot(100, 100), 200), "[]"},
+	}
+	for _, c := range cases {
+		if got := fmt.Sprint(toEscalate(c.now, c.prev)); got != c.want {
+			t.Errorf("%s: toEscalate = %s, want %s", c.name, got, c.want)
+		}
+	}
+}

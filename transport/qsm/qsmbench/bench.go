@@ -130,6 +130,11 @@ type Row struct {
 	// and messages the receivers got more than once, summed over the
 	// nodes.
 	Forwarded, Resent, Duplicates uint64
+	// Refused is the number of datagrams the receivers' services dropped
+	// on purpose during the measurement: their engine's queue was full,
+	// or a client was not keeping up; SendFailed those the kernel
+	// refused to send, at every node (QSM rows).
+	Refused, SendFailed uint64
 	// Joined is the time every node took to join the groups, until the
 	// views had settled (QSM rows).
 	Joined time.Duration
@@ -308,6 +313,9 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 			}
 			groups[gi] = append(groups[gi], r)
 			o.Progress("  QSM, %d group(s): %.1f MB/s per receiver, %d lost, sender held back by its window %.0f%% of the time; joined in %v", g, r.Goodput/1e6, r.Lost, 100*r.WindowFull.Seconds()/r.Elapsed.Seconds(), r.Joined.Round(time.Millisecond))
+			if r.Forwarded+r.Resent+r.Refused+r.SendFailed > 0 {
+				o.Progress("    repair traffic, per 100 events per receiver: %s; datagrams refused by the receivers %d, not sent (kernel) %d", r.repairTraffic(o), r.Refused, r.SendFailed)
+			}
 		}
 		if o.LossPercent > 0 {
 			r, err := lossyRun(ctx, e, o, fmt.Sprintf("loss%d-", k), 0)
@@ -605,6 +613,7 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 	cpu := e.cpu() - cpu0
 	row := Row{Elapsed: elapsed, Joined: joined}
 	if st, err := clients[0].ServiceStats(ctx); err == nil {
+		row.SendFailed = st.SendFailed - sender0.SendFailed
 		row.WindowFull = time.Duration(st.WindowFullMicros-sender0.WindowFullMicros) * time.Microsecond
 		row.Resent = st.Resent - sender0.Resent
 		row.Forwarded = st.Forwarded - sender0.Forwarded
@@ -632,6 +641,8 @@ func qsmRun(ctx context.Context, e *env, o Options, groups int, prefix string, p
 		}
 		row.Forwarded += st.Forwarded - lat0[i-1].Forwarded
 		row.Duplicates += st.Duplicates - lat0[i-1].Duplicates
+		row.Refused += st.Overload + st.SlowConsumer - lat0[i-1].Overload - lat0[i-1].SlowConsumer
+		row.SendFailed += st.SendFailed - lat0[i-1].SendFailed
 		if st.RepairLatencyN == lat0[i-1].RepairLatencyN {
 			continue
 		}
