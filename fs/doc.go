@@ -17,7 +17,12 @@
 // registry's in-memory model and never touch the network; only Open (the
 // join) and Read/Write/Flush/Release of live files do. Mount.mu protects
 // the set of open handles, used to end readers when an object goes away or
-// the mount shuts down. A handle's reader and writer are used by one
+// the mount shuts down, and the handles of each object closed with a
+// stream's partial line waiting. A Write first publishes those lines
+// (Mount.settle, taking each such handle's lock in turn, never two at
+// once), then takes its own handle's lock: a close(2) returns before the
+// kernel's Release, and the line must still come before later writes.
+// A handle's reader and writer are used by one
 // request at a time (the kernel serialises writes on one file description;
 // reads on a stream file are serialised by FOPEN_STREAM semantics, and the
 // reader tolerates concurrent calls anyway).

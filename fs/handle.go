@@ -25,6 +25,9 @@ type handle struct {
 	mu   sync.Mutex     // serialises use of w, and release
 	w    *logic.Writer  // nil unless opened for writing
 	done bool           // released
+	// closed is set by a Flush that leaves a stream's partial line
+	// waiting (see Mount.settle), and cleared by a Write; with mu.
+	closed bool
 }
 
 var (
@@ -67,8 +70,15 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.w == nil {
 		return 0, syscall.EBADF
 	}
+	h.m.settle(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		// Written to again through the same open file (a process that
+		// shares it): the line goes on.
+		h.closed = false
+		h.m.dropClosed(h)
+	}
 	pctx, cancel := h.publishCtx()
 	defer cancel()
 	n, err := h.w.Write(pctx, data)
@@ -83,16 +93,40 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // Flush publishes a variable's or text's value at close(2), so that its
 // failure reaches the closing process. A stream's partial line waits for
-// Release.
+// Release, since another process may still write the rest of the line
+// through the same open file (a shell's child inheriting it), or for a
+// write to the object through another open file, whichever comes first:
+// Release comes after close(2) has returned, and what a process wrote
+// before it closed the file comes before what is written after.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	if h.w == nil {
 		return 0
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.w.Partial() && !h.closed {
+		h.closed = true
+		h.m.addClosed(h)
+	}
 	pctx, cancel := h.publishCtx()
 	defer cancel()
 	return publishErrno("flush", h.rel, h.w.Flush(pctx))
+}
+
+// endLine publishes the partial line of a closed handle, unless it was
+// written to again or released since it was closed.
+func (h *handle) endLine() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed || h.done {
+		return
+	}
+	h.closed = false
+	pctx, cancel := h.publishCtx()
+	defer cancel()
+	if err := h.w.EndLine(pctx); err != nil {
+		errno("publish at close", h.rel, err)
+	}
 }
 
 // Fsync has nothing to do: every write returned once its events were in
@@ -100,8 +134,11 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
-	h.m.removeHandle(h)
+	// The partial line goes out before the handle leaves the mount's
+	// lists: a write through another handle meanwhile waits for it
+	// (Mount.settle).
 	h.closeAll()
+	h.m.removeHandle(h)
 	return 0
 }
 

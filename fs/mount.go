@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,9 +81,12 @@ type Mount struct {
 	// folders are the channel folders, channels/ first.
 	folders []ChannelFolder
 
-	mu      sync.Mutex // protects handles, closed
+	mu      sync.Mutex // protects handles, closedLines, closed
 	handles map[string]map[*handle]struct{}
-	closed  bool
+	// closedLines are the handles of each object closed with a partial
+	// line waiting (see handle.Flush), in the order they were closed.
+	closedLines map[*channels.Live][]*handle
+	closed      bool
 
 	errMu sync.Mutex        // protects errs
 	errs  map[string]string // rel -> last join error, for user.liveobject.error
@@ -336,9 +340,60 @@ func (m *Mount) addHandle(h *handle) bool {
 	return true
 }
 
+// addClosed notes h, closed with a partial line waiting.
+func (m *Mount) addClosed(h *handle) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closedLines == nil {
+		m.closedLines = map[*channels.Live][]*handle{}
+	}
+	m.closedLines[h.live] = append(m.closedLines[h.live], h)
+}
+
+// dropClosed forgets that h was closed with a partial line.
+func (m *Mount) dropClosed(h *handle) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropClosedLocked(h)
+}
+
+func (m *Mount) dropClosedLocked(h *handle) {
+	hs := slices.DeleteFunc(m.closedLines[h.live], func(o *handle) bool { return o == h })
+	if len(hs) == 0 {
+		delete(m.closedLines, h.live)
+	} else {
+		m.closedLines[h.live] = hs
+	}
+}
+
+// settle publishes, before h writes, the partial lines that other handles
+// of its object were closed with, in the order they were closed: a
+// process that wrote "a" without a newline and closed the file has its
+// "a" before what is written after that. A handle written to again since
+// its close keeps its line open.
+func (m *Mount) settle(h *handle) {
+	m.mu.Lock()
+	hs := m.closedLines[h.live]
+	if len(hs) == 0 || len(hs) == 1 && hs[0] == h {
+		m.mu.Unlock()
+		return
+	}
+	delete(m.closedLines, h.live)
+	m.mu.Unlock()
+	for _, o := range hs {
+		if o != h {
+			o.endLine()
+		}
+	}
+	// h, if it was among them, is written to now: its Write forgets it.
+}
+
 func (m *Mount) removeHandle(h *handle) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if h.live != nil {
+		m.dropClosedLocked(h)
+	}
 	delete(m.handles[h.rel], h)
 	if len(m.handles[h.rel]) == 0 {
 		delete(m.handles, h.rel)
@@ -384,7 +439,9 @@ func (m *Mount) Close() error {
 	if err != nil && isMounted(m.dir) {
 		m.cfg.Logger.Warn("unmount busy (a process has a file open or its working directory in the mount); aborting the connection and detaching lazily", "mountpoint", m.dir, "err", err)
 		m.abortConn()
-		if lerr := unmount(m.dir, true); lerr != nil {
+		// The last process may have let go meanwhile, and the mount be
+		// gone already: then the lazy unmount has nothing to detach.
+		if lerr := unmount(m.dir, true); lerr != nil && isMounted(m.dir) {
 			return fmt.Errorf("fs: unmount %s: %v; lazy unmount: %w (try: fusermount3 -uz %s)", m.dir, err, lerr, m.dir)
 		}
 	}

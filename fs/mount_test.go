@@ -79,27 +79,41 @@ func TestPublishAndStream(t *testing.T) {
 	mnt := m.Dir()
 	sh(t, mnt, "touch channels/news")
 	r := startReader(t, mnt, "channels/news.liveobject")
-	// The reader has joined once a write is delivered to it; write until
-	// the first shows up, then the rest in order.
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		sh(t, mnt, "echo ping >> channels/news.liveobject")
-		select {
-		case l := <-r.lines:
-			if l != "ping" {
-				return fmt.Errorf("first line %q", l)
-			}
-			return nil
-		case <-time.After(200 * time.Millisecond):
-			return fmt.Errorf("no line yet")
-		}
-	})
-	for len(r.lines) > 0 {
-		<-r.lines // extra pings
-	}
+	waitJoined(t, r, mnt, "channels/news.liveobject")
 	sh(t, mnt, "echo hello >> channels/news.liveobject; printf 'a\\nb\\nc' >> channels/news.liveobject; echo trunc > channels/news.liveobject")
 	got := r.expect(t, 5, 10*time.Second)
 	if strings.Join(got, ",") != "hello,a,b,c,trunc" {
 		t.Fatalf("stream delivered %q", got)
+	}
+}
+
+// TestPartialLineBeforeLaterWrites: a line without its newline, whose
+// writer has closed the file, comes before what is written to the object
+// after that close, even while another process still holds the same open
+// file (its release then comes seconds later); and a process that shares
+// the open file and writes after another closed it continues the line.
+func TestPartialLineBeforeLaterWrites(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	sh(t, mnt, "touch channels/order")
+	const file = "channels/order.liveobject"
+	r := startReader(t, mnt, file)
+	waitJoined(t, r, mnt, file)
+	// sleep holds the first open file until it is killed.
+	out := sh(t, mnt, "{ printf c; sleep 60 2>/dev/null & } >> "+file+"; echo d >> "+file+"; echo $!")
+	var pid int
+	if _, err := fmt.Sscan(out, &pid); err != nil || pid <= 0 {
+		t.Fatalf("the holding process's pid: %q", out)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if got := r.expect(t, 2, 10*time.Second); strings.Join(got, ",") != "c,d" {
+		t.Errorf("a closed partial line and a later write: %q, want c then d", got)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	sh(t, mnt, "{ printf e; sh -c 'printf f'; echo g; } >> "+file)
+	if got := r.expect(t, 1, 10*time.Second); got[0] != "efg" {
+		t.Errorf("a line written by two processes sharing the open file: %q, want efg", got)
 	}
 }
 

@@ -277,6 +277,19 @@ func (w *Writer) Close(ctx context.Context) error {
 	if w.kind != Stream {
 		return w.Flush(ctx)
 	}
+	return w.EndLine(ctx)
+}
+
+// Partial reports whether a Stream has a trailing partial line waiting.
+func (w *Writer) Partial() bool { return w.kind == Stream && len(w.pending) > 0 }
+
+// EndLine publishes a Stream's trailing partial line as if it ended there
+// (bytes written after it start a new line), and forgets a refused line.
+// It does nothing for a Variable or a Text.
+func (w *Writer) EndLine(ctx context.Context) error {
+	if w.kind != Stream {
+		return nil
+	}
 	w.discard, w.refused = false, nil
 	if len(w.pending) == 0 {
 		return nil
