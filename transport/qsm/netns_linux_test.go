@@ -444,8 +444,14 @@ func TestNetnsLeaderSenderKeepsRounds(t *testing.T) {
 		return perSec
 	}
 	rounds(other, 20000) // warm up: the first stream of a run is slower
-	base := rounds(other, 50000)
-	busy := rounds(lead, 50000)
+	// Two of each, alternated, and the better of each kept: one stream
+	// overlapping other work on the machine (the other packages' tests)
+	// does not decide the comparison.
+	var base, busy float64
+	for range 2 {
+		base = max(base, rounds(other, 50000))
+		busy = max(busy, rounds(lead, 50000))
+	}
 	// Serving ticks after queued publishes gave the leading sender 35-37
 	// rounds a second where the ring then managed 67-89.
 	if busy < 0.7*base {
