@@ -59,12 +59,12 @@ type Stats struct {
 	// Datagrams and bytes received and sent on the UDP sockets.
 	DatagramsIn  uint64 `json:"datagrams_in"`
 	DatagramsOut uint64 `json:"datagrams_out"`
+	BytesIn      uint64 `json:"bytes_in"`
+	BytesOut     uint64 `json:"bytes_out"`
 	// SendFailed counts the datagrams the kernel refused to send (a full
 	// device queue, an unreachable address): lost at the source, they
 	// come again by repair.
 	SendFailed uint64 `json:"send_failed"`
-	BytesIn    uint64 `json:"bytes_in"`
-	BytesOut   uint64 `json:"bytes_out"`
 	// Datagrams rejected by the decoder: foreign (bad magic), another
 	// protocol version, corrupt (checksum), failing authentication with
 	// the shared key (no tag, a wrong one, or one where no key is set),
