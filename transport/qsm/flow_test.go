@@ -122,12 +122,8 @@ func TestSlowConsumer(t *testing.T) {
 // the service cannot place yet, fails as soon as its member leaves, and
 // the other member's publishes are left waiting.
 func TestPublishWaitingForCreditsEnds(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.ClientCredits = 8
-	cfg.Window = 16
-	cl := newCluster(t, cfg, 2)
+	cfg, svc, peer := heldBackPair(t)
 	ctx := context.Background()
-	svc, peer := cl.svcs[0], cl.svcs[1]
 	pc := dial(t, peer.Addr())
 	c := dial(t, svc.Addr())
 	var ms []*Member

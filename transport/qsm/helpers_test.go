@@ -54,6 +54,19 @@ func testConfig(t testing.TB) Config {
 	return cfg
 }
 
+// heldBackPair starts two services on loopback whose clients have 8
+// publish credits and whose streams a window of 16: once the peer holds
+// nothing (engine.deaf), a stream from svc soon fills its window and its
+// publishes wait in svc. It returns their config too.
+func heldBackPair(t *testing.T) (cfg Config, svc, peer *Service) {
+	t.Helper()
+	cfg = testConfig(t)
+	cfg.ClientCredits = 8
+	cfg.Window = 16
+	cl := newCluster(t, cfg, 2)
+	return cfg, cl.svcs[0], cl.svcs[1]
+}
+
 // cluster is a coordinator and services on loopback, all in process.
 type cluster struct {
 	t     testing.TB

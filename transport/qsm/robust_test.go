@@ -408,12 +408,8 @@ func (rc *rawClient) join(t *testing.T, id uint32, channel string) {
 // the answers, beyond the credits the service grants, is told so and cut
 // off; what it sent does not pile up in the service.
 func TestClientCreditsEnforced(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.ClientCredits = 8
-	cfg.Window = 16
-	cl := newCluster(t, cfg, 2)
+	_, svc, peer := heldBackPair(t)
 	ctx := context.Background()
-	svc, peer := cl.svcs[0], cl.svcs[1]
 	if _, err := dial(t, peer.Addr()).JoinMember(ctx, "g", newRecorder(false)); err != nil {
 		t.Fatal(err)
 	}
