@@ -52,6 +52,8 @@ process on the loopback adapter. -mode auto picks netns when root.
 The measurements are made in rounds (-repeat), each measuring everything
 once; a ratio is the median of the rounds' ratios, each taken within one
 round, so that what else the machine does weighs on both sides alike.
+Each round starts the group counts at another place of -groups, so that
+no count is always measured first or last.
 
 Prints a Markdown table on stdout; progress goes to stderr.`,
 		FlagWords: map[string][]string{"mode": {"netns", "loopback", "auto"}},

@@ -38,7 +38,8 @@ type Options struct {
 	Binary string
 	// Repeat is the number of rounds, each measuring everything once;
 	// a row shows the round with the median goodput, and a ratio is the
-	// median of the rounds' ratios (default 3).
+	// median of the rounds' ratios (default 3). Each round starts the
+	// group counts at another place of Groups (see roundOrder).
 	Repeat int
 	// LinkMTU is the MTU of the LAN's links (RunNetns; default 1500). QSM
 	// packs events into datagrams of up to LinkMTU-28 bytes; the raw
@@ -306,7 +307,8 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 			off = append(off, r)
 			o.Progress("  raw UDP multicast with offload (UDP_SEGMENT, UDP_GRO): %.1f MB/s per receiver, %d lost", r.Goodput/1e6, r.Lost)
 		}
-		for gi, g := range o.Groups {
+		for _, gi := range roundOrder(len(o.Groups), k) {
+			g := o.Groups[gi]
 			r, err := qsmRun(ctx, e, o, g, fmt.Sprintf("b%d.%d-", gi, k), 0)
 			if err != nil {
 				return nil, fmt.Errorf("qsmbench: QSM, %d group(s): %w", g, err)
@@ -366,6 +368,20 @@ func run(ctx context.Context, e *env, o Options) (*Result, error) {
 		o.Progress("  repair p50 %v p99 %v", row.RepairP50, row.RepairP99)
 	}
 	return res, nil
+}
+
+// roundOrder returns the order in which round k (from 1) measures n group
+// counts: the list turned by k-1 places, so that over n rounds each group
+// count is measured once in each place of a round. Whatever a place in
+// the round brings (a heap or caches left by the measurement before, the
+// machine's other work) then falls on every group count alike rather
+// than on the same one each round.
+func roundOrder(n, k int) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = (i + k - 1) % n
+	}
+	return order
 }
 
 // lossyRun is qsmRun of one group with o.LossPercent loss injected at

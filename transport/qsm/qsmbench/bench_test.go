@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,5 +137,74 @@ func TestGroupCounterFIFO(t *testing.T) {
 	}
 	if total.Load() != 8 || bad.Load() != 3 {
 		t.Fatalf("counted %d events with %d flagged; want 8 with 3 (b 2 -> 4, a 7 -> 7, a 1-byte payload)", total.Load(), bad.Load())
+	}
+}
+
+// TestRoundOrder: over n rounds each group count is measured once in each
+// place of a round, and every round measures each count once.
+func TestRoundOrder(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 5} {
+		places := make([]map[int]bool, n)
+		for p := range places {
+			places[p] = map[int]bool{}
+		}
+		for k := 1; k <= n; k++ {
+			order := roundOrder(n, k)
+			seen := map[int]bool{}
+			for p, gi := range order {
+				if gi < 0 || gi >= n || seen[gi] {
+					t.Fatalf("n=%d round %d: order %v is not a permutation", n, k, order)
+				}
+				seen[gi] = true
+				places[p][gi] = true
+			}
+		}
+		for p, got := range places {
+			if len(got) != n {
+				t.Fatalf("n=%d: place %d held only the group counts %v over %d rounds", n, p, got, n)
+			}
+		}
+	}
+	if got := roundOrder(3, 1); got[0] != 0 || got[1] != 1 || got[2] != 2 {
+		t.Fatalf("the first round measures %v, want the list's order", got)
+	}
+}
+
+// TestRoundsTurnGroupOrder runs two rounds on loopback and reads the
+// order of the measurements from the progress lines: the second round
+// starts with the second group count, and each ratio still pairs the
+// measurements of one round.
+func TestRoundsTurnGroupOrder(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	res, err := RunLoopback(context.Background(), Options{
+		Receivers: 1, Count: 2000, Size: 256, LossPercent: -1, Groups: []int{1, 20}, Config: smallConfig(), Repeat: 2, Attach: true,
+		Progress: func(f string, a ...any) {
+			mu.Lock()
+			lines = append(lines, fmt.Sprintf(f, a...))
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "round "):
+			order = append(order, strings.Fields(l)[1])
+		case strings.HasPrefix(l, "  QSM, 1 group(s)"):
+			order = append(order, "1")
+		case strings.HasPrefix(l, "  QSM, 20 group(s)"):
+			order = append(order, "20")
+		}
+	}
+	if got, want := strings.Join(order, " "), "1 1 20 2 20 1"; got != want {
+		t.Fatalf("measured in the order %q, want %q (round, its group counts)\n%s", got, want, strings.Join(lines, "\n"))
+	}
+	for _, r := range res.Rows {
+		if strings.HasPrefix(r.Name, "QSM, 20") && len(r.Pairs) != 2 {
+			t.Fatalf("%s: %d ratios, want one per round\n%s", r.Name, len(r.Pairs), res.Table())
+		}
 	}
 }
