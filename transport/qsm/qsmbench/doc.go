@@ -17,6 +17,8 @@
 //
 // Measurements are made in rounds (Options.Repeat), each measuring
 // everything once; a ratio is the median of the ratios within each round.
+// Each round starts the group counts at another place of Options.Groups,
+// so that no count always comes first or last.
 //
 // Concurrency: a run owns every goroutine it starts and stops them before
 // it returns; results are plain values.
