@@ -114,7 +114,8 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 }
 
 // endLine publishes the partial line of a closed handle, unless it was
-// written to again or released since it was closed.
+// written to again or released since it was closed (Release publishes it
+// itself), and then takes the handle out of the mount's closed lines.
 func (h *handle) endLine() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -127,6 +128,7 @@ func (h *handle) endLine() {
 	if err := h.w.EndLine(pctx); err != nil {
 		errno("publish at close", h.rel, err)
 	}
+	h.m.dropClosed(h)
 }
 
 // Fsync has nothing to do: every write returned once its events were in

@@ -88,6 +88,10 @@ type Mount struct {
 	closedLines map[*channels.Live][]*handle
 	closed      bool
 
+	// settleMu is held while a write ends the lines of closedLines
+	// (settle): a write that finds lines still being ended waits for them.
+	settleMu sync.Mutex
+
 	errMu sync.Mutex        // protects errs
 	errs  map[string]string // rel -> last join error, for user.liveobject.error
 
@@ -370,15 +374,17 @@ func (m *Mount) dropClosedLocked(h *handle) {
 // of its object were closed with, in the order they were closed: a
 // process that wrote "a" without a newline and closed the file has its
 // "a" before what is written after that. A handle written to again since
-// its close keeps its line open.
+// its close keeps its line open. A line leaves closedLines only once it is
+// published (endLine), so a write that starts meanwhile finds it and waits
+// on settleMu until it is in the order.
 func (m *Mount) settle(h *handle) {
-	m.mu.Lock()
-	hs := m.closedLines[h.live]
-	if len(hs) == 0 || len(hs) == 1 && hs[0] == h {
-		m.mu.Unlock()
+	if !m.othersClosed(h) {
 		return
 	}
-	delete(m.closedLines, h.live)
+	m.settleMu.Lock()
+	defer m.settleMu.Unlock()
+	m.mu.Lock()
+	hs := slices.Clone(m.closedLines[h.live])
 	m.mu.Unlock()
 	for _, o := range hs {
 		if o != h {
@@ -386,6 +392,15 @@ func (m *Mount) settle(h *handle) {
 		}
 	}
 	// h, if it was among them, is written to now: its Write forgets it.
+}
+
+// othersClosed reports whether handles of h's object other than h wait
+// with a partial line.
+func (m *Mount) othersClosed(h *handle) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	hs := m.closedLines[h.live]
+	return len(hs) > 1 || len(hs) == 1 && hs[0] != h
 }
 
 func (m *Mount) removeHandle(h *handle) {
