@@ -65,8 +65,8 @@
 // 256 seqs a round). Above the newest seq a node has seen, it is asked for
 // only once the node has stopped moving on: a node that falls behind a fast
 // sender, with more than a round of datagrams waiting in its socket, would
-// otherwise be sent each of them twice. Senders announce the end of their stream while anything
-// is unstable, so that a lost tail is noticed.
+// otherwise be sent each of them twice. Senders announce the end of their
+// stream while anything is unstable, so that a lost tail is noticed.
 //
 // Flow control: a sender holds at most Window unstable messages per region;
 // publishes beyond that wait (their acknowledgement to the client is held
