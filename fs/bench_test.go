@@ -8,11 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/liveobjects/liveobjects/channels"
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 	"github.com/liveobjects/liveobjects/objects/logic"
 )
 
@@ -124,21 +124,6 @@ func relayHasMember(w *world, keys ...string) func() bool {
 	}
 }
 
-// liveobjectsBin builds the binary once, for benchmarks that run the Go
-// client as a process of its own.
-var liveobjectsBin = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "liveobjects-bench-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "liveobjects")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/liveobjects").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build: %v: %s", err, out)
-	}
-	return bin, nil
-})
-
 // waitFile waits until f holds want bytes and returns when it did.
 func waitFile(b *testing.B, f *os.File, want int64) time.Time {
 	deadline := time.Now().Add(60 * time.Second)
@@ -164,10 +149,7 @@ func waitFile(b *testing.B, f *os.File, want int64) time.Time {
 // its own (liveobjects sub, printing each event as a line into a file),
 // the same shape as cat through the mount.
 func subReceive(b *testing.B, w *world, channel string, n int) float64 {
-	bin, err := liveobjectsBin()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := clibin.Path(b)
 	cmd := exec.Command(bin, "-q", "sub", "--relay", w.addr, channel)
 	return receiveInFile(b, w.addr, cmd, relayHasMember(w, channel), channel, n)
 }
@@ -175,10 +157,7 @@ func subReceive(b *testing.B, w *world, channel string, n int) float64 {
 // procMount starts 'liveobjects mount' of the world's root against its
 // relay, as a process of its own, and returns its mountpoint once mounted.
 func procMount(b *testing.B, w *world) string {
-	bin, err := liveobjectsBin()
-	if err != nil {
-		b.Fatal(err)
-	}
+	bin := clibin.Path(b)
 	mnt := filepath.Join(b.TempDir(), "live")
 	cmd := exec.Command(bin, "-q", "mount", w.root, mnt, "--relay", w.addr)
 	if err := cmd.Start(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 	"github.com/liveobjects/liveobjects/transport/qsm"
 )
 
@@ -25,21 +26,12 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "liveobjects-bin-")
-	if err != nil {
+	var err error
+	if bin, err = clibin.Build(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "liveobjects")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(clibin.Run(m))
 }
 
 func needFUSE(t *testing.T) {

@@ -8,46 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-	binDir  string
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// liveobjectsBinary builds cmd/liveobjects once per test binary.
-func liveobjectsBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "liveobjects-mo-test-")
-		if binErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "liveobjects")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/liveobjects/liveobjects/cmd/liveobjects").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { os.Exit(clibin.Run(m)) }
 
 // moProc is one "liveobjects mo serve" process.
 type moProc struct {
@@ -130,7 +98,7 @@ func (p *moProc) must(t *testing.T, bin, keys string, args ...string) string {
 // TestPaperScenarioProcesses runs the paper's scenario with three MO
 // servers as real processes on loopback, driven by the CLI.
 func TestPaperScenarioProcesses(t *testing.T) {
-	bin := liveobjectsBinary(t)
+	bin := clibin.Path(t)
 	keys := filepath.Join(t.TempDir(), "group.keys")
 	alice, bob, clare := startMOProcess(t, bin), startMOProcess(t, bin), startMOProcess(t, bin)
 	tmp := t.TempDir()

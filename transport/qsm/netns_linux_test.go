@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
 )
 
@@ -43,7 +44,7 @@ type lan struct {
 
 func newLAN(t testing.TB, nodes int, cfg Config) *lan {
 	requireNetns(t)
-	bin := liveobjectsBinary(t)
+	bin := clibin.Path(t)
 	ql, err := qsmlab.New(qsmlab.Options{Nodes: nodes, Wire: true})
 	if err != nil {
 		t.Fatal(err)

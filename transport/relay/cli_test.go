@@ -10,13 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 )
 
 // TestCLIPubSubChannels drives the relay, pub, sub and channels commands
 // as a script would.
 func TestCLIPubSubChannels(t *testing.T) {
 	p := startRelayProc(t, freePort(t), "--memory")
-	bin := liveobjectsBin(t)
+	bin := clibin.Path(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sub := exec.CommandContext(ctx, bin, "-q", "sub", "notes", "--relay", p.addr, "--seq", "--count", "3")

@@ -9,56 +9,18 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 	"github.com/liveobjects/liveobjects/transport"
 	"github.com/liveobjects/liveobjects/transport/relay"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-	binDir  string
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// liveobjectsBin builds cmd/liveobjects once per test binary.
-func liveobjectsBin(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "relay-test-bin-")
-		if binErr != nil {
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		binPath = filepath.Join(binDir, "liveobjects")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/liveobjects")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { os.Exit(clibin.Run(m)) }
 
 // relayProc is a relay running as a real subprocess.
 type relayProc struct {
@@ -83,7 +45,7 @@ func freePort(t *testing.T) string {
 // its "listening" line.
 func startRelayProc(t *testing.T, addr string, args ...string) *relayProc {
 	t.Helper()
-	bin := liveobjectsBin(t)
+	bin := clibin.Path(t)
 	level := "-q"
 	if os.Getenv("LIVEOBJECTS_TEST_LOG") != "" {
 		level = "-v"

@@ -1,18 +1,16 @@
 package qsmbench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 	"github.com/liveobjects/liveobjects/transport"
 	"github.com/liveobjects/liveobjects/transport/qsm"
 	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
@@ -92,15 +90,7 @@ func BenchmarkQSM(b *testing.B) {
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		if qsmlab.Available() == nil && os.Getenv("LIVEOBJECTS_QSM_BENCH_MODE") != "loopback" {
-			dir := b.TempDir()
-			bin := filepath.Join(dir, "liveobjects")
-			cmd := exec.Command("go", "build", "-o", bin, "github.com/liveobjects/liveobjects/cmd/liveobjects")
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Run(); err != nil {
-				b.Fatalf("build: %v\n%s", err, out.String())
-			}
-			o.Binary = bin
+			o.Binary = clibin.Path(b)
 			o.Wire = true
 			b.ResetTimer()
 			res, err = RunNetns(ctx, o)

@@ -1,16 +1,14 @@
 package qsmbench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/liveobjects/liveobjects/cmd/liveobjects/clibin"
 	"github.com/liveobjects/liveobjects/transport/qsm/internal/udpgso"
 	"github.com/liveobjects/liveobjects/transport/qsm/qsmlab"
 )
@@ -26,13 +24,7 @@ func TestNetnsHarness(t *testing.T) {
 	if err := qsmlab.Available(); err != nil {
 		t.Skipf("needs root, ip and nft: %v", err)
 	}
-	bin := filepath.Join(t.TempDir(), "liveobjects")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/liveobjects/liveobjects/cmd/liveobjects")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out.String())
-	}
+	bin := clibin.Path(t)
 	for _, attach := range []bool{false, true} {
 		t.Run(fmt.Sprintf("attach=%t", attach), func(t *testing.T) { testNetnsHarness(t, bin, attach) })
 	}
