@@ -50,6 +50,21 @@ func TestCommandGroups(t *testing.T) {
 	wantRun(t, "", exitUsage, []string{"takes no arguments"}, "version", "extra")
 }
 
+// TestVersionFlag: --version and -version print what the version command
+// prints, on stdout with exit 0.
+func TestVersionFlag(t *testing.T) {
+	want, _ := wantRun(t, "", exitOK, nil, "version")
+	if !strings.HasPrefix(want, "liveobjects ") {
+		t.Fatalf("version printed %q, want it to start with the name", want)
+	}
+	for _, flag := range []string{"--version", "-version"} {
+		if got, stderr := wantRun(t, "", exitOK, nil, flag); got != want || stderr != "" {
+			t.Errorf("%s: stdout %q, stderr %q; want %q and nothing on stderr", flag, got, stderr, want)
+		}
+	}
+	wantRun(t, "", exitUsage, []string{"takes no arguments"}, "--version", "extra")
+}
+
 // TestCompletionWords: the completion script skips the global flags,
 // completes the command after "help" and offers the shells of
 // "completion"; the zsh script runs in zsh.
@@ -77,7 +92,7 @@ func TestCompletionWords(t *testing.T) {
 			{"liveobjects -v mo ''", []string{"add", "serve"}},
 			{"liveobjects -q check --m", []string{"--max"}},
 			{"liveobjects mo put --", []string{"--keys", "--expire", "--timeout", "--help"}},
-			{"liveobjects -", []string{"-v", "-q", "--help"}},
+			{"liveobjects -", []string{"-v", "-q", "--version", "--help"}},
 			{"liveobjects help q", []string{"qsm"}},
 			{"liveobjects help bench ''", []string{"qsm", "udp-receive"}},
 			{"liveobjects completion ''", []string{"bash", "zsh"}},

@@ -136,7 +136,7 @@ func bashCompletion() string {
   done
   case "$line" in
 `)
-	fmt.Fprintf(&b, "    \"\"|help) if [[ $cur == -* ]] && [ -z \"$line\" ]; then COMPREPLY=($(compgen -W \"-v -q --help\" -- \"$cur\")); else COMPREPLY=($(compgen -W \"%s help\" -- \"$cur\")); fi; return;;\n", strings.Join(firsts, " "))
+	fmt.Fprintf(&b, "    \"\"|help) if [[ $cur == -* ]] && [ -z \"$line\" ]; then COMPREPLY=($(compgen -W \"-v -q --version --help\" -- \"$cur\")); else COMPREPLY=($(compgen -W \"%s help\" -- \"$cur\")); fi; return;;\n", strings.Join(firsts, " "))
 	for _, n := range sortedNames() {
 		c := commands[n]
 		fs := flag.NewFlagSet(n, flag.ContinueOnError)

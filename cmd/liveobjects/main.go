@@ -89,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	gfs.SetOutput(stderr)
 	verbose := gfs.Bool("v", false, "log debug messages")
 	quiet := gfs.Bool("q", false, "log only errors")
+	showVersion := gfs.Bool("version", false, "print the version (as the version command does)")
 	// Help asked for goes to stdout once; after a bad flag (which the
 	// flag package names on stderr) the help follows on stderr.
 	gfs.Usage = func() {}
@@ -109,6 +110,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel})))
 
 	rest := gfs.Args()
+	if *showVersion {
+		rest = append([]string{"version"}, rest...)
+	}
 	if len(rest) == 0 {
 		printTopHelp(stderr)
 		return exitUsage
@@ -245,6 +249,7 @@ func printTopHelp(w io.Writer) {
 	fmt.Fprintf(w, `liveobjects: live distributed objects as files.
 
 usage: liveobjects [-v|-q] COMMAND [flags] [args]
+       liveobjects --version
 
 commands:
 `)
