@@ -80,10 +80,18 @@ func runCheck(dir string, out, summary io.Writer, maxProblems int) error {
 			unknown++
 		}
 	}
-	fmt.Fprintf(summary, "%d definitions (%d of classes not implemented here, %d switched off), %d channels, %d problems\n",
-		len(objs), unknown, null, len(r.Channels()), len(probs))
+	fmt.Fprintf(summary, "%s (%d of classes not implemented here, %d switched off), %s, %s\n",
+		count(len(objs), "definition"), unknown, null, count(len(r.Channels()), "channel"), count(len(probs), "problem"))
 	if len(probs) > 0 {
-		return exitError{exitProblems, fmt.Errorf("%d problems in %s", len(probs), dir)}
+		return exitError{exitProblems, fmt.Errorf("%s in %s", count(len(probs), "problem"), dir)}
 	}
 	return nil
+}
+
+// count returns n and noun, in the plural unless n is 1.
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

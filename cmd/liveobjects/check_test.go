@@ -124,6 +124,19 @@ func TestInitCheckShow(t *testing.T) {
 	if !strings.Contains(out.String(), "0 problems") {
 		t.Errorf("check summary: %s", out.String())
 	}
+	// One broken file: one problem, counted in the singular.
+	broken := filepath.Join(dir, "examples", "broken.liveobject")
+	if err := os.WriteFile(broken, []byte("<Root><Object"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := runCheck(dir, &out, &out, 0)
+	if exitCode(err) != exitProblems || err.Error() != "1 problem in "+dir || !strings.HasSuffix(out.String(), ", 1 problem\n") {
+		t.Errorf("check with one broken file: %v\n%s", err, out.String())
+	}
+	if err := os.Remove(broken); err != nil {
+		t.Fatal(err)
+	}
 	out.Reset()
 	if err := runShow(filepath.Join(dir, "examples", "chat.liveobject"), "", &out); err != nil {
 		t.Fatal(err)
