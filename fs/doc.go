@@ -23,8 +23,9 @@
 // once), then takes its own handle's lock: a close(2) returns before the
 // kernel's Release, and the line must still come before later writes. A
 // line stays noted until it is published, and a write that finds lines
-// another write is publishing waits for it on Mount.settleMu (taken
-// before any handle's lock).
+// another write is publishing waits for it on the object's settleLock
+// (kept in Mount.settling while a write holds or waits for it, and taken
+// before any handle's lock); writes to other objects do not wait.
 // A handle's reader and writer are used by one
 // request at a time (the kernel serialises writes on one file description;
 // reads on a stream file are serialised by FOPEN_STREAM semantics, and the

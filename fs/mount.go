@@ -81,16 +81,15 @@ type Mount struct {
 	// folders are the channel folders, channels/ first.
 	folders []ChannelFolder
 
-	mu      sync.Mutex // protects handles, closedLines, closed
+	mu      sync.Mutex // protects handles, closedLines, settling, closed
 	handles map[string]map[*handle]struct{}
 	// closedLines are the handles of each object closed with a partial
 	// line waiting (see handle.Flush), in the order they were closed.
 	closedLines map[*channels.Live][]*handle
-	closed      bool
-
-	// settleMu is held while a write ends the lines of closedLines
-	// (settle): a write that finds lines still being ended waits for them.
-	settleMu sync.Mutex
+	// settling holds the lock of each object whose closed lines a write
+	// is ending (settle), while any write holds or waits for it.
+	settling map[*channels.Live]*settleLock
+	closed   bool
 
 	errMu sync.Mutex        // protects errs
 	errs  map[string]string // rel -> last join error, for user.liveobject.error
@@ -370,21 +369,41 @@ func (m *Mount) dropClosedLocked(h *handle) {
 	}
 }
 
+// settleLock serializes the writes that end one object's closed lines.
+type settleLock struct {
+	mu    sync.Mutex
+	users int // writes holding or waiting for mu; under Mount.mu
+}
+
 // settle publishes, before h writes, the partial lines that other handles
 // of its object were closed with, in the order they were closed: a
 // process that wrote "a" without a newline and closed the file has its
 // "a" before what is written after that. A handle written to again since
 // its close keeps its line open. A line leaves closedLines only once it is
 // published (endLine), so a write that starts meanwhile finds it and waits
-// on settleMu until it is in the order.
+// on the object's settleLock until it is in the order. Writes to other
+// objects do not wait.
 func (m *Mount) settle(h *handle) {
-	if !m.othersClosed(h) {
+	m.mu.Lock()
+	hs := m.closedLines[h.live]
+	if len(hs) == 0 || len(hs) == 1 && hs[0] == h {
+		m.mu.Unlock()
 		return
 	}
-	m.settleMu.Lock()
-	defer m.settleMu.Unlock()
+	if m.settling == nil {
+		m.settling = map[*channels.Live]*settleLock{}
+	}
+	sl := m.settling[h.live]
+	if sl == nil {
+		sl = &settleLock{}
+		m.settling[h.live] = sl
+	}
+	sl.users++
+	m.mu.Unlock()
+
+	sl.mu.Lock()
 	m.mu.Lock()
-	hs := slices.Clone(m.closedLines[h.live])
+	hs = slices.Clone(m.closedLines[h.live])
 	m.mu.Unlock()
 	for _, o := range hs {
 		if o != h {
@@ -392,15 +411,13 @@ func (m *Mount) settle(h *handle) {
 		}
 	}
 	// h, if it was among them, is written to now: its Write forgets it.
-}
+	sl.mu.Unlock()
 
-// othersClosed reports whether handles of h's object other than h wait
-// with a partial line.
-func (m *Mount) othersClosed(h *handle) bool {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	hs := m.closedLines[h.live]
-	return len(hs) > 1 || len(hs) == 1 && hs[0] != h
+	if sl.users--; sl.users == 0 {
+		delete(m.settling, h.live)
+	}
+	m.mu.Unlock()
 }
 
 func (m *Mount) removeHandle(h *handle) {
