@@ -44,4 +44,13 @@
 // A process that serves a mount must not touch that mount itself (see
 // go-fuse's package documentation): the daemon never opens paths below its
 // own mountpoint, and tests drive the mount through separate processes.
+// That is also why New does not call go-fuse's WaitMount, whose poll hack
+// opens a file in the mount from the serving process: a process killed
+// while its own request to its mount is being served can never exit (the
+// request waits for an answer from the very process, and the mount's
+// connection stays open while it waits), and its mountpoint then hangs
+// every process that touches it. Without the hack the kernel asks the
+// mount whether it polls the first time a program (the Go runtime's
+// poller, for one) polls one of its files; the mount answers that it does
+// not, and the kernel does not ask again.
 package fs

@@ -238,17 +238,17 @@ func New(dir string, cfg Config) (*Mount, error) {
 		}
 	}
 	root := &dirNode{m: m, rel: ""}
-	server, err := gofs.Mount(abs, root, opts)
+	// What gofs.Mount does, without WaitMount: NewServer returns once
+	// the kernel's INIT is answered, the mount ready, and WaitMount's
+	// poll hack opens a file in the mount from this process (see the
+	// package documentation on deadlocks).
+	server, err := fuse.NewServer(gofs.NewNodeFS(root, opts), abs, &opts.MountOptions)
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
 	}
 	m.server = server
-	if err := server.WaitMount(); err != nil {
-		stop()
-		server.Unmount()
-		return nil, fmt.Errorf("fs: mount %s: %w", abs, err)
-	}
+	go server.Serve()
 	m.stopWatch = stop
 	m.served = make(chan struct{})
 	go func() { server.Wait(); close(m.served) }()
