@@ -134,10 +134,30 @@ var ErrStale = errors.New("fs: mountpoint is stale (its daemon died)")
 // ErrMounted reports a mountpoint where live objects are mounted already.
 var ErrMounted = errors.New("live objects are mounted there already")
 
+// ErrNotAnswering reports a mountpoint whose daemon does not answer.
+var ErrNotAnswering = errors.New("the daemon serving it does not answer (stopped, or stuck)")
+
+// answerTimeout bounds RecoverStale's wait for the daemon of a mountpoint.
+const answerTimeout = 3 * time.Second
+
 // RecoverStale detaches a mountpoint whose daemon died ("Transport
-// endpoint is not connected"). It reports whether it did.
+// endpoint is not connected"). It reports whether it did. When a daemon
+// serves dir but does not answer within a few seconds (it was stopped, or
+// is stuck), it returns an error wrapping ErrNotAnswering; the goroutine
+// that asked stays blocked until the daemon answers or dies, or this
+// process exits.
 func RecoverStale(dir string) (bool, error) {
-	_, err := os.Stat(dir)
+	asked := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(dir)
+		asked <- err
+	}()
+	var err error
+	select {
+	case err = <-asked:
+	case <-time.After(answerTimeout):
+		return false, fmt.Errorf("fs: %s: %w; wait for it, end it, or detach the mountpoint (liveobjects umount --lazy %s)", dir, ErrNotAnswering, dir)
+	}
 	if err == nil || !errors.Is(err, syscall.ENOTCONN) {
 		return false, nil
 	}

@@ -276,6 +276,61 @@ func TestKilledDaemonRemount(t *testing.T) {
 	}
 }
 
+// TestStoppedDaemon: a second mount over a mountpoint whose daemon is
+// stopped (SIGSTOP) says that the daemon does not answer, instead of
+// waiting for it forever, and umount detaches such a mountpoint.
+func TestStoppedDaemon(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	addr := freePort(t)
+	start(t, "", "relay", "--root", root, "--listen", addr)
+	mnt := filepath.Join(dir, "live")
+	d := start(t, mnt, "mount", "--relay", addr, root, mnt)
+	waitFor(t, 20*time.Second, func() error {
+		if !mounted(mnt) {
+			return fmt.Errorf("not mounted yet")
+		}
+		return nil
+	})
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Registered after start's cleanup, so run before it: the daemon
+	// goes on and can be killed.
+	t.Cleanup(func() { d.cmd.Process.Signal(syscall.SIGCONT) })
+
+	run := func(args ...string) (string, int, time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		began := time.Now()
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		code := 0
+		if err != nil {
+			code = -1
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+		}
+		return string(out), code, time.Since(began)
+	}
+	out, code, took := run("mount", "--relay", addr, root, mnt)
+	if code != exitFailure || !strings.Contains(out, "does not answer") || !strings.Contains(out, "umount --lazy") || took > 15*time.Second {
+		t.Fatalf("mount over a stopped daemon's mountpoint: exit %d after %v, want %d within 15s and a message that it does not answer:\n%s", code, took.Round(time.Millisecond), exitFailure, out)
+	}
+	out, code, took = run("umount", mnt)
+	if code != exitOK || !strings.Contains(out, "does not answer") || took > 15*time.Second {
+		t.Fatalf("umount of a stopped daemon's mountpoint: exit %d after %v, want 0 within 15s:\n%s", code, took.Round(time.Millisecond), out)
+	}
+	if mounted(mnt) {
+		t.Fatal("umount left the stopped daemon's mountpoint mounted")
+	}
+}
+
 // TestCLIConventions: --help everywhere, exit codes, completion.
 func TestCLIConventions(t *testing.T) {
 	out, err := exec.Command(bin, "help").CombinedOutput()

@@ -109,9 +109,16 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 			if len(args) != 1 {
 				return usagef("want one MOUNTPOINT")
 			}
-			if ok, err := fs.RecoverStale(args[0]); err != nil {
+			ok, err := fs.RecoverStale(args[0])
+			switch {
+			case errors.Is(err, fs.ErrNotAnswering):
+				// It cannot be unmounted cleanly: the question asked is
+				// still open in it.
+				fmt.Fprintf(os.Stderr, "%s: %v; detaching it lazily\n", args[0], fs.ErrNotAnswering)
+				lazy = true
+			case err != nil:
 				return err
-			} else if ok {
+			case ok:
 				fmt.Fprintf(os.Stderr, "%s was stale (its daemon died); detached\n", args[0])
 				return nil
 			}
