@@ -222,25 +222,34 @@ func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
 	}
 }
 
-// TestKilledDaemonRemount: SIGKILL of a mount daemon leaves a stale
-// mountpoint; a new mount on it recovers.
-func TestKilledDaemonRemount(t *testing.T) {
+// mountDaemon starts a relay and a mount daemon (liveobjects mount) of a
+// fresh root, as processes of their own, and returns once the mount is in
+// the mount table (which is read without touching the mount).
+func mountDaemon(t *testing.T) (root, addr, mnt string, d *daemon) {
+	t.Helper()
 	needFUSE(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
+	root = filepath.Join(dir, "root")
 	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
 		t.Fatalf("init: %v %s", err, out)
 	}
-	addr := freePort(t)
+	addr = freePort(t)
 	start(t, "", "relay", "--root", root, "--listen", addr)
-	mnt := filepath.Join(dir, "live")
-	d := start(t, mnt, "mount", "--relay", addr, root, mnt)
+	mnt = filepath.Join(dir, "live")
+	d = start(t, mnt, "mount", "--relay", addr, root, mnt)
 	waitFor(t, 20*time.Second, func() error {
 		if !mounted(mnt) {
 			return fmt.Errorf("not mounted yet")
 		}
 		return nil
 	})
+	return root, addr, mnt, d
+}
+
+// TestKilledDaemonRemount: SIGKILL of a mount daemon leaves a stale
+// mountpoint; a new mount on it recovers.
+func TestKilledDaemonRemount(t *testing.T) {
+	root, addr, mnt, d := mountDaemon(t)
 	d.cmd.Process.Kill()
 	select {
 	case err := <-d.done:
@@ -280,22 +289,7 @@ func TestKilledDaemonRemount(t *testing.T) {
 // stopped (SIGSTOP) says that the daemon does not answer, instead of
 // waiting for it forever, and umount detaches such a mountpoint.
 func TestStoppedDaemon(t *testing.T) {
-	needFUSE(t)
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
-		t.Fatalf("init: %v %s", err, out)
-	}
-	addr := freePort(t)
-	start(t, "", "relay", "--root", root, "--listen", addr)
-	mnt := filepath.Join(dir, "live")
-	d := start(t, mnt, "mount", "--relay", addr, root, mnt)
-	waitFor(t, 20*time.Second, func() error {
-		if !mounted(mnt) {
-			return fmt.Errorf("not mounted yet")
-		}
-		return nil
-	})
+	root, addr, mnt, d := mountDaemon(t)
 	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
