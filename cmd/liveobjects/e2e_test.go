@@ -325,6 +325,34 @@ func TestStoppedDaemon(t *testing.T) {
 	}
 }
 
+// TestUpPortInUse: up whose relay's port is taken fails at once, saying
+// so and how to take a free port, and mounts nothing.
+func TestUpPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "live")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "up", "--root", filepath.Join(dir, "root"), "--listen", ln.Addr().String(), mnt).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Fatalf("up on a taken port: %v, want exit %d\n%s", err, exitFailure, out)
+	}
+	for _, want := range []string{"address already in use", "liveobjects up --listen 127.0.0.1:0"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("up on a taken port does not say %q:\n%s", want, out)
+		}
+	}
+	if mounted(mnt) {
+		exec.Command("umount", "-l", mnt).Run()
+		t.Fatal("up on a taken port mounted anyway")
+	}
+}
+
 // TestCLIConventions: --help everywhere, exit codes, completion.
 func TestCLIConventions(t *testing.T) {
 	out, err := exec.Command(bin, "help").CombinedOutput()

@@ -166,7 +166,7 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	if err := host.Start(ctx); err != nil {
 		hint := ""
 		if errors.Is(err, syscall.EADDRINUSE) {
-			hint = " (is another liveobjects running? stop it, or give up --listen 127.0.0.1:0 for a free port)"
+			hint = " (is another liveobjects running? stop it; or, for the relay, run 'liveobjects up --listen 127.0.0.1:0', which takes a free port)"
 		}
 		return fmt.Errorf("start services: %w%s", err, hint)
 	}
