@@ -67,10 +67,11 @@ func TestVersionFlag(t *testing.T) {
 
 // TestCompletionWords: the completion script skips the global flags,
 // completes the command after "help" and offers the shells of
-// "completion"; the zsh script runs in zsh.
+// "completion"; the zsh script runs in zsh, and the fish script in fish
+// (complete -C).
 func TestCompletionWords(t *testing.T) {
 	dir := t.TempDir()
-	for _, shell := range []string{"bash", "zsh"} {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
 		path, err := exec.LookPath(shell)
 		if err != nil {
 			t.Logf("%s is not installed: its completion was not run", shell)
@@ -95,7 +96,8 @@ func TestCompletionWords(t *testing.T) {
 			{"liveobjects -", []string{"-v", "-q", "--version", "--help"}},
 			{"liveobjects help q", []string{"qsm"}},
 			{"liveobjects help bench ''", []string{"qsm", "udp-receive"}},
-			{"liveobjects completion ''", []string{"bash", "zsh"}},
+			{"liveobjects completion ''", []string{"bash", "zsh", "fish"}},
+			{"liveobjects ''", []string{"mo", "help", "version"}},
 			{"liveobjects bench qsm --mode ''", []string{"netns", "loopback", "auto"}},
 			{"liveobjects -q qsm service --set k", []string{"key_file="}},
 			{"liveobjects bench qsm --set mt", []string{"mtu="}},
@@ -107,6 +109,12 @@ func TestCompletionWords(t *testing.T) {
 			n := len(strings.Fields(tc.words)) - 1
 			src := "source " + f + "; COMP_WORDS=(" + tc.words + "); COMP_CWORD=" + string(rune('0'+n)) + "; _liveobjects; echo \"${COMPREPLY[*]}\""
 			cmd := exec.Command(path, "-c", src)
+			if shell == "fish" {
+				// The command line as typed, '' being the empty word at
+				// the cursor; each offer's description cut off.
+				line := strings.ReplaceAll(tc.words, "''", "")
+				cmd = exec.Command(path, "--no-config", "-c", `source $argv[1]; complete -C $argv[2] | string replace -r '\t.*' ''`, f, line)
+			}
 			cmd.Env = append(os.Environ(), "HOME="+dir, "LIVEOBJECTS_COMPLETION_TEST=1")
 			cmd.Dir = dir
 			var stderr strings.Builder
