@@ -192,9 +192,30 @@ func unmount(dir string, lazy bool) error {
 	return err
 }
 
-// Unmount detaches a mountpoint served by another process (liveobjects
-// umount). With lazy it detaches even while files are open.
-func Unmount(dir string, lazy bool) error { return unmount(dir, lazy) }
+// ErrNotMounted reports a folder where nothing is mounted.
+var ErrNotMounted = errors.New("nothing is mounted there")
+
+// ErrOtherMount reports a mountpoint of something other than live
+// objects.
+var ErrOtherMount = errors.New("what is mounted there is not live objects")
+
+// Unmount detaches a mountpoint of live objects served by another process
+// (liveobjects umount). With lazy it detaches even while files are open.
+// A folder where nothing is mounted, or where something else is, is left
+// alone with an error wrapping ErrNotMounted or ErrOtherMount.
+func Unmount(dir string, lazy bool) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	switch fstype, ok := mountedFS(abs); {
+	case !ok:
+		return fmt.Errorf("%s: %w", abs, ErrNotMounted)
+	case fstype != "" && fstype != "fuse.liveobjects":
+		return fmt.Errorf("%s: %w (it is %s; use umount)", abs, ErrOtherMount, fstype)
+	}
+	return unmount(abs, lazy)
+}
 
 // New mounts cfg.Root at dir and starts serving it.
 func New(dir string, cfg Config) (*Mount, error) {

@@ -325,6 +325,46 @@ func TestStoppedDaemon(t *testing.T) {
 	}
 }
 
+// TestUmount: umount unmounts a mount of live objects (and its daemon
+// ends), and leaves alone, with exit 1 and a message that says why, a
+// folder where nothing is mounted and a mount of something else.
+func TestUmount(t *testing.T) {
+	_, _, mnt, d := mountDaemon(t)
+	out, err := exec.Command(bin, "umount", mnt).CombinedOutput()
+	if err != nil || mounted(mnt) {
+		t.Fatalf("umount of a live mount: %v, still mounted: %t\n%s", err, mounted(mnt), out)
+	}
+	select {
+	case err := <-d.done:
+		d.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the daemon did not end within 10s of its mount's unmount:\n%s", d.output())
+	}
+
+	other := filepath.Join(t.TempDir(), "tmpfs")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "none", other).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", other).Run() })
+	for _, tc := range []struct{ dir, want string }{
+		{mnt, "nothing is mounted there"},
+		{filepath.Join(t.TempDir(), "none"), "nothing is mounted there"},
+		{other, "is not live objects (it is tmpfs"},
+	} {
+		out, err := exec.Command(bin, "umount", tc.dir).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(string(out), tc.want) {
+			t.Errorf("umount %s: %v, want exit %d saying %q:\n%s", tc.dir, err, exitFailure, tc.want, out)
+		}
+	}
+	if b, _ := os.ReadFile("/proc/mounts"); !strings.Contains(string(b), " "+other+" tmpfs") {
+		t.Error("umount unmounted a tmpfs")
+	}
+}
+
 // TestUpPortInUse: up whose relay's port is taken fails at once, saying
 // so and how to take a free port, and mounts nothing.
 func TestUpPortInUse(t *testing.T) {

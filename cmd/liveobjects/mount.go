@@ -123,6 +123,9 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 				return nil
 			}
 			if err := fs.Unmount(args[0], lazy); err != nil {
+				if errors.Is(err, fs.ErrNotMounted) || errors.Is(err, fs.ErrOtherMount) {
+					return err
+				}
 				return fmt.Errorf("%s: %w (files still open? try --lazy)", args[0], err)
 			}
 			return nil
