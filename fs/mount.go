@@ -51,6 +51,9 @@ type Config struct {
 	PublishTimeout time.Duration
 	// Debug logs every FUSE request.
 	Debug bool
+	// AllowNonEmpty mounts on a folder that holds files, hiding them
+	// while mounted; without it New refuses such a folder (CheckEmpty).
+	AllowNonEmpty bool
 	// Logger receives messages (nil: slog.Default()).
 	Logger *slog.Logger
 }
@@ -192,6 +195,28 @@ func unmount(dir string, lazy bool) error {
 	return err
 }
 
+// ErrNotEmpty reports a mountpoint folder that holds files: a mount
+// would hide them while mounted.
+var ErrNotEmpty = errors.New("the folder is not empty, and a mount would hide what it holds")
+
+// CheckEmpty returns an error wrapping ErrNotEmpty when dir is a folder
+// that holds files and nothing is mounted on it (a mount there is for New
+// to judge: stale, or live objects already).
+func CheckEmpty(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if _, mounted := mountedFS(abs); mounted {
+		return nil
+	}
+	ents, err := os.ReadDir(abs)
+	if err != nil || len(ents) == 0 {
+		return nil // missing (New makes it), or not a folder (New says so)
+	}
+	return fmt.Errorf("fs: mountpoint %s: %w (%d entries, %q among them); choose an empty folder, or allow it (--allow-non-empty)", abs, ErrNotEmpty, len(ents), ents[0].Name())
+}
+
 // ErrNotMounted reports a folder where nothing is mounted.
 var ErrNotMounted = errors.New("nothing is mounted there")
 
@@ -245,6 +270,11 @@ func New(dir string, cfg Config) (*Mount, error) {
 	}
 	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
 		return nil, fmt.Errorf("fs: mountpoint %s is a file, not a folder; give a folder (empty, or one that does not exist yet)", abs)
+	}
+	if !cfg.AllowNonEmpty {
+		if err := CheckEmpty(abs); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("fs: create mountpoint %s: %w", abs, err)

@@ -689,4 +689,34 @@ func TestMountRefusals(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "is a file, not a folder") {
 		t.Fatalf("a mount on a file: %v, want a message saying it is a file", err)
 	}
+	// A folder that holds a file: refused, unless allowed; then the file
+	// is hidden while mounted, and there again afterwards.
+	full := filepath.Join(t.TempDir(), "full")
+	if err := os.MkdirAll(full, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(full, "precious.txt"), []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if m2, err := New(full, cfg); err == nil {
+		m2.Close()
+		t.Fatal("a mount on a folder that holds a file was made")
+	} else if !errors.Is(err, ErrNotEmpty) || !strings.Contains(err.Error(), "precious.txt") || !strings.Contains(err.Error(), "--allow-non-empty") {
+		t.Fatalf("a mount on a folder that holds a file: %v, want ErrNotEmpty naming the file and the flag", err)
+	}
+	cfg.AllowNonEmpty = true
+	m2, err := New(full, cfg)
+	if err != nil {
+		t.Fatalf("a mount on a folder that holds a file, allowed: %v", err)
+	}
+	if ls := sh(t, full, "ls"); !strings.Contains(ls, "channels") || strings.Contains(ls, "precious.txt") {
+		m2.Close()
+		t.Fatalf("the allowed mount shows %q, want the live objects only", ls)
+	}
+	if err := m2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(full, "precious.txt")); err != nil || string(b) != "kept\n" {
+		t.Fatalf("after the unmount the hidden file reads %q, %v", b, err)
+	}
 }

@@ -365,6 +365,40 @@ func TestUmount(t *testing.T) {
 	}
 }
 
+// TestUpRefusesAFolderThatHoldsFiles: up on a mountpoint that holds files
+// fails before it starts any service, naming a file and the flag that
+// allows it.
+func TestUpRefusesAFolderThatHoldsFiles(t *testing.T) {
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "live")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "notes.txt"), []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if mounted(mnt) {
+			exec.Command("umount", "-l", mnt).Run()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "up", "--root", filepath.Join(dir, "root"), "--listen", "127.0.0.1:0", mnt).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Fatalf("up on a folder that holds files: %v, want exit %d\n%s", err, exitFailure, out)
+	}
+	for _, want := range []string{"not empty", "notes.txt", "--allow-non-empty"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("up on a folder that holds files does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "relay listening") || mounted(mnt) {
+		t.Fatalf("up started its services or mounted anyway:\n%s", out)
+	}
+}
+
 // TestUpPortInUse: up whose relay's port is taken fails at once, saying
 // so and how to take a free port, and mounts nothing.
 func TestUpPortInUse(t *testing.T) {

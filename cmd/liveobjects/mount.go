@@ -37,11 +37,12 @@ func defaultRoot() string {
 }
 
 type mountFlags struct {
-	relay  string
-	mo     string
-	debug  bool
-	listen string
-	root   string
+	relay         string
+	mo            string
+	debug         bool
+	listen        string
+	root          string
+	allowNonEmpty bool
 }
 
 func init() {
@@ -58,6 +59,7 @@ MOUNTPOINT (default ./live) and serves until Ctrl-C or SIGTERM, then unmounts.`,
 			fs.StringVar(&up.root, "root", defaultRoot(), "root folder (created with examples if missing)")
 			fs.StringVar(&up.listen, "listen", "", "relay listen address, overriding the root's services/ definition (e.g. 127.0.0.1:0)")
 			fs.BoolVar(&up.debug, "debug", false, "log every FUSE request")
+			fs.BoolVar(&up.allowNonEmpty, "allow-non-empty", false, "mount on a folder that holds files (hidden while mounted)")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			mnt := "live"
@@ -84,6 +86,7 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 			fs.StringVar(&mf.relay, "relay", "", "relay address host:port (default: from the root's registry)")
 			fs.StringVar(&mf.mo, "mo", "", "local socket of a micro-object server ('liveobjects mo serve'): show its shared files in files/")
 			fs.BoolVar(&mf.debug, "debug", false, "log every FUSE request")
+			fs.BoolVar(&mf.allowNonEmpty, "allow-non-empty", false, "mount on a folder that holds files (hidden while mounted)")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) != 2 {
@@ -133,10 +136,11 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 	})
 }
 
-// checkMountpoint refuses a mountpoint inside the root: the root is
-// watched, and a mount inside it would be read by its own daemon, joining
-// every object.
-func checkMountpoint(root, mnt string) error {
+// checkMountpoint refuses, before any service starts, a mountpoint inside
+// the root (the root is watched, and a mount inside it would be read by
+// its own daemon, joining every object) and, unless allowNonEmpty, a
+// folder that holds files (fs.CheckEmpty).
+func checkMountpoint(root, mnt string, allowNonEmpty bool) error {
 	absRoot, err1 := filepath.Abs(root)
 	absMnt, err2 := filepath.Abs(mnt)
 	if err1 != nil || err2 != nil {
@@ -145,12 +149,15 @@ func checkMountpoint(root, mnt string) error {
 	if rel, err := filepath.Rel(absRoot, absMnt); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return fmt.Errorf("the mountpoint %s is inside the root folder %s; choose a mountpoint outside it", absMnt, absRoot)
 	}
+	if !allowNonEmpty {
+		return fs.CheckEmpty(absMnt)
+	}
 	return nil
 }
 
 // runUp hosts the root's services and mounts it.
 func runUp(ctx context.Context, f mountFlags, mnt string) error {
-	if err := checkMountpoint(f.root, mnt); err != nil {
+	if err := checkMountpoint(f.root, mnt, f.allowNonEmpty); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(f.root, "services")); errors.Is(err, os.ErrNotExist) {
@@ -207,7 +214,7 @@ func openRoot(ctx context.Context, dir string) (*registry.Root, error) {
 
 // runMount mounts and serves until ctx ends or the mount is unmounted.
 func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root, host *services.Host) error {
-	if err := checkMountpoint(reg.Dir(), mnt); err != nil {
+	if err := checkMountpoint(reg.Dir(), mnt, f.allowNonEmpty); err != nil {
 		return err
 	}
 	params := relayClientParams(reg)
@@ -222,6 +229,7 @@ func runMount(ctx context.Context, f mountFlags, mnt string, reg *registry.Root,
 		ChannelDriver: "relay",
 		ChannelParams: params,
 		Debug:         f.debug,
+		AllowNonEmpty: f.allowNonEmpty,
 		OnCreateChannel: func(ctx context.Context, md objects.Metadata) error {
 			return createRemoteChannel(ctx, hub, params, md)
 		},
