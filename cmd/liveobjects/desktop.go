@@ -158,8 +158,15 @@ update-desktop-database when they are installed.`,
 				return usagef("want one OBJECT file")
 			}
 			name := args[0]
-			if st, err := os.Stat(name); err == nil && st.IsDir() {
+			st, err := os.Stat(name)
+			if err != nil {
+				return err
+			}
+			if st.IsDir() {
 				return fmt.Errorf("%s is a folder, not an object file (give a .liveobject file of a mount)", name)
+			}
+			if _, err := getxattr(name, "user.liveobject.path"); err != nil {
+				return fmt.Errorf("%s is not a live object of a mount (it has no user.liveobject.path): it is a file on disk, perhaps a definition; open the object through a mount of its root ('liveobjects up', then the file below ./live)", name)
 			}
 			if cat, err := getxattr(name, "user.liveobject.category"); err == nil {
 				drv, _ := getxattr(name, "user.liveobject.driver")

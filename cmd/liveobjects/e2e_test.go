@@ -399,6 +399,36 @@ func TestUpRefusesAFolderThatHoldsFiles(t *testing.T) {
 	}
 }
 
+// TestOpenOutsideAMount: open of a file that is not a live object of a
+// mount (a definition on disk) fails with a message that says so, instead
+// of printing the file; open of a broken definition in a mount says what
+// is wrong with it.
+func TestOpenOutsideAMount(t *testing.T) {
+	def := filepath.Join(t.TempDir(), "chat.liveobject")
+	if err := os.WriteFile(def, []byte("<Root />\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "open", def).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(string(out), "is not a live object of a mount") || strings.Contains(string(out), "<Root") {
+		t.Fatalf("open of a definition on disk: %v, want exit %d and a message, not the file:\n%s", err, exitFailure, out)
+	}
+
+	root, _, mnt, _ := mountDaemon(t)
+	if err := os.WriteFile(filepath.Join(root, "examples", "broken.liveobject"), []byte("<Root><Object"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	broken := filepath.Join(mnt, "examples", "broken.liveobject")
+	waitFor(t, 10*time.Second, func() error {
+		_, err := sh(t, "test -e "+broken)
+		return err
+	})
+	out, err = exec.Command(bin, "open", broken).CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(string(out), "definition is broken") || !strings.Contains(string(out), "XML syntax") {
+		t.Fatalf("open of a broken definition in a mount: %v, want exit %d and what is wrong:\n%s", err, exitFailure, out)
+	}
+}
+
 // TestUpPortInUse: up whose relay's port is taken fails at once, saying
 // so and how to take a free port, and mounts nothing.
 func TestUpPortInUse(t *testing.T) {
