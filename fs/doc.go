@@ -26,10 +26,11 @@
 // another write is publishing waits for it on the object's settleLock
 // (kept in Mount.settling while a write holds or waits for it, and taken
 // before any handle's lock); writes to other objects do not wait.
-// A handle's reader and writer are used by one
-// request at a time (the kernel serialises writes on one file description;
-// reads on a stream file are serialised by FOPEN_STREAM semantics, and the
-// reader tolerates concurrent calls anyway).
+//
+// A handle's reader and writer are used by one request at a time (the
+// kernel serialises writes on one file description; reads on a stream file
+// are serialised by FOPEN_STREAM semantics, and the reader tolerates
+// concurrent calls anyway).
 //
 // # Interrupts
 //
