@@ -39,9 +39,9 @@ func (l *lockedBuffer) String() string {
 func TestMountLeavesItselfAlone(t *testing.T) {
 	w := newWorld(t)
 	var logged lockedBuffer
-	prev, flags := log.Writer(), log.Flags()
+	prev := log.Writer()
 	log.SetOutput(&logged)
-	t.Cleanup(func() { log.SetOutput(prev); log.SetFlags(flags) })
+	t.Cleanup(func() { log.SetOutput(prev) })
 	const hack = ".go-fuse-epoll-hack"
 	hub := channels.NewHub(dialRelay, channels.Options{})
 	t.Cleanup(func() { hub.Close() })
