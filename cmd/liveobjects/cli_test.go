@@ -210,7 +210,8 @@ func TestPathErrorsSayWhat(t *testing.T) {
 }
 
 // TestMOErrorsSayWhere: mo get of an object whose home server is gone
-// names that server; mo serve and the QSM roles on an address in use say
+// names that server, and with no local server it names where it looked;
+// mo serve and the QSM roles on an address in use say
 // what holds it.
 func TestMOErrorsSayWhere(t *testing.T) {
 	dir := t.TempDir()
@@ -239,6 +240,15 @@ func TestMOErrorsSayWhere(t *testing.T) {
 	if code, out, stderr := runCmd(t, "", env, "mo", "get", "--data", local, tok); code != exitFailure ||
 		!strings.Contains(stderr, "home server "+strings.TrimSpace(string(addr))) || !strings.Contains(stderr, "running and reachable") {
 		t.Errorf("mo get with its home gone: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// With no server where the commands look by default, they name
+	// each place they looked and what to start.
+	none := append(env, "XDG_DATA_HOME="+filepath.Join(dir, "xdg"), "LIVEOBJECTS_ROOT="+filepath.Join(dir, "root"), "LIVEOBJECTS_MO_DATA=")
+	if code, out, stderr := runCmd(t, "", none, "mo", "get", tok); code != exitFailure || out != "" ||
+		!strings.Contains(stderr, filepath.Join(dir, "xdg", "liveobjects", "mo", "mo.sock")+": connect: no such file") ||
+		!strings.Contains(stderr, filepath.Join(dir, "root", ".state", "mo", "mo.sock")+": connect: no such file") ||
+		!strings.Contains(stderr, "liveobjects service on ROOT mo") {
+		t.Errorf("mo get with no server: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")

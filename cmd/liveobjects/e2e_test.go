@@ -684,6 +684,20 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	if err != nil || out != "kept in micro objects\n" {
 		t.Fatalf("files/: %q %v", out, err)
 	}
+	// The mo commands find the server 'up' runs for the default root
+	// without --data, when none runs in the default data directory.
+	moEnv := []string{"LIVEOBJECTS_ROOT=" + root, "XDG_DATA_HOME=" + filepath.Join(dir, "xdg"), "LIVEOBJECTS_MO_DATA="}
+	note := filepath.Join(dir, "note.txt")
+	if err := os.WriteFile(note, []byte("put without --data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, tok, stderr := runCmd(t, "", moEnv, "mo", "put", note)
+	if code != exitOK {
+		t.Fatalf("mo put without --data, beside up's server: exit %d: %s", code, stderr)
+	}
+	if code, got, stderr := runCmd(t, "", moEnv, "mo", "get", strings.TrimSpace(tok)); code != exitOK || got != "put without --data\n" {
+		t.Fatalf("mo get without --data: exit %d, %q: %s", code, got, stderr)
+	}
 	// files/ follows the micro-object server: gone when it is switched
 	// off, back with the file when it is switched on again.
 	hasFiles := func() (bool, error) {

@@ -25,7 +25,7 @@ type moClientFlags struct {
 }
 
 func (o *moClientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.data, "data", defaultMODataDir(), "data directory of the running 'mo serve' (its local socket is DATA/mo.sock)")
+	fs.StringVar(&o.data, "data", "", "data directory of the running micro-object server (its local socket is DATA/mo.sock); default $LIVEOBJECTS_MO_DATA, else the first that answers of "+defaultMODataDir()+" ('mo serve') and ROOT/.state/mo of the default root ('up' with its mo service on)")
 	fs.StringVar(&o.keys, "keys", defaultMOKeyFile(), "key file of the application (created with fresh keys if missing)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
 }
@@ -47,7 +47,7 @@ func (o *moClientFlags) lib(ctx context.Context) (*micro.Lib, func(), error) {
 	if err := o.check(); err != nil {
 		return nil, nil, err
 	}
-	lc, err := micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
+	lc, err := o.dial(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -58,6 +58,35 @@ func (o *moClientFlags) lib(ctx context.Context) (*micro.Lib, func(), error) {
 	}
 	lib := micro.NewLib(lc, keys)
 	return lib, func() { lib.Close(); lc.Close() }, nil
+}
+
+// dial connects to the local server: that of --data when given, else that
+// of $LIVEOBJECTS_MO_DATA, else the first that answers of the one 'mo
+// serve' runs by default and the one 'up' runs for the default root, so
+// that the commands find the server of a plain 'up' without flags.
+func (o *moClientFlags) dial(ctx context.Context) (*micro.LocalClient, error) {
+	if o.data != "" {
+		return micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
+	}
+	if d := os.Getenv("LIVEOBJECTS_MO_DATA"); d != "" {
+		return micro.DialLocal(ctx, filepath.Join(d, "mo.sock"))
+	}
+	var errs []string
+	for _, d := range []string{defaultMODataDir(), stateDir(defaultRoot(), "mo")} {
+		sock := filepath.Join(d, "mo.sock")
+		lc, err := micro.DialLocal(ctx, sock)
+		if err == nil {
+			return lc, nil
+		}
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", sock, op.Err))
+		} else {
+			errs = append(errs, err.Error())
+		}
+	}
+	return nil, fmt.Errorf("no micro-object server answers here (%s): start one with 'liveobjects mo serve', or switch on the mo service of the root 'up' runs ('liveobjects service on ROOT mo'), or give --data DIR",
+		strings.Join(errs, "; "))
 }
 
 func parseTokenArg(s string) (micro.Token, error) {
