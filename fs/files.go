@@ -11,13 +11,20 @@ import (
 )
 
 // FileStore is a folder of distributed files (the micro-object file DAO)
-// shown as files/ in the mount. Names and Size answer from memory; Read
-// and Write may use the network.
+// shown as files/ in the mount. Names, Size, ModTime and Token answer from
+// memory; Read, Write and Remove may use the network.
 type FileStore interface {
 	Names() []string
 	Size(name string) int64
+	// ModTime is when the store last saw the file change (zero: unknown).
+	ModTime(name string) time.Time
+	// Token is the printed token that opens the file elsewhere ("":
+	// none), shown as user.liveobject.token.
+	Token(name string) string
 	Read(ctx context.Context, name string) ([]byte, error)
 	Write(ctx context.Context, name string, data []byte) error
+	// Remove takes the file out of the store (rm).
+	Remove(ctx context.Context, name string) error
 }
 
 // FileStoreSwitch is a FileStore that can be off (its server not
@@ -50,6 +57,7 @@ var (
 	_ gofs.NodeReaddirer = (*filesDir)(nil)
 	_ gofs.NodeGetattrer = (*filesDir)(nil)
 	_ gofs.NodeCreater   = (*filesDir)(nil)
+	_ gofs.NodeUnlinker  = (*filesDir)(nil)
 )
 
 func (d *filesDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -90,6 +98,17 @@ func (d *filesDir) Create(ctx context.Context, name string, flags uint32, mode u
 	return inode, &storeHandle{f: f, write: true, dirty: true}, fuse.FOPEN_DIRECT_IO, 0
 }
 
+// Unlink takes a file out of the store. Without it, go-fuse would answer
+// rm with success and leave the file in place.
+func (d *filesDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	if !d.has(name) {
+		return syscall.ENOENT
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return errno("remove file", "files/"+name, d.m.cfg.Files.Remove(rctx, name))
+}
+
 // storeFile is one distributed file.
 type storeFile struct {
 	gofs.Inode
@@ -98,16 +117,46 @@ type storeFile struct {
 }
 
 var (
-	_ gofs.NodeGetattrer = (*storeFile)(nil)
-	_ gofs.NodeSetattrer = (*storeFile)(nil)
-	_ gofs.NodeOpener    = (*storeFile)(nil)
+	_ gofs.NodeGetattrer   = (*storeFile)(nil)
+	_ gofs.NodeSetattrer   = (*storeFile)(nil)
+	_ gofs.NodeOpener      = (*storeFile)(nil)
+	_ gofs.NodeGetxattrer  = (*storeFile)(nil)
+	_ gofs.NodeListxattrer = (*storeFile)(nil)
 )
+
+// xattrToken is the attribute that gives a distributed file's token.
+const xattrToken = xattrPrefix + "token"
+
+func (f *storeFile) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr != xattrToken {
+		return 0, syscall.ENODATA
+	}
+	t := f.m.cfg.Files.Token(f.name)
+	if t == "" {
+		return 0, syscall.ENODATA
+	}
+	return xattrValue([]byte(t), dest)
+}
+
+func (f *storeFile) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	if f.m.cfg.Files.Token(f.name) != "" {
+		b = append([]byte(xattrToken), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
 
 func (f *storeFile) attr(a *fuse.Attr) {
 	a.Mode = syscall.S_IFREG | 0o664
 	a.Nlink = 1
 	a.Size = uint64(f.m.cfg.Files.Size(f.name))
-	t := f.m.start
+	t := f.m.cfg.Files.ModTime(f.name)
+	if t.IsZero() {
+		t = f.m.start
+	}
 	a.SetTimes(&t, &t, &t)
 }
 

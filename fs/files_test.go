@@ -56,16 +56,14 @@ func TestFilesFolder(t *testing.T) {
 	if ls := sh(t, a.Dir(), "ls -l files"); !strings.Contains(ls, "notes.txt") {
 		t.Fatalf("ls files: %s", ls)
 	}
-	// B opens A's file by its token.
-	var token string
-	checkFor(t, 5*time.Second, 100*time.Millisecond, func() error {
-		names := a.cfg.Files.(*micro.Folder).Tokens()
-		token = names["notes.txt"]
-		if token == "" {
-			return fmt.Errorf("no token yet")
-		}
-		return nil
-	})
+	// B opens A's file by its token, which A's mount shows.
+	token := sh(t, a.Dir(), "getfattr --only-values -n user.liveobject.token files/notes.txt")
+	if want := a.cfg.Files.(*micro.Folder).Tokens()["notes.txt"]; token != want || len(token) != 79 {
+		t.Fatalf("user.liveobject.token of files/notes.txt: %q, want %q", token, want)
+	}
+	if got := sh(t, a.Dir(), "getfattr -d -m - files/notes.txt"); !strings.Contains(got, `user.liveobject.token="`+token+`"`) {
+		t.Fatalf("getfattr -d does not list the token:\n%s", got)
+	}
 	sh(t, b.Dir(), "touch 'files/"+token+"'")
 	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
 		got, err := shErr(b.Dir(), "cat files/notes.txt")
@@ -80,6 +78,75 @@ func TestFilesFolder(t *testing.T) {
 		got, err := shErr(a.Dir(), "cat files/notes.txt")
 		if err != nil || got != "second version, from B\n" {
 			return fmt.Errorf("A reads %q %v", got, err)
+		}
+		return nil
+	})
+}
+
+// TestFilesRemoveAndTimes: rm in files/ stops this server's sharing of a
+// file, which stays gone here while the other server keeps it, and the
+// token brings it back; a file's mtime is when the mount last saw it
+// change, not when the mount started.
+func TestFilesRemoveAndTimes(t *testing.T) {
+	w := newWorld(t)
+	keys, err := micro.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := w.moMount(keys)
+	b, _ := w.moMount(keys)
+	mtime := func(m *Mount) time.Time {
+		t.Helper()
+		var sec, nsec int64
+		out := sh(t, m.Dir(), "date -r files/notes.txt +'%s %N'")
+		if _, err := fmt.Sscan(out, &sec, &nsec); err != nil {
+			t.Fatalf("mtime of files/notes.txt: %q: %v", out, err)
+		}
+		return time.Unix(sec, nsec)
+	}
+	before := time.Now()
+	sh(t, a.Dir(), "printf 'one\\n' > files/notes.txt")
+	if got := mtime(a); got.Before(before) {
+		t.Fatalf("mtime after a write: %v, before the write (%v)", got, before)
+	}
+	token := sh(t, a.Dir(), "getfattr --only-values -n user.liveobject.token files/notes.txt")
+	sh(t, b.Dir(), "touch 'files/"+token+"'")
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if got, err := shErr(b.Dir(), "cat files/notes.txt"); err != nil || got != "one\n" {
+			return fmt.Errorf("B reads %q %v", got, err)
+		}
+		return nil
+	})
+	// A change made on B shows in A's mtime once A reads it.
+	seenOnA := mtime(a)
+	sh(t, b.Dir(), "printf 'two\\n' > files/notes.txt")
+	checkFor(t, 10*time.Second, 200*time.Millisecond, func() error {
+		if got, err := shErr(a.Dir(), "cat files/notes.txt"); err != nil || got != "two\n" {
+			return fmt.Errorf("A reads %q %v", got, err)
+		}
+		return nil
+	})
+	if got := mtime(a); !got.After(seenOnA) {
+		t.Errorf("A's mtime after reading B's change: %v, not after %v", got, seenOnA)
+	}
+	// rm on A: gone from A, also after the folder's next refreshes, and
+	// still on B.
+	sh(t, a.Dir(), "rm files/notes.txt")
+	if out, err := shErr(a.Dir(), "rm files/notes.txt"); err == nil || !strings.Contains(out, "No such file") {
+		t.Fatalf("a second rm: %q %v", out, err)
+	}
+	time.Sleep(2500 * time.Millisecond) // longer than the folder's refresh period
+	if ls := sh(t, a.Dir(), "ls files"); ls != "" {
+		t.Fatalf("files/ on A after rm: %q", ls)
+	}
+	if got := sh(t, b.Dir(), "cat files/notes.txt"); got != "two\n" {
+		t.Fatalf("B reads %q after A's rm", got)
+	}
+	// The token opens it again on A.
+	sh(t, a.Dir(), "touch 'files/"+token+"'")
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if got, err := shErr(a.Dir(), "cat files/notes.txt"); err != nil || got != "two\n" {
+			return fmt.Errorf("A reads %q %v after opening the token again", got, err)
 		}
 		return nil
 	})

@@ -139,6 +139,31 @@ func (h *hostedFiles) Size(name string) int64 {
 	return 0
 }
 
+// ModTime is when the folder last saw a file change (zero while the
+// server is off).
+func (h *hostedFiles) ModTime(name string) time.Time {
+	if f := h.current(); f != nil {
+		return f.ModTime(name)
+	}
+	return time.Time{}
+}
+
+// Token is a file's printed token ("" while the server is off).
+func (h *hostedFiles) Token(name string) string {
+	if f := h.current(); f != nil {
+		return f.Token(name)
+	}
+	return ""
+}
+
+// Remove stops the server's sharing of a file.
+func (h *hostedFiles) Remove(ctx context.Context, name string) error {
+	if f := h.current(); f != nil {
+		return f.Remove(ctx, name)
+	}
+	return errFilesOff
+}
+
 // Read returns a file's content.
 func (h *hostedFiles) Read(ctx context.Context, name string) ([]byte, error) {
 	if f := h.current(); f != nil {

@@ -2,6 +2,7 @@ package micro
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -13,13 +14,13 @@ import (
 // named files, for the mount: listing never waits (it answers from a list
 // refreshed in the background), reading gives a file's current content,
 // writing replaces it (new content objects, flooded to the peers that
-// share the file), and creating a file named by a token opens a file
-// shared by someone else.
+// share the file), creating a file named by a token opens a file shared
+// by someone else, and removing a file stops this server's sharing of it.
 //
-// A Folder is safe for concurrent use. Writes to one name are
-// serialized (the last one wins), so that racing writes to a new name
-// create one file. mu protects files, sizes and writing; a name's write
-// lock is taken before mu, never while mu is held. One goroutine, started
+// A Folder is safe for concurrent use. Writes and removals of one name
+// are serialized (the last one wins), so that racing writes to a new name
+// create one file. mu protects files, seen, gone and writing; a name's
+// write lock is taken before mu, never while mu is held. One goroutine, started
 // by NewFolder and stopped by Close, refreshes the list.
 type Folder struct {
 	lib   *Lib
@@ -28,7 +29,8 @@ type Folder struct {
 
 	mu      sync.Mutex
 	files   map[string]*File     // by name
-	sizes   map[string]int64     // last known size, by name
+	seen    map[string]seenFile  // what the folder last saw of each file, by name
+	gone    map[Token]bool       // files removed here, which the refresher must not bring back
 	writing map[string]*nameLock // write locks of names being written
 
 	kick   chan struct{}
@@ -43,7 +45,7 @@ func NewFolder(lib *Lib, level int, log *slog.Logger) *Folder {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Folder{lib: lib, level: level, log: log, files: map[string]*File{}, sizes: map[string]int64{},
+	f := &Folder{lib: lib, level: level, log: log, files: map[string]*File{}, seen: map[string]seenFile{}, gone: map[Token]bool{},
 		writing: map[string]*nameLock{}, kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go f.loop(ctx)
 	return f
@@ -74,11 +76,19 @@ func (f *Folder) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	f.add(ctx, infos)
+	return nil
+}
+
+// add opens the files of infos the folder does not hold yet, except those
+// removed here: infos may have been listed before a removal.
+func (f *Folder) add(ctx context.Context, infos []FileInfo) {
 	for _, in := range infos {
 		f.mu.Lock()
 		_, known := f.files[in.Name]
+		skip := known || f.gone[in.Token]
 		f.mu.Unlock()
-		if known {
+		if skip {
 			continue
 		}
 		file, err := OpenFile(ctx, f.lib, in.Token)
@@ -87,15 +97,17 @@ func (f *Folder) refresh(ctx context.Context) error {
 			continue
 		}
 		f.mu.Lock()
-		if _, known := f.files[in.Name]; known {
+		if _, known := f.files[in.Name]; known || f.gone[in.Token] {
 			f.mu.Unlock()
 			file.Close()
 			continue
 		}
 		f.files[in.Name] = file
+		if _, ok := f.seen[in.Name]; !ok {
+			f.seen[in.Name] = seenFile{mod: time.Now()}
+		}
 		f.mu.Unlock()
 	}
-	return nil
 }
 
 // Names returns the names of the files, sorted. It never blocks on the
@@ -115,7 +127,79 @@ func (f *Folder) Names() []string {
 func (f *Folder) Size(name string) int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.sizes[name]
+	return f.seen[name].size
+}
+
+// ModTime returns when the folder last saw a file's content change (a
+// write through it, or a read that found other content than the read
+// before), or, before that, when it listed the file; zero for a name it
+// does not hold. Changes made elsewhere show at the next read.
+func (f *Folder) ModTime(name string) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.seen[name].mod
+}
+
+// Token returns the printed token of a file (what another server's folder
+// opens it with, as a file named by it), or "" for a name the folder does
+// not hold. It never blocks on the network.
+func (f *Folder) Token(name string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	file, ok := f.files[name]
+	if !ok {
+		return ""
+	}
+	return file.Token().String()
+}
+
+// Remove stops this server's sharing of a file and takes it out of the
+// folder. Nothing is deleted: the file's objects stay until their
+// copy-expire dates, the servers that share it keep it, and creating a
+// file named by its token opens it again.
+func (f *Folder) Remove(ctx context.Context, name string) error {
+	unlock, err := f.lockName(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	file, ok := f.file(name)
+	if !ok {
+		return fmt.Errorf("micro: no shared file %q: %w", name, ErrNotFound)
+	}
+	if err := file.Share(ctx, -1); err != nil {
+		return fmt.Errorf("micro: remove %q: %w", name, err)
+	}
+	f.mu.Lock()
+	delete(f.files, name)
+	delete(f.seen, name)
+	f.gone[file.Token()] = true
+	f.mu.Unlock()
+	file.Close()
+	return nil
+}
+
+// seenFile is what a Folder last saw of a file's content.
+type seenFile struct {
+	size int64
+	sum  [sha256.Size]byte
+	read bool      // sum and size are known
+	mod  time.Time // when the folder listed the file, or last saw its content change
+}
+
+// saw notes content of name read or written now. A first read is not a
+// change: the content may well be the one the file had when it was
+// listed.
+func (f *Folder) saw(name string, b []byte, written bool) {
+	sum := sha256.Sum256(b)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old, ok := f.seen[name]
+	rec := seenFile{size: int64(len(b)), sum: sum, read: true, mod: old.mod}
+	if !ok || written || (old.read && old.sum != sum) {
+		rec.mod = time.Now()
+	}
+	f.seen[name] = rec
 }
 
 // nameLock serializes the writes to one name.
@@ -174,9 +258,7 @@ func (f *Folder) Read(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.mu.Lock()
-	f.sizes[name] = int64(len(b))
-	f.mu.Unlock()
+	f.saw(name, b, false)
 	return b, nil
 }
 
@@ -211,16 +293,14 @@ func (f *Folder) Write(ctx context.Context, name string, data []byte) error {
 			old.Close() // opened meanwhile by the refresher
 		}
 		f.files[name] = nf
-		f.sizes[name] = int64(len(data))
 		f.mu.Unlock()
+		f.saw(name, data, true)
 		return nil
 	}
 	if err := file.Write(ctx, data); err != nil {
 		return err
 	}
-	f.mu.Lock()
-	f.sizes[name] = int64(len(data))
-	f.mu.Unlock()
+	f.saw(name, data, true)
 	return nil
 }
 
@@ -240,6 +320,10 @@ func (f *Folder) Open(ctx context.Context, t Token) error {
 		old.Close()
 	}
 	f.files[file.Name()] = file
+	delete(f.gone, t)
+	if _, ok := f.seen[file.Name()]; !ok {
+		f.seen[file.Name()] = seenFile{mod: time.Now()}
+	}
 	f.mu.Unlock()
 	return nil
 }

@@ -1,6 +1,7 @@
 package micro
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 )
@@ -55,5 +56,52 @@ func TestFolderConcurrentCreate(t *testing.T) {
 	}
 	if !written[string(got)] {
 		t.Fatalf("same.txt holds %q, not one writer's content", got)
+	}
+}
+
+// TestFolderRemove: a removed file leaves the folder and the server's
+// shared list, a list taken before the removal does not bring it back,
+// and opening its token does.
+func TestFolderRemove(t *testing.T) {
+	ctx := tctx(t)
+	srv := startServer(t, nil)
+	lib := newLib(t, srv, mustKeys(t))
+	f := NewFolder(lib, 2, testLogger())
+	t.Cleanup(func() { f.Close() })
+	if err := f.Write(ctx, "a.txt", []byte("kept\n")); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.Token("a.txt")
+	stale, err := SharedFiles(ctx, lib)
+	if err != nil || len(stale) != 1 || stale[0].Token.String() != tok {
+		t.Fatalf("shared before the removal: %v %v, want a.txt %s", stale, err, tok)
+	}
+	if err := f.Remove(ctx, "a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove(ctx, "a.txt"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a second removal: %v, want ErrNotFound", err)
+	}
+	if infos, err := SharedFiles(ctx, lib); err != nil || len(infos) != 0 {
+		t.Fatalf("shared after the removal: %v %v", infos, err)
+	}
+	f.add(ctx, stale)
+	if names := f.Names(); len(names) != 0 || f.Token("a.txt") != "" {
+		t.Fatalf("a list from before the removal brought back %v", names)
+	}
+	parsed, err := ParseToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Open(ctx, parsed); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.Read(ctx, "a.txt")
+	if err != nil || string(got) != "kept\n" {
+		t.Fatalf("a.txt opened again by its token: %q %v", got, err)
+	}
+	f.add(ctx, stale)
+	if names := f.Names(); len(names) != 1 {
+		t.Fatalf("names after opening again: %v", names)
 	}
 }
