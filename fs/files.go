@@ -95,7 +95,49 @@ func (d *filesDir) Create(ctx context.Context, name string, flags uint32, mode u
 	f := &storeFile{m: d.m, name: name}
 	f.attr(&out.Attr)
 	inode := d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino('m', name)})
-	return inode, &storeHandle{f: f, write: true, dirty: true}, fuse.FOPEN_DIRECT_IO, 0
+	h := &storeHandle{f: f, write: true, dirty: true}
+	d.m.storeOpen.add(name, h)
+	return inode, h, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// storeHandles are the open handles of files/, by name.
+type storeHandles struct {
+	mu     sync.Mutex // protects byName
+	byName map[string]map[*storeHandle]struct{}
+}
+
+func (s *storeHandles) add(name string, h *storeHandle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byName == nil {
+		s.byName = map[string]map[*storeHandle]struct{}{}
+	}
+	if s.byName[name] == nil {
+		s.byName[name] = map[*storeHandle]struct{}{}
+	}
+	s.byName[name][h] = struct{}{}
+}
+
+func (s *storeHandles) remove(name string, h *storeHandle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byName[name], h)
+	if len(s.byName[name]) == 0 {
+		delete(s.byName, name)
+	}
+}
+
+// writers returns the handles of name open for writing.
+func (s *storeHandles) writers(name string) []*storeHandle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*storeHandle
+	for h := range s.byName[name] {
+		if h.write {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // Unlink takes a file out of the store. Without it, go-fuse would answer
@@ -165,23 +207,55 @@ func (f *storeFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.A
 	return 0
 }
 
+// Setattr truncates. With a handle (ftruncate), that handle's content is
+// cut, and written back at its flush. Without one, the kernel truncates a
+// path (truncate(2)) or ends an open with O_TRUNC (the kernel strips
+// O_TRUNC from the open it sends, then truncates with no handle): every
+// handle open for writing is cut, and when there is none the file's stored
+// content is cut at once.
 func (f *storeFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if sz, ok := in.GetSize(); ok {
 		if h, ok := fh.(*storeHandle); ok {
-			h.mu.Lock()
-			if int(sz) < len(h.data) {
-				h.data = h.data[:sz]
+			h.truncate(sz)
+		} else if ws := f.m.storeOpen.writers(f.name); len(ws) > 0 {
+			for _, h := range ws {
+				h.truncate(sz)
 			}
-			h.dirty = true
-			h.mu.Unlock()
+		} else if eno := f.truncateStored(ctx, sz); eno != 0 {
+			return eno
 		}
 	}
 	f.attr(&out.Attr)
 	return 0
 }
 
+// truncateStored cuts (or extends with zeros) the stored content to size.
+func (f *storeFile) truncateStored(ctx context.Context, size uint64) syscall.Errno {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	data, err := f.m.cfg.Files.Read(rctx, f.name)
+	if err != nil {
+		return errno("truncate file", "files/"+f.name, err)
+	}
+	if uint64(len(data)) == size {
+		return 0
+	}
+	data = resize(data, size)
+	return publishErrno("truncate file", "files/"+f.name, f.m.cfg.Files.Write(rctx, f.name, data))
+}
+
+// resize cuts b to size, or extends it with zeros.
+func resize(b []byte, size uint64) []byte {
+	if uint64(len(b)) >= size {
+		return b[:size]
+	}
+	return append(b, make([]byte, size-uint64(len(b)))...)
+}
+
 func (f *storeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	h := &storeHandle{f: f, write: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	// O_TRUNC comes here only from kernels told of atomic O_TRUNC, which
+	// go-fuse does not ask for; otherwise Setattr truncates after the open.
 	if flags&syscall.O_TRUNC == 0 {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		data, err := f.m.cfg.Files.Read(rctx, f.name)
@@ -193,6 +267,7 @@ func (f *storeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	} else {
 		h.dirty = true
 	}
+	f.m.storeOpen.add(f.name, h)
 	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
@@ -208,10 +283,26 @@ type storeHandle struct {
 }
 
 var (
-	_ gofs.FileReader  = (*storeHandle)(nil)
-	_ gofs.FileWriter  = (*storeHandle)(nil)
-	_ gofs.FileFlusher = (*storeHandle)(nil)
+	_ gofs.FileReader   = (*storeHandle)(nil)
+	_ gofs.FileWriter   = (*storeHandle)(nil)
+	_ gofs.FileFlusher  = (*storeHandle)(nil)
+	_ gofs.FileFsyncer  = (*storeHandle)(nil)
+	_ gofs.FileReleaser = (*storeHandle)(nil)
 )
+
+// truncate cuts (or extends with zeros) the handle's content to size.
+func (h *storeHandle) truncate(size uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.data = resize(h.data, size)
+	h.dirty = true
+}
+
+// Release forgets the handle.
+func (h *storeHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.m.storeOpen.remove(h.f.name, h)
+	return 0
+}
 
 func (h *storeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
@@ -236,7 +327,15 @@ func (h *storeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 
 // Flush writes the content back when it changed, so that close(2) reports
 // a failure.
-func (h *storeHandle) Flush(ctx context.Context) syscall.Errno {
+func (h *storeHandle) Flush(ctx context.Context) syscall.Errno { return h.writeBack() }
+
+// Fsync writes the content back when it changed: once fsync(2) returns,
+// the server holds it (editors and dd conv=fsync call it before close).
+func (h *storeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return h.writeBack() }
+
+// writeBack stores the handle's content as the file's new version when it
+// changed since open or the last write back.
+func (h *storeHandle) writeBack() syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.write || !h.dirty {

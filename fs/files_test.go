@@ -86,7 +86,7 @@ func TestFilesFolder(t *testing.T) {
 // TestFilesRemoveAndTimes: rm in files/ stops this server's sharing of a
 // file, which stays gone here while the other server keeps it, and the
 // token brings it back; a file's mtime is when the mount last saw it
-// change, not when the mount started.
+// change, not when the mount started; fsync stores the file.
 func TestFilesRemoveAndTimes(t *testing.T) {
 	w := newWorld(t)
 	keys, err := micro.NewKeys()
@@ -129,6 +129,21 @@ func TestFilesRemoveAndTimes(t *testing.T) {
 	if got := mtime(a); !got.After(seenOnA) {
 		t.Errorf("A's mtime after reading B's change: %v, not after %v", got, seenOnA)
 	}
+	// fsync stores what was written before the file is closed, and dd
+	// conv=fsync succeeds.
+	sh(t, a.Dir(), `python3 -c '
+import os, subprocess, sys
+fd = os.open("files/notes.txt", os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"three\\n")
+os.fsync(fd)
+seen = subprocess.run(["cat", "files/notes.txt"], capture_output=True).stdout
+os.close(fd)
+sys.exit(0 if seen == b"three\\n" else "before close, another reader saw %r" % seen)
+'`)
+	if out, err := shErr(a.Dir(), "printf 'four\\n' | dd of=files/notes.txt conv=fsync status=none && cat files/notes.txt"); err != nil || out != "four\n" {
+		t.Fatalf("dd conv=fsync: %q %v", out, err)
+	}
+	sh(t, a.Dir(), "printf 'two\\n' > files/notes.txt")
 	// rm on A: gone from A, also after the folder's next refreshes, and
 	// still on B.
 	sh(t, a.Dir(), "rm files/notes.txt")
@@ -150,4 +165,35 @@ func TestFilesRemoveAndTimes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestFilesTruncate: a shorter content written with > replaces a longer
+// one whole (the kernel sends O_TRUNC as a truncation without a handle),
+// as do truncate(1) by path, to a shorter or a longer size, and
+// ftruncate on an open file.
+func TestFilesTruncate(t *testing.T) {
+	w := newWorld(t)
+	keys, err := micro.NewKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := w.moMount(keys)
+	for _, tc := range []struct{ script, want string }{
+		{"printf 'a longer first content\\n' > files/t.txt", "a longer first content\n"},
+		{"printf 'short\\n' > files/t.txt", "short\n"},
+		{"printf 'more\\n' >> files/t.txt", "short\nmore\n"},
+		{"printf 'x\\n' | dd of=files/t.txt status=none", "x\n"},
+		{"truncate -s 1 files/t.txt", "x"},
+		{"truncate -s 3 files/t.txt", "x\x00\x00"},
+		{": > files/t.txt", ""},
+		{"printf 'again\\n' > files/t.txt && python3 -c 'import os; fd = os.open(\"files/t.txt\", os.O_RDWR); os.ftruncate(fd, 2); os.close(fd)'", "ag"},
+	} {
+		sh(t, a.Dir(), tc.script)
+		if got := sh(t, a.Dir(), "cat files/t.txt"); got != tc.want {
+			t.Fatalf("after %s: %q, want %q", tc.script, got, tc.want)
+		}
+		if got := sh(t, a.Dir(), "stat -c %s files/t.txt"); got != fmt.Sprintf("%d\n", len(tc.want)) {
+			t.Errorf("after %s: size %s, want %d", tc.script, got, len(tc.want))
+		}
+	}
 }

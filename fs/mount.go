@@ -94,6 +94,10 @@ type Mount struct {
 	settling map[*channels.Live]*settleLock
 	closed   bool
 
+	// storeOpen holds the open handles of files/, by name, for truncations
+	// that come without a handle.
+	storeOpen storeHandles
+
 	errMu sync.Mutex        // protects errs
 	errs  map[string]string // rel -> last join error, for user.liveobject.error
 
