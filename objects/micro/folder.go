@@ -264,7 +264,8 @@ func (f *Folder) Read(ctx context.Context, name string) ([]byte, error) {
 
 // Write replaces a file's content, creating the file (home: this server)
 // when it does not exist. A name that is a token opens the file it names
-// instead, and data must be empty then. Writes to one name run one at a
+// instead, and data must be empty then; a new name with the shape of a
+// token that is not one is refused. Writes to one name run one at a
 // time, in the order they get its lock.
 func (f *Folder) Write(ctx context.Context, name string, data []byte) error {
 	unlock, err := f.lockName(ctx, name)
@@ -279,6 +280,10 @@ func (f *Folder) Write(ctx context.Context, name string, data []byte) error {
 				return fmt.Errorf("micro: %q names a file by its token; create it empty to open it, then write to it by its name", name)
 			}
 			return f.Open(ctx, t)
+		} else if tokenShaped(name) {
+			// Most likely a token copied with a typo: a new file named
+			// by it would hide the mistake.
+			return fmt.Errorf("micro: %q has the shape of a token but is not one (%w): check the token, or give the new file another name", name, err)
 		}
 		nf, err := CreateFile(ctx, f.lib, name, data, FileOptions{})
 		if err != nil {

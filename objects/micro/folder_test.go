@@ -3,6 +3,7 @@ package micro
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -103,5 +104,31 @@ func TestFolderRemove(t *testing.T) {
 	f.add(ctx, stale)
 	if names := f.Names(); len(names) != 1 {
 		t.Fatalf("names after opening again: %v", names)
+	}
+}
+
+// TestFolderMistypedToken: a new name with a token's shape that is not a
+// token is refused, not made a new file; a name of another length is a
+// plain new file.
+func TestFolderMistypedToken(t *testing.T) {
+	ctx := tctx(t)
+	srv := startServer(t, nil)
+	lib := newLib(t, srv, mustKeys(t))
+	f := NewFolder(lib, 2, testLogger())
+	t.Cleanup(func() { f.Close() })
+	if err := f.Write(ctx, "a.txt", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.Token("a.txt")
+	bad := tok[:len(tok)-1] + "B" // the last character's unused low bits set
+	err := f.Write(ctx, bad, nil)
+	if err == nil || !strings.Contains(err.Error(), "has the shape of a token but is not one") {
+		t.Fatalf("writing %q: %v", bad, err)
+	}
+	if names := f.Names(); len(names) != 1 {
+		t.Fatalf("names after the refusal: %v", names)
+	}
+	if err := f.Write(ctx, tok[:20], nil); err != nil {
+		t.Fatalf("a plain new name: %v", err)
 	}
 }

@@ -81,6 +81,20 @@ var tokenEncoding = base64.RawURLEncoding.Strict()
 // tokenTextLen is the length of a token's text form.
 var tokenTextLen = base64.RawURLEncoding.EncodedLen(TokenSize)
 
+// tokenShaped reports whether s has the length and alphabet of a token's
+// text form, whether or not it is one.
+func tokenShaped(s string) bool {
+	if len(s) != tokenTextLen {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // decodeToken decodes the text form of a token into t. It takes exactly
 // the form String writes: the base64 decoder by itself would also skip
 // line breaks anywhere in the text and ignore the last character's unused
