@@ -179,13 +179,19 @@ update-desktop-database when they are installed.`,
 				}
 				return err
 			}
-			defer f.Close()
 			done := make(chan error, 1)
-			go func() { _, err := io.Copy(os.Stdout, f); done <- err }()
+			go func() {
+				_, err := io.Copy(os.Stdout, f)
+				f.Close()
+				done <- err
+			}()
 			select {
 			case err := <-done:
 				return err
 			case <-ctx.Done():
+				// f is not closed here: Close waits for the read, which
+				// waits for the object's next event. The process exits
+				// now, which ends the read and leaves the object.
 				return nil
 			}
 		},

@@ -13,5 +13,8 @@
 // A command runs on the main goroutine with a context that SIGINT and
 // SIGTERM cancel; long-running commands (up, mount, relay, qsm, mo serve)
 // shut their components down in reverse order of starting them when it
-// ends, and exit 0 after a clean shutdown.
+// ends, and exit 0 after a clean shutdown. After the first signal, the
+// signals get their default action back (main.go: afterInterrupt): a
+// second one ends the process at once, and a command still stopping after
+// a few seconds says so.
 package main

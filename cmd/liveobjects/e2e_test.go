@@ -952,3 +952,56 @@ cat %s/b.out`, b, dir, a, dir, dir))
 		return nil
 	})
 }
+
+// TestOpenEndsOnSignal: open, blocked reading a live file for its next
+// event, exits at once on Ctrl-C (SIGINT) or SIGTERM.
+func TestOpenEndsOnSignal(t *testing.T) {
+	_, _, mnt, _ := mountDaemon(t)
+	obj := filepath.Join(mnt, "examples", "temperature.liveobject")
+	if out, err := sh(t, "echo 21.5 > "+obj); err != nil {
+		t.Fatalf("set the variable: %v %s", err, out)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		p := startProc(t, nil, false, "open", obj)
+		waitFor(t, 10*time.Second, func() error {
+			if out := p.stdout.String(); out != "21.5\n" {
+				return fmt.Errorf("open printed %q so far", out)
+			}
+			return nil
+		})
+		time.Sleep(100 * time.Millisecond) // into the read that waits for the next value
+		p.cmd.Process.Signal(sig)
+		if code := p.exit(t, 5*time.Second); code != exitOK {
+			t.Errorf("open after %v: exit %d, want 0; stderr:\n%s", sig, code, p.stderr.String())
+		}
+	}
+}
+
+// TestSecondInterrupt: a command that an interrupt does not end (here mo
+// put, reading a stdin that never ends) says after a moment that it is
+// still stopping, and a second Ctrl-C ends it at once.
+func TestSecondInterrupt(t *testing.T) {
+	p := startProc(t, []string{"LIVEOBJECTS_MO_DATA=" + t.TempDir()}, true, "mo", "put", "-")
+	defer p.stdin.Close()
+	if _, err := p.stdin.Write([]byte("some of it\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // past its start, into the read
+	p.cmd.Process.Signal(syscall.SIGINT)
+	waitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(p.stderr.String(), "still stopping; press Ctrl-C again") {
+			return fmt.Errorf("no word after the first interrupt: %q", p.stderr.String())
+		}
+		return nil
+	})
+	select {
+	case <-p.done:
+		t.Fatal("mo put ended on the first interrupt: this test no longer tests a second one")
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	p.exit(t, 5*time.Second)
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGINT {
+		t.Errorf("after the second interrupt: %v, want killed by SIGINT", p.cmd.ProcessState)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Exit codes, stable for scripts.
@@ -170,7 +171,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	finished := make(chan struct{})
+	go afterInterrupt(ctx, stop, stderr, finished)
 	err := c.Run(ctx, fs.Args())
+	close(finished)
 	if err == nil {
 		return exitOK
 	}
@@ -191,6 +195,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "liveobjects %s: %v\n", c.Name, err)
 	return exitFailure
+}
+
+// stillStopping is how long a command may take to stop after an
+// interrupt before it is said to be still stopping.
+const stillStopping = 3 * time.Second
+
+// afterInterrupt waits for the first SIGINT or SIGTERM (ctx ends), then
+// gives the signals back their default action, so that a second one ends
+// the process at once: a command stuck in a read that nothing ends (a
+// live file, a pipe) can always be left. If the command is still stopping
+// after stillStopping, it says so. finished is closed when the command has
+// returned.
+func afterInterrupt(ctx context.Context, stop func(), stderr io.Writer, finished <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+	case <-finished:
+		return
+	}
+	stop()
+	select {
+	case <-finished:
+	case <-time.After(stillStopping):
+		fmt.Fprintln(stderr, "liveobjects: still stopping; press Ctrl-C again to quit at once")
+	}
 }
 
 // findCommand finds the longest registered name that prefixes args and
