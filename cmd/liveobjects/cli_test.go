@@ -162,6 +162,8 @@ func TestBadValuesAreUsage(t *testing.T) {
 		{[]string{"mo", "serve", "--data", data, "--listen", "127.0.0.1:0", "--grace", "0"}, "--grace must be positive"},
 		{[]string{"mo", "serve", "--data", data, "--listen", "127.0.0.1:0", "--flood-interval", "0"}, "--flood-interval"},
 		{[]string{"mo", "serve", "--data", data, "--listen", "nonsense"}, "want host:port"},
+		{[]string{"sub", "chat", "--relay"}, "flag needs an argument: -relay"},
+		{[]string{"channels", "--relay"}, "flag needs an argument: -relay"},
 	} {
 		start := time.Now()
 		wantRun(t, "", exitUsage, []string{tc.want, "usage: liveobjects"}, tc.args...)

@@ -252,10 +252,14 @@ func interspersed(fs *flag.FlagSet, args []string) []string {
 				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
 					continue
 				}
-				if i+1 < len(args) {
-					flags = append(flags, args[i+1])
-					i++
+				if i+1 == len(args) {
+					// No value: left last, so that the parser says
+					// the flag needs one (after a "--" it would take
+					// that as its value).
+					return flags
 				}
+				flags = append(flags, args[i+1])
+				i++
 			}
 			continue
 		}
