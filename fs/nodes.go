@@ -77,7 +77,7 @@ var (
 // (user.liveobject.root), so that tools reading definitions go to the
 // files on disk instead of joining the live files.
 func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if d.rel != "" || attr != xattrPrefix+"root" {
+	if d.rel != "" || attr != registry.MountRootAttr {
 		return 0, syscall.ENODATA
 	}
 	return xattrValue([]byte(d.m.cfg.Root.Dir()), dest)

@@ -13,7 +13,10 @@
 // followed, to folders are not; a FIFO, device or socket that carries a
 // definition's name is reported, never read) and every channel's metadata,
 // collecting problems instead of failing: Problems lists each with file
-// and line. Lookup, Key, Objects and Channels read the loaded state;
+// and line. It refuses a folder inside a mount of live objects
+// (ErrInMount): the files there are live objects, and reading them would
+// join each one and wait on it; the mount's top folder names the root it
+// shows (MountRootAttr). Lookup, Key, Objects and Channels read the loaded state;
 // Resolve follows the From chains of a definition through the registry
 // (reporting dangling keys and cycles), and Binding says what joining an
 // object means: class, type, channel, driver and driver settings. The

@@ -122,9 +122,16 @@ type Root struct {
 	log  *slog.Logger
 }
 
+// MountRootAttr is the extended attribute of a mount's top folder that
+// names the root folder the mount shows.
+const MountRootAttr = "user.liveobject.root"
+
+// ErrInMount reports a folder given as a root that lies in a mount.
+var ErrInMount = errors.New("the folder is in a live-objects mount")
+
 // Open loads every definition and channel below dir. Problems in files
 // are collected (see Problems), not returned; Open fails only when dir is
-// not a readable folder.
+// not a readable folder, or lies in a mount (ErrInMount).
 func Open(dir string) (*Root, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -136,6 +143,10 @@ func Open(dir string) (*Root, error) {
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("registry: open %s: not a folder", dir)
+	}
+	if top, root, ok := mountOf(abs); ok {
+		// Reading its files would join every object, and wait on them.
+		return nil, fmt.Errorf("registry: open %s: %w (the mount at %s shows the root %s): its files are live objects, not definitions; give the root folder %s instead", dir, ErrInMount, top, root, root)
 	}
 	r := &Root{
 		dir:      abs,

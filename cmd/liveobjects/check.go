@@ -47,7 +47,7 @@ func runCheck(dir string, out, summary io.Writer, maxProblems int) error {
 	if err := checkRootFolder(dir); err != nil {
 		return err
 	}
-	if root, err := getxattr(dir, "user.liveobject.root"); err == nil && root != "" {
+	if root, err := getxattr(dir, registry.MountRootAttr); err == nil && root != "" {
 		// A mount: check the root it shows (reading its live files would
 		// join every object).
 		fmt.Fprintf(summary, "%s is a mount of %s; checking that root\n", dir, root)

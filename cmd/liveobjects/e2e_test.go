@@ -1005,3 +1005,25 @@ func TestSecondInterrupt(t *testing.T) {
 		t.Errorf("after the second interrupt: %v, want killed by SIGINT", p.cmd.ProcessState)
 	}
 }
+
+// TestRootInAMount: a folder of a mount given where a root folder belongs
+// is refused at once, naming the root on disk (reading it as a root would
+// join every object in it and wait on them); show of a folder says it is
+// one.
+func TestRootInAMount(t *testing.T) {
+	root, _, mnt, _ := mountDaemon(t)
+	for _, args := range [][]string{
+		{"check", filepath.Join(mnt, "examples")},
+		{"show", "--root", filepath.Join(mnt, "examples"), filepath.Join(root, "examples", "chat.liveobject")},
+		{"relay", "--root", filepath.Join(mnt, "channels"), "--listen", "127.0.0.1:0"},
+	} {
+		start := time.Now()
+		wantRun(t, "", exitFailure, []string{"is in a live-objects mount", "give the root folder " + root + " instead"}, args...)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%v took %v to refuse", args, d)
+		}
+	}
+	wantRun(t, "", exitFailure, []string{"Team Room is a folder; give the path of a .liveobject"}, "show", filepath.Join(mnt, "examples", "Team Room"))
+	// The mount's top folder still stands for its root.
+	wantRun(t, "", exitOK, []string{"is a mount of " + root + "; checking that root", "0 problems"}, "check", mnt)
+}

@@ -71,8 +71,10 @@ func runShow(p, root string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(abs); err != nil {
+	if st, err := os.Stat(abs); err != nil {
 		return fmt.Errorf("%w (give the path of a .liveobject or metadata.xml file)", err)
+	} else if st.IsDir() {
+		return fmt.Errorf("%s is a folder; give the path of a .liveobject or metadata.xml file", p)
 	}
 	if mroot, rel, ok := onMount(abs); ok {
 		// A file of a mount: show its definition on disk; reading the
@@ -241,7 +243,7 @@ func onMount(p string) (root, rel string, ok bool) {
 		return "", "", false
 	}
 	for d := filepath.Dir(p); ; d = filepath.Dir(d) {
-		if r, err := getxattr(d, "user.liveobject.root"); err == nil && r != "" {
+		if r, err := getxattr(d, registry.MountRootAttr); err == nil && r != "" {
 			return r, rel, true
 		}
 		if filepath.Dir(d) == d {
