@@ -2,7 +2,11 @@
 // one driver per substrate and address (one relay connection carries every
 // channel of the process), and one live object per channel, shared by
 // every local user of it (the open files of a mount, a script) and left
-// when the last of them lets go.
+// when the last of them lets go. A substrate gives a process one
+// membership per channel, so objects that share a channel share its live
+// object: they must be of one kind (and streams keep one history); an
+// object of another kind is refused with ErrConflict while the channel is
+// joined.
 //
 // The Hub does not know drivers by type: the program gives it a DialFunc
 // (cmd/liveobjects wires in transport/relay and transport/qsm), so this

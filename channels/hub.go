@@ -37,6 +37,14 @@ type Spec struct {
 	Check func(driver string, provides transport.Guarantee) error
 }
 
+// displayName is the channel's name for messages.
+func (s Spec) displayName() string {
+	if s.ChannelName != "" {
+		return s.ChannelName
+	}
+	return s.Channel
+}
+
 func (s Spec) driverKey() string {
 	keys := make([]string, 0, len(s.Params))
 	for k := range s.Params {
@@ -51,14 +59,29 @@ func (s Spec) driverKey() string {
 	return b.String()
 }
 
-func (s Spec) key() string {
-	return fmt.Sprintf("%s\x01%s\x01%s\x01%d", s.driverKey(), s.Channel, s.Logic.Kind, s.Logic.History)
+// channelKey names the channel on its substrate: a process holds one
+// membership per channel key.
+func (s Spec) channelKey() string {
+	return s.driverKey() + "\x01" + s.Channel
+}
+
+// logicKey is what a live object's users must agree on: its kind and, for
+// a stream, the history it keeps (other kinds keep one value).
+func (s Spec) logicKey() string {
+	h := s.Logic.History
+	if s.Logic.Kind != logic.Stream {
+		h = 0
+	}
+	return fmt.Sprintf("%s (history %d)", s.Logic.Kind, h)
 }
 
 // Errors returned by a Hub.
 var (
 	// ErrClosed is returned by a closed Hub.
 	ErrClosed = errors.New("channels: hub closed")
+	// ErrConflict is returned by Acquire when the channel is already
+	// joined in this process for an object of another kind or history.
+	ErrConflict = errors.New("channels: channel already joined as another kind of object")
 )
 
 // Options tune a Hub.
@@ -154,7 +177,8 @@ func (h *Hub) driver(ctx context.Context, spec Spec) (transport.Driver, bool, er
 // Live is one joined live object shared by its local users.
 type Live struct {
 	hub    *Hub
-	key    string
+	key    string // the spec's channel key
+	logic  string // the spec's logic key, which every user must share
 	spec   Spec
 	ready  chan struct{} // closed once the join finished (err or member set) and, on error, l is out of the table
 	err    error
@@ -172,7 +196,7 @@ type Live struct {
 // Acquire that is still joining when Close runs leaves the channel again
 // and returns ErrClosed.
 func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
-	key := spec.key()
+	key := spec.channelKey()
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -180,8 +204,13 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 			return nil, ErrClosed
 		}
 		l, ok := h.live[key]
+		if ok && l.logic != spec.logicKey() {
+			h.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s wants channel %q as a %s, and this process has it joined as a %s for %s: one process holds one membership per channel, so give the objects on one channel the same class (and, for streams, the same history)",
+				ErrConflict, spec.Object, spec.displayName(), spec.logicKey(), l.logic, l.spec.Object)
+		}
 		if !ok {
-			l = &Live{hub: h, key: key, spec: spec, ready: make(chan struct{}), refs: 1}
+			l = &Live{hub: h, key: key, logic: spec.logicKey(), spec: spec, ready: make(chan struct{}), refs: 1}
 			h.live[key] = l
 			h.mu.Unlock()
 			l.join(ctx)
@@ -253,11 +282,7 @@ func (l *Live) join(ctx context.Context) {
 	l.obj = logic.New(l.spec.Logic)
 	m, err := d.Join(ctx, l.spec.Channel, l.obj)
 	if err != nil {
-		name := l.spec.ChannelName
-		if name == "" {
-			name = l.spec.Channel
-		}
-		l.err = fmt.Errorf("%s: join channel %q over %s: %w", l.spec.Object, name, d.Name(), err)
+		l.err = fmt.Errorf("%s: join channel %q over %s: %w", l.spec.Object, l.spec.displayName(), d.Name(), err)
 		return
 	}
 	l.member, l.driver = m, d

@@ -3,6 +3,7 @@ package channels_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,4 +144,53 @@ func TestDialFailureNotCached(t *testing.T) {
 	if dials.Load() < 2 {
 		t.Fatal("a failed connection was cached")
 	}
+}
+
+// TestOneMembershipPerChannel: objects of one kind on one channel share
+// one live object, whatever history a text asks for (only a stream keeps
+// one); a stream with another history than the one joined is refused with
+// ErrConflict, naming both objects, until the first lets go.
+func TestOneMembershipPerChannel(t *testing.T) {
+	addr := startRelay(t)
+	var dials atomic.Int32
+	h := newHub(t, &dials)
+	ctx := context.Background()
+	text := func(obj string, history int) channels.Spec {
+		s := spec(addr, "notes")
+		s.Object, s.Logic = obj, logic.Config{Kind: logic.Text, History: history}
+		return s
+	}
+	a, err := h.Acquire(ctx, text("channels/notes", 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.Acquire(ctx, text("examples/meeting notes", 0))
+	if err != nil {
+		t.Fatalf("a second text on the channel: %v", err)
+	}
+	if a != b {
+		t.Fatal("two texts on one channel got two live objects")
+	}
+	a.Release()
+	b.Release()
+
+	s1 := spec(addr, "log")
+	s1.Object = "channels/log"
+	l1, err := h.Acquire(ctx, s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2 := spec(addr, "log")
+	s2.Object, s2.Logic.History = "examples/short log", 3
+	_, err = h.Acquire(ctx, s2)
+	if !errors.Is(err, channels.ErrConflict) || !strings.Contains(err.Error(), "examples/short log") ||
+		!strings.Contains(err.Error(), "channels/log") || !strings.Contains(err.Error(), "history 10") {
+		t.Fatalf("a stream with another history: %v, want ErrConflict naming both objects", err)
+	}
+	l1.Release()
+	l2, err := h.Acquire(ctx, s2)
+	if err != nil {
+		t.Fatalf("after the first let go: %v", err)
+	}
+	l2.Release()
 }

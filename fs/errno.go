@@ -36,6 +36,8 @@ func errno(op, path string, err error) syscall.Errno {
 		e = syscall.EINVAL
 	case errors.Is(err, errNotLive), errors.Is(err, objects.ErrMismatch), errors.Is(err, objects.ErrUnknownClass):
 		e = syscall.ENOTSUP
+	case errors.Is(err, channels.ErrConflict):
+		e = syscall.EBUSY
 	case errors.Is(err, transport.ErrClosed), errors.Is(err, channels.ErrClosed):
 		e = syscall.ESHUTDOWN
 	case errors.Is(err, logic.ErrOverrun):

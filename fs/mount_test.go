@@ -720,3 +720,47 @@ func TestMountRefusals(t *testing.T) {
 		t.Fatalf("after the unmount the hidden file reads %q, %v", b, err)
 	}
 }
+
+// TestTwoObjectsOnOneChannel: a text note bound to a channel is joined
+// while the channel's own file is open, and both show one value (the
+// process holds one membership per channel); a stream on that channel,
+// another kind of object, is refused with EBUSY and a message naming both.
+func TestTwoObjectsOnOneChannel(t *testing.T) {
+	w := newWorld(t)
+	m := w.mount()
+	mnt := m.Dir()
+	notes := "examples/Team Room/Project Notes/meeting notes.liveobject"
+	sh(t, mnt, "printf 'agenda\\n' > channels/Text_1.liveobject")
+	r := startReader(t, mnt, "channels/Text_1.liveobject")
+	if got := r.expect(t, 1, 5*time.Second)[0]; got != "agenda" {
+		t.Fatalf("channels/Text_1 read %q", got)
+	}
+	sh(t, mnt, "printf 'minutes\\n' > '"+notes+"'")
+	if got := sh(t, mnt, "head -n1 '"+notes+"'"); got != "minutes\n" {
+		t.Fatalf("%s read %q", notes, got)
+	}
+	if got := r.expect(t, 1, 5*time.Second)[0]; got != "minutes" {
+		t.Fatalf("channels/Text_1 read %q after the note was written", got)
+	}
+	// A stream on the same channel.
+	chat, err := os.ReadFile(filepath.Join(w.root, "examples", "chat.liveobject"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := strings.Replace(string(chat), "00000000000000000000000000000002", "00000000000000000000000000000001", 1)
+	if err := os.WriteFile(filepath.Join(w.root, "examples", "text_as_stream.liveobject"), []byte(stream), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		_, err := shErr(mnt, "test -e examples/text_as_stream.liveobject")
+		return err
+	})
+	out, err := shErr(mnt, "cat examples/text_as_stream.liveobject")
+	if err == nil || !strings.Contains(out, "Device or resource busy") {
+		t.Fatalf("a stream on a channel joined as a text: %q %v, want EBUSY", out, err)
+	}
+	msg := sh(t, mnt, "getfattr --only-values -n user.liveobject.error examples/text_as_stream.liveobject")
+	if !strings.Contains(msg, "joined as a text") || !strings.Contains(msg, "same class") {
+		t.Fatalf("user.liveobject.error: %q", msg)
+	}
+}
