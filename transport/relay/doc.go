@@ -52,7 +52,10 @@
 // ID; joining, publishing and removing accept either, and every frame to a
 // member uses the key it joined with. Channels come from ServerConfig,
 // from the store, and from clients (CreateChannel, or Join when
-// AllowCreate); clients learn of additions and removals (Client.Watch).
+// AllowCreate); clients learn of additions and removals (Client.Watch). A
+// channel created by a join by its ID, stored under that ID as its name,
+// is the configured channel with that ID after a restart: it keeps its
+// log and store key and answers to the configured name as well.
 //
 // # Slow members
 //

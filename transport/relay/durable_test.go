@@ -92,3 +92,51 @@ func withLogger(cfg ServerConfig) ServerConfig {
 	}
 	return cfg
 }
+
+// TestChannelJoinedByIDThenNamed: a channel created by a join by its ID
+// (before the root had its metadata) is, after a restart that names it
+// with that ID, the named channel: the relay starts, and the channel's
+// events are there by name and by ID.
+func TestChannelJoinedByIDThenNamed(t *testing.T) {
+	const id = "00000000000000000000000000000002"
+	dir := t.TempDir()
+	cfg := ServerConfig{DataDir: dir, AllowCreate: true, NoSync: true, Listen: "127.0.0.1:0"}
+	s := startServer(t, cfg)
+	c := dialClient(t, s.Addr().String())
+	m, err := c.Join(ctxT(t), id, &logHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if _, err := m.Publish(ctxT(t), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	s.Close()
+	for round := range 2 { // and again, from the store the first restart wrote
+		cfg.Channels = []transport.ChannelInfo{{Name: "chat", ID: id, Comment: "named"}}
+		s2, err := NewServer(withLogger(cfg))
+		if err != nil {
+			t.Fatalf("restart %d with the channel named: %v", round+1, err)
+		}
+		if err := s2.Start(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"chat", id} {
+			c2 := dialClient(t, s2.Addr().String())
+			h := &logHandler{}
+			if _, err := c2.Join(ctxT(t), key, h); err != nil {
+				t.Fatalf("join %s: %v", key, err)
+			}
+			waitFor(t, 5*time.Second, func() error {
+				if _, last := h.snapshot(); last != 3 {
+					return fmt.Errorf("joined by %s: last seq %d, want 3", key, last)
+				}
+				return nil
+			})
+			c2.Close()
+		}
+		s2.Close()
+	}
+}

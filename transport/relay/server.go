@@ -144,7 +144,7 @@ type Server struct {
 	mu       sync.Mutex // protects the fields below
 	ln       net.Listener
 	channels map[string]*channel // by name (the canonical key)
-	aliases  map[string]string   // channel ID -> name, for channels with both
+	aliases  map[string]string   // channel ID -> name, for channels with both; and a configured name -> the name a channel adopted by its ID is stored under
 	conns    map[*sconn]struct{}
 	clients  map[string]*clientRec
 	started  bool
@@ -235,9 +235,21 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			}
 			continue
 		}
-		if info.ID != "" && s.lookupLocked(info.ID) != nil {
-			s.closeStore()
-			return nil, fmt.Errorf("relay: channel %q: its ID %s names another channel", info.Name, info.ID)
+		if info.ID != "" {
+			if ch := s.lookupLocked(info.ID); ch != nil {
+				if ch.info.ID != info.ID && (ch.info.ID != "" || ch.info.Name != info.ID) {
+					s.closeStore()
+					return nil, fmt.Errorf("relay: channel %q: its ID %s names another channel", info.Name, info.ID)
+				}
+				// The channel was created by a join by its ID before it
+				// had a name here: it is this channel. It keeps its log
+				// and its key in the store, and answers to the name too.
+				ch.info.ID, ch.info.Comment = info.ID, info.Comment
+				s.aliases[info.Name] = ch.info.Name
+				fresh = append(fresh, citem{op: opChannel, info: ch.info})
+				s.log.Info("relay: channel known by its ID continues as the named channel", "channel", info.Name, "id", info.ID, "stored_as", ch.info.Name)
+				continue
+			}
 		}
 		s.addChannelLocked(newChannel(s, info))
 		fresh = append(fresh, citem{op: opChannel, info: info})
@@ -576,8 +588,10 @@ func (s *Server) addChannelLocked(ch *channel) {
 
 func (s *Server) removeChannelLocked(ch *channel) {
 	delete(s.channels, ch.info.Name)
-	if id := ch.info.ID; id != "" && s.aliases[id] == ch.info.Name {
-		delete(s.aliases, id)
+	for k, name := range s.aliases {
+		if name == ch.info.Name {
+			delete(s.aliases, k)
+		}
 	}
 }
 
