@@ -252,6 +252,12 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 			}
 			return nil, l.err
 		}
+		if spec.Check != nil {
+			// This object's needs are checked as a first joiner's are.
+			if err := spec.Check(l.driver.Name(), l.driver.Provides()); err != nil {
+				return nil, err
+			}
+		}
 		l.mu.Lock()
 		if l.left {
 			l.mu.Unlock()

@@ -148,8 +148,9 @@ func TestDialFailureNotCached(t *testing.T) {
 
 // TestOneMembershipPerChannel: objects of one kind on one channel share
 // one live object, whatever history a text asks for (only a stream keeps
-// one); a stream with another history than the one joined is refused with
-// ErrConflict, naming both objects, until the first lets go.
+// one), and each one's needs are checked against the driver; a stream
+// with another history than the one joined is refused with ErrConflict,
+// naming both objects, until the first lets go.
 func TestOneMembershipPerChannel(t *testing.T) {
 	addr := startRelay(t)
 	var dials atomic.Int32
@@ -170,6 +171,15 @@ func TestOneMembershipPerChannel(t *testing.T) {
 	}
 	if a != b {
 		t.Fatal("two texts on one channel got two live objects")
+	}
+	// A third object whose needs the driver does not meet is refused,
+	// though the channel is joined.
+	refuse := text("examples/needs more", 0)
+	refuse.Check = func(driver string, provides transport.Guarantee) error {
+		return errors.New("needs more than " + driver + " gives")
+	}
+	if _, err := h.Acquire(ctx, refuse); err == nil || !strings.Contains(err.Error(), "needs more than relay gives") {
+		t.Fatalf("an object whose needs are not met, on a joined channel: %v", err)
 	}
 	a.Release()
 	b.Release()
