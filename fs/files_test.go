@@ -39,16 +39,38 @@ func (w *world) moMount(keys micro.Keys) (*Mount, *micro.Server) {
 	return m, srv
 }
 
-// TestFilesFolder: a distributed file written on one mount is read on
-// another, through two micro-object servers that flood it.
-func TestFilesFolder(t *testing.T) {
+// moMounts mounts a fresh world's root n times, each with a micro-object
+// server of its own, all with one set of keys.
+func moMounts(t *testing.T, n int) []*Mount {
+	t.Helper()
 	w := newWorld(t)
 	keys, err := micro.NewKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _ := w.moMount(keys)
-	b, _ := w.moMount(keys)
+	ms := make([]*Mount, n)
+	for i := range ms {
+		ms[i], _ = w.moMount(keys)
+	}
+	return ms
+}
+
+// waitRead waits until cat of file in m's files/ gives want.
+func waitRead(t *testing.T, m *Mount, file, want string) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if got, err := shErr(m.Dir(), "cat files/"+file); err != nil || got != want {
+			return fmt.Errorf("files/%s in %s reads %q %v, want %q", file, m.Dir(), got, err, want)
+		}
+		return nil
+	})
+}
+
+// TestFilesFolder: a distributed file written on one mount is read on
+// another, through two micro-object servers that flood it.
+func TestFilesFolder(t *testing.T) {
+	ms := moMounts(t, 2)
+	a, b := ms[0], ms[1]
 	sh(t, a.Dir(), "printf 'first version\\n' > files/notes.txt")
 	if got := sh(t, a.Dir(), "cat files/notes.txt"); got != "first version\n" {
 		t.Fatalf("read back on A: %q", got)
@@ -65,22 +87,10 @@ func TestFilesFolder(t *testing.T) {
 		t.Fatalf("getfattr -d does not list the token:\n%s", got)
 	}
 	sh(t, b.Dir(), "touch 'files/"+token+"'")
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		got, err := shErr(b.Dir(), "cat files/notes.txt")
-		if err != nil || got != "first version\n" {
-			return fmt.Errorf("B reads %q %v", got, err)
-		}
-		return nil
-	})
+	waitRead(t, b, "notes.txt", "first version\n")
 	// A write on B floods to A.
 	sh(t, b.Dir(), "printf 'second version, from B\\n' > files/notes.txt")
-	checkFor(t, 10*time.Second, 200*time.Millisecond, func() error {
-		got, err := shErr(a.Dir(), "cat files/notes.txt")
-		if err != nil || got != "second version, from B\n" {
-			return fmt.Errorf("A reads %q %v", got, err)
-		}
-		return nil
-	})
+	waitRead(t, a, "notes.txt", "second version, from B\n")
 }
 
 // TestFilesRemoveAndTimes: rm in files/ stops this server's sharing of a
@@ -88,13 +98,8 @@ func TestFilesFolder(t *testing.T) {
 // token brings it back; a file's mtime is when the mount last saw it
 // change, not when the mount started; fsync stores the file.
 func TestFilesRemoveAndTimes(t *testing.T) {
-	w := newWorld(t)
-	keys, err := micro.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := w.moMount(keys)
-	b, _ := w.moMount(keys)
+	ms := moMounts(t, 2)
+	a, b := ms[0], ms[1]
 	mtime := func(m *Mount) time.Time {
 		t.Helper()
 		var sec, nsec int64
@@ -111,21 +116,11 @@ func TestFilesRemoveAndTimes(t *testing.T) {
 	}
 	token := sh(t, a.Dir(), "getfattr --only-values -n user.liveobject.token files/notes.txt")
 	sh(t, b.Dir(), "touch 'files/"+token+"'")
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		if got, err := shErr(b.Dir(), "cat files/notes.txt"); err != nil || got != "one\n" {
-			return fmt.Errorf("B reads %q %v", got, err)
-		}
-		return nil
-	})
+	waitRead(t, b, "notes.txt", "one\n")
 	// A change made on B shows in A's mtime once A reads it.
 	seenOnA := mtime(a)
 	sh(t, b.Dir(), "printf 'two\\n' > files/notes.txt")
-	checkFor(t, 10*time.Second, 200*time.Millisecond, func() error {
-		if got, err := shErr(a.Dir(), "cat files/notes.txt"); err != nil || got != "two\n" {
-			return fmt.Errorf("A reads %q %v", got, err)
-		}
-		return nil
-	})
+	waitRead(t, a, "notes.txt", "two\n")
 	if got := mtime(a); !got.After(seenOnA) {
 		t.Errorf("A's mtime after reading B's change: %v, not after %v", got, seenOnA)
 	}
@@ -159,12 +154,7 @@ sys.exit(0 if seen == b"three\\n" else "before close, another reader saw %r" % s
 	}
 	// The token opens it again on A.
 	sh(t, a.Dir(), "touch 'files/"+token+"'")
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		if got, err := shErr(a.Dir(), "cat files/notes.txt"); err != nil || got != "two\n" {
-			return fmt.Errorf("A reads %q %v after opening the token again", got, err)
-		}
-		return nil
-	})
+	waitRead(t, a, "notes.txt", "two\n")
 }
 
 // TestFilesTruncate: a shorter content written with > replaces a longer
@@ -172,12 +162,7 @@ sys.exit(0 if seen == b"three\\n" else "before close, another reader saw %r" % s
 // as do truncate(1) by path, to a shorter or a longer size, and
 // ftruncate on an open file.
 func TestFilesTruncate(t *testing.T) {
-	w := newWorld(t)
-	keys, err := micro.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := w.moMount(keys)
+	a := moMounts(t, 1)[0]
 	for _, tc := range []struct{ script, want string }{
 		{"printf 'a longer first content\\n' > files/t.txt", "a longer first content\n"},
 		{"printf 'short\\n' > files/t.txt", "short\n"},
