@@ -54,8 +54,8 @@
 // from the store, and from clients (CreateChannel, or Join when
 // AllowCreate); clients learn of additions and removals (Client.Watch). A
 // channel created by a join by its ID, stored under that ID as its name,
-// is the configured channel with that ID after a restart: it keeps its
-// log and store key and answers to the configured name as well.
+// is the configured channel with that ID after a restart: it takes the
+// configured name, in the store too, and keeps its log.
 //
 // # Slow members
 //

@@ -95,8 +95,9 @@ func withLogger(cfg ServerConfig) ServerConfig {
 
 // TestChannelJoinedByIDThenNamed: a channel created by a join by its ID
 // (before the root had its metadata) is, after a restart that names it
-// with that ID, the named channel: the relay starts, and the channel's
-// events are there by name and by ID.
+// with that ID, the named channel: the relay starts, lists it by its name
+// only, and the channel's events are there by name and by ID, also after
+// one more restart from what the first one stored.
 func TestChannelJoinedByIDThenNamed(t *testing.T) {
 	const id = "00000000000000000000000000000002"
 	dir := t.TempDir()
@@ -122,6 +123,10 @@ func TestChannelJoinedByIDThenNamed(t *testing.T) {
 		}
 		if err := s2.Start(ctxT(t)); err != nil {
 			t.Fatal(err)
+		}
+		infos := s2.Channels()
+		if len(infos) != 1 || infos[0].Name != "chat" || infos[0].ID != id || infos[0].Comment != "named" {
+			t.Fatalf("restart %d: channels %+v, want only chat with ID %s", round+1, infos, id)
 		}
 		for _, key := range []string{"chat", id} {
 			c2 := dialClient(t, s2.Addr().String())

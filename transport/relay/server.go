@@ -144,7 +144,7 @@ type Server struct {
 	mu       sync.Mutex // protects the fields below
 	ln       net.Listener
 	channels map[string]*channel // by name (the canonical key)
-	aliases  map[string]string   // channel ID -> name, for channels with both; and a configured name -> the name a channel adopted by its ID is stored under
+	aliases  map[string]string   // channel ID -> name, for channels with both
 	conns    map[*sconn]struct{}
 	clients  map[string]*clientRec
 	started  bool
@@ -199,6 +199,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.epoch = newEpoch()
 		s.fresh = true
 	}
+	renamed := renameJoinedByID(stored, cfg.Channels)
+	for _, it := range renamed {
+		s.log.Info("relay: a channel created by a join by its ID takes the name the configuration gives it", "channel", it.info.Name, "id", it.info.ID)
+	}
 	for _, sc := range stored {
 		ch := newChannel(s, sc.info)
 		ch.base, ch.cpSeq, ch.cp = sc.base, sc.cpSeq, sc.cp
@@ -220,7 +224,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		ch.committed = ch.lastSeq
 		s.addChannelLocked(ch)
 	}
-	var fresh []citem
+	fresh := renamed
 	for _, info := range cfg.Channels {
 		info.Name = channelKey(info)
 		if err := checkChannelName(info.Name); err != nil {
@@ -235,21 +239,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			}
 			continue
 		}
-		if info.ID != "" {
-			if ch := s.lookupLocked(info.ID); ch != nil {
-				if ch.info.ID != info.ID && (ch.info.ID != "" || ch.info.Name != info.ID) {
-					s.closeStore()
-					return nil, fmt.Errorf("relay: channel %q: its ID %s names another channel", info.Name, info.ID)
-				}
-				// The channel was created by a join by its ID before it
-				// had a name here: it is this channel. It keeps its log
-				// and its key in the store, and answers to the name too.
-				ch.info.ID, ch.info.Comment = info.ID, info.Comment
-				s.aliases[info.Name] = ch.info.Name
-				fresh = append(fresh, citem{op: opChannel, info: ch.info})
-				s.log.Info("relay: channel known by its ID continues as the named channel", "channel", info.Name, "id", info.ID, "stored_as", ch.info.Name)
-				continue
-			}
+		if info.ID != "" && s.lookupLocked(info.ID) != nil {
+			s.closeStore()
+			return nil, fmt.Errorf("relay: channel %q: its ID %s names another channel", info.Name, info.ID)
 		}
 		s.addChannelLocked(newChannel(s, info))
 		fresh = append(fresh, citem{op: opChannel, info: info})
@@ -261,6 +253,35 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// renameJoinedByID gives the configured name to each stored channel that
+// was created by a join by a configured channel's ID before it had a name
+// here (stored with that ID as its name, and no other ID), unless a
+// channel of that name is stored too. It changes stored in place and
+// returns the store items that rename them.
+func renameJoinedByID(stored []storedChannel, configured []transport.ChannelInfo) []citem {
+	names := map[string]bool{}
+	for _, sc := range stored {
+		names[sc.info.Name] = true
+	}
+	var items []citem
+	for _, info := range configured {
+		if info.ID == "" || info.Name == "" || info.Name == info.ID || names[info.Name] {
+			continue
+		}
+		for i := range stored {
+			sc := &stored[i]
+			if (sc.info.ID == "" || sc.info.ID == info.ID) && sc.info.Name == info.ID {
+				from := sc.info.Name
+				sc.info.Name, sc.info.ID, sc.info.Comment = info.Name, info.ID, info.Comment
+				names[info.Name] = true
+				items = append(items, citem{op: opRename, info: sc.info, from: from})
+				break
+			}
+		}
+	}
+	return items
 }
 
 func (s *Server) closeStore() {
@@ -588,10 +609,8 @@ func (s *Server) addChannelLocked(ch *channel) {
 
 func (s *Server) removeChannelLocked(ch *channel) {
 	delete(s.channels, ch.info.Name)
-	for k, name := range s.aliases {
-		if name == ch.info.Name {
-			delete(s.aliases, k)
-		}
+	if id := ch.info.ID; id != "" && s.aliases[id] == ch.info.Name {
+		delete(s.aliases, id)
 	}
 }
 

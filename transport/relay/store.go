@@ -260,6 +260,7 @@ const (
 	opTrim               // delete the log up to base without a checkpoint
 	opChannel            // create a channel
 	opRemove             // remove a channel and all it holds
+	opRename             // store a channel held under from under info.Name
 )
 
 // citem is one thing for the committer to write.
@@ -272,7 +273,22 @@ type citem struct {
 	seq     uint64
 	data    []byte
 	info    transport.ChannelInfo
+	from    string // opRename: the name the channel is stored under
 	done    chan error
+}
+
+// copyBucket copies every key and nested bucket of src into dst.
+func copyBucket(dst, src *bolt.Bucket) error {
+	return src.ForEach(func(k, v []byte) error {
+		if v != nil {
+			return dst.Put(k, v)
+		}
+		d, err := dst.CreateBucketIfNotExists(k)
+		if err != nil {
+			return err
+		}
+		return copyBucket(d, src.Bucket(k))
+	})
 }
 
 // deleteThrough deletes the log's events up to seq. The keys are listed
@@ -365,6 +381,27 @@ func (st *boltStore) write(items []citem) error {
 				rec := putStr(nil, it.info.ID)
 				rec = putStr(rec, it.info.Comment)
 				if err := tx.Bucket(bChannels).Put([]byte(it.info.Name), sealRecord(rec)); err != nil {
+					return err
+				}
+			case opRename:
+				rec := putStr(nil, it.info.ID)
+				rec = putStr(rec, it.info.Comment)
+				if err := tx.Bucket(bChannels).Put([]byte(it.info.Name), sealRecord(rec)); err != nil {
+					return err
+				}
+				if old := cb.Bucket([]byte(it.from)); old != nil {
+					nb, err := cb.CreateBucket([]byte(it.info.Name))
+					if err != nil {
+						return err
+					}
+					if err := copyBucket(nb, old); err != nil {
+						return err
+					}
+					if err := cb.DeleteBucket([]byte(it.from)); err != nil {
+						return err
+					}
+				}
+				if err := tx.Bucket(bChannels).Delete([]byte(it.from)); err != nil {
 					return err
 				}
 			case opRemove:
