@@ -128,6 +128,9 @@ update-desktop-database when they are installed.`,
 			} else if st.IsDir() {
 				return fmt.Errorf("%s is a folder, not an object file (give a .liveobject file of a mount)", args[0])
 			}
+			if err := checkLiveObject(args[0]); err != nil {
+				return err
+			}
 			dir := ""
 			if len(args) == 2 {
 				dir = args[1]
@@ -165,8 +168,8 @@ update-desktop-database when they are installed.`,
 			if st.IsDir() {
 				return fmt.Errorf("%s is a folder, not an object file (give a .liveobject file of a mount)", name)
 			}
-			if _, err := getxattr(name, "user.liveobject.path"); err != nil {
-				return fmt.Errorf("%s is not a live object of a mount (it has no user.liveobject.path): it is a file on disk, perhaps a definition; open the object through a mount of its root ('liveobjects up', then the file below ./live)", name)
+			if err := checkLiveObject(name); err != nil {
+				return err
 			}
 			if cat, err := getxattr(name, "user.liveobject.category"); err == nil {
 				drv, _ := getxattr(name, "user.liveobject.driver")
@@ -196,6 +199,15 @@ update-desktop-database when they are installed.`,
 			}
 		},
 	})
+}
+
+// checkLiveObject refuses a file that is not a live object of a mount
+// (open cannot join it, so neither can a shortcut).
+func checkLiveObject(name string) error {
+	if _, err := getxattr(name, "user.liveobject.path"); err != nil {
+		return fmt.Errorf("%s is not a live object of a mount (it has no user.liveobject.path): it is a file on disk, perhaps a definition, or a distributed file of files/; open the object through a mount of its root ('liveobjects up', then the file below ./live)", name)
+	}
+	return nil
 }
 
 func getxattr(path, name string) (string, error) {

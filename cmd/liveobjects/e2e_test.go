@@ -374,10 +374,10 @@ func TestUpRefusesAFolderThatHoldsFiles(t *testing.T) {
 	}
 }
 
-// TestOpenOutsideAMount: open of a file that is not a live object of a
-// mount (a definition on disk) fails with a message that says so, instead
-// of printing the file; open of a broken definition in a mount says what
-// is wrong with it.
+// TestOpenOutsideAMount: open (or shortcut) of a file that is not a live
+// object of a mount (a definition on disk) fails with a message that says
+// so, instead of printing the file (or making a shortcut that fails);
+// open of a broken definition in a mount says what is wrong with it.
 func TestOpenOutsideAMount(t *testing.T) {
 	def := filepath.Join(t.TempDir(), "chat.liveobject")
 	if err := os.WriteFile(def, []byte("<Root />\n"), 0o644); err != nil {
@@ -385,6 +385,12 @@ func TestOpenOutsideAMount(t *testing.T) {
 	}
 	if stdout, _ := wantRun(t, "", exitFailure, []string{"is not a live object of a mount"}, "open", def); stdout != "" {
 		t.Errorf("open of a definition on disk printed %q, want nothing on stdout", stdout)
+	}
+	// Nor does shortcut make a shortcut that open would refuse.
+	desk := t.TempDir()
+	wantRun(t, "", exitFailure, []string{"is not a live object of a mount"}, "shortcut", def, desk)
+	if ents, _ := os.ReadDir(desk); len(ents) != 0 {
+		t.Errorf("shortcut of a definition on disk left %v", ents)
 	}
 
 	root, _, mnt, _ := mountDaemon(t)
