@@ -145,6 +145,28 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// TestUsageLine: a usage error ends with the command's synopsis, the same
+// as --help begins with, with [flags] and no trailing space when the
+// command takes no arguments.
+func TestUsageLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"relay"}, "usage: liveobjects relay [flags]"},
+		{[]string{"sub"}, "usage: liveobjects sub [flags] CHANNEL"},
+	} {
+		_, stderr := wantRun(t, "", exitUsage, nil, tc.args...)
+		if !strings.HasSuffix(stderr, "\n"+tc.want+"\n") {
+			t.Errorf("%v: stderr %q, want it to end with the line %q", tc.args, stderr, tc.want)
+		}
+		help, _ := wantRun(t, "", exitOK, nil, append(tc.args, "--help")...)
+		if first, _, _ := strings.Cut(help, "\n"); first != tc.want {
+			t.Errorf("%v --help: first line %q, want %q", tc.args, first, tc.want)
+		}
+	}
+}
+
 // TestBadValuesAreUsage: values a command cannot use are refused at once
 // with exit 2, not taken silently as a default or found out after minutes.
 func TestBadValuesAreUsage(t *testing.T) {

@@ -50,6 +50,11 @@ type command struct {
 	Run func(ctx context.Context, args []string) error
 }
 
+// usage is the command's synopsis: its name, [flags] and its arguments.
+func (c *command) usage() string {
+	return strings.TrimSpace("liveobjects " + c.Name + " [flags] " + c.Args)
+}
+
 var commands = map[string]*command{}
 
 func register(c *command) {
@@ -180,7 +185,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "liveobjects %s: %s\nusage: liveobjects %s %s\n", c.Name, ue.msg, c.Name, c.Args)
+		fmt.Fprintf(stderr, "liveobjects %s: %s\nusage: %s\n", c.Name, ue.msg, c.usage())
 		return exitUsage
 	}
 	var ee exitError
@@ -320,7 +325,7 @@ func printGroupHelp(w io.Writer, g string) {
 }
 
 func printCommandHelp(w io.Writer, c *command) {
-	fmt.Fprintf(w, "usage: liveobjects %s [flags] %s\n\n%s\n", c.Name, c.Args, c.Summary)
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", c.usage(), c.Summary)
 	if c.Help != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.Help))
 	}
