@@ -1033,3 +1033,39 @@ func TestRootInAMount(t *testing.T) {
 	// The mount's top folder still stands for its root.
 	wantRun(t, "", exitOK, []string{"is a mount of " + root + "; checking that root", "0 problems"}, "check", mnt)
 }
+
+// TestMountRelaySecretHint: a mount whose relay needs a secret it lacks,
+// or has wrong, says in user.liveobject.error where the secret goes.
+func TestMountRelaySecretHint(t *testing.T) {
+	needFUSE(t)
+	t.Setenv("LIVEOBJECTS_TEST_RELAY_SECRET", "s3cret")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	addr := freePort(t)
+	start(t, "", "relay", "--root", root, "--listen", addr, "--secret-env", "LIVEOBJECTS_TEST_RELAY_SECRET")
+	for i, tc := range []struct{ secret, want string }{
+		{"", "no secret was sent: start the mount with the relay's shared secret in $LIVEOBJECTS_RELAY_SECRET"},
+		{"wrong", "the secret in the mount's $LIVEOBJECTS_RELAY_SECRET is not the relay's"},
+	} {
+		t.Setenv("LIVEOBJECTS_RELAY_SECRET", tc.secret)
+		mnt := filepath.Join(dir, fmt.Sprint("live", i))
+		start(t, mnt, "mount", "--relay", addr, root, mnt)
+		waitFor(t, 20*time.Second, func() error {
+			if !mounted(mnt) {
+				return fmt.Errorf("not mounted yet")
+			}
+			return nil
+		})
+		obj := filepath.Join(mnt, "channels", "chat.liveobject")
+		if out, err := sh(t, "echo x >> "+obj); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Fatalf("secret %q: a write went through or failed otherwise: %q %v", tc.secret, out, err)
+		}
+		msg, _ := sh(t, "getfattr --only-values -n user.liveobject.error "+obj)
+		if !strings.Contains(msg, tc.want) {
+			t.Errorf("secret %q: user.liveobject.error %q, want %q in it", tc.secret, msg, tc.want)
+		}
+	}
+}

@@ -39,10 +39,19 @@ func driverDialer(host *services.Host) channels.DialFunc {
 func dialDriver(ctx context.Context, host *services.Host, driver string, params map[string]string) (transport.Driver, error) {
 	switch driver {
 	case "relay":
-		return relay.Dial(ctx, relay.ClientConfig{
+		secret := os.Getenv("LIVEOBJECTS_RELAY_SECRET")
+		c, err := relay.Dial(ctx, relay.ClientConfig{
 			Addr:   normalizeAddr(params["address"], params["mainport"]),
-			Secret: os.Getenv("LIVEOBJECTS_RELAY_SECRET"),
+			Secret: secret,
 		})
+		if errors.Is(err, transport.ErrDenied) {
+			// The mount's user sees this in user.liveobject.error.
+			if secret == "" {
+				return nil, fmt.Errorf("%w (no secret was sent: start the mount with the relay's shared secret in $LIVEOBJECTS_RELAY_SECRET)", err)
+			}
+			return nil, fmt.Errorf("%w (the secret in the mount's $LIVEOBJECTS_RELAY_SECRET is not the relay's)", err)
+		}
+		return c, err
 	case "qsm":
 		cfg, err := qsm.ParseConfig(params)
 		if err != nil {
