@@ -52,7 +52,7 @@ type Config struct {
 	// Debug logs every FUSE request.
 	Debug bool
 	// AllowNonEmpty mounts on a folder that holds files, hiding them
-	// while mounted; without it New refuses such a folder (CheckEmpty).
+	// while mounted; without it New refuses such a folder (CheckMountpoint).
 	AllowNonEmpty bool
 	// Logger receives messages (nil: slog.Default()).
 	Logger *slog.Logger
@@ -203,10 +203,12 @@ func unmount(dir string, lazy bool) error {
 // would hide them while mounted.
 var ErrNotEmpty = errors.New("the folder is not empty, and a mount would hide what it holds")
 
-// CheckEmpty returns an error wrapping ErrNotEmpty when dir is a folder
-// that holds files and nothing is mounted on it (a mount there is for New
-// to judge: stale, or live objects already).
-func CheckEmpty(dir string) error {
+// CheckMountpoint refuses a mountpoint that is a file, or, unless
+// allowNonEmpty, a folder that holds files (an error wrapping
+// ErrNotEmpty). A mountpoint with something mounted on it is left for New
+// to judge (stale, or live objects already) and is not touched: its
+// daemon may be stopped, and a stat of it would wait.
+func CheckMountpoint(dir string, allowNonEmpty bool) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -214,9 +216,15 @@ func CheckEmpty(dir string) error {
 	if _, mounted := mountedFS(abs); mounted {
 		return nil
 	}
+	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
+		return fmt.Errorf("fs: mountpoint %s is a file, not a folder; give a folder (empty, or one that does not exist yet)", abs)
+	}
+	if allowNonEmpty {
+		return nil
+	}
 	ents, err := os.ReadDir(abs)
 	if err != nil || len(ents) == 0 {
-		return nil // missing (New makes it), or not a folder (New says so)
+		return nil // missing: New makes it
 	}
 	return fmt.Errorf("fs: mountpoint %s: %w (%d entries, %q among them); choose an empty folder, or allow it (--allow-non-empty)", abs, ErrNotEmpty, len(ents), ents[0].Name())
 }
@@ -272,13 +280,8 @@ func New(dir string, cfg Config) (*Mount, error) {
 	if fstype, ok := mountedFS(abs); ok && fstype == "fuse.liveobjects" {
 		return nil, fmt.Errorf("fs: %s: %w; stop the daemon serving it, or unmount it (liveobjects umount %s), or choose another mountpoint", abs, ErrMounted, abs)
 	}
-	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
-		return nil, fmt.Errorf("fs: mountpoint %s is a file, not a folder; give a folder (empty, or one that does not exist yet)", abs)
-	}
-	if !cfg.AllowNonEmpty {
-		if err := CheckEmpty(abs); err != nil {
-			return nil, err
-		}
+	if err := CheckMountpoint(abs, cfg.AllowNonEmpty); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("fs: create mountpoint %s: %w", abs, err)

@@ -352,7 +352,7 @@ func TestUmount(t *testing.T) {
 
 // TestUpRefusesAFolderThatHoldsFiles: up on a mountpoint that holds files
 // fails before it starts any service, naming a file and the flag that
-// allows it.
+// allows it; up on a file fails before it starts any service too.
 func TestUpRefusesAFolderThatHoldsFiles(t *testing.T) {
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "live")
@@ -371,6 +371,15 @@ func TestUpRefusesAFolderThatHoldsFiles(t *testing.T) {
 		"up", "--root", filepath.Join(dir, "root"), "--listen", "127.0.0.1:0", mnt)
 	if strings.Contains(stderr, "relay listening") || mounted(mnt) {
 		t.Fatalf("up started its services or mounted anyway:\n%s", stderr)
+	}
+	// Nor a file, with or without --allow-non-empty.
+	file := filepath.Join(mnt, "notes.txt")
+	for _, extra := range [][]string{nil, {"--allow-non-empty"}} {
+		args := append([]string{"up", "--root", filepath.Join(dir, "root"), "--listen", "127.0.0.1:0"}, extra...)
+		_, stderr = wantRun(t, "", exitFailure, []string{file + " is a file, not a folder"}, append(args, file)...)
+		if strings.Contains(stderr, "relay listening") {
+			t.Fatalf("up %v started its services for a file as mountpoint:\n%s", extra, stderr)
+		}
 	}
 }
 

@@ -138,8 +138,8 @@ registry (the relay client entry). Start the relay with 'liveobjects relay' or
 
 // checkMountpoint refuses, before any service starts, a mountpoint inside
 // the root (the root is watched, and a mount inside it would be read by
-// its own daemon, joining every object) and, unless allowNonEmpty, a
-// folder that holds files (fs.CheckEmpty).
+// its own daemon, joining every object), a file and, unless allowNonEmpty,
+// a folder that holds files (fs.CheckMountpoint).
 func checkMountpoint(root, mnt string, allowNonEmpty bool) error {
 	absRoot, err1 := filepath.Abs(root)
 	absMnt, err2 := filepath.Abs(mnt)
@@ -149,10 +149,7 @@ func checkMountpoint(root, mnt string, allowNonEmpty bool) error {
 	if rel, err := filepath.Rel(absRoot, absMnt); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return fmt.Errorf("the mountpoint %s is inside the root folder %s; choose a mountpoint outside it", absMnt, absRoot)
 	}
-	if !allowNonEmpty {
-		return fs.CheckEmpty(absMnt)
-	}
-	return nil
+	return fs.CheckMountpoint(absMnt, allowNonEmpty)
 }
 
 // runUp hosts the root's services and mounts it.
