@@ -234,7 +234,7 @@ func mountDaemon(t *testing.T) (root, addr, mnt string, d *daemon) {
 		t.Fatalf("init: %v %s", err, out)
 	}
 	addr = freePort(t)
-	start(t, "", "relay", "--root", root, "--listen", addr)
+	startRelay(t, addr, "--root", root)
 	mnt = filepath.Join(dir, "live")
 	d = start(t, mnt, "mount", "--relay", addr, root, mnt)
 	waitFor(t, 20*time.Second, func() error {
@@ -768,7 +768,7 @@ func TestRelayKilledUnderMount(t *testing.T) {
 		t.Fatalf("init: %v %s", err, out)
 	}
 	addr := freePort(t)
-	r1 := start(t, "", "relay", "--root", root, "--listen", addr)
+	r1 := startRelay(t, addr, "--root", root)
 	mnt := filepath.Join(dir, "live")
 	start(t, mnt, "mount", "--relay", addr, root, mnt)
 	waitFor(t, 20*time.Second, func() error {
@@ -926,7 +926,7 @@ func TestTwoRootsShareRelay(t *testing.T) {
 	if out, err := exec.Command(bin, "init", relayRoot).CombinedOutput(); err != nil {
 		t.Fatalf("init: %v %s", err, out)
 	}
-	start(t, "", "relay", "--root", relayRoot, "--listen", addr)
+	startRelay(t, addr, "--root", relayRoot)
 	var mnts []string
 	for _, name := range []string{"a", "b"} {
 		root := filepath.Join(dir, "root-"+name)
@@ -1054,7 +1054,7 @@ func TestMountRelaySecretHint(t *testing.T) {
 		t.Fatalf("init: %v %s", err, out)
 	}
 	addr := freePort(t)
-	start(t, "", "relay", "--root", root, "--listen", addr, "--secret-env", "LIVEOBJECTS_TEST_RELAY_SECRET")
+	startRelay(t, addr, "--root", root, "--secret-env", "LIVEOBJECTS_TEST_RELAY_SECRET")
 	for i, tc := range []struct{ secret, want string }{
 		{"", "no secret was sent: start the mount with the relay's shared secret in $LIVEOBJECTS_RELAY_SECRET"},
 		{"wrong", "the secret in the mount's $LIVEOBJECTS_RELAY_SECRET is not the relay's"},
