@@ -16,11 +16,12 @@
 // and line. It refuses a folder inside a mount of live objects
 // (ErrInMount): the files there are live objects, and reading them would
 // join each one and wait on it; the mount's top folder names the root it
-// shows (MountRootAttr). Lookup, Key, Objects and Channels read the loaded state;
-// Resolve follows the From chains of a definition through the registry
-// (reporting dangling keys and cycles), and Binding says what joining an
-// object means: class, type, channel, driver and driver settings. The
-// shape of an object bound to a channel is described in package objects.
+// shows (MountRootAttr). Lookup, Key, Objects and Channels read the
+// loaded state; Resolve follows the From chains of a definition through
+// the registry (reporting dangling keys and cycles), and Binding says what
+// joining an object means: class, type, channel, driver and driver
+// settings. The shape of an object bound to a channel is described in
+// package objects.
 //
 // Watch keeps the state in line with the disk using fsnotify (every
 // folder, new ones included). A file that becomes invalid keeps its last

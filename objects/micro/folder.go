@@ -20,8 +20,8 @@ import (
 // A Folder is safe for concurrent use. Writes and removals of one name
 // are serialized (the last one wins), so that racing writes to a new name
 // create one file. mu protects files, seen, gone and writing; a name's
-// write lock is taken before mu, never while mu is held. One goroutine, started
-// by NewFolder and stopped by Close, refreshes the list.
+// write lock is taken before mu, never while mu is held. One goroutine,
+// started by NewFolder and stopped by Close, refreshes the list.
 type Folder struct {
 	lib   *Lib
 	level int
