@@ -318,7 +318,7 @@ func (h *storeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if end := int(off) + len(data); end > len(h.data) {
-		h.data = append(h.data, make([]byte, end-len(h.data))...)
+		h.data = resize(h.data, uint64(end))
 	}
 	copy(h.data[off:], data)
 	h.dirty = true
