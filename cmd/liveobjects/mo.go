@@ -68,11 +68,12 @@ func (o *moClientFlags) dial(ctx context.Context) (*micro.LocalClient, error) {
 	if o.data != "" {
 		return micro.DialLocal(ctx, filepath.Join(o.data, "mo.sock"))
 	}
-	if d := os.Getenv("LIVEOBJECTS_MO_DATA"); d != "" {
-		return micro.DialLocal(ctx, filepath.Join(d, "mo.sock"))
+	dirs := []string{defaultMODataDir()} // $LIVEOBJECTS_MO_DATA when set
+	if os.Getenv("LIVEOBJECTS_MO_DATA") == "" {
+		dirs = append(dirs, stateDir(defaultRoot(), "mo"))
 	}
 	var errs []string
-	for _, d := range []string{defaultMODataDir(), stateDir(defaultRoot(), "mo")} {
+	for _, d := range dirs {
 		sock := filepath.Join(d, "mo.sock")
 		lc, err := micro.DialLocal(ctx, sock)
 		if err == nil {
