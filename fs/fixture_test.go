@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,6 +119,12 @@ func shErr(dir, script string) (string, error) {
 	// The shell changes into the mount itself: a child that chdirs into
 	// a FUSE mount served by its parent can deadlock while forking.
 	cmd := exec.CommandContext(ctx, "bash", "-c", "cd '"+dir+"' && "+script)
+	// On timeout the whole process group goes: a child the shell waits for
+	// (a cat blocked on a live file) would otherwise keep the output pipe
+	// open and the test waiting after the shell was killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -106,8 +106,20 @@ func sh(t *testing.T, script string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "bash", "-c", script).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	killGroupOnCancel(cmd)
+	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// killGroupOnCancel runs cmd in a process group of its own and, when its
+// context ends, kills the whole group: a child the shell waits for (a cat
+// blocked on a live file) would otherwise keep the output pipe open and
+// the test waiting after the shell itself was killed.
+func killGroupOnCancel(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 }
 
 func waitFor(t *testing.T, within time.Duration, f func() error) {
@@ -205,6 +217,14 @@ func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The mount reads the registry again when it changes: until its copy
+	// has the new port, a join would still go to 60100.
+	waitFor(t, 10*time.Second, func() error {
+		if out, err := sh(t, "grep -rlF 'value=\""+port+"\"' "+mnt+"/registry"); err != nil {
+			return fmt.Errorf("the mount's registry does not have QSM port %s yet: %q %v", port, out, err)
+		}
+		return nil
+	})
 	var out string
 	waitFor(t, 10*time.Second, func() error {
 		out, err = sh(t, "cat "+mnt+"/qsm/chat.liveobject 2>&1")
