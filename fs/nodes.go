@@ -408,11 +408,26 @@ func (f *fileNode) spec() (channels.Spec, error) {
 		}
 		folder, _ := f.m.folder(f.rel)
 		kind, history := logic.Stream, folder.History
+		// A channel folder shows a stream channel as its raw events, in
+		// the order its driver gives them: it needs nothing more, unless
+		// it keeps a history for joiners. A text or a variable is one
+		// value that every member must see change alike, so it needs
+		// what its class needs (a total order and state transfer), as
+		// the objects that use it do.
+		var needs transport.Guarantee
 		if c, ok := objects.LookupClass(md.MessageClass); ok {
 			if k, err := logic.ParseKind(string(c.Category)); err == nil {
 				kind = k
 			}
+			if kind != logic.Stream {
+				needs = c.Requires
+			}
 		}
+		if kind == logic.Stream && history > 0 {
+			needs |= transport.StateTransfer
+		}
+		typ := objects.Type{Requires: needs}
+		name := strings.TrimSuffix(path.Base(f.rel), suffix)
 		key := md.ID
 		if key == "" {
 			key = md.Name
@@ -424,6 +439,9 @@ func (f *fileNode) spec() (channels.Spec, error) {
 		return channels.Spec{
 			Object: f.rel, Driver: folder.Driver, Params: params,
 			Channel: key, ChannelName: md.Name, Logic: logic.Config{Kind: kind, History: history},
+			Check: func(driver string, provides transport.Guarantee) error {
+				return typ.CheckDriver(name, md.Name, driver, provides)
+			},
 		}, nil
 	}
 	b, err := f.m.cfg.Root.Binding(f.rel)

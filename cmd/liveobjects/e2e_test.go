@@ -668,6 +668,23 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	if err != nil || !strings.Contains(out, "over qsm") || !strings.HasSuffix(out, "second\n") {
 		t.Fatalf("qsm/ channel: %q %v", out, err)
 	}
+	// A text or a variable needs a total order and state transfer, which
+	// QSM does not give: its channel in qsm/ is refused, and says why,
+	// as the objects over QSM in examples/ are.
+	for _, f := range []string{"qsm/Text_1.liveobject", "qsm/temperature.liveobject"} {
+		out, err := sh(t, fmt.Sprintf("cd %s && timeout 5 cat %s 2>&1", mnt, f))
+		if err == nil || !strings.Contains(out, "Operation not supported") {
+			t.Fatalf("cat %s over QSM: %q %v", f, out, err)
+		}
+		out, err = sh(t, fmt.Sprintf("cd %s && echo 7 > %s", mnt, f))
+		if err == nil || !strings.Contains(out, "Operation not supported") {
+			t.Fatalf("echo > %s over QSM: %q %v", f, out, err)
+		}
+		attr, err := sh(t, fmt.Sprintf("getfattr --only-values -n user.liveobject.error %s/%s", mnt, f))
+		if err != nil || !strings.Contains(attr, "needs total-order+state-transfer") || !strings.Contains(attr, "over qsm provides fifo") {
+			t.Fatalf("the error attribute of %s: %q %v", f, attr, err)
+		}
+	}
 	// The command line lists it, as the coordinator knows it: one node
 	// (the mount's) has members in it.
 	// QSM names the channel by its ID.
