@@ -16,7 +16,7 @@ var checkMax int
 func init() {
 	register(&command{
 		Name:    "check",
-		Args:    "ROOT",
+		Args:    "[ROOT]",
 		Summary: "validate every definition and channel of a root; print each problem as file:line",
 		Help: `check reads every *.liveobject file below ROOT (deep folders, names with
 spaces and hidden files included) and every channels/<ID>/metadata.xml, and
@@ -28,15 +28,19 @@ Objects of classes this project does not implement are listed in the
 summary but are not problems.
 
 Exit status: 0 when there is no problem, 3 when there are problems, 1 when
-ROOT cannot be read.`,
+ROOT cannot be read.
+
+ROOT defaults to the root that 'up' uses: $LIVEOBJECTS_ROOT, else
+~/.local/share/liveobjects/root.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&checkMax, "max", 0, "print at most this many problems (0: all)")
 		},
 		Run: func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want one argument, the root folder")
+			root, err := rootArg(args)
+			if err != nil {
+				return err
 			}
-			return runCheck(args[0], os.Stdout, os.Stderr, checkMax)
+			return runCheck(root, os.Stdout, os.Stderr, checkMax)
 		},
 	})
 }

@@ -152,9 +152,41 @@ func TestInitCheckShow(t *testing.T) {
 			t.Errorf("%v: exit %d: %s", args, code, stdout.String())
 		}
 	}
-	for _, args := range [][]string{{"init"}, {"check"}, {"show"}, {"check", "a", "b"}} {
+	for _, args := range [][]string{{"show"}, {"check", "a", "b"}, {"init", "a", "b"}, {"service", "on"}, {"service", "off", "a", "b", "c"}} {
 		if code := run(args, &stdout, &stderr); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+}
+
+// TestDefaultRoot: without ROOT, init, check and service on/off work on
+// the root that up uses ($LIVEOBJECTS_ROOT here).
+func TestDefaultRoot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "root")
+	env := []string{"LIVEOBJECTS_ROOT=" + dir}
+	if code, _, stderr := runCmd(t, "", env, "check"); code != exitFailure || !strings.Contains(stderr, "liveobjects init "+dir) {
+		t.Fatalf("check before init: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "", env, "init"); code != exitOK || !strings.Contains(stderr, "to "+dir) {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	if code, stdout, stderr := runCmd(t, "", env, "check"); code != exitOK || !strings.Contains(stdout+stderr, "0 problems") {
+		t.Fatalf("check: exit %d: %s%s", code, stdout, stderr)
+	}
+	mo := filepath.Join(dir, "services", "mo.liveobject")
+	for _, c := range []struct {
+		word string
+		nil  bool
+	}{{"on", false}, {"off", true}} {
+		if code, stdout, stderr := runCmd(t, "", env, "service", c.word, "mo"); code != exitOK || stdout != "services/mo.liveobject: "+c.word+"\n" {
+			t.Fatalf("service %s mo: exit %d: %q %s", c.word, code, stdout, stderr)
+		}
+		b, err := os.ReadFile(mo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(b), `xsi:nil="true"`); got != c.nil {
+			t.Errorf("after service %s mo, %s is a null object: %v\n%s", c.word, mo, got, b)
 		}
 	}
 }

@@ -271,7 +271,7 @@ func TestMOErrorsSayWhere(t *testing.T) {
 	if code, out, stderr := runCmd(t, "", none, "mo", "get", tok); code != exitFailure || out != "" ||
 		!strings.Contains(stderr, filepath.Join(dir, "xdg", "liveobjects", "mo", "mo.sock")+": connect: no such file") ||
 		!strings.Contains(stderr, filepath.Join(dir, "root", ".state", "mo", "mo.sock")+": connect: no such file") ||
-		!strings.Contains(stderr, "liveobjects service on ROOT mo") {
+		!strings.Contains(stderr, "'liveobjects service on mo'") {
 		t.Errorf("mo get with no server: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 

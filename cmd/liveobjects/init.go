@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		Name:    "init",
-		Args:    "ROOT",
+		Args:    "[ROOT]",
 		Summary: "write a fresh root folder with the default registry, services and examples",
 		Help: `init writes a root folder laid out as the original distribution:
 
@@ -24,19 +24,22 @@ func init() {
                                   a composite of classes not implemented here, and a note
                                   deep in folders whose names have spaces
 
-ROOT must not exist or be empty. Run 'liveobjects check ROOT' afterwards.`,
+ROOT must not exist or be empty. Run 'liveobjects check ROOT' afterwards.
+ROOT defaults to the root that 'up' uses: $LIVEOBJECTS_ROOT, else
+~/.local/share/liveobjects/root.`,
 		Run: func(ctx context.Context, args []string) error {
-			if len(args) != 1 {
-				return usagef("want one argument, the root folder to create")
+			root, err := rootArg(args)
+			if err != nil {
+				return err
 			}
 			files, err := registry.InitFiles()
 			if err != nil {
 				return err
 			}
-			if err := registry.Init(args[0]); err != nil {
+			if err := registry.Init(root); err != nil {
 				return fmt.Errorf("%w (choose a new or empty folder)", err)
 			}
-			fmt.Fprintf(os.Stderr, "liveobjects init: wrote %d files to %s\n", len(files), args[0])
+			fmt.Fprintf(os.Stderr, "liveobjects init: wrote %d files to %s\n", len(files), root)
 			return nil
 		},
 	})

@@ -86,7 +86,7 @@ func (o *moClientFlags) dial(ctx context.Context) (*micro.LocalClient, error) {
 			errs = append(errs, err.Error())
 		}
 	}
-	return nil, fmt.Errorf("no micro-object server answers here (%s): start one with 'liveobjects mo serve', or switch on the mo service of the root 'up' runs ('liveobjects service on ROOT mo'), or give --data DIR",
+	return nil, fmt.Errorf("no micro-object server answers here (%s): start one with 'liveobjects mo serve', or switch on the mo service of the root 'up' runs ('liveobjects service on mo'), or give --data DIR",
 		strings.Join(errs, "; "))
 }
 

@@ -36,6 +36,18 @@ func defaultRoot() string {
 	return "liveobjects-root"
 }
 
+// rootArg is the root folder named by the arguments of a command that
+// takes [ROOT]: the one argument, or the default root without one.
+func rootArg(args []string) (string, error) {
+	switch len(args) {
+	case 0:
+		return defaultRoot(), nil
+	case 1:
+		return args[0], nil
+	}
+	return "", usagef("want at most one argument, the root folder (default %s)", defaultRoot())
+}
+
 type mountFlags struct {
 	relay         string
 	mo            string

@@ -17,24 +17,32 @@ func init() {
 		word := map[bool]string{true: "on", false: "off"}[on]
 		register(&command{
 			Name:    "service " + word,
-			Args:    "ROOT NAME",
+			Args:    "[ROOT] NAME",
 			Summary: "switch a service of a root " + word + " (NAME: a file in ROOT/services, e.g. mo or quicksilver_localservice)",
 			Help: `Off, the service's definition moves into an XML comment and a null object
 takes its place, as in the original distribution; on, it comes back. A daemon
-hosting the root ('liveobjects up') starts or stops the service within a second.`,
+hosting the root ('liveobjects up') starts or stops the service within a second.
+
+ROOT defaults to the root that 'up' uses: $LIVEOBJECTS_ROOT, else
+~/.local/share/liveobjects/root.`,
 			Run: func(ctx context.Context, args []string) error {
-				if len(args) != 2 {
-					return usagef("want ROOT and NAME")
+				switch len(args) {
+				case 1:
+					args = []string{defaultRoot(), args[0]}
+				case 2:
+				default:
+					return usagef("want NAME, or ROOT and NAME")
 				}
-				if err := checkRootFolder(args[0]); err != nil {
+				root := args[0]
+				if err := checkRootFolder(root); err != nil {
 					return err
 				}
 				name := strings.TrimSuffix(filepath.Base(args[1]), registry.Ext)
 				rel := registry.ServicesDir + "/" + name + registry.Ext
-				if _, err := os.Stat(filepath.Join(args[0], filepath.FromSlash(rel))); errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("%s has no service %q (no file %s); its services: %s", args[0], name, rel, serviceNames(args[0]))
+				if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(rel))); errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("%s has no service %q (no file %s); its services: %s", root, name, rel, serviceNames(root))
 				}
-				if err := registry.SwitchService(args[0], rel, on); err != nil {
+				if err := registry.SwitchService(root, rel, on); err != nil {
 					return err
 				}
 				fmt.Printf("%s: %s\n", rel, word)
