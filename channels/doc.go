@@ -8,6 +8,12 @@
 // object of another kind is refused with ErrConflict while the channel is
 // joined.
 //
+// A driver or membership can end on its own (transport.Ender: a QSM
+// client whose local service went away). A live object whose membership
+// ended leaves the table and ends its readers with ErrEnded, since events
+// may have been missed; the next Acquire dials the substrate afresh and
+// joins anew.
+//
 // The Hub does not know drivers by type: the program gives it a DialFunc
 // (cmd/liveobjects wires in transport/relay and transport/qsm), so this
 // package depends only on transport and objects/logic.
@@ -17,6 +23,8 @@
 // A Hub is safe for concurrent use. Hub.mu protects the maps of drivers
 // and live objects; it is never held across a network call. Concurrent
 // Acquire calls for one channel wait for the first one's join (a
-// per-entry ready channel) instead of joining twice. Lock order: Hub.mu
-// before Live.mu.
+// per-entry ready channel) instead of joining twice. A live object whose
+// membership can end on its own has one goroutine waiting for that end
+// or for the object to be left (Live.stop), whichever comes first. Lock
+// order: Hub.mu before Live.mu.
 package channels

@@ -82,6 +82,9 @@ var (
 	// ErrConflict is returned by Acquire when the channel is already
 	// joined in this process for an object of another kind or history.
 	ErrConflict = errors.New("channels: channel already joined as another kind of object")
+	// ErrEnded is what the readers of a live object get when its
+	// membership ended on its own (its driver lost its link for good).
+	ErrEnded = errors.New("channels: the membership ended")
 )
 
 // Options tune a Hub.
@@ -168,9 +171,35 @@ func (h *Hub) driver(ctx context.Context, spec Spec) (transport.Driver, bool, er
 		if ok && errors.Is(e.err, context.Canceled) && ctx.Err() == nil {
 			return nil, true, nil
 		}
+		if ok && e.d != nil && ended(e.d) {
+			// Its link is lost for good (a QSM client whose service
+			// went away): dial afresh.
+			h.mu.Lock()
+			if h.drivers[key] == e {
+				delete(h.drivers, key)
+			}
+			h.mu.Unlock()
+			h.opts.Logger.Info("connecting again", "driver", spec.Driver, "after", e.d.(transport.Ender).Err())
+			e.d.Close()
+			return nil, true, nil
+		}
 		return e.d, false, e.err
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
+	}
+}
+
+// ended reports whether d is a driver that has ended on its own.
+func ended(d transport.Driver) bool {
+	e, ok := d.(transport.Ender)
+	if !ok {
+		return false
+	}
+	select {
+	case <-e.Ended():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -185,6 +214,7 @@ type Live struct {
 	obj    *logic.Object
 	member transport.Member
 	driver transport.Driver
+	stop   chan struct{} // closed by leave
 
 	mu   sync.Mutex // protects refs, left
 	refs int
@@ -210,7 +240,7 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 				ErrConflict, spec.Object, spec.displayName(), spec.logicKey(), l.logic, l.spec.Object)
 		}
 		if !ok {
-			l = &Live{hub: h, key: key, logic: spec.logicKey(), spec: spec, ready: make(chan struct{}), refs: 1}
+			l = &Live{hub: h, key: key, logic: spec.logicKey(), spec: spec, ready: make(chan struct{}), stop: make(chan struct{}), refs: 1}
 			h.live[key] = l
 			h.mu.Unlock()
 			l.join(ctx)
@@ -235,6 +265,9 @@ func (h *Hub) Acquire(ctx context.Context, spec Spec) (*Live, error) {
 			close(l.ready)
 			if l.err != nil {
 				return nil, l.err
+			}
+			if e, ok := l.member.(transport.Ender); ok {
+				go l.watch(e)
 			}
 			return l, nil
 		}
@@ -362,11 +395,42 @@ func (l *Live) Release() {
 }
 
 // leave leaves the membership, logging a failure, and closes the object.
+// It is called once, by whoever set l.left.
 func (l *Live) leave() {
+	close(l.stop)
 	if err := l.member.Leave(); err != nil && !errors.Is(err, transport.ErrClosed) {
 		l.hub.opts.Logger.Warn("leave failed", "object", l.spec.Object, "err", err)
 	}
 	l.obj.Close()
+}
+
+// watch waits for a membership that can end on its own (transport.Ender)
+// to end, or for l to be left. A membership that ended while l was still
+// in use takes l out of the table, so that the next Acquire joins afresh,
+// and ends the object's readers with ErrEnded: events may have been
+// missed, so they do not simply go on. Writers' publishes fail from then
+// on; each user's Release still leaves l.
+func (l *Live) watch(e transport.Ender) {
+	select {
+	case <-e.Ended():
+	case <-l.stop:
+		return
+	}
+	h := l.hub
+	h.mu.Lock()
+	l.mu.Lock()
+	left := l.left
+	if !left && h.live[l.key] == l {
+		delete(h.live, l.key)
+	}
+	l.mu.Unlock()
+	h.mu.Unlock()
+	if left {
+		return
+	}
+	h.opts.Logger.Warn("membership ended", "object", l.spec.Object, "channel", l.spec.displayName(), "driver", l.driver.Name(), "err", e.Err())
+	l.obj.Fail(fmt.Errorf("%w: %s: channel %q over %s: %v; open the object again to join anew (events published meanwhile are not delivered here)",
+		ErrEnded, l.spec.Object, l.spec.displayName(), l.driver.Name(), e.Err()))
 }
 
 // Joined returns the live objects currently joined, by object name.
@@ -404,8 +468,7 @@ func (h *Hub) Close() error {
 			l.mu.Lock()
 			l.left = true
 			l.mu.Unlock()
-			l.member.Leave()
-			l.obj.Close()
+			l.leave()
 		}
 	}
 	var errs []error

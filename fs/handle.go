@@ -57,6 +57,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	case ctx.Err() != nil:
 		return nil, syscall.EINTR
 	}
+	// The reader ended with an error (it fell behind, or the object's
+	// membership ended): the error attribute says why.
+	h.m.setError(h.rel, err)
 	return nil, errno("read", h.rel, err)
 }
 
@@ -83,7 +86,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	defer cancel()
 	n, err := h.w.Write(pctx, data)
 	if err != nil && n == 0 {
-		return 0, publishErrno("write", h.rel, err)
+		return 0, h.publishFailed("write", err)
 	}
 	// n < len(data) with an error: whole lines were taken, then a line
 	// over the limit was refused. The kernel reports a short write; the
@@ -110,7 +113,16 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	}
 	pctx, cancel := h.publishCtx()
 	defer cancel()
-	return publishErrno("flush", h.rel, h.w.Flush(pctx))
+	return h.publishFailed("flush", h.w.Flush(pctx))
+}
+
+// publishFailed notes a failed publish in the error attribute and returns
+// its errno (see publishErrno).
+func (h *handle) publishFailed(op string, err error) syscall.Errno {
+	if err != nil {
+		h.m.setError(h.rel, err)
+	}
+	return publishErrno(op, h.rel, err)
 }
 
 // endLine publishes the partial line of a closed handle, unless it was

@@ -203,6 +203,17 @@ type Lister interface {
 	Channels(ctx context.Context) ([]ChannelInfo, error)
 }
 
+// Ender is implemented by drivers and members that can end without being
+// told to: a driver whose link is lost for good (QSM's client when its
+// local service goes away), and that driver's members. Ended is closed
+// once the driver or member can no longer be used, whether it ended on
+// its own or by Close or Leave; Err then says why. A driver that
+// reconnects by itself (the relay's client) does not implement it.
+type Ender interface {
+	Ended() <-chan struct{}
+	Err() error
+}
+
 // Errors every driver uses, so callers can test for them with errors.Is.
 var (
 	// ErrClosed is returned by calls on a closed driver or a left member.

@@ -242,6 +242,46 @@ func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
 	}
 }
 
+// qsmRestart: the QSM local service that up hosts is switched off under a
+// reader of a QSM channel. The reader ends with EIO (it may have missed
+// events) and the error attribute says why and what to do; once the
+// service is on again, the channel is joined afresh.
+func qsmRestart(t *testing.T, mnt, root, dir string) {
+	t.Helper()
+	out, errOut := filepath.Join(dir, "restart.out"), filepath.Join(dir, "restart.err")
+	if got, err := sh(t, fmt.Sprintf(`cd %s && (timeout 30 cat qsm/chat.liveobject > %s 2> %s &)
+for i in $(seq 1 100); do echo "before restart" >> qsm/chat.liveobject; grep -q "before restart" %s && break; sleep 0.1; done; cat %s`,
+		mnt, out, errOut, out, out)); err != nil || !strings.Contains(got, "before restart") {
+		t.Fatalf("reader of qsm/chat before the restart: %q %v", got, err)
+	}
+	if got, err := exec.Command(bin, "service", "off", root, "quicksilver_localservice").CombinedOutput(); err != nil {
+		t.Fatalf("service off quicksilver_localservice: %v %s", err, got)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		if b, _ := os.ReadFile(errOut); !strings.Contains(string(b), "Input/output error") {
+			return fmt.Errorf("the reader of qsm/chat did not end with EIO when the QSM service stopped: %q", b)
+		}
+		return nil
+	})
+	attr, err := sh(t, "getfattr --only-values -n user.liveobject.error "+mnt+"/qsm/chat.liveobject")
+	if err != nil || !strings.Contains(attr, "membership ended") || !strings.Contains(attr, "local QSM service lost") || !strings.Contains(attr, "open the object again") {
+		t.Fatalf("the error attribute after the QSM service stopped: %q %v", attr, err)
+	}
+	if got, err := exec.Command(bin, "service", "on", root, "quicksilver_localservice").CombinedOutput(); err != nil {
+		t.Fatalf("service on quicksilver_localservice: %v %s", err, got)
+	}
+	again := filepath.Join(dir, "again.out")
+	waitFor(t, 20*time.Second, func() error {
+		got, err := sh(t, fmt.Sprintf(`cd %s && (timeout 10 cat qsm/chat.liveobject > %s 2>&1 &)
+for i in $(seq 1 20); do echo "after restart" >> qsm/chat.liveobject 2>/dev/null; grep -q "after restart" %s && break; sleep 0.1; done; cat %s`,
+			mnt, again, again, again))
+		if err != nil || !strings.Contains(got, "after restart") {
+			return fmt.Errorf("qsm/chat after the QSM service came back: %q %v", got, err)
+		}
+		return nil
+	})
+}
+
 // mountDaemon starts a relay and a mount daemon (liveobjects mount) of a
 // fresh root, as processes of their own, and returns once the mount is in
 // the mount table (which is read without touching the mount).
@@ -777,6 +817,7 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 		}
 		return nil
 	})
+	qsmRestart(t, mnt, root, dir)
 	// Ctrl-C stops every service and unmounts.
 	d.cmd.Process.Signal(syscall.SIGINT)
 	select {

@@ -107,6 +107,30 @@ func TestReadContextAndClose(t *testing.T) {
 	}
 }
 
+// TestFail: a failed object's readers get what is queued, then the
+// failure, and so does a reader made afterwards; Close changes nothing.
+func TestFail(t *testing.T) {
+	o := New(Config{Kind: Stream, History: 10})
+	r := o.NewReader()
+	deliver(o, 1, "queued")
+	lost := errors.New("link lost")
+	o.Fail(lost)
+	o.Close()
+	if got := readAll(t, r); got != "queued\n" {
+		t.Fatalf("queued data lost at failure: %q", got)
+	}
+	if _, err := r.Read(context.Background(), make([]byte, 10)); !errors.Is(err, lost) {
+		t.Fatalf("read after the failure: %v", err)
+	}
+	late := o.NewReader()
+	if got := readAll(t, late); got != "queued\n" {
+		t.Fatalf("a later reader's history: %q", got)
+	}
+	if _, err := late.Read(context.Background(), make([]byte, 10)); !errors.Is(err, lost) {
+		t.Fatalf("a later reader's read: %v", err)
+	}
+}
+
 func TestReadWholeEvents(t *testing.T) {
 	o := New(Config{Kind: Stream})
 	r := o.NewReader()

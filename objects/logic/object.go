@@ -96,6 +96,7 @@ type Object struct {
 	hasVal  bool       // Variable, Text: a value was ever set
 	readers map[*Reader]struct{}
 	closed  bool
+	endErr  error     // what readers get once closed: ErrClosed, or Fail's error
 	mtime   time.Time // time of the last applied event or restore
 	events  uint64    // events applied since creation
 }
@@ -324,15 +325,21 @@ func (o *Object) replayLocked(hist []entry, seq uint64) {
 }
 
 // Close ends the object: readers get end of file after what is queued.
-func (o *Object) Close() {
+func (o *Object) Close() { o.Fail(ErrClosed) }
+
+// Fail ends the object as Close does, except that its readers get err
+// after what is queued instead of ErrClosed: the channel under it ended
+// without the object being closed (its driver lost its link). Once the
+// object has ended, Fail and Close do nothing.
+func (o *Object) Fail(err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return
 	}
-	o.closed = true
+	o.closed, o.endErr = true, err
 	for r := range o.readers {
-		r.end(ErrClosed)
+		r.end(err)
 	}
 }
 
@@ -351,7 +358,7 @@ func (o *Object) NewReader() *Reader {
 		r.pushEvent(o.value, o)
 	}
 	if o.closed {
-		r.err = ErrClosed
+		r.err = o.endErr
 	} else {
 		o.readers[r] = struct{}{}
 	}

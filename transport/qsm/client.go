@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -35,6 +36,8 @@ type Client struct {
 	version  uint8 // the protocol version spoken with the service
 
 	quit    chan struct{}
+	ended   chan struct{} // closed by shutdown: the client can no longer be used (Ended)
+	endOnce sync.Once
 	wg      sync.WaitGroup
 	closed  sync.Once
 	workers []*worker
@@ -143,6 +146,7 @@ func newClient(conn net.Conn, node uint64, nodeName string, maxEvent, credits in
 		maxEvent: maxEvent,
 		credits:  credits,
 		quit:     make(chan struct{}),
+		ended:    make(chan struct{}),
 		members:  map[uint32]*Member{},
 		joins:    map[uint32]chan error{},
 		replies:  map[uint32]chan []byte{},
@@ -382,7 +386,21 @@ func (c *Client) shutdown(err error) {
 	for _, m := range members {
 		m.stop(err)
 	}
+	c.endOnce.Do(func() { close(c.ended) })
 }
+
+// Ended is closed once the client can no longer be used: its link to the
+// service was lost, or it was closed. It implements transport.Ender.
+func (c *Client) Ended() <-chan struct{} { return c.ended }
+
+// Err says why the client ended (nil while it has not).
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+var _ transport.Ender = (*Client)(nil)
 
 func (c *Client) member(id uint32) *Member { return c.byID.load(id) }
 
@@ -494,7 +512,11 @@ func (c *Client) linkLost(err error) {
 	if errors.Is(err, net.ErrClosed) {
 		err = transport.ErrClosed
 	}
-	c.shutdown(fmt.Errorf("%w: link to service lost: %v", transport.ErrClosed, err))
+	why := err.Error()
+	if errors.Is(err, transport.ErrClosed) || errors.Is(err, io.EOF) {
+		why = "the service closed it (it stopped, or was restarted)"
+	}
+	c.shutdown(fmt.Errorf("%w: link to the local QSM service lost: %s", transport.ErrClosed, why))
 	c.w.fail(err)
 }
 
@@ -1126,6 +1148,20 @@ func (m *Member) deliverRun(run []item, evs []transport.Event) []transport.Event
 	clear(evs)
 	return evs[:0]
 }
+
+// Ended is closed once the membership has ended: by Leave, or because the
+// client lost its link to the service. It implements transport.Ender.
+func (m *Member) Ended() <-chan struct{} { return m.done }
+
+// Err says why the membership ended (nil while it has not).
+func (m *Member) Err() error {
+	if !m.stopped.Load() {
+		return nil
+	}
+	return m.stopErr()
+}
+
+var _ transport.Ender = (*Member)(nil)
 
 // Leave ends the membership; no handler call starts after it returns. It
 // is idempotent. It must not be called from the member's own Handler.
