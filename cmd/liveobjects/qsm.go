@@ -152,7 +152,7 @@ use (TTL 1), repairs loss with the region's token ring, and serves the
 in-process clients of this machine on the uplink (uplink_address:uplink_port).
 
 Example, on each machine of a LAN:
-  liveobjects qsm service -gms 198.18.0.1:12346 -subnet 198.18.0.0/24 \
+  liveobjects qsm service -gms 198.18.0.1:60300 -subnet 198.18.0.0/24 \
       -set uplink_address=127.0.0.1
 ` + qsmSettingsHelp,
 		Flags: qsmRoleFlags,
@@ -169,7 +169,7 @@ numbered membership views to all of them and removes a service silent for
 heartbeat_interval x missed_heartbeats. One per network.
 
 Example:
-  liveobjects qsm coordinator -gms 198.18.0.1:12346
+  liveobjects qsm coordinator -gms 198.18.0.1:60300
 ` + qsmSettingsHelp,
 		Flags: qsmRoleFlags,
 		Run: func(ctx context.Context, args []string) error {

@@ -3,7 +3,11 @@ package main
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
+
+	"github.com/liveobjects/liveobjects/registry"
+	"github.com/liveobjects/liveobjects/transport/qsm"
 )
 
 // TestServesUplink: a mount attaches to a hosted service listening on
@@ -53,5 +57,22 @@ func TestIsLocalAddr(t *testing.T) {
 	}
 	if a := netip.MustParseAddr("198.19.255.254"); isLocalAddr(a) {
 		t.Errorf("%v seen as local", a)
+	}
+}
+
+// TestQSMDefaultsMatchRoot: a standalone 'qsm service' or 'qsm
+// coordinator' with no flags, and the qsm commands' default service, are
+// where a fresh root's QSM definitions look for them.
+func TestQSMDefaultsMatchRoot(t *testing.T) {
+	d := qsm.DefaultConfig()
+	for _, c := range []struct{ name, qsm, root string }{
+		{"uplink_address", d.UplinkAddress, registry.DefaultQSMUplink},
+		{"uplink_port", strconv.Itoa(d.UplinkPort), registry.DefaultQSMUplinkPort},
+		{"port", strconv.Itoa(d.Port), registry.DefaultQSMPort},
+		{"gms_address", d.GMSAddress, registry.DefaultQSMGMS},
+	} {
+		if c.qsm != c.root {
+			t.Errorf("%s: QSM's default is %s, a fresh root's %s", c.name, c.qsm, c.root)
+		}
 	}
 }

@@ -119,17 +119,19 @@ type Config struct {
 }
 
 // DefaultConfig returns settings that work on one machine: coordinator on
-// 127.0.0.1:12346, service uplink on 127.0.0.1:12347, multicast on the
-// loopback adapter on port 12345.
+// 127.0.0.1:60300, service uplink on 127.0.0.1:60100, multicast on the
+// loopback adapter on port 60200. These are also the ports of the QSM
+// definitions in a fresh root, so that standalone services and those a
+// root declares find each other.
 func DefaultConfig() Config {
 	return Config{
 		QSM:               true,
 		UplinkController:  true,
 		UplinkAddress:     "127.0.0.1",
-		UplinkPort:        12347,
+		UplinkPort:        60100,
 		Subnet:            "",
-		Port:              12345,
-		GMSAddress:        "127.0.0.1:12346",
+		Port:              60200,
+		GMSAddress:        "127.0.0.1:60300",
 		Multicast:         netip.MustParsePrefix("239.255.64.0/18"),
 		MTU:               1472,
 		MaxEvent:          1 << 20,
