@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -141,10 +142,8 @@ update-desktop-database when they are installed.`,
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
-			name := strings.TrimSuffix(filepath.Base(obj), ".liveobject")
-			p := filepath.Join(dir, name+".desktop")
-			entry := desktopEntry(name, quoteExec(selfPath())+" open "+quoteExec(obj), "Live object "+obj)
-			if err := os.WriteFile(p, []byte(entry), 0o755); err != nil {
+			p, err := writeShortcut(dir, strings.TrimSuffix(filepath.Base(obj), ".liveobject"), obj)
+			if err != nil {
 				return err
 			}
 			fmt.Println(p)
@@ -171,16 +170,13 @@ update-desktop-database when they are installed.`,
 			if err := checkLiveObject(name); err != nil {
 				return err
 			}
+			f, err := os.Open(name)
+			if err != nil {
+				return objectError(name, err)
+			}
 			if cat, err := getxattr(name, "user.liveobject.category"); err == nil {
 				drv, _ := getxattr(name, "user.liveobject.driver")
 				fmt.Fprintf(os.Stderr, "%s: %s over %s (Ctrl-C to leave)\n", filepath.Base(name), cat, drv)
-			}
-			f, err := os.Open(name)
-			if err != nil {
-				if msg, xerr := getxattr(name, "user.liveobject.error"); xerr == nil && msg != "" {
-					return fmt.Errorf("%v: %s", err, msg)
-				}
-				return err
 			}
 			done := make(chan error, 1)
 			go func() {
@@ -190,7 +186,10 @@ update-desktop-database when they are installed.`,
 			}()
 			select {
 			case err := <-done:
-				return err
+				if err != nil {
+					return objectError(name, err)
+				}
+				return nil
 			case <-ctx.Done():
 				// f is not closed here: Close waits for the read, which
 				// waits for the object's next event. The process exits
@@ -199,6 +198,15 @@ update-desktop-database when they are installed.`,
 			}
 		},
 	})
+}
+
+// objectError adds to err, from opening or reading the live object name,
+// what the mount says went wrong (user.liveobject.error).
+func objectError(name string, err error) error {
+	if msg, xerr := getxattr(name, "user.liveobject.error"); xerr == nil && msg != "" {
+		return fmt.Errorf("%v: %s", err, msg)
+	}
+	return err
 }
 
 // checkLiveObject refuses a file that is not a live object of a mount
@@ -217,4 +225,32 @@ func getxattr(path, name string) (string, error) {
 		return "", err
 	}
 	return string(buf[:n]), nil
+}
+
+// writeShortcut writes a shortcut named name in dir that opens obj, and
+// returns its path. A file of that name that is not the same shortcut (one
+// to an object of the same name in another folder, or anything else) is
+// kept: the shortcut takes the first free "name (N)", as file managers
+// name copies. The same shortcut again is written over.
+func writeShortcut(dir, name, obj string) (string, error) {
+	for n := 1; n <= 100; n++ {
+		label := name
+		if n > 1 {
+			label = fmt.Sprintf("%s (%d)", name, n)
+		}
+		p := filepath.Join(dir, label+".desktop")
+		entry := desktopEntry(label, quoteExec(selfPath())+" open "+quoteExec(obj), "Live object "+obj)
+		old, err := os.ReadFile(p)
+		switch {
+		case err == nil && string(old) != entry:
+			continue // taken by something else
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			if st, serr := os.Stat(p); serr == nil && st.IsDir() {
+				continue
+			}
+			return "", err
+		}
+		return p, os.WriteFile(p, []byte(entry), 0o755)
+	}
+	return "", fmt.Errorf("%s already holds 100 files named like %q: remove some, or give another DIR", dir, name+".desktop")
 }

@@ -254,8 +254,35 @@ for i in $(seq 1 100); do echo "before restart" >> qsm/chat.liveobject; grep -q 
 		mnt, out, errOut, out, out)); err != nil || !strings.Contains(got, "before restart") {
 		t.Fatalf("reader of qsm/chat before the restart: %q %v", got, err)
 	}
+	// What a desktop shortcut runs, beside the cat.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := exec.CommandContext(ctx, bin, "open", mnt+"/qsm/chat.liveobject")
+	var openOut lockedBuffer
+	open.Stdout, open.Stderr = &openOut, &openOut
+	if err := open.Start(); err != nil {
+		t.Fatal(err)
+	}
+	openDone := make(chan error, 1)
+	go func() { openDone <- open.Wait() }()
+	// open prints the object's type once the file is open (joined).
+	waitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(openOut.String(), "stream over qsm") {
+			return fmt.Errorf("open of qsm/chat has not joined yet: %q", openOut.String())
+		}
+		return nil
+	})
 	if got, err := exec.Command(bin, "service", "off", root, "quicksilver_localservice").CombinedOutput(); err != nil {
 		t.Fatalf("service off quicksilver_localservice: %v %s", err, got)
+	}
+	select {
+	case err := <-openDone:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(openOut.String(), "membership ended") {
+			t.Fatalf("open when the QSM service stopped: %v, want exit %d saying the membership ended:\n%s", err, exitFailure, openOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("open did not end when the QSM service stopped:\n%s", openOut.String())
 	}
 	waitFor(t, 20*time.Second, func() error {
 		if b, _ := os.ReadFile(errOut); !strings.Contains(string(b), "Input/output error") {
@@ -617,6 +644,26 @@ func desktopChecks(t *testing.T, mnt string) {
 	if err != nil || !strings.Contains(string(entry), " open \""+mnt+"/channels/chat.liveobject\"") {
 		t.Fatalf("shortcut entry: %v\n%s", err, entry)
 	}
+	// A shortcut to another object of the same name keeps the first one
+	// and takes the next free name; the same shortcut again is the same
+	// file.
+	for _, c := range []struct{ obj, file string }{
+		{"examples/chat.liveobject", "chat (2).desktop"},
+		{"channels/chat.liveobject", "chat.desktop"},
+		{"examples/chat.liveobject", "chat (2).desktop"},
+	} {
+		out, err := exec.Command(bin, "shortcut", mnt+"/"+c.obj, sdir).CombinedOutput()
+		if err != nil || string(out) != filepath.Join(sdir, c.file)+"\n" {
+			t.Fatalf("shortcut %s: want %s: %v %s", c.obj, c.file, err, out)
+		}
+		b, err := os.ReadFile(filepath.Join(sdir, c.file))
+		if err != nil || !strings.Contains(string(b), " open \""+mnt+"/"+c.obj+"\"") {
+			t.Fatalf("shortcut %s in %s: %v\n%s", c.obj, c.file, err, b)
+		}
+	}
+	if ents, _ := os.ReadDir(sdir); len(ents) != 2 {
+		t.Fatalf("shortcuts: %d files, want 2", len(ents))
+	}
 	// What the shortcut runs: the object's type, then its state.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -766,6 +813,12 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 	// An object that needs total order refuses QSM, saying why.
 	if _, err := sh(t, "cat "+mnt+"/examples/shared_text_1.qsm.liveobject"); err == nil {
 		t.Fatal("a text note joined a QSM channel")
+	}
+	// open says why, without first announcing the object as if it had
+	// joined.
+	if out, err := exec.Command(bin, "open", mnt+"/examples/shared_text_1.qsm.liveobject").CombinedOutput(); err == nil ||
+		strings.Contains(string(out), "Ctrl-C to leave") || !strings.Contains(string(out), "needs total-order") {
+		t.Fatalf("open of a text note over QSM: %v\n%s", err, out)
 	}
 	msg, _ := sh(t, "getfattr --only-values -n user.liveobject.error "+mnt+"/examples/shared_text_1.qsm.liveobject")
 	if !strings.Contains(msg, "needs total-order") || !strings.Contains(msg, "over qsm provides fifo") {
