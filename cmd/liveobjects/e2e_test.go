@@ -63,7 +63,14 @@ func (d *daemon) output() string {
 
 func start(t *testing.T, mnt string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return startCmd(t, mnt, bin, args...)
+}
+
+// startCmd is start with the program named: bin, or a wrapper that runs
+// it (nsenter, to run it on a test host of a network namespace).
+func startCmd(t *testing.T, mnt, name string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	var sb strings.Builder
 	pr, pw, _ := os.Pipe()
 	cmd.Stderr = pw
@@ -96,7 +103,7 @@ func start(t *testing.T, mnt string, args ...string) *daemon {
 			exec.Command("umount", "-l", mnt).Run()
 		}
 		if t.Failed() {
-			t.Logf("%s %s output:\n%s", filepath.Base(bin), strings.Join(args, " "), d.output())
+			t.Logf("%s %s output:\n%s", filepath.Base(name), strings.Join(args, " "), d.output())
 		}
 	})
 	return d
