@@ -211,19 +211,7 @@ func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
 	// Point the root's QSM settings at a port nobody listens on, so that a
 	// QSM service running on this machine changes nothing.
 	_, port, _ := net.SplitHostPort(freePort(t))
-	err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, _ := os.ReadFile(p)
-		if !strings.Contains(string(b), "60100") {
-			return nil
-		}
-		return os.WriteFile(p, []byte(strings.ReplaceAll(string(b), "60100", port)), 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	editRegistry(t, root, func(s string) string { return strings.ReplaceAll(s, "60100", port) })
 	// The mount reads the registry again when it changes: until its copy
 	// has the new port, a join would still go to 60100.
 	waitFor(t, 10*time.Second, func() error {
@@ -232,9 +220,8 @@ func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
 		}
 		return nil
 	})
-	var out string
 	waitFor(t, 10*time.Second, func() error {
-		out, err = sh(t, "cat "+mnt+"/qsm/chat.liveobject 2>&1")
+		out, err := sh(t, "cat "+mnt+"/qsm/chat.liveobject 2>&1")
 		if err == nil || !strings.Contains(out, "Connection refused") || !strings.Contains(out, port) && !strings.Contains(d.output(), port) {
 			return fmt.Errorf("cat qsm/chat.liveobject with the QSM service off (port %s): %q %v", port, out, err)
 		}
@@ -314,6 +301,28 @@ for i in $(seq 1 20); do echo "after restart" >> qsm/chat.liveobject 2>/dev/null
 		}
 		return nil
 	})
+}
+
+// editRegistry rewrites the definitions in root's registry/ with edit,
+// as a user edits settings; a file edit leaves as it is is not written.
+func editRegistry(t *testing.T, root string, edit func(string) string) {
+	t.Helper()
+	err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if s := edit(string(b)); s != string(b) {
+			return os.WriteFile(p, []byte(s), 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // mountDaemon starts a relay and a mount daemon (liveobjects mount) of a
@@ -729,21 +738,12 @@ func TestUpAllServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	gms := regexp.MustCompile(`(<Parameter name="gms_address" value="[^"]*" />)`)
-	err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, _ := os.ReadFile(p)
-		s := string(b)
+	editRegistry(t, root, func(s string) string {
 		for from, to := range repl {
 			s = strings.ReplaceAll(s, from, to)
 		}
-		s = gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
-		return os.WriteFile(p, []byte(s), 0o644)
+		return gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Setenv("LIVEOBJECTS_MO_KEYS", filepath.Join(dir, "mo.keys")) // not the user's keys
 	mnt := filepath.Join(dir, "live")
 	d := start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)

@@ -60,19 +60,7 @@ func TestTwoMachinesOverQSM(t *testing.T) {
 			`"subnet" value=""`, `"subnet" value="`+lab.Prefix()+`"`,
 			`"uplink_address" value="127.0.0.1"`, `"uplink_address" value="`+lab.NodeIP(i)+`"`,
 		)
-		err := filepath.Walk(filepath.Join(root, "registry"), func(p string, info os.FileInfo, err error) error {
-			if err != nil || info.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(p, []byte(repl.Replace(string(b))), 0o644)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		editRegistry(t, root, repl.Replace)
 		mnts[i] = filepath.Join(dir, fmt.Sprintf("live%d", i))
 		daemons[i] = startCmd(t, mnts[i], "nsenter", "--net=/run/netns/"+lab.Namespace(i),
 			bin, "up", "--root", root, "--listen", lab.NodeIP(i)+":0", mnts[i])
