@@ -241,10 +241,11 @@ published and delivered, repairs (forwarded, resent) and their times in
 microseconds (repair_p50_us, repair_p99_us), messages held for stability
 (unstable, kept), the time publishes waited for the sender's window
 (window_full_us: flow control holding the sender back), the installed view
-and region, and the clients linked
+and region, the clients linked
 to it now (clients; attached_clients are in the service's own process, as
-a mount's are when the same process hosts the service). --json prints a
-JSON object instead.
+a mount's are when the same process hosts the service), and its link to
+the coordinator (coordinator: up, or down and why; joins wait while it is
+down). --json prints a JSON object instead.
 
 Exit status 1 when the service cannot be reached.
 

@@ -254,9 +254,26 @@ func (c *Client) JoinMember(ctx context.Context, channel string, h transport.Han
 			return fail(err)
 		}
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		err := ctx.Err()
+		if why := c.joinStalled(); why != "" {
+			err = fmt.Errorf("%w: %s", err, why)
+		}
+		return fail(err)
 	}
 	return m, nil
+}
+
+// joinStalled says why a join may not have been answered: the service has
+// no link to its coordinator, which admits nodes to groups. It asks the
+// service, for at most a second; "" when the service does not say so.
+func (c *Client) joinStalled() string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := c.ServiceStats(ctx)
+	if err != nil || st.Coordinator == "" || st.Coordinator == "up" {
+		return ""
+	}
+	return "the local QSM service has no link to its coordinator (" + st.Coordinator + "); start the coordinator ('liveobjects qsm coordinator', or the quicksilver_coordinator service of a root) or give the service its address (gms_address)"
 }
 
 // ServiceStats asks the service for its counters.

@@ -26,7 +26,10 @@
 //     service has one, else TCP); it implements transport.Driver. A
 //     process that hosts the service itself attaches its client to it
 //     (Service.Attach, attach.go): QSM as a library, with no socket between
-//     them and deliveries handed over without encoding.
+//     them and deliveries handed over without encoding. A client does not
+//     reconnect: when its link to the service is lost, it and its members
+//     end (transport.Ender), since events sent meanwhile would be missed,
+//     and the caller dials again.
 //
 // # Protocol
 //

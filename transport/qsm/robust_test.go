@@ -997,3 +997,55 @@ func TestSendFailedCounted(t *testing.T) {
 		t.Fatalf("the datagram after the refused one: %q, %v", buf[:n], err)
 	}
 }
+
+// TestJoinWithoutCoordinator: a join through a service that cannot reach
+// its coordinator waits for it; when the caller gives up, the error says
+// that the coordinator is the reason, and where the service looked for it.
+// Once a coordinator listens there, the service links to it on its own
+// and joins go through.
+func TestJoinWithoutCoordinator(t *testing.T) {
+	cfg := testConfig(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gms := l.Addr().String()
+	l.Close()
+	cfg.GMSAddress = gms
+	svc := startService(t, cfg)
+	c := dial(t, svc.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = c.Join(ctx, "chat", newRecorder(false))
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no link to its coordinator") ||
+		!strings.Contains(err.Error(), gms) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("join without a coordinator: %v", err)
+	}
+	st, err := c.ServiceStats(context.Background())
+	if err != nil || !strings.HasPrefix(st.Coordinator, "down: ") {
+		t.Fatalf("stats without a coordinator: %q %v", st.Coordinator, err)
+	}
+
+	coord, err := NewCoordinator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coord.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coord.Close() })
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := c.ServiceStats(context.Background())
+		if err != nil || st.Coordinator != "up" {
+			return fmt.Errorf("coordinator link: %q %v", st.Coordinator, err)
+		}
+		return nil
+	})
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := c.Join(ctx, "chat", newRecorder(false))
+	if err != nil {
+		t.Fatalf("join once the coordinator is up: %v", err)
+	}
+	m.Leave()
+}

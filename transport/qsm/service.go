@@ -141,6 +141,11 @@ type Stats struct {
 	// (Service.Attach).
 	Clients  uint64 `json:"clients"`
 	Attached uint64 `json:"attached_clients"`
+
+	// Coordinator is the state of the link to the coordinator: "up",
+	// "connecting to ADDR" before the first attempt ends, or "down: "
+	// and why the last attempt failed. Joins wait while it is not up.
+	Coordinator string `json:"coordinator"`
 }
 
 // Rejected returns the number of datagrams dropped as foreign, truncated,
@@ -188,9 +193,10 @@ type Service struct {
 	rngMu  sync.Mutex
 	repair *latencyRecorder
 
-	gmsMu  sync.Mutex // protects gmsW
-	gmsW   *connWriter
-	gmsVer atomic.Uint32 // protocol version of the coordinator link
+	gmsMu    sync.Mutex // protects gmsW
+	gmsW     *connWriter
+	gmsVer   atomic.Uint32          // protocol version of the coordinator link
+	gmsState atomic.Pointer[string] // the coordinator link as Stats.Coordinator says it
 
 	listMu  sync.Mutex // protects lists and listSeq
 	lists   map[uint32]listWait
@@ -243,6 +249,7 @@ func NewService(cfg Config) (*Service, error) {
 	}
 	s.eng = newEngine(s)
 	s.SetDropRate(cfg.DropRate)
+	s.setGMSState("connecting to " + cfg.GMSAddress)
 	return s, nil
 }
 
@@ -400,6 +407,7 @@ func (s *Service) Stats() Stats {
 		Unstable: c.unstable.Load(), Kept: c.kept.Load(),
 		View: c.view.Load(), Region: c.region.Load(), RepairLatencyN: uint64(s.repair.count()),
 		Clients: uint64(c.clients.Load()), Attached: uint64(c.attached.Load()),
+		Coordinator: *s.gmsState.Load(),
 	}
 	if lat := s.repair.snapshot(); len(lat) > 0 {
 		st.RepairP50 = uint64(Percentile(lat, 50).Microseconds())
@@ -407,6 +415,9 @@ func (s *Service) Stats() Stats {
 	}
 	return st
 }
+
+// setGMSState notes the state of the coordinator link (Stats.Coordinator).
+func (s *Service) setGMSState(st string) { s.gmsState.Store(&st) }
 
 // RepairLatencies returns recent times from a gap being noticed to its
 // repair, as observed at this node.
@@ -860,6 +871,7 @@ func (s *Service) gmsLoop() {
 			return
 		default:
 		}
+		s.setGMSState("down: " + err.Error())
 		s.log.Warn("coordinator link down; retrying", "gms", s.cfg.GMSAddress, "err", err, "in", backoff)
 		select {
 		case <-s.quit:
@@ -946,6 +958,7 @@ func (s *Service) gmsSession() error {
 		}
 		s.gmsMu.Unlock()
 	}()
+	s.setGMSState("up")
 	// Tell the engine the link is (re)established so it sends its groups.
 	select {
 	case s.eng.in <- gmsUp{}:
