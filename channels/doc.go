@@ -9,10 +9,12 @@
 // joined.
 //
 // A driver or membership can end on its own (transport.Ender: a QSM
-// client whose local service went away). A live object whose membership
-// ended leaves the table and ends its readers with ErrEnded, since events
-// may have been missed; the next Acquire dials the substrate afresh and
-// joins anew.
+// client whose local service went away, a relay membership whose channel
+// was removed or whose join the relay refused after a reconnection). A
+// live object whose membership ended leaves the table; its readers reach
+// end of file when the channel was removed, and otherwise end with
+// ErrEnded, since events may have been missed. The next Acquire dials the
+// substrate afresh if its driver ended, and joins anew.
 //
 // The Hub does not know drivers by type: the program gives it a DialFunc
 // (cmd/liveobjects wires in transport/relay and transport/qsm), so this

@@ -13,6 +13,7 @@ import (
 	"github.com/liveobjects/liveobjects/objects/logic"
 	"github.com/liveobjects/liveobjects/transport"
 	"github.com/liveobjects/liveobjects/transport/qsm"
+	"github.com/liveobjects/liveobjects/transport/relay"
 )
 
 // qsmNode is a QSM coordinator and local service on loopback, with the
@@ -148,4 +149,78 @@ func TestMembershipEnded(t *testing.T) {
 		t.Fatalf("read after the service came back: %q %v", buf[:k], err)
 	}
 	l.Release() // the ended object's last user: nothing left to leave
+}
+
+// TestRelayMembershipEnded: relay memberships that the relay ends are
+// ended here too. A removed channel's readers reach end of file; a
+// membership whose join the relay refuses after a restart (its token is
+// no longer accepted) ends its readers with ErrEnded, saying why, instead
+// of leaving them waiting for events that will not come.
+func TestRelayMembershipEnded(t *testing.T) {
+	s, err := relay.NewServer(relay.ServerConfig{Listen: "127.0.0.1:0", AllowCreate: true, Tokens: map[string]string{"locked": "tok"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr().String()
+	t.Cleanup(func() { s.Close() })
+	h := channels.NewHub(func(ctx context.Context, driver string, params map[string]string) (transport.Driver, error) {
+		return relay.Dial(ctx, relay.ClientConfig{Addr: params["address"], Tokens: map[string]string{"locked": "tok"}, MaxBackoff: 50 * time.Millisecond})
+	}, channels.Options{JoinTimeout: 5 * time.Second})
+	t.Cleanup(func() { h.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	buf := make([]byte, 100)
+
+	// Removed.
+	l, err := h.Acquire(ctx, spec(addr, "gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := l.Object().NewReader()
+	if err := s.RemoveChannel("gone"); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := r.Read(ctx, buf); !errors.Is(err, logic.ErrClosed) {
+		t.Fatalf("read after the channel was removed: %q %v, want end of file", buf[:k], err)
+	}
+	r.Close()
+	l.Release()
+
+	// Refused after a restart: the relay comes back (in memory, a new
+	// history) with another token for the channel.
+	l, err = h.Acquire(ctx, spec(addr, "locked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	r = l.Object().NewReader()
+	defer r.Close()
+	s.Close()
+	var s2 *relay.Server
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s2, err = relay.NewServer(relay.ServerConfig{Listen: addr, AllowCreate: true, Tokens: map[string]string{"locked": "another"}})
+		if err == nil {
+			if err = s2.Start(ctx); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restart the relay at %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() { s2.Close() })
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	k, err := r.Read(rctx, buf)
+	if !errors.Is(err, channels.ErrEnded) || !strings.Contains(err.Error(), "not authorized") {
+		t.Fatalf("read after the relay refused the join: %q %v, want ErrEnded saying it was refused", buf[:k], err)
+	}
+	if len(h.Joined()) != 0 {
+		t.Fatalf("the ended object is still joined: %d", len(h.Joined()))
+	}
 }

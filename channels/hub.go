@@ -196,7 +196,7 @@ func ended(d transport.Driver) bool {
 		return false
 	}
 	select {
-	case <-e.Ended():
+	case <-e.Done():
 		return true
 	default:
 		return false
@@ -406,13 +406,14 @@ func (l *Live) leave() {
 
 // watch waits for a membership that can end on its own (transport.Ender)
 // to end, or for l to be left. A membership that ended while l was still
-// in use takes l out of the table, so that the next Acquire joins afresh,
-// and ends the object's readers with ErrEnded: events may have been
-// missed, so they do not simply go on. Writers' publishes fail from then
-// on; each user's Release still leaves l.
+// in use takes l out of the table, so that the next Acquire joins afresh.
+// When its channel was removed, the object's readers reach end of file;
+// otherwise they end with ErrEnded: events may have been missed, so they
+// do not simply go on. Writers' publishes fail from then on; each user's
+// Release still leaves l.
 func (l *Live) watch(e transport.Ender) {
 	select {
-	case <-e.Ended():
+	case <-e.Done():
 	case <-l.stop:
 		return
 	}
@@ -426,6 +427,11 @@ func (l *Live) watch(e transport.Ender) {
 	l.mu.Unlock()
 	h.mu.Unlock()
 	if left {
+		return
+	}
+	if errors.Is(e.Err(), transport.ErrNoChannel) {
+		h.opts.Logger.Info("channel removed", "object", l.spec.Object, "channel", l.spec.displayName(), "driver", l.driver.Name())
+		l.obj.Close()
 		return
 	}
 	h.opts.Logger.Warn("membership ended", "object", l.spec.Object, "channel", l.spec.displayName(), "driver", l.driver.Name(), "err", e.Err())

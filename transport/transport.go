@@ -204,13 +204,15 @@ type Lister interface {
 }
 
 // Ender is implemented by drivers and members that can end without being
-// told to: a driver whose link is lost for good (QSM's client when its
-// local service goes away), and that driver's members. Ended is closed
-// once the driver or member can no longer be used, whether it ended on
-// its own or by Close or Leave; Err then says why. A driver that
+// told to: a member whose channel was removed, or whose join the relay
+// refused after a reconnection; a driver whose link is lost for good
+// (QSM's client when its local service goes away) and its members. Done
+// is closed once the driver or member can no longer be used, whether it
+// ended on its own or by Close or Leave; Err then says why (an error
+// matching ErrNoChannel when the channel was removed). A driver that
 // reconnects by itself (the relay's client) does not implement it.
 type Ender interface {
-	Ended() <-chan struct{}
+	Done() <-chan struct{}
 	Err() error
 }
 

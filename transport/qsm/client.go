@@ -36,7 +36,7 @@ type Client struct {
 	version  uint8 // the protocol version spoken with the service
 
 	quit    chan struct{}
-	ended   chan struct{} // closed by shutdown: the client can no longer be used (Ended)
+	ended   chan struct{} // closed by shutdown: the client can no longer be used (Done)
 	endOnce sync.Once
 	wg      sync.WaitGroup
 	closed  sync.Once
@@ -406,9 +406,9 @@ func (c *Client) shutdown(err error) {
 	c.endOnce.Do(func() { close(c.ended) })
 }
 
-// Ended is closed once the client can no longer be used: its link to the
+// Done is closed once the client can no longer be used: its link to the
 // service was lost, or it was closed. It implements transport.Ender.
-func (c *Client) Ended() <-chan struct{} { return c.ended }
+func (c *Client) Done() <-chan struct{} { return c.ended }
 
 // Err says why the client ended (nil while it has not).
 func (c *Client) Err() error {
@@ -1166,9 +1166,9 @@ func (m *Member) deliverRun(run []item, evs []transport.Event) []transport.Event
 	return evs[:0]
 }
 
-// Ended is closed once the membership has ended: by Leave, or because the
+// Done is closed once the membership has ended: by Leave, or because the
 // client lost its link to the service. It implements transport.Ender.
-func (m *Member) Ended() <-chan struct{} { return m.done }
+func (m *Member) Done() <-chan struct{} { return m.done }
 
 // Err says why the membership ended (nil while it has not).
 func (m *Member) Err() error {

@@ -122,6 +122,7 @@ var (
 	_ transport.Driver = (*Client)(nil)
 	_ transport.Lister = (*Client)(nil)
 	_ transport.Member = (*Member)(nil)
+	_ transport.Ender  = (*Member)(nil)
 )
 
 // Dial connects to the relay and returns a client. The first connection
