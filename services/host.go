@@ -25,6 +25,14 @@ type Service interface {
 	Close() error
 }
 
+// Reporter is implemented by services that can say more about their
+// state than the host knows (a QSM local service: its link to the
+// coordinator, its clients). While the service runs, each line of Report,
+// "name: value", is shown after the host's own in its status text.
+type Reporter interface {
+	Report() []string
+}
+
 // Definition is a service's definition, resolved through the registry.
 type Definition struct {
 	// Path is the definition's path in the root ("services/cc.liveobject").
@@ -316,13 +324,30 @@ func (h *Host) Status(path string) (Status, bool) {
 	return e.status, true
 }
 
-// StatusText is Status as the text a service file shows.
+// StatusText is Status as the text a service file shows, with what a
+// running Reporter adds.
 func (h *Host) StatusText(path string) ([]byte, bool) {
-	s, ok := h.Status(path)
+	h.mu.Lock()
+	e, ok := h.services[path]
+	var s Status
+	var r Reporter
+	if ok {
+		s = e.status
+		if rep, isReporter := e.svc.(Reporter); isReporter && s.State == Running {
+			r = rep
+		}
+	}
+	h.mu.Unlock()
 	if !ok {
 		return nil, false
 	}
-	return []byte(s.String()), true
+	text := s.String()
+	if r != nil {
+		for _, l := range r.Report() {
+			text += l + "\n"
+		}
+	}
+	return []byte(text), true
 }
 
 // Running returns the services of class classID that are running now,

@@ -236,6 +236,26 @@ func qsmOffSaysWhy(t *testing.T, d *daemon, mnt, root string) {
 	}
 }
 
+// qsmCoordinatorOffOn: with the QSM coordinator switched off, the local
+// service's file in services/ says that its link to the coordinator is
+// down and why; switched on again, that the link is up.
+func qsmCoordinatorOffOn(t *testing.T, mnt, root string) {
+	t.Helper()
+	file := mnt + "/services/quicksilver_localservice.liveobject"
+	for _, c := range []struct{ sw, want string }{{"off", "coordinator: down: "}, {"on", "coordinator: up\n"}} {
+		if got, err := exec.Command(bin, "service", c.sw, root, "quicksilver_coordinator").CombinedOutput(); err != nil {
+			t.Fatalf("service %s quicksilver_coordinator: %v %s", c.sw, err, got)
+		}
+		waitFor(t, 20*time.Second, func() error {
+			out, err := sh(t, "cat "+file)
+			if err != nil || !strings.Contains(out, c.want) {
+				return fmt.Errorf("after service %s quicksilver_coordinator, the local service's status lacks %q: %v\n%s", c.sw, c.want, err, out)
+			}
+			return nil
+		})
+	}
+}
+
 // qsmRestart: the QSM local service that up hosts is switched off under a
 // reader of a QSM channel. The reader ends with EIO (it may have missed
 // events) and the error attribute says why and what to do; once the
@@ -754,6 +774,15 @@ func TestUpAllServices(t *testing.T) {
 		}
 		return nil
 	})
+	// The QSM local service's file says more than running: its link to
+	// the coordinator and its clients (the mount's, attached).
+	waitFor(t, 10*time.Second, func() error {
+		out, err := sh(t, "cat "+mnt+"/services/quicksilver_localservice.liveobject")
+		if err != nil || !strings.Contains(out, "coordinator: up\n") || !regexp.MustCompile(`(?m)^clients: \d+ \(\d+ attached\)$`).MatchString(out) {
+			return fmt.Errorf("the QSM local service's status: %v\n%s", err, out)
+		}
+		return nil
+	})
 	// A channel over QSM.
 	out, err := sh(t, fmt.Sprintf(`cd %s && (timeout 20 cat qsm/chat.liveobject > %s/q.out 2>&1 &)
 for i in $(seq 1 100); do echo "over qsm $i" >> qsm/chat.liveobject 2>/dev/null; grep -q "over qsm" %s/q.out && break; sleep 0.1; done
@@ -877,6 +906,7 @@ for i in $(seq 1 100); do grep -q second %s/q.out && break; sleep 0.1; done; cat
 		}
 		return nil
 	})
+	qsmCoordinatorOffOn(t, mnt, root)
 	qsmRestart(t, mnt, root, dir)
 	// Ctrl-C stops every service and unmounts.
 	d.cmd.Process.Signal(syscall.SIGINT)

@@ -416,6 +416,17 @@ func (s *Service) Stats() Stats {
 	return st
 }
 
+// Report summarizes the service for a status display, one "name: value"
+// line each: the link to the coordinator, the clients linked now, and the
+// installed view.
+func (s *Service) Report() []string {
+	return []string{
+		"coordinator: " + *s.gmsState.Load(),
+		fmt.Sprintf("clients: %d (%d attached)", s.ctr.clients.Load(), s.ctr.attached.Load()),
+		fmt.Sprintf("view: %d", s.ctr.view.Load()),
+	}
+}
+
 // setGMSState notes the state of the coordinator link (Stats.Coordinator).
 func (s *Service) setGMSState(st string) { s.gmsState.Store(&st) }
 
