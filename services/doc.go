@@ -3,7 +3,8 @@
 // coordinator, the micro-object server. A Host starts every enabled
 // service (a null object, xsi:nil="true", switches one off), shows each
 // one's state, and follows the root: a service whose definition changes
-// is restarted, one that is removed or switched off is stopped.
+// is restarted, one that is removed or switched off is stopped, and one
+// that failed to start is tried again every few seconds (RetryEvery).
 //
 // The Host does not know service types: the program gives it a Factory
 // per class id (cmd/liveobjects wires in transport/relay,
@@ -15,7 +16,7 @@
 // A Host is safe for concurrent use. Host.mu protects the table of running
 // services; it is not held while a service starts or stops. One goroutine,
 // started by Follow and stopped by Close, applies the root's changes in
-// order. A service's Close never runs while its Start does: a Start that
+// order and makes the retries, between changes. A service's Close never runs while its Start does: a Start that
 // outlasts its time limit has its context ended, and the host waits a
 // bounded time for it to return; if it still has not, the service is
 // closed when it does.

@@ -148,8 +148,14 @@ func (h *Host) Start(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// RetryEvery is how often Follow tries again the services that failed to
+// start: what they lacked (a key file, a free port) may be there now.
+var RetryEvery = 5 * time.Second
+
 // Follow applies the root's changes until Close: a changed definition
-// restarts its service, a removed one stops it.
+// restarts its service, a removed one stops it. Services that failed are
+// tried again every RetryEvery; a failure is logged again only when its
+// reason changed.
 func (h *Host) Follow() {
 	ch, cancel := h.root.Subscribe()
 	h.stop = make(chan struct{})
@@ -157,12 +163,16 @@ func (h *Host) Follow() {
 	go func() {
 		defer close(h.done)
 		defer cancel()
+		retry := time.NewTicker(RetryEvery)
+		defer retry.Stop()
 		// What changed between Start and Subscribe.
 		h.applyAll()
 		for {
 			select {
 			case <-h.stop:
 				return
+			case <-retry.C:
+				h.retryFailed()
 			case c, ok := <-ch:
 				if !ok {
 					return
@@ -176,6 +186,31 @@ func (h *Host) Follow() {
 			}
 		}
 	}()
+}
+
+// retryFailed starts again the services that failed.
+func (h *Host) retryFailed() {
+	h.mu.Lock()
+	prev := map[string]string{}
+	for p, e := range h.services {
+		if e.status.State == Failed {
+			prev[p] = e.status.Err
+		}
+	}
+	h.mu.Unlock()
+	paths := make([]string, 0, len(prev))
+	for p := range prev {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		if err := h.apply(context.Background(), p); err != nil {
+			if st, ok := h.Status(p); ok && st.Err == prev[p] {
+				continue // the same failure: said already
+			}
+			h.log.Error("service", "path", p, "err", err)
+		}
+	}
 }
 
 // applyAll brings every service in line with its definition.

@@ -1246,3 +1246,70 @@ func TestMountRelaySecretHint(t *testing.T) {
 		}
 	}
 }
+
+// TestUpWithFailedService: a service of the root that cannot start (the
+// QSM local service, given a key file that does not exist) does not stop
+// up: the relay and the mount serve, the service's file in services/ says
+// why it failed, and so does a qsm/ file that cannot be joined. Once the
+// key file exists, the services start on their own.
+func TestUpWithFailedService(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	for _, s := range []string{"quicksilver_localservice", "quicksilver_coordinator"} {
+		if out, err := exec.Command(bin, "service", "on", root, s).CombinedOutput(); err != nil {
+			t.Fatalf("service on %s: %v %s", s, err, out)
+		}
+	}
+	repl := map[string]string{}
+	for _, def := range []string{"60100", "60300"} {
+		_, port, _ := net.SplitHostPort(freePort(t))
+		repl[def] = port
+	}
+	repl["60200"] = fmt.Sprint(20000 + (os.Getpid()+7)%20000)
+	keyFile := filepath.Join(dir, "qsm.key")
+	gms := regexp.MustCompile(`(<Parameter name="gms_address" value="[^"]*" />)`)
+	editRegistry(t, root, func(s string) string {
+		for from, to := range repl {
+			s = strings.ReplaceAll(s, from, to)
+		}
+		return gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
+	})
+	mnt := filepath.Join(dir, "live")
+	d := start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
+	waitFor(t, 20*time.Second, func() error {
+		out, err := sh(t, "cat "+mnt+"/services/quicksilver_localservice.liveobject")
+		if err != nil || !strings.Contains(out, "state: failed") || !strings.Contains(out, keyFile) {
+			return fmt.Errorf("the failed service's status: %v\n%s\n%s", err, out, d.output())
+		}
+		return nil
+	})
+	// The relay and the mount serve.
+	out, err := sh(t, fmt.Sprintf("cd %s && (timeout 10 head -n 1 channels/chat.liveobject > %s/chat.out 2>/dev/null &); for i in $(seq 50); do echo up >> channels/chat.liveobject; grep -q up %s/chat.out && break; sleep 0.1; done; cat %s/chat.out", mnt, dir, dir, dir))
+	if err != nil || out != "up\n" {
+		t.Fatalf("channels/chat beside a failed service: %q %v", out, err)
+	}
+	// A qsm/ file says why it cannot be joined.
+	if _, err := sh(t, "cat "+mnt+"/qsm/chat.liveobject"); err == nil {
+		t.Fatal("qsm/chat was joined with the local service failed")
+	}
+	attr, err := sh(t, "getfattr --only-values -n user.liveobject.error "+mnt+"/qsm/chat.liveobject")
+	if err != nil || !strings.Contains(attr, "QSM local service") || !strings.Contains(attr, "failed") || !strings.Contains(attr, keyFile) {
+		t.Fatalf("the error attribute of qsm/chat: %q %v", attr, err)
+	}
+	// Fixed: the services start on their own, and qsm/ works.
+	if err := os.WriteFile(keyFile, []byte("a secret of the test's own, 32 b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		out, err := sh(t, fmt.Sprintf(`cd %s && (timeout 10 cat qsm/chat.liveobject > %s/q.out 2>&1 &)
+for i in $(seq 1 20); do echo fixed >> qsm/chat.liveobject 2>/dev/null; grep -q fixed %s/q.out && break; sleep 0.1; done; cat %s/q.out`, mnt, dir, dir, dir))
+		if err != nil || !strings.Contains(out, "fixed") {
+			return fmt.Errorf("qsm/chat once the service was fixed: %q %v", out, err)
+		}
+		return nil
+	})
+}

@@ -164,6 +164,16 @@ func checkMountpoint(root, mnt string, allowNonEmpty bool) error {
 	return fs.CheckMountpoint(absMnt, allowNonEmpty)
 }
 
+// relayFailed reports whether a relay server of the root failed to start.
+func relayFailed(host *services.Host) bool {
+	for _, s := range host.All() {
+		if s.State == services.Failed && s.ClassID == objects.ClassRelayServer {
+			return true
+		}
+	}
+	return false
+}
+
 // runUp hosts the root's services and mounts it.
 func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	if err := checkMountpoint(f.root, mnt, f.allowNonEmpty); err != nil {
@@ -183,11 +193,18 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	host := services.NewHost(reg, serviceFactories(reg, f.listen), slog.Default())
 	defer host.Close()
 	if err := host.Start(ctx); err != nil {
-		hint := ""
-		if errors.Is(err, syscall.EADDRINUSE) {
-			hint = " (is another liveobjects running? stop it; or, for the relay, run 'liveobjects up --listen 127.0.0.1:0', which takes a free port)"
+		if relayFailed(host) {
+			// The mount's channels need the relay: without it, up has
+			// nothing to serve.
+			hint := ""
+			if errors.Is(err, syscall.EADDRINUSE) {
+				hint = " (is another liveobjects running? stop it; or, for the relay, run 'liveobjects up --listen 127.0.0.1:0', which takes a free port)"
+			}
+			return fmt.Errorf("start services: %w%s", err, hint)
 		}
-		return fmt.Errorf("start services: %w%s", err, hint)
+		// Another service (QSM, micro objects) failed: the rest goes on,
+		// and its file in services/ says why.
+		slog.Warn("a service did not start; up goes on without it: its file in services/ says why, and it is tried again every few seconds", "err", err)
 	}
 	host.Follow()
 	relayAddr := ""

@@ -66,11 +66,24 @@ func dialDriver(ctx context.Context, host *services.Host, driver string, params 
 		}
 		c, err := qsm.Dial(ctx, qsmUplink(cfg))
 		if err != nil {
-			return nil, fmt.Errorf("%w; or switch it on in the root: liveobjects service on ROOT quicksilver_localservice", err)
+			return nil, fmt.Errorf("%w; %s", err, qsmServiceHint(host))
 		}
 		return c, nil
 	}
 	return nil, fmt.Errorf("no communication driver named %q in this build (relay, qsm)", driver)
+}
+
+// qsmServiceHint says what to do when no QSM local service answers: the
+// root's own failed to start (and why), or it is to be switched on.
+func qsmServiceHint(host *services.Host) string {
+	if host != nil {
+		for _, s := range host.All() {
+			if s.ClassID == objects.ClassQSMLocalService && s.State == services.Failed {
+				return fmt.Sprintf("the root's QSM local service (%s) failed: %s; once that is fixed, it starts within seconds", s.Path, s.Err)
+			}
+		}
+	}
+	return "or switch it on in the root: liveobjects service on ROOT quicksilver_localservice"
 }
 
 // hostedQSM returns host's running QSM local service that serves clients
