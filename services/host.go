@@ -191,34 +191,35 @@ func (h *Host) Follow() {
 // retryFailed starts again the services that failed.
 func (h *Host) retryFailed() {
 	h.mu.Lock()
-	prev := map[string]string{}
+	var paths []string
 	for p, e := range h.services {
 		if e.status.State == Failed {
-			prev[p] = e.status.Err
+			paths = append(paths, p)
 		}
 	}
 	h.mu.Unlock()
-	paths := make([]string, 0, len(prev))
-	for p := range prev {
-		paths = append(paths, p)
-	}
 	sort.Strings(paths)
 	for _, p := range paths {
-		if err := h.apply(context.Background(), p); err != nil {
-			if st, ok := h.Status(p); ok && st.Err == prev[p] {
-				continue // the same failure: said already
-			}
-			h.log.Error("service", "path", p, "err", err)
-		}
+		h.applyLogged(p)
 	}
 }
 
 // applyAll brings every service in line with its definition.
 func (h *Host) applyAll() {
 	for _, p := range h.paths() {
-		if err := h.apply(context.Background(), p); err != nil {
-			h.log.Error("service", "path", p, "err", err)
+		h.applyLogged(p)
+	}
+}
+
+// applyLogged applies path and logs a failure, unless the service had
+// already failed for the same reason (it was said then).
+func (h *Host) applyLogged(path string) {
+	prev, _ := h.Status(path)
+	if err := h.apply(context.Background(), path); err != nil {
+		if st, _ := h.Status(path); prev.State == Failed && st.State == Failed && st.Err == prev.Err {
+			return
 		}
+		h.log.Error("service", "path", path, "err", err)
 	}
 }
 
@@ -329,6 +330,10 @@ func (h *Host) apply(ctx context.Context, path string) error {
 		h.mu.Unlock()
 		n.stop()
 		return nil
+	}
+	if cur := h.services[path]; cur != nil && cur.status.State == Failed && n.status.State == Failed && cur.status.Err == n.status.Err {
+		// Failed again, for the same reason: since the first time.
+		n.status.Since = cur.status.Since
 	}
 	h.services[path] = n
 	h.mu.Unlock()

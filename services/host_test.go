@@ -3,12 +3,14 @@ package services_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,4 +252,56 @@ func TestCloseBoundsLateStart(t *testing.T) {
 	if svc.closes > 0 {
 		t.Fatal("Close ran while the service's Start was still running")
 	}
+}
+
+// TestRetryFailed: a service that failed to start is tried again while
+// the host follows the root. While it fails for the same reason, its
+// status keeps the time it first failed and the failure is logged once;
+// once what it lacked is there, it runs.
+func TestRetryFailed(t *testing.T) {
+	old := services.RetryEvery
+	services.RetryEvery = 30 * time.Millisecond
+	defer func() { services.RetryEvery = old }()
+	dir := filepath.Join(t.TempDir(), "root")
+	if err := registry.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	var ready atomic.Bool
+	var tries atomic.Int32
+	var logs syncBuffer
+	h := services.NewHost(reg, map[string]services.Factory{
+		objects.ClassRelayServer: func(def services.Definition) (services.Service, error) {
+			tries.Add(1)
+			if !ready.Load() {
+				return nil, errors.New("the port is not free yet")
+			}
+			return relayFactory(def)
+		},
+	}, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer h.Close()
+	if err := h.Start(context.Background()); err == nil {
+		t.Fatal("Start succeeded although the relay could not start")
+	}
+	first, _ := h.Status(registry.RelayServiceFile)
+	h.Follow()
+	checkFor(t, 5*time.Second, func() error {
+		if n := tries.Load(); n < 6 {
+			return fmt.Errorf("tried %d times", n)
+		}
+		return nil
+	})
+	st, _ := h.Status(registry.RelayServiceFile)
+	if st.State != services.Failed || !st.Since.Equal(first.Since) || !strings.Contains(st.Err, "not free yet") {
+		t.Fatalf("status while failing again: %+v, want failed since %v", st, first.Since)
+	}
+	if n := strings.Count(logs.String(), "not free yet"); n > 1 {
+		t.Fatalf("the same failure was logged %d times:\n%s", n, logs.String())
+	}
+	ready.Store(true)
+	checkFor(t, 5*time.Second, state(h, registry.RelayServiceFile, services.Running))
 }
