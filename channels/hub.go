@@ -83,7 +83,8 @@ var (
 	// joined in this process for an object of another kind or history.
 	ErrConflict = errors.New("channels: channel already joined as another kind of object")
 	// ErrEnded is what the readers of a live object get when its
-	// membership ended on its own (its driver lost its link for good).
+	// membership ended on its own: its driver lost its link for good, or
+	// the relay refused its join after a reconnection.
 	ErrEnded = errors.New("channels: the membership ended")
 )
 

@@ -95,8 +95,7 @@ type Object struct {
 	value   []byte     // Variable, Text: current value
 	hasVal  bool       // Variable, Text: a value was ever set
 	readers map[*Reader]struct{}
-	closed  bool
-	endErr  error     // what readers get once closed: ErrClosed, or Fail's error
+	ended   error     // nil while open; what readers get once ended (ErrClosed, or Fail's error)
 	mtime   time.Time // time of the last applied event or restore
 	events  uint64    // events applied since creation
 }
@@ -123,7 +122,7 @@ var _ transport.BatchHandler = (*Object)(nil)
 func (o *Object) Deliver(ev transport.Event) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
+	if o.ended != nil {
 		return
 	}
 	o.mtime = time.Now()
@@ -135,7 +134,7 @@ func (o *Object) Deliver(ev transport.Event) {
 func (o *Object) DeliverBatch(evs []transport.Event) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed || len(evs) == 0 {
+	if o.ended != nil || len(evs) == 0 {
 		return
 	}
 	o.mtime = time.Now()
@@ -330,14 +329,17 @@ func (o *Object) Close() { o.Fail(ErrClosed) }
 // Fail ends the object as Close does, except that its readers get err
 // after what is queued instead of ErrClosed: the channel under it ended
 // without the object being closed (its driver lost its link). Once the
-// object has ended, Fail and Close do nothing.
+// object has ended, Fail and Close do nothing. A nil err is ErrClosed.
 func (o *Object) Fail(err error) {
+	if err == nil {
+		err = ErrClosed
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
+	if o.ended != nil {
 		return
 	}
-	o.closed, o.endErr = true, err
+	o.ended = err
 	for r := range o.readers {
 		r.end(err)
 	}
@@ -357,8 +359,8 @@ func (o *Object) NewReader() *Reader {
 	case o.hasVal:
 		r.pushEvent(o.value, o)
 	}
-	if o.closed {
-		r.err = o.endErr
+	if o.ended != nil {
+		r.err = o.ended
 	} else {
 		o.readers[r] = struct{}{}
 	}
