@@ -343,15 +343,36 @@ func (l *Live) Publish(ctx context.Context, data []byte) (uint64, error) {
 	return l.member.Publish(ctx, data)
 }
 
+// ownEventWait bounds how long PublishBatch waits for the local replica
+// to apply what it published: the event is in the order by then, so a
+// replica that is slow to see it (a relay that restarted and numbers
+// anew) does not fail the publish.
+const ownEventWait = 2 * time.Second
+
 // PublishBatch sends events in order and returns once all are in the
-// channel's order. It implements logic.Publisher.
+// channel's order. It implements logic.Publisher. Over a driver with a
+// total order it also waits, briefly (ownEventWait), for the local replica
+// to apply the last of them, so that what this process reads next shows
+// its own write ('echo 21.5 > f; cat f' prints 21.5).
 func (l *Live) PublishBatch(ctx context.Context, events [][]byte) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if bp, ok := l.member.(transport.BatchPublisher); ok {
-		_, err := bp.PublishBatch(ctx, events)
+	last, err := l.publish(ctx, events)
+	if err != nil || last == 0 || l.driver.Provides()&transport.TotalOrder == 0 {
 		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, ownEventWait)
+	defer cancel()
+	l.obj.WaitApplied(wctx, last)
+	return nil
+}
+
+// publish sends events in order and returns the sequence number of the
+// last one (0 when the driver does not say).
+func (l *Live) publish(ctx context.Context, events [][]byte) (uint64, error) {
+	if bp, ok := l.member.(transport.BatchPublisher); ok {
+		return bp.PublishBatch(ctx, events)
 	}
 	if ap, ok := l.member.(transport.AsyncPublisher); ok && len(events) > 1 {
 		return publishPipelined(ctx, ap, events)
@@ -359,17 +380,20 @@ func (l *Live) PublishBatch(ctx context.Context, events [][]byte) error {
 	if qp, ok := l.member.(queuePublisher); ok && len(events) > 1 {
 		for _, ev := range events {
 			if err := qp.PublishAsync(ctx, ev); err != nil {
-				return err
+				return 0, err
 			}
 		}
-		return qp.Flush(ctx)
+		return 0, qp.Flush(ctx)
 	}
+	var last uint64
 	for _, ev := range events {
-		if _, err := l.member.Publish(ctx, ev); err != nil {
-			return err
+		seq, err := l.member.Publish(ctx, ev)
+		if err != nil {
+			return 0, err
 		}
+		last = seq
 	}
-	return nil
+	return last, nil
 }
 
 var _ logic.Publisher = (*Live)(nil)
@@ -499,20 +523,20 @@ type queuePublisher interface {
 
 // publishPipelined sends events back to back and waits for every
 // acknowledgement: one round trip for the batch instead of one per event.
-func publishPipelined(ctx context.Context, ap transport.AsyncPublisher, events [][]byte) error {
+func publishPipelined(ctx context.Context, ap transport.AsyncPublisher, events [][]byte) (uint64, error) {
 	var (
 		mu    sync.Mutex
 		first error
+		last  uint64
 		wg    sync.WaitGroup
 	)
-	done := func(_ uint64, err error) {
-		if err != nil {
-			mu.Lock()
-			if first == nil {
-				first = err
-			}
-			mu.Unlock()
+	done := func(seq uint64, err error) {
+		mu.Lock()
+		if err != nil && first == nil {
+			first = err
 		}
+		last = max(last, seq)
+		mu.Unlock()
 		wg.Done()
 	}
 	for _, ev := range events {
@@ -520,9 +544,12 @@ func publishPipelined(ctx context.Context, ap transport.AsyncPublisher, events [
 		if err := ap.PublishAsync(ctx, ev, done); err != nil {
 			wg.Done()
 			wg.Wait()
-			return err
+			return 0, err
 		}
 	}
 	wg.Wait()
-	return first
+	if first != nil {
+		return 0, first
+	}
+	return last, nil
 }

@@ -3,6 +3,7 @@ package channels_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,4 +204,37 @@ func TestOneMembershipPerChannel(t *testing.T) {
 		t.Fatalf("after the first let go: %v", err)
 	}
 	l2.Release()
+}
+
+// TestReadYourWrites: over the relay (a total order), a publish returns
+// once this process's replica has applied it, so the value read right
+// after a write is the value written.
+func TestReadYourWrites(t *testing.T) {
+	addr := startRelay(t)
+	var dials atomic.Int32
+	h := newHub(t, &dials)
+	ctx := context.Background()
+	sp := spec(addr, "value")
+	sp.Logic = logic.Config{Kind: logic.Variable}
+	l, err := h.Acquire(ctx, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	for i := range 300 {
+		v := fmt.Sprintf("v%d", i)
+		if err := l.PublishBatch(ctx, [][]byte{[]byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(l.Object().Snapshot()); got != v+"\n" && got != v {
+			t.Fatalf("after writing %q the replica holds %q", v, got)
+		}
+	}
+	// Several events at once: the last one is in the replica.
+	if err := l.PublishBatch(ctx, [][]byte{[]byte("a"), []byte("b"), []byte("last")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(l.Object().Snapshot()); got != "last\n" && got != "last" {
+		t.Fatalf("after a batch the replica holds %q", got)
+	}
 }

@@ -95,9 +95,10 @@ type Object struct {
 	value   []byte     // Variable, Text: current value
 	hasVal  bool       // Variable, Text: a value was ever set
 	readers map[*Reader]struct{}
-	ended   error     // nil while open; what readers get once ended (ErrClosed, or Fail's error)
-	mtime   time.Time // time of the last applied event or restore
-	events  uint64    // events applied since creation
+	ended   error         // nil while open; what readers get once ended (ErrClosed, or Fail's error)
+	applied chan struct{} // closed when seq moves or the object ends, if WaitApplied waits
+	mtime   time.Time     // time of the last applied event or restore
+	events  uint64        // events applied since creation
 }
 
 var _ transport.Handler = (*Object)(nil)
@@ -127,6 +128,7 @@ func (o *Object) Deliver(ev transport.Event) {
 	}
 	o.mtime = time.Now()
 	o.applyLocked(ev)
+	o.wakeLocked()
 }
 
 // DeliverBatch applies a run of events and passes each to every reader,
@@ -140,6 +142,38 @@ func (o *Object) DeliverBatch(evs []transport.Event) {
 	o.mtime = time.Now()
 	for _, ev := range evs {
 		o.applyLocked(ev)
+	}
+	o.wakeLocked()
+}
+
+// wakeLocked wakes the callers of WaitApplied (o.mu held).
+func (o *Object) wakeLocked() {
+	if o.applied != nil {
+		close(o.applied)
+		o.applied = nil
+	}
+}
+
+// WaitApplied returns once the object has applied the event of sequence
+// number seq (or a state after it), has ended, or ctx has ended. It tells
+// a writer that its own event is in this replica.
+func (o *Object) WaitApplied(ctx context.Context, seq uint64) {
+	for {
+		o.mu.Lock()
+		if o.seq >= seq || o.ended != nil {
+			o.mu.Unlock()
+			return
+		}
+		if o.applied == nil {
+			o.applied = make(chan struct{})
+		}
+		ch := o.applied
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -293,6 +327,7 @@ func (o *Object) Restore(cp []byte, seq uint64) error {
 	}
 	o.seq = seq
 	o.mtime = time.Now()
+	o.wakeLocked()
 	return nil
 }
 
@@ -343,6 +378,7 @@ func (o *Object) Fail(err error) {
 	for r := range o.readers {
 		r.end(err)
 	}
+	o.wakeLocked()
 }
 
 // NewReader registers a reader that first sees the current snapshot, then
