@@ -401,6 +401,7 @@ func (f *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 
 // spec works out what joining the file means.
 func (f *fileNode) spec() (channels.Spec, error) {
+	name := strings.TrimSuffix(path.Base(f.rel), suffix) // the object's name in messages
 	if f.kind() == kindChannel {
 		md, ok := f.m.idx.channel(path.Base(f.rel))
 		if !ok {
@@ -427,7 +428,6 @@ func (f *fileNode) spec() (channels.Spec, error) {
 			needs |= transport.StateTransfer
 		}
 		typ := objects.Type{Requires: needs}
-		name := strings.TrimSuffix(path.Base(f.rel), suffix)
 		key := md.ID
 		if key == "" {
 			key = md.Name
@@ -460,7 +460,6 @@ func (f *fileNode) spec() (channels.Spec, error) {
 	if err != nil {
 		return channels.Spec{}, fmt.Errorf("%w: %s: class %s (%s): %w", errNotLive, f.rel, b.Class.Name, b.Class.ID, err)
 	}
-	name := strings.TrimSuffix(path.Base(f.rel), suffix)
 	typ := b.Type
 	ch := b.ChannelName
 	if ch == "" {

@@ -233,13 +233,14 @@ func getxattr(path, name string) (string, error) {
 // kept: the shortcut takes the first free "name (N)", as file managers
 // name copies. The same shortcut again is written over.
 func writeShortcut(dir, name, obj string) (string, error) {
+	command := quoteExec(selfPath()) + " open " + quoteExec(obj)
 	for n := 1; n <= 100; n++ {
 		label := name
 		if n > 1 {
 			label = fmt.Sprintf("%s (%d)", name, n)
 		}
 		p := filepath.Join(dir, label+".desktop")
-		entry := desktopEntry(label, quoteExec(selfPath())+" open "+quoteExec(obj), "Live object "+obj)
+		entry := desktopEntry(label, command, "Live object "+obj)
 		old, err := os.ReadFile(p)
 		switch {
 		case err == nil && string(old) != entry:

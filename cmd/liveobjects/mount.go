@@ -164,14 +164,17 @@ func checkMountpoint(root, mnt string, allowNonEmpty bool) error {
 	return fs.CheckMountpoint(absMnt, allowNonEmpty)
 }
 
-// relayFailed reports whether a relay server of the root failed to start.
-func relayFailed(host *services.Host) bool {
-	for _, s := range host.All() {
-		if s.State == services.Failed && s.ClassID == objects.ClassRelayServer {
-			return true
+// failedService returns the status of a service of class classID that
+// host failed to start, if there is one.
+func failedService(host *services.Host, classID string) (services.Status, bool) {
+	if host != nil {
+		for _, s := range host.All() {
+			if s.State == services.Failed && s.ClassID == classID {
+				return s, true
+			}
 		}
 	}
-	return false
+	return services.Status{}, false
 }
 
 // runUp hosts the root's services and mounts it.
@@ -193,7 +196,7 @@ func runUp(ctx context.Context, f mountFlags, mnt string) error {
 	host := services.NewHost(reg, serviceFactories(reg, f.listen), slog.Default())
 	defer host.Close()
 	if err := host.Start(ctx); err != nil {
-		if relayFailed(host) {
+		if _, relayFailed := failedService(host, objects.ClassRelayServer); relayFailed {
 			// The mount's channels need the relay: without it, up has
 			// nothing to serve.
 			hint := ""

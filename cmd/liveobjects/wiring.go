@@ -76,12 +76,8 @@ func dialDriver(ctx context.Context, host *services.Host, driver string, params 
 // qsmServiceHint says what to do when no QSM local service answers: the
 // root's own failed to start (and why), or it is to be switched on.
 func qsmServiceHint(host *services.Host) string {
-	if host != nil {
-		for _, s := range host.All() {
-			if s.ClassID == objects.ClassQSMLocalService && s.State == services.Failed {
-				return fmt.Sprintf("the root's QSM local service (%s) failed: %s; once that is fixed, it starts within seconds", s.Path, s.Err)
-			}
-		}
+	if s, ok := failedService(host, objects.ClassQSMLocalService); ok {
+		return fmt.Sprintf("the root's QSM local service (%s) failed: %s; once that is fixed, it starts within seconds", s.Path, s.Err)
 	}
 	return "or switch it on in the root: liveobjects service on ROOT quicksilver_localservice"
 }
