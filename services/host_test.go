@@ -32,6 +32,22 @@ func relayFactory(def services.Definition) (services.Service, error) {
 	return relaySvc{s}, nil
 }
 
+// freshRoot writes a fresh root (registry.Init) and opens it, closed when
+// the test ends; it returns the root's folder too.
+func freshRoot(t *testing.T) (string, *registry.Root) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "root")
+	if err := registry.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return dir, reg
+}
+
 func checkFor(t *testing.T, within time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -63,15 +79,7 @@ func state(h *services.Host, path string, want services.State) func() error {
 // TestHostFollowsRoot starts the default root's services, then switches
 // the relay off and on again by editing its definition.
 func TestHostFollowsRoot(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "root")
-	if err := registry.Init(dir); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	dir, reg := freshRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := reg.Watch(ctx); err != nil {
@@ -160,15 +168,7 @@ func TestHostFollowsRoot(t *testing.T) {
 // TestNoFactory: a service class this program does not host is shown as
 // unknown, not started.
 func TestNoFactory(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "root")
-	if err := registry.Init(dir); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	_, reg := freshRoot(t)
 	h := services.NewHost(reg, nil, nil)
 	defer h.Close()
 	if err := h.Start(context.Background()); err != nil {
@@ -262,15 +262,7 @@ func TestRetryFailed(t *testing.T) {
 	old := services.RetryEvery
 	services.RetryEvery = 30 * time.Millisecond
 	defer func() { services.RetryEvery = old }()
-	dir := filepath.Join(t.TempDir(), "root")
-	if err := registry.Init(dir); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	_, reg := freshRoot(t)
 	var ready atomic.Bool
 	var tries atomic.Int32
 	var logs syncBuffer

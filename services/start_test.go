@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -73,15 +72,7 @@ func hostWith(t *testing.T, svc services.Service) *services.Host {
 // hostWithLog is hostWith with a host that logs to log.
 func hostWithLog(t *testing.T, svc services.Service, log *slog.Logger) *services.Host {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "root")
-	if err := registry.Init(dir); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close() })
+	_, reg := freshRoot(t)
 	h := services.NewHost(reg, map[string]services.Factory{
 		objects.ClassRelayServer: func(services.Definition) (services.Service, error) { return svc, nil },
 	}, log)

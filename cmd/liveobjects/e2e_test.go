@@ -323,6 +323,42 @@ for i in $(seq 1 20); do echo "after restart" >> qsm/chat.liveobject 2>/dev/null
 	})
 }
 
+// rootWithServices writes a fresh root in dir with the named services
+// switched on. Its QSM and micro-object services get ports of this test's
+// own, so that it can run beside others, and the QSM roles get keyFile as
+// their key_file (a file that may not exist yet). It returns the root and
+// the ports that replace each default (60100, 60200, 60300, 61000).
+func rootWithServices(t *testing.T, dir, keyFile string, services ...string) (string, map[string]string) {
+	t.Helper()
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v %s", err, out)
+	}
+	for _, s := range services {
+		if out, err := exec.Command(bin, "service", "on", root, s).CombinedOutput(); err != nil {
+			t.Fatalf("service on %s: %v %s", s, err, out)
+		}
+	}
+	ports := map[string]string{}
+	for _, def := range []string{"60100", "60300", "61000"} {
+		_, ports[def], _ = net.SplitHostPort(freePort(t))
+	}
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ports["60200"], _ = net.SplitHostPort(udp.LocalAddr().String())
+	udp.Close()
+	gms := regexp.MustCompile(`(<Parameter name="gms_address" value="[^"]*" />)`)
+	editRegistry(t, root, func(s string) string {
+		for from, to := range ports {
+			s = strings.ReplaceAll(s, from, to)
+		}
+		return gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
+	})
+	return root, ports
+}
+
 // editRegistry rewrites the definitions in root's registry/ with edit,
 // as a user edits settings; a file edit leaves as it is is not written.
 func editRegistry(t *testing.T, root string, edit func(string) string) {
@@ -735,35 +771,12 @@ func TestUpAllServices(t *testing.T) {
 	needFUSE(t)
 	loMulticast(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
-		t.Fatalf("init: %v %s", err, out)
-	}
-	for _, s := range []string{"mo", "quicksilver_localservice", "quicksilver_coordinator"} {
-		if out, err := exec.Command(bin, "service", "on", root, s).CombinedOutput(); err != nil {
-			t.Fatalf("service on %s: %v %s", s, err, out)
-		}
-	}
-	// Ports of this test's own, so it can run beside others.
-	repl := map[string]string{}
-	for _, def := range []string{"60100", "60300", "61000"} {
-		_, port, _ := net.SplitHostPort(freePort(t))
-		repl[def] = port
-	}
-	repl["60200"] = fmt.Sprint(20000 + os.Getpid()%20000)
-	// QSM with a shared key: the coordinator and the local service get
-	// key_file next to their gms_address.
+	// QSM with a shared key.
 	keyFile := filepath.Join(dir, "qsm.key")
 	if err := os.WriteFile(keyFile, []byte("a secret of the test's own, 32 b\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gms := regexp.MustCompile(`(<Parameter name="gms_address" value="[^"]*" />)`)
-	editRegistry(t, root, func(s string) string {
-		for from, to := range repl {
-			s = strings.ReplaceAll(s, from, to)
-		}
-		return gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
-	})
+	root, repl := rootWithServices(t, dir, keyFile, "mo", "quicksilver_localservice", "quicksilver_coordinator")
 	t.Setenv("LIVEOBJECTS_MO_KEYS", filepath.Join(dir, "mo.keys")) // not the user's keys
 	mnt := filepath.Join(dir, "live")
 	d := start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
@@ -1255,29 +1268,8 @@ func TestMountRelaySecretHint(t *testing.T) {
 func TestUpWithFailedService(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	if out, err := exec.Command(bin, "init", root).CombinedOutput(); err != nil {
-		t.Fatalf("init: %v %s", err, out)
-	}
-	for _, s := range []string{"quicksilver_localservice", "quicksilver_coordinator"} {
-		if out, err := exec.Command(bin, "service", "on", root, s).CombinedOutput(); err != nil {
-			t.Fatalf("service on %s: %v %s", s, err, out)
-		}
-	}
-	repl := map[string]string{}
-	for _, def := range []string{"60100", "60300"} {
-		_, port, _ := net.SplitHostPort(freePort(t))
-		repl[def] = port
-	}
-	repl["60200"] = fmt.Sprint(20000 + (os.Getpid()+7)%20000)
-	keyFile := filepath.Join(dir, "qsm.key")
-	gms := regexp.MustCompile(`(<Parameter name="gms_address" value="[^"]*" />)`)
-	editRegistry(t, root, func(s string) string {
-		for from, to := range repl {
-			s = strings.ReplaceAll(s, from, to)
-		}
-		return gms.ReplaceAllString(s, `$1<Parameter name="key_file" value="`+keyFile+`" />`)
-	})
+	keyFile := filepath.Join(dir, "qsm.key") // not written yet
+	root, _ := rootWithServices(t, dir, keyFile, "quicksilver_localservice", "quicksilver_coordinator")
 	mnt := filepath.Join(dir, "live")
 	d := start(t, mnt, "up", "--root", root, "--listen", "127.0.0.1:0", mnt)
 	waitFor(t, 20*time.Second, func() error {

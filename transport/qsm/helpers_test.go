@@ -78,6 +78,18 @@ type cluster struct {
 func newCluster(t testing.TB, cfg Config, n int) *cluster {
 	t.Helper()
 	cl := &cluster{t: t, cfg: cfg}
+	cl.coord = startCoordinator(t, cfg)
+	cl.cfg.GMSAddress = cl.coord.Addr()
+	for i := 0; i < n; i++ {
+		cl.addService(cl.cfg)
+	}
+	return cl
+}
+
+// startCoordinator starts a coordinator at cfg.GMSAddress, closed when
+// the test ends.
+func startCoordinator(t testing.TB, cfg Config) *Coordinator {
+	t.Helper()
 	coord, err := NewCoordinator(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -86,12 +98,7 @@ func newCluster(t testing.TB, cfg Config, n int) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { coord.Close() })
-	cl.coord = coord
-	cl.cfg.GMSAddress = coord.Addr()
-	for i := 0; i < n; i++ {
-		cl.addService(cl.cfg)
-	}
-	return cl
+	return coord
 }
 
 // restartCoordinator closes the coordinator and starts another at the

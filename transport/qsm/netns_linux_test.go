@@ -53,14 +53,7 @@ func newLAN(t testing.TB, nodes int, cfg Config) *lan {
 	l := &lan{LAN: ql, t: t, cfg: cfg}
 	ccfg := cfg
 	ccfg.GMSAddress = net.JoinHostPort(l.HostIP(), "0")
-	coord, err := NewCoordinator(ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := coord.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { coord.Close() })
+	coord := startCoordinator(t, ccfg)
 	l.coord = coord
 	for i := 0; i < nodes; i++ {
 		p, err := l.Start(i, bin, serviceArgs(l.LAN, i, coord.Addr(), cfg)...)

@@ -1026,14 +1026,7 @@ func TestJoinWithoutCoordinator(t *testing.T) {
 		t.Fatalf("stats without a coordinator: %q %v", st.Coordinator, err)
 	}
 
-	coord, err := NewCoordinator(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := coord.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { coord.Close() })
+	startCoordinator(t, cfg)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		st, err := c.ServiceStats(context.Background())
 		if err != nil || st.Coordinator != "up" {
