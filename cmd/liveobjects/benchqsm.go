@@ -21,6 +21,7 @@ import (
 
 var benchQSM struct {
 	receivers, size, count, loss, mtu, repeat int
+	linkRate                                  int64
 	groups, mode, cpuProfile, memProfile      string
 	noOffload, wire, attach, ownData          bool
 	settings                                  qsmSettings
@@ -46,7 +47,10 @@ everything afterwards. Its links act like network cards (-wire): a run of
 datagrams handed to the kernel in one buffer is cut into datagrams at the
 sending device and coalesced again (GRO) at the receiving one; -wire=false
 leaves veth's shortcut, which carries a run from socket to socket in one
-piece, at memory speed. -mode loopback runs every node in this
+piece, at memory speed. -link-rate caps what each node sends at a network
+card's speed (a token bucket on its link, tc tbf), so that the link rather
+than the machine's cores bounds the goodput, as on a LAN of real machines;
+raw multicast and QSM are capped alike. -mode loopback runs every node in this
 process on the loopback adapter. -mode auto picks netns when root.
 
 The measurements are made in rounds (-repeat), each measuring everything
@@ -70,6 +74,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			fs.BoolVar(&benchQSM.noOffload, "no-offload", false, "QSM services send and read datagrams one by one (no UDP_SEGMENT / UDP_GRO)")
 			fs.BoolVar(&benchQSM.wire, "wire", true, "netns links act like network cards: runs of datagrams are cut at the sending device and coalesced (GRO) at the receiving one; false hands a run from socket to socket in one piece")
 			fs.BoolVar(&benchQSM.attach, "attach", false, "QSM as a library: the clients attach to services in the benchmark's process (netns: each node's service runs here, in the node's namespace) instead of dialing service processes")
+			fs.Int64Var(&benchQSM.linkRate, "link-rate", 0, "netns: cap what each node sends at this many megabits per second, as a network card of that speed would (0: no cap)")
 			fs.IntVar(&benchQSM.mtu, "mtu", 1500, "link MTU of the netns LAN (QSM packs events up to it; 9000 for jumbo frames)")
 			fs.BoolVar(&benchQSM.ownData, "own-data", false, "the receivers' handlers own their events' payloads (a copy each) instead of borrowing them (transport.Borrower) during the call")
 			fs.StringVar(&benchQSM.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file ('go tool pprof'); with -attach or -mode loopback it covers the QSM services too")
@@ -105,6 +110,9 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			if benchQSM.repeat < 1 {
 				return usagef("-repeat: %d must be at least 1", benchQSM.repeat)
 			}
+			if benchQSM.linkRate < 0 || benchQSM.linkRate > 400000 {
+				return usagef("-link-rate: %d out of range (0-400000 megabits per second; 0: no cap)", benchQSM.linkRate)
+			}
 			loss := benchQSM.loss
 			if loss <= 0 {
 				loss = -1 // the benchmark reads 0 as its default
@@ -122,7 +130,7 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 			cfg.NoOffload = cfg.NoOffload || benchQSM.noOffload
 			o := qsmbench.Options{
 				Receivers: benchQSM.receivers, Size: benchQSM.size, Count: benchQSM.count,
-				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, Settings: benchQSM.settings, Repeat: benchQSM.repeat, Attach: benchQSM.attach, OwnData: benchQSM.ownData,
+				LossPercent: loss, Groups: groups, Config: cfg, LinkMTU: benchQSM.mtu, Wire: benchQSM.wire, LinkRate: benchQSM.linkRate * 1e6, Settings: benchQSM.settings, Repeat: benchQSM.repeat, Attach: benchQSM.attach, OwnData: benchQSM.ownData,
 				Progress: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 			}
 			mode := benchQSM.mode
@@ -131,6 +139,9 @@ Prints a Markdown table on stdout; progress goes to stderr.`,
 				if qsmlab.Available() == nil {
 					mode = "netns"
 				}
+			}
+			if benchQSM.linkRate > 0 && mode != "netns" {
+				return usagef("-link-rate caps the links of -mode netns; -mode %s has none", mode)
 			}
 			stop, err := startProfiles(benchQSM.cpuProfile, benchQSM.memProfile)
 			if err != nil {

@@ -178,6 +178,8 @@ func TestBadValuesAreUsage(t *testing.T) {
 	}{
 		{[]string{"bench", "qsm", "-mode", "loopback", "-loss", "150"}, "-loss: 150%"},
 		{[]string{"bench", "qsm", "-mode", "loopback", "-repeat", "0"}, "-repeat"},
+		{[]string{"bench", "qsm", "-mode", "loopback", "-link-rate", "-5"}, "-link-rate: -5 out of range"},
+		{[]string{"bench", "qsm", "-mode", "loopback", "-link-rate", "1000"}, "-mode loopback has none"},
 		{[]string{"bench", "mo", "--payload", "2000000"}, "more than a micro object holds"},
 		{[]string{"mo", "put", "--data", data, "--timeout", "0", big}, "--timeout must be positive"},
 		{[]string{"mo", "ls", "--data", data, "--timeout", "-1s"}, "--timeout must be positive"},

@@ -50,6 +50,10 @@ type Options struct {
 	// (RunNetns; see qsmlab.Options.Wire). Without it a veth link hands a
 	// run from socket to socket in one piece.
 	Wire bool
+	// LinkRate, when positive, caps what each node sends at that many
+	// bits per second, as a network card of that speed would (RunNetns;
+	// see qsmlab.Options.Rate).
+	LinkRate int64
 	// Attach runs QSM as a library: the clients attach to services in
 	// this process (qsm.Service.Attach) instead of dialing them. RunNetns
 	// then starts each node's service here, in the node's namespace,
@@ -152,7 +156,8 @@ func (r Row) repairTraffic(o Options) string {
 // Result is a set of measurements.
 type Result struct {
 	// Mode is "netns" or "loopback", followed by ", clients attached"
-	// when the run used Options.Attach and by ", handlers own payloads"
+	// when the run used Options.Attach, by ", links capped at N Mbit/s"
+	// when it used Options.LinkRate, and by ", handlers own payloads"
 	// when it used Options.OwnData.
 	Mode string
 	// Rows are the measurements in order.
@@ -275,6 +280,9 @@ func (borrowingCounter) BorrowsData() {}
 // alike, instead of on whichever measurement it happened to overlap.
 func run(ctx context.Context, e *env, o Options) (*Result, error) {
 	res := &Result{Mode: e.mode}
+	if o.LinkRate > 0 && e.mode != "loopback" {
+		res.Mode += fmt.Sprintf(", links capped at %g Mbit/s", float64(o.LinkRate)/1e6)
+	}
 	if o.OwnData {
 		res.Mode += ", handlers own payloads"
 	}

@@ -27,7 +27,7 @@ func RunNetns(ctx context.Context, o Options) (*Result, error) {
 	if o.Binary == "" {
 		return nil, errors.New("qsmbench: no liveobjects binary to run the services")
 	}
-	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1, MTU: o.LinkMTU, Wire: o.Wire})
+	lab, err := qsmlab.New(qsmlab.Options{Nodes: o.Receivers + 1, MTU: o.LinkMTU, Wire: o.Wire, Rate: o.LinkRate})
 	if err != nil {
 		return nil, err
 	}

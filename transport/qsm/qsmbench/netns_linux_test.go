@@ -76,3 +76,33 @@ func testNetnsHarness(t *testing.T, bin string, attach bool) {
 		t.Fatalf("%s: %d messages forwarded and %d sent again, for about 400 lost", r.Name, r.Forwarded, r.Resent)
 	}
 }
+
+// TestNetnsLinkRate: with LinkRate, raw multicast and QSM alike cross the
+// links no faster than the cap, and QSM still delivers everything.
+func TestNetnsLinkRate(t *testing.T) {
+	if err := qsmlab.Available(); err != nil {
+		t.Skipf("needs root, ip and nft: %v", err)
+	}
+	const rate = 80e6 // bits per second: 10 MB/s
+	res, err := RunNetns(context.Background(), Options{
+		Receivers: 2, Count: 6000, Size: 1024, LossPercent: -1, Groups: []int{1}, Config: smallConfig(),
+		Repeat: 1, Binary: clibin.Path(t), Wire: true, Attach: true, LinkRate: rate,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", res.Table())
+	if want := "netns, clients attached, links capped at 80 Mbit/s"; res.Mode != want {
+		t.Fatalf("mode %q, want %q", res.Mode, want)
+	}
+	for _, r := range res.Rows {
+		// Headers take a share of the wire, so the payload's goodput stays
+		// below the cap; a tenth is left for the bucket's burst.
+		if r.Goodput <= 0 || r.Goodput > 1.1*rate/8 {
+			t.Fatalf("%s: goodput %.1f MB/s through links capped at %.0f MB/s", r.Name, r.Goodput/1e6, rate/8/1e6)
+		}
+		if strings.HasPrefix(r.Name, "QSM") && r.Lost != 0 {
+			t.Fatalf("%s: lost %d", r.Name, r.Lost)
+		}
+	}
+}

@@ -36,6 +36,11 @@ type Options struct {
 	// NAPI), as NIC drivers do. Without it a veth link carries a run
 	// unsegmented from sending socket to receiving socket.
 	Wire bool
+	// Rate, when positive, caps what each node sends at that many bits
+	// per second, as a network card of that speed does: a token bucket
+	// (tbf) on the node's side of its link, whose queue is deep enough
+	// that the sending sockets wait for room instead of losing datagrams.
+	Rate int64
 }
 
 // LAN is a bridge and a set of namespaces.
@@ -156,6 +161,13 @@ func New(opts Options) (l *LAN, err error) {
 		}
 		if opts.Wire {
 			steps = append(steps, []string{"ip", "-n", ns, "link", "set", "eth0", "gso_max_segs", "1"})
+		}
+		if opts.Rate > 0 {
+			// burst: a few full-size datagrams; limit: deeper than a
+			// socket's send buffer, so the socket blocks before the
+			// queue drops.
+			steps = append(steps, []string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+				"rate", strconv.FormatInt(opts.Rate, 10) + "bit", "burst", "256kb", "limit", "64mb"})
 		}
 		for _, s := range steps {
 			if err := run(s...); err != nil {

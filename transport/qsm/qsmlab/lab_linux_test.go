@@ -229,3 +229,69 @@ func TestLossPerDatagram(t *testing.T) {
 		t.Fatalf("Close left the loss table %s behind:\n%s", table, out)
 	}
 }
+
+// TestRateCapsSender: with Rate, a node that sends as fast as its socket
+// lets it reaches the other nodes no faster than the rate, and loses
+// nothing (the socket waits for room); without it the same data crosses
+// the link many times faster.
+func TestRateCapsSender(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("needs root, ip and nft: %v", err)
+	}
+	const rate = 40e6 // bits per second
+	const seg, count = 1000, 2500
+	group := net.IPv4(239, 254, 66, 3)
+	// transfer sends count datagrams from node 0 to node 1 and returns
+	// how long the last took to arrive.
+	transfer := func(l *LAN) time.Duration {
+		rx, tx := groupReceiver(t, l, 1, group, 12379), groupSender(t, l, 0)
+		dst := &net.UDPAddr{IP: group, Port: 12379}
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() {
+			b := make([]byte, seg)
+			for k := 0; k < count; k++ {
+				if _, err := tx.WriteToUDP(b, dst); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		buf := make([]byte, 65536)
+		oob := make([]byte, udpgso.OOBSize)
+		got := 0
+		for got < seg*count {
+			rx.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, _, _, _, err := rx.ReadMsgUDP(buf, oob)
+			if err != nil {
+				t.Fatalf("after %d of %d datagrams: %v", got/seg, count, err)
+			}
+			got += n
+		}
+		took := time.Since(start)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return took
+	}
+	capped, err := New(Options{Nodes: 2, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := transfer(capped)
+	capped.Close()
+	free, err := New(Options{Nodes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := transfer(free)
+	free.Close()
+	// The bucket lets a burst of 256 KiB through at once; the rest waits.
+	// The floor leaves a tenth for the bucket's rounding.
+	floor := time.Duration(0.9 * float64((seg+28)*count*8-256<<10*8) / rate * float64(time.Second))
+	t.Logf("%d datagrams of %d bytes: %v at %.0f Mbit/s (no sooner than %v), %v uncapped", count, seg, slow, rate/1e6, floor, fast)
+	if slow < floor {
+		t.Fatalf("capped at %.0f Mbit/s, %d bytes arrived in %v; the cap allows no less than %v", rate/1e6, seg*count, slow, floor)
+	}
+}
