@@ -118,9 +118,10 @@ func New(opts Options) (l *LAN, err error) {
 		id:     fmt.Sprintf("%d%d", pid%10000, n),
 		subnet: 20 + (pid+int(n)*7)%200,
 	}
+	made := l // the returns below set l to nil
 	defer func() {
 		if err != nil {
-			l.Close()
+			made.Close()
 		}
 	}()
 	l.bridge = "lqb" + l.id

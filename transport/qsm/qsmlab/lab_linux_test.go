@@ -3,6 +3,7 @@ package qsmlab
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -293,5 +294,33 @@ func TestRateCapsSender(t *testing.T) {
 	t.Logf("%d datagrams of %d bytes: %v at %.0f Mbit/s (no sooner than %v), %v uncapped", count, seg, slow, rate/1e6, floor, fast)
 	if slow < floor {
 		t.Fatalf("capped at %.0f Mbit/s, %d bytes arrived in %v; the cap allows no less than %v", rate/1e6, seg*count, slow, floor)
+	}
+}
+
+// TestNewCleansUpAfterFailure: when a step of New fails after namespaces
+// and links exist (here tc refuses a rate of 1 bit/s), New returns the
+// error and removes everything it made.
+func TestNewCleansUpAfterFailure(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("needs root, ip and nft: %v", err)
+	}
+	n := seq.Load() + 1 // the number the next LAN takes
+	prefix := fmt.Sprintf("lo-qsm-%d-%d-", os.Getpid(), n)
+	l, err := New(Options{Nodes: 2, Rate: 1})
+	if err == nil {
+		l.Close()
+		t.Fatal("tc accepted a rate of 1 bit/s: this test needs a step of New that fails")
+	}
+	t.Logf("New: %v", err)
+	if !strings.Contains(err.Error(), "tbf") {
+		t.Fatalf("New failed before the per-node steps: %v", err)
+	}
+	out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
+	if strings.Contains(string(out), prefix) {
+		t.Fatalf("a failed New left namespaces behind:\n%s", out)
+	}
+	bridge := fmt.Sprintf("lqb%d%d", os.Getpid()%10000, n)
+	if out, err := exec.Command("ip", "link", "show", bridge).CombinedOutput(); err == nil {
+		t.Fatalf("a failed New left its bridge behind:\n%s", out)
 	}
 }
