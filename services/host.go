@@ -74,7 +74,11 @@ type Status struct {
 // String renders the status as the lines a service file shows.
 func (s Status) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "service: %s\nclass: %s\nstate: %s\n", s.Path, s.Class, s.State)
+	class := s.Class
+	if class == "" && s.State == Disabled {
+		class = "none (switched off: 'liveobjects service on' starts it)"
+	}
+	fmt.Fprintf(&b, "service: %s\nclass: %s\nstate: %s\n", s.Path, class, s.State)
 	if s.Addr != "" {
 		fmt.Fprintf(&b, "address: %s\n", s.Addr)
 	}

@@ -108,6 +108,10 @@ func TestHostFollowsRoot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A service switched off says so, and how to start it.
+	if txt, _ := h.StatusText(registry.MOServiceFile); !strings.Contains(string(txt), "class: none (switched off: 'liveobjects service on' starts it)\nstate: disabled") {
+		t.Fatalf("status text of a service switched off:\n%s", txt)
+	}
 	st, _ := h.Status(registry.RelayServiceFile)
 	// The running relay is the one its status names; no service of a
 	// class switched off runs.
