@@ -280,7 +280,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("qsm: service: listen on %v: %w", ip, err)
 	}
 	s.uconn = uc
-	setBuffers(uc, 8<<20)
+	uc.SetReadBuffer(8 << 20) // the kernel caps both; failures are harmless
 	uc.SetWriteBuffer(sendBuffer)
 	s.gso.Store(udpgso.Available && !s.cfg.NoOffload)
 	upc := ipv4.NewPacketConn(uc)
@@ -722,7 +722,7 @@ func parseDatagramInto(b []byte, from netip.AddrPort, a *dgAuth, pb *payload.Rec
 // Mbit/s, 2 ms at 1 Gbit/s, and well within a card's default queue of
 // 1,000 packets, which would drop what does not fit). At memory speed the
 // kernel frees a datagram's room as soon as the device takes it, so the
-// bound costs nothing there. With the 8 MiB the receive side gets, a
+// bound costs nothing there. With 8 MiB, as the receive side has, a
 // saturated 100 Mbit/s link held each token for over half a second: token
 // rounds timed out, the receivers forwarded the same messages again and
 // again, and goodput with 5% loss fell to 0.37 of raw multicast

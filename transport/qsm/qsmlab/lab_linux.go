@@ -167,7 +167,7 @@ func New(opts Options) (l *LAN, err error) {
 			// burst: a few full-size datagrams; limit: deeper than a
 			// socket's send buffer, so the socket blocks before the
 			// queue drops.
-			steps = append(steps, []string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+			steps = append(steps, []string{"tc", "-n", ns, "qdisc", "add", "dev", "eth0", "root", "tbf",
 				"rate", strconv.FormatInt(opts.Rate, 10) + "bit", "burst", "256kb", "limit", "64mb"})
 		}
 		for _, s := range steps {

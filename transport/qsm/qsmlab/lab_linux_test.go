@@ -288,12 +288,17 @@ func TestRateCapsSender(t *testing.T) {
 	}
 	fast := transfer(free)
 	free.Close()
-	// The bucket lets a burst of 256 KiB through at once; the rest waits.
-	// The floor leaves a tenth for the bucket's rounding.
-	floor := time.Duration(0.9 * float64((seg+28)*count*8-256<<10*8) / rate * float64(time.Second))
+	// The bucket lets a burst through at once; the rest waits. The floor
+	// leaves a tenth for the bucket's rounding.
+	const burst = 256 << 10    // bytes, as New sets it
+	wire := (seg + 28) * count // bytes with IP and UDP headers
+	floor := time.Duration(0.9 * float64((wire-burst)*8) / rate * float64(time.Second))
 	t.Logf("%d datagrams of %d bytes: %v at %.0f Mbit/s (no sooner than %v), %v uncapped", count, seg, slow, rate/1e6, floor, fast)
 	if slow < floor {
 		t.Fatalf("capped at %.0f Mbit/s, %d bytes arrived in %v; the cap allows no less than %v", rate/1e6, seg*count, slow, floor)
+	}
+	if fast >= floor {
+		t.Fatalf("uncapped, %d bytes took %v, no less than the capped floor %v: the floor does not tell the cap apart", seg*count, fast, floor)
 	}
 }
 
